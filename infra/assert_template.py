@@ -361,7 +361,11 @@ def main() -> int:
     args = parser.parse_args()
     contract = args.contract or args.template.resolve().parent.parent / "docs" / "architecture.md"
 
-    template = yaml_parse(args.template.read_text())
+    try:
+        template = yaml_parse(args.template.read_text())
+    except Exception as e:  # a YAML error is one failure, not a traceback
+        print(f"FAIL {args.template} does not parse: {e}")
+        return 1
     resources = template.get("Resources", {})
     globals_ = template.get("Globals", {})
     names = contract_functions(contract)

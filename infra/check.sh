@@ -2,13 +2,13 @@
 # Offline checks of the infrastructure: the SAM template, the state machines, the shell scripts.
 #
 # Usage: infra/check.sh [CHECK...]     (no argument: every check, in this order)
-#   cfn-lint              cfn-lint on infra/template.yaml (SAM)
-#   cfn-lint-transformed  aws-sam-translator (infra/transform.py, definitions inlined), then cfn-lint
-#                         on the CloudFormation it produces: this is where state machines get checked
-#   asl                   asl-validator on every statemachine/*.asl.json, ${...} replaced by fake ARNs
-#   checkov               checkov on the SAM and the transformed template (skips: infra/checkov.yaml)
-#   assert                the project's own assertions (infra/assert_template.py)
-#   shellcheck            shellcheck on mecplane/scripts/*.sh and local/**/*.sh
+#   - cfn-lint:             cfn-lint on infra/template.yaml (SAM)
+#   - cfn-lint-transformed: aws-sam-translator (infra/transform.py, definitions inlined), then
+#                           cfn-lint on the CloudFormation it produces (state machines checked here)
+#   - asl:                  asl-validator on every statemachine/*.asl.json, ${...} -> fake ARNs
+#   - checkov:              checkov on the SAM and the transformed template (skips: infra/checkov.yaml)
+#   - assert:               the project's own assertions (infra/assert_template.py)
+#   - shellcheck:           mecplane/scripts/*.sh, local/**/*.sh and infra/**/*.sh
 #
 # Tools (installed by the project, see infra/README.md):
 #   python3 -m venv .venv-infra && .venv-infra/bin/pip install -r infra/requirements.txt
@@ -95,7 +95,7 @@ check_asl() {
         return 1
     fi
     for f in "${files[@]}"; do
-        local fake="$WORK/$(basename "$f")"
+        local fake="$WORK/${f##*/}"
         # ${Name} -> a fake ARN, the way the DefinitionSubstitutions fill them in at deploy time.
         "$PY" - "$f" "$fake" <<'EOF' || { status=1; continue; }
 import re, sys
@@ -135,10 +135,10 @@ check_assert() {
 check_shellcheck() {
     local files=()
     shopt -s nullglob globstar
-    files=("$ROOT"/mecplane/scripts/*.sh "$ROOT"/local/**/*.sh)
+    files=("$ROOT"/mecplane/scripts/*.sh "$ROOT"/local/**/*.sh "$ROOT"/infra/**/*.sh)
     shopt -u nullglob globstar
     if [[ ${#files[@]} -eq 0 ]]; then
-        echo "note: no mecplane/scripts/*.sh or local/**/*.sh yet - nothing to check"
+        echo "note: no mecplane/scripts/*.sh, local/**/*.sh or infra/**/*.sh yet - nothing to check"
         return 0
     fi
     if ! command -v shellcheck >/dev/null; then

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Proves that every check of infra/check.sh can fail: each case makes a copy of the checked files in
+# a temporary directory, breaks one thing, and asserts that the check meant to catch it fails (and
+# says why). The clean copy must pass every check.
+#
+# Usage: infra/tests/test_checks.sh        (needs the tools of infra/check.sh installed)
+#
+# While statemachine/*.asl.json do not exist yet, the copies get placeholder definitions generated
+# here from the template's DefinitionSubstitutions (only in the temporary directory, never in the
+# repository).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CHECK="$REPO/infra/check.sh"
+PY="${MECPLANE_INFRA_VENV:-$REPO/.venv-infra}/bin/python"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+passed=0
+failed=0
+
+# A clean copy of everything the checks read, at $1.
+clean_copy() {
+    local dst="$1"
+    mkdir -p "$dst/infra" "$dst/docs" "$dst/statemachine" "$dst/mecplane/scripts" "$dst/local"
+    cp "$REPO/infra/template.yaml" "$dst/infra/"
+    cp "$REPO/docs/architecture.md" "$dst/docs/"
+    shopt -s nullglob
+    local asl=("$REPO"/statemachine/*.asl.json) scripts=("$REPO"/mecplane/scripts/*.sh)
+    shopt -u nullglob
+    if [[ ${#asl[@]} -gt 0 ]]; then
+        cp "${asl[@]}" "$dst/statemachine/"
+    else
+        placeholders "$dst"
+    fi
+    [[ ${#scripts[@]} -gt 0 ]] && cp "${scripts[@]}" "$dst/mecplane/scripts/"
+    (cd "$REPO" && find local -name '*.sh' -not -path '*/node_modules/*' -print0 |
+        xargs -0 -r cp --parents -t "$dst") || true
+}
+
+# Placeholder state machines: a chain of Task states, one per substitution of the template.
+placeholders() {
+    "$PY" - "$REPO/infra/template.yaml" "$1/statemachine" <<'EOF'
+import json, sys
+from samtranslator.yaml_helper import yaml_parse
+template = yaml_parse(open(sys.argv[1]).read())
+for r in template["Resources"].values():
+    if r["Type"] != "AWS::Serverless::StateMachine":
+        continue
+    names = sorted(r["Properties"]["DefinitionSubstitutions"])
+    states = {}
+    for i, name in enumerate(names):
+        state = {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+                 "Parameters": {"FunctionName": "${%s}" % name, "Payload.$": "$"},
+                 "OutputPath": "$.Payload"}
+        state.update({"Next": names[i + 1]} if i + 1 < len(names) else {"End": True})
+        states[name] = state
+    path = sys.argv[2] + "/" + r["Properties"]["DefinitionUri"].rsplit("/", 1)[1]
+    json.dump({"Comment": "placeholder for the checks' tests", "StartAt": names[0], "States": states},
+              open(path, "w"), indent=2)
+EOF
+}
+
+# expect WANT(pass|fail) NAME CHECK [GREP]: runs one check on $CASE and compares.
+expect() {
+    local want="$1" name="$2" check="$3" grep_for="${4:-}" out rc
+    out="$(MECPLANE_CHECK_ROOT="$CASE" "$CHECK" "$check" 2>&1)"
+    rc=$?
+    local ok=1
+    if [[ $want == fail && $rc -eq 0 ]]; then ok=0; fi
+    if [[ $want == pass && $rc -ne 0 ]]; then ok=0; fi
+    if [[ $ok -eq 1 && -n "$grep_for" ]] && ! grep -qF -- "$grep_for" <<<"$out"; then ok=0; fi
+    if [[ $ok -eq 1 ]]; then
+        passed=$((passed + 1))
+        echo "ok   $name: $check -> $want${grep_for:+ (\"$grep_for\")}"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name: expected $check to ${want}${grep_for:+ mentioning \"$grep_for\"}, exit $rc:"
+        while IFS= read -r line; do echo "    $line"; done <<<"$out"
+    fi
+}
+
+# new_case NAME: a fresh clean copy at $CASE.
+new_case() {
+    CASE="$TMP/$1"
+    clean_copy "$CASE"
+}
+
+# edit FILE PYTHON-EXPR: rewrites FILE as s -> EXPR (s is the text); fails if nothing changed.
+edit() {
+    "$PY" - "$1" "$2" <<'EOF'
+import sys
+path, expr = sys.argv[1], sys.argv[2]
+s = open(path).read()
+new = eval(expr, {"s": s})
+if new == s:
+    sys.exit(f"edit: {expr!r} changed nothing in {path}")
+open(path, "w").write(new)
+EOF
+}
+
+asl_edit() {
+    "$PY" - "$1" "$2" <<'EOF'
+import json, sys
+path, code = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+exec(code, {"d": d})
+json.dump(d, open(path, "w"), indent=2)
+EOF
+}
+
+first_state() {
+    "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["StartAt"])' "$1"
+}
+
+if ! compgen -G "$REPO/statemachine/*.asl.json" >/dev/null; then
+    echo "note: statemachine/*.asl.json do not exist yet - the copies use generated placeholders"
+fi
+echo "== the clean copy passes every check"
+new_case clean
+for check in cfn-lint cfn-lint-transformed asl checkov assert shellcheck; do
+    expect pass "clean copy" "$check"
+done
+
+echo "== broken copies fail the check meant to catch them"
+T=infra/template.yaml
+CREATE=statemachine/create-cluster.asl.json
+
+new_case star-action
+edit "$CASE/$T" 's.replace("- dynamodb:GetItem", "- dynamodb:*", 1)'
+expect fail "a dynamodb:* action" assert "wildcard"
+
+new_case star-action-bare
+edit "$CASE/$T" 's.replace("- ec2:TerminateInstances", "- \"*\"", 1)'
+expect fail "a \"*\" action" assert "wildcard"
+
+new_case not-action
+edit "$CASE/$T" 's.replace("                Action:\n                  - ec2:TerminateInstances", "                NotAction:\n                  - iam:CreateUser", 1)'
+expect fail "an Allow with NotAction" assert "NotAction"
+
+new_case route-auth-none
+edit "$CASE/$T" 's.replace("Authorizer: AWS_IAM", "Authorizer: NONE", 1)'
+expect fail "a route with Auth NONE" assert "not AWS_IAM"
+
+new_case default-authorizer
+edit "$CASE/$T" 's.replace("        DefaultAuthorizer: AWS_IAM\n", "", 1)'
+expect fail "an HTTP API without the IAM default authorizer" assert "DefaultAuthorizer"
+
+new_case shared-role
+edit "$CASE/$T" 's.replace("Role: !GetAtt ActivateRole.Arn", "Role: !GetAtt MarkFailedRole.Arn", 1)'
+expect fail "two functions sharing a role" assert "shared by"
+
+new_case sam-policies
+edit "$CASE/$T" 's.replace("      Role: !GetAtt VerifyRole.Arn\n", "      Policies:\n        - AmazonDynamoDBFullAccess\n", 1)'
+expect fail "a SAM-generated role" assert "SAM Policies"
+
+new_case star-resource
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+edit "$CASE/$T" 's.replace("Resource: !Sub \"arn:${AWS::Partition}:ssm:*::document/AWS-RunShellScript\"", "Resource: \"*\"", 1)'
+expect fail "ssm:SendCommand on Resource \"*\"" assert "resource-level"
+
+new_case pass-role
+edit "$CASE/$T" 's.replace("Resource: !GetAtt NodeRole.Arn", "Resource: !GetAtt ApiRole.Arn", 1)'
+expect fail "iam:PassRole on another role" assert "PassRole"
+
+new_case missing-substitution
+"$PY" - "$CASE/$CREATE" <<'EOF'
+import re, sys
+p = sys.argv[1]; s = open(p).read()
+open(p, "w").write(re.sub(r"\$\{[A-Za-z]+FunctionArn\}", "${Missing}", s, count=1))
+EOF
+expect fail "a \${Missing} in a definition" assert "\${Missing}"
+
+new_case unused-substitution
+edit "$CASE/$T" 's.replace("      DefinitionSubstitutions:\n", "      DefinitionSubstitutions:\n        UnusedArn: !GetAtt ApiFunction.Arn\n", 1)'
+expect fail "a substitution the definition does not use" assert "not used"
+
+new_case next-missing
+asl_edit "$CASE/$CREATE" 'd["States"][d["StartAt"]].pop("End", None); d["States"][d["StartAt"]]["Next"] = "NoSuchState"'
+expect fail "a Next to a missing state" asl "INVALID"
+
+new_case bad-state-type
+start="$(first_state "$CASE/$CREATE")"
+asl_edit "$CASE/$CREATE" "d['States']['$start']['Type'] = 'Taskk'"
+expect fail "an unknown state type (seen only after the transform)" cfn-lint-transformed "E3601"
+
+new_case missing-definition
+rm "$CASE/$CREATE"
+expect fail "a DefinitionUri file that does not exist" cfn-lint-transformed "does not exist"
+
+new_case invalid-property
+edit "$CASE/$T" 's.replace("      BillingMode: PAY_PER_REQUEST\n", "      BillingMode: PAY_PER_REQUEST\n      Colour: blue\n", 1)'
+expect fail "an invalid property" cfn-lint "E3002"
+
+new_case missing-resource
+edit "$CASE/$T" 's.replace("Role: !GetAtt VerifyRole.Arn", "Role: !GetAtt NoSuchRole.Arn", 1)'
+expect fail "a GetAtt of a resource that does not exist" cfn-lint "E1010"
+
+new_case timeout-too-long
+edit "$CASE/$T" 's.replace("    Timeout: 60\n", "    Timeout: 9000\n", 1)'
+expect fail "a function timeout over the maximum" cfn-lint "E3034"
+
+new_case no-pitr
+edit "$CASE/$T" 's.replace("PointInTimeRecoveryEnabled: true", "PointInTimeRecoveryEnabled: false", 1)'
+expect fail "a table without point-in-time recovery" checkov "CKV_AWS_28"
+
+new_case shell-error
+cat >"$CASE/mecplane/scripts/broken.sh" <<'EOF'
+#!/usr/bin/env bash
+# mecplane-script: broken
+for f in $(ls /etc/*.conf); do echo $f; done
+EOF
+expect fail "a shell script with shellcheck errors" shellcheck "SC2045"
+
+new_case local-shell-error
+mkdir -p "$CASE/local/sim/bin"
+# shellcheck disable=SC2016  # the broken script's own $1
+printf '#!/bin/sh\ncd $1\nrm -rf "$1"/*\n' >"$CASE/local/sim/bin/broken.sh"
+expect fail "a local/**/*.sh script with shellcheck errors" shellcheck "SC2086"
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""Create the local stack's resources in moto from the SAM template (infra/template.yaml).
+
+Reads the template with a YAML loader that keeps CloudFormation short tags (!Ref, !Sub, !GetAtt,
+!If, ...) as opaque values, then, against moto:
+
+- creates the DynamoDB table (AWS::DynamoDB::Table or AWS::Serverless::SimpleTable) with its
+  KeySchema, AttributeDefinitions, GlobalSecondaryIndexes, LocalSecondaryIndexes and BillingMode;
+  an existing table gets its missing GSIs added;
+- creates each AWS::Serverless::StateMachine (and AWS::StepFunctions::StateMachine) from its
+  DefinitionUri / Definition, replacing every ${Name} of DefinitionSubstitutions: a function
+  (!GetAtt XFunction.Arn / !Ref XFunction) becomes
+  arn:aws:lambda:<region>:123456789012:function:<basename of its CodeUri>; any ${...} left over is an
+  error. Name = the Name property when literal, else the logical id; an existing machine is updated;
+- creates AWS::IAM::InstanceProfile resources (the node instance profile).
+
+Prints one JSON object on stdout:
+  {"table": name, "tables": {logical: name}, "state_machines": {logical: arn},
+   "instance_profile": name|null, "functions": {name: {"logical_id", "timeout", "memory_size",
+   "environment": {literal vars}}}}
+
+Usage: provision.py --template infra/template.yaml --endpoint-url http://127.0.0.1:47501
+                    [--region us-east-1] [--stack-name mecplane] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ACCOUNT_ID = "123456789012"
+SFN_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/mecplane-local-states"
+
+
+class ProvisionError(Exception):
+    """A template the local stack cannot provision from."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Template loading
+
+
+class Tag:
+    """An opaque CloudFormation short-tag value such as ``!GetAtt Foo.Arn``."""
+
+    def __init__(self, tag: str, value):
+        self.tag = tag  # without the leading "!"
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"!{self.tag} {self.value!r}"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that accepts every ``!Tag`` as a :class:`Tag`."""
+
+
+def _construct_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> Tag:
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return Tag(tag_suffix, value)
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path) -> dict:
+    with path.open() as f:
+        doc = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - CfnLoader derives from SafeLoader
+    if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
+        raise ProvisionError(f"{path}: no Resources section")
+    return doc
+
+
+def intrinsic(value):
+    """Normalises long-form intrinsics ({"Fn::GetAtt": ...}, {"Ref": ...}) into :class:`Tag`."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, inner),) = value.items()
+        if key == "Ref":
+            return Tag("Ref", inner)
+        if key.startswith("Fn::"):
+            return Tag(key[4:], inner)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution of the values the local stack understands
+
+
+class Context:
+    def __init__(self, template: dict, template_dir: Path, region: str, stack: str):
+        self.template = template
+        self.resources: dict = template["Resources"]
+        self.globals: dict = (template.get("Globals") or {}).get("Function") or {}
+        self.dir = template_dir
+        self.region = region
+        self.stack = stack
+        self.table_names: dict[str, str] = {}
+        self.state_machine_arns: dict[str, str] = {}
+
+    def pseudo(self, name: str):
+        return {
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::StackName": self.stack,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": None,
+        }.get(name)
+
+    def resource(self, logical_id: str) -> dict:
+        res = self.resources.get(logical_id)
+        if not isinstance(res, dict):
+            raise ProvisionError(f"unknown resource {logical_id!r}")
+        return res
+
+    def function_name(self, logical_id: str) -> str:
+        """The local function name of an AWS::Serverless::Function: its CodeUri basename."""
+        res = self.resource(logical_id)
+        if res.get("Type") not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            raise ProvisionError(f"{logical_id} is not a function")
+        props = res.get("Properties") or {}
+        code_uri = props.get("CodeUri", self.globals.get("CodeUri"))
+        if isinstance(code_uri, str) and code_uri.strip("./"):
+            return Path(code_uri.rstrip("/")).name
+        name = props.get("FunctionName")
+        if isinstance(name, str):
+            return name
+        # RegisterFunction -> register, ResolveAmiFunction -> resolve-ami
+        base = logical_id[: -len("Function")] if logical_id.endswith("Function") else logical_id
+        return re.sub(r"(?<!^)(?=[A-Z])", "-", base).lower()
+
+    def function_arn(self, logical_id: str) -> str:
+        name = self.function_name(logical_id)
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+
+    def resolve(self, value, what: str):
+        """Resolves a literal, !Ref, !GetAtt or simple !Sub to a string; raises when it cannot."""
+        value = intrinsic(value)
+        if isinstance(value, (str, int, float, bool)):
+            return value if not isinstance(value, bool) else str(value).lower()
+        if not isinstance(value, Tag):
+            raise ProvisionError(f"{what}: cannot resolve {value!r}")
+        if value.tag == "Ref":
+            target = value.value
+            if isinstance(target, str) and target.startswith("AWS::"):
+                return self.pseudo(target)
+            res = self.resource(target)
+            kind = res.get("Type")
+            if kind in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+                return self.function_name(target)
+            if kind in ("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable"):
+                return self.table_name(target)
+            if kind in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+                if target in self.state_machine_arns:
+                    return self.state_machine_arns[target]
+            if kind == "AWS::IAM::InstanceProfile":
+                return self.instance_profile_name(target)
+            raise ProvisionError(f"{what}: cannot resolve !Ref {target}")
+        if value.tag == "GetAtt":
+            parts = value.value.split(".", 1) if isinstance(value.value, str) else list(value.value)
+            if len(parts) != 2:
+                raise ProvisionError(f"{what}: bad !GetAtt {value.value!r}")
+            logical, attr = parts
+            kind = self.resource(logical).get("Type")
+            if kind in ("AWS::Serverless::Function", "AWS::Lambda::Function") and attr == "Arn":
+                return self.function_arn(logical)
+            if kind in ("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable") and attr == "Arn":
+                return f"arn:aws:dynamodb:{self.region}:{ACCOUNT_ID}:table/{self.table_name(logical)}"
+            raise ProvisionError(f"{what}: cannot resolve !GetAtt {logical}.{attr}")
+        if value.tag == "Sub" and isinstance(value.value, str):
+            return self.substitute(value.value, {}, what)
+        raise ProvisionError(f"{what}: cannot resolve !{value.tag}")
+
+    def substitute(self, text: str, variables: dict, what: str) -> str:
+        def repl(m: re.Match) -> str:
+            name = m.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(self.resolve(variables[name], f"{what} ${{{name}}}"))
+            if name.startswith("AWS::"):
+                v = self.pseudo(name)
+                if v is not None:
+                    return str(v)
+            if "." in name:
+                return str(self.resolve(Tag("GetAtt", name), f"{what} ${{{name}}}"))
+            if name in self.resources:
+                return str(self.resolve(Tag("Ref", name), f"{what} ${{{name}}}"))
+            raise ProvisionError(f"{what}: no value for ${{{name}}}")
+
+        return re.sub(r"\$\{([^}]+)\}", repl, text)
+
+    def literal_or(self, value, default: str) -> str:
+        try:
+            v = self.resolve(value, "name")
+            return str(v) if v else default
+        except ProvisionError:
+            return default
+
+    def table_name(self, logical_id: str) -> str:
+        if logical_id not in self.table_names:
+            props = self.resource(logical_id).get("Properties") or {}
+            self.table_names[logical_id] = self.literal_or(
+                props.get("TableName"), f"{self.stack}-{logical_id}"
+            )
+        return self.table_names[logical_id]
+
+    def instance_profile_name(self, logical_id: str) -> str:
+        props = self.resource(logical_id).get("Properties") or {}
+        return self.literal_or(props.get("InstanceProfileName"), f"{self.stack}-{logical_id}")
+
+    def of_type(self, *types: str) -> list[tuple[str, dict]]:
+        return [
+            (lid, res)
+            for lid, res in self.resources.items()
+            if isinstance(res, dict) and res.get("Type") in types
+        ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+TABLE_KEYS = ("KeySchema", "AttributeDefinitions", "BillingMode", "ProvisionedThroughput")
+INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput")
+SIMPLE_TYPES = {"String": "S", "Number": "N", "Binary": "B"}
+
+
+def contains_tag(value) -> bool:
+    value = intrinsic(value)
+    if isinstance(value, Tag):
+        return True
+    if isinstance(value, dict):
+        return any(contains_tag(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_tag(v) for v in value)
+    return False
+
+
+def table_request(ctx: Context, logical_id: str, res: dict) -> dict:
+    props = res.get("Properties") or {}
+    name = ctx.table_name(logical_id)
+    if res["Type"] == "AWS::Serverless::SimpleTable":
+        pk = props.get("PrimaryKey") or {"Name": "id", "Type": "String"}
+        req = {
+            "TableName": name,
+            "KeySchema": [{"AttributeName": pk["Name"], "KeyType": "HASH"}],
+            "AttributeDefinitions": [
+                {"AttributeName": pk["Name"], "AttributeType": SIMPLE_TYPES.get(pk.get("Type"), "S")}
+            ],
+        }
+        if props.get("ProvisionedThroughput"):
+            req["ProvisionedThroughput"] = props["ProvisionedThroughput"]
+        else:
+            req["BillingMode"] = "PAY_PER_REQUEST"
+        return req
+    req = {"TableName": name}
+    for key in TABLE_KEYS:
+        if key in props:
+            req[key] = props[key]
+    if "KeySchema" not in req or "AttributeDefinitions" not in req:
+        raise ProvisionError(f"{logical_id}: KeySchema and AttributeDefinitions are required")
+    if "BillingMode" not in req and "ProvisionedThroughput" not in req:
+        req["BillingMode"] = "PAY_PER_REQUEST"
+    for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        if props.get(key):
+            req[key] = [{k: ix[k] for k in INDEX_KEYS if k in ix} for ix in props[key]]
+    stream = props.get("StreamSpecification")
+    if isinstance(stream, dict) and stream.get("StreamViewType"):
+        req["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+    if contains_tag(req):
+        raise ProvisionError(f"{logical_id}: table properties use intrinsics the local stack cannot resolve")
+    return req
+
+
+def ensure_table(ddb, req: dict, ttl: dict | None) -> None:
+    name = req["TableName"]
+    try:
+        desc = ddb.describe_table(TableName=name)["Table"]
+    except ddb.exceptions.ResourceNotFoundException:
+        ddb.create_table(**req)
+        ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    else:
+        existing = {ix["IndexName"] for ix in desc.get("GlobalSecondaryIndexes", [])}
+        missing = [ix for ix in req.get("GlobalSecondaryIndexes", []) if ix["IndexName"] not in existing]
+        if missing:
+            ddb.update_table(
+                TableName=name,
+                AttributeDefinitions=req["AttributeDefinitions"],
+                GlobalSecondaryIndexUpdates=[{"Create": ix} for ix in missing],
+            )
+    if ttl and ttl.get("Enabled") and ttl.get("AttributeName"):
+        ddb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# State machines
+
+SUBSTITUTION = re.compile(r"\$\{([^}]*)\}")
+
+
+def state_machine_definition(ctx: Context, logical_id: str, res: dict) -> str:
+    props = res.get("Properties") or {}
+    if "DefinitionUri" in props or "DefinitionS3Location" in props:
+        uri = props.get("DefinitionUri", props.get("DefinitionS3Location"))
+        if not isinstance(uri, str):
+            raise ProvisionError(f"{logical_id}: DefinitionUri must be a local path")
+        path = (ctx.dir / uri).resolve()
+        if not path.is_file():
+            raise ProvisionError(f"{logical_id}: definition file {path} not found")
+        text = path.read_text()
+    elif "Definition" in props:
+        text = json.dumps(props["Definition"])
+    elif isinstance(props.get("DefinitionString"), str):
+        text = props["DefinitionString"]
+    else:
+        raise ProvisionError(f"{logical_id}: no Definition, DefinitionUri or DefinitionString")
+
+    subs = props.get("DefinitionSubstitutions") or {}
+    if not isinstance(subs, dict):
+        raise ProvisionError(f"{logical_id}: DefinitionSubstitutions must be a mapping")
+
+    def repl(m: re.Match) -> str:
+        name = m.group(1)
+        if name in subs:
+            return str(ctx.resolve(subs[name], f"{logical_id} ${{{name}}}"))
+        # ${XFunctionArn} with no explicit substitution: the function XFunction, if it exists.
+        if name.endswith("FunctionArn") and name[: -len("Arn")] in ctx.resources:
+            return ctx.function_arn(name[: -len("Arn")])
+        return m.group(0)
+
+    text = SUBSTITUTION.sub(repl, text)
+    left = sorted(set(SUBSTITUTION.findall(text)))
+    if left:
+        raise ProvisionError(
+            f"{logical_id}: unsubstituted {', '.join('${' + n + '}' for n in left)} in its definition"
+        )
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProvisionError(f"{logical_id}: definition is not valid JSON after substitution: {e}") from e
+    return text
+
+
+def ensure_state_machine(sfn, name: str, definition: str, kind: str) -> str:
+    existing = None
+    for page in sfn.get_paginator("list_state_machines").paginate():
+        for sm in page["stateMachines"]:
+            if sm["name"] == name:
+                existing = sm["stateMachineArn"]
+    if existing:
+        sfn.update_state_machine(stateMachineArn=existing, definition=definition, roleArn=SFN_ROLE_ARN)
+        return existing
+    return sfn.create_state_machine(name=name, definition=definition, roleArn=SFN_ROLE_ARN, type=kind)[
+        "stateMachineArn"
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Functions and instance profiles
+
+
+def function_facts(ctx: Context) -> dict:
+    facts = {}
+    for logical_id, res in ctx.of_type("AWS::Serverless::Function"):
+        props = res.get("Properties") or {}
+        env = {}
+        variables = {}
+        variables.update(((ctx.globals.get("Environment") or {}).get("Variables")) or {})
+        variables.update(((props.get("Environment") or {}).get("Variables")) or {})
+        for k, v in variables.items():
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                env[k] = str(v)
+        timeout = props.get("Timeout", ctx.globals.get("Timeout"))
+        memory = props.get("MemorySize", ctx.globals.get("MemorySize"))
+        facts[ctx.function_name(logical_id)] = {
+            "logical_id": logical_id,
+            "timeout": timeout if isinstance(timeout, int) else None,
+            "memory_size": memory if isinstance(memory, int) else None,
+            "environment": env,
+        }
+    return facts
+
+
+def ensure_instance_profile(iam, name: str) -> None:
+    try:
+        iam.create_instance_profile(InstanceProfileName=name)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--template", required=True, type=Path)
+    p.add_argument("--endpoint-url", default=os.environ.get("MECPLANE_MOTO_ENDPOINT", "http://127.0.0.1:47501"))
+    p.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    p.add_argument("--stack-name", default="mecplane")
+    p.add_argument("--dry-run", action="store_true", help="resolve everything, create nothing")
+    args = p.parse_args(argv)
+
+    try:
+        template = load_template(args.template)
+        ctx = Context(template, args.template.resolve().parent, args.region, args.stack_name)
+        out = {"table": None, "tables": {}, "state_machines": {}, "instance_profile": None, "functions": {}}
+        out["functions"] = function_facts(ctx)
+
+        tables = ctx.of_type("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable")
+        table_reqs = [(lid, table_request(ctx, lid, res), (res.get("Properties") or {}).get("TimeToLiveSpecification"))
+                      for lid, res in tables]
+        machines = []
+        for lid, res in ctx.of_type("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"):
+            props = res.get("Properties") or {}
+            name = ctx.literal_or(props.get("Name", props.get("StateMachineName")), lid)
+            kind = props.get("Type", props.get("StateMachineType", "STANDARD"))
+            machines.append((lid, name, state_machine_definition(ctx, lid, res), kind if isinstance(kind, str) else "STANDARD"))
+        profiles = [ctx.instance_profile_name(lid) for lid, _ in ctx.of_type("AWS::IAM::InstanceProfile")]
+
+        if not args.dry_run:
+            import boto3
+            from botocore.config import Config
+
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+            cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60)
+            client = lambda svc: boto3.client(svc, region_name=args.region, endpoint_url=args.endpoint_url, config=cfg)  # noqa: E731
+            ddb, sfn, iam = client("dynamodb"), client("stepfunctions"), client("iam")
+            for _, req, ttl in table_reqs:
+                ensure_table(ddb, req, ttl)
+            for lid, name, definition, kind in machines:
+                out["state_machines"][lid] = ensure_state_machine(sfn, name, definition, kind)
+            for name in profiles:
+                ensure_instance_profile(iam, name)
+        else:
+            for lid, name, _, _ in machines:
+                out["state_machines"][lid] = f"arn:aws:states:{args.region}:{ACCOUNT_ID}:stateMachine:{name}"
+
+        out["tables"] = {lid: req["TableName"] for lid, req, _ in table_reqs}
+        if "ClustersTable" in out["tables"]:
+            out["table"] = out["tables"]["ClustersTable"]
+        elif out["tables"]:
+            out["table"] = next(iter(out["tables"].values()))
+        if profiles:
+            out["instance_profile"] = profiles[0]
+    except ProvisionError as e:
+        print(f"provision.py: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # boto errors, YAML errors: say which and fail
+        print(f"provision.py: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    json.dump(out, sys.stdout, indent=None, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

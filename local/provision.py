@@ -17,7 +17,10 @@ Reads the template with a YAML loader that keeps CloudFormation short tags (!Ref
 Prints one JSON object on stdout:
   {"table": name, "tables": {logical: name}, "state_machines": {logical: arn},
    "instance_profile": name|null, "functions": {name: {"logical_id", "timeout", "memory_size",
-   "environment": {literal vars}}}}
+   "environment": {the variables whose values resolve locally}}}}
+
+Values resolved: literals, parameter Defaults, pseudo parameters, !Ref / !GetAtt .Arn of functions,
+tables and instance profiles, !Sub and !Join of those.
 
 Usage: provision.py --template infra/template.yaml --endpoint-url http://127.0.0.1:47501
                     [--region us-east-1] [--stack-name mecplane] [--dry-run]
@@ -105,6 +108,7 @@ class Context:
         self.dir = template_dir
         self.region = region
         self.stack = stack
+        self.parameters: dict = template.get("Parameters") or {}
         self.table_names: dict[str, str] = {}
         self.state_machine_arns: dict[str, str] = {}
 
@@ -117,6 +121,16 @@ class Context:
             "AWS::URLSuffix": "amazonaws.com",
             "AWS::NoValue": None,
         }.get(name)
+
+    def parameter(self, name: str):
+        """The Default of a template parameter (a list for CommaDelimitedList)."""
+        param = self.parameters.get(name)
+        if not isinstance(param, dict) or "Default" not in param:
+            raise ProvisionError(f"parameter {name} has no Default")
+        value = param["Default"]
+        if str(param.get("Type", "")).startswith("CommaDelimitedList") or str(param.get("Type", "")).startswith("List<"):
+            return [v.strip() for v in str(value).split(",")] if not isinstance(value, list) else value
+        return value
 
     def resource(self, logical_id: str) -> dict:
         res = self.resources.get(logical_id)
@@ -155,6 +169,8 @@ class Context:
             target = value.value
             if isinstance(target, str) and target.startswith("AWS::"):
                 return self.pseudo(target)
+            if target in self.parameters:
+                return self.parameter(target)
             res = self.resource(target)
             kind = res.get("Type")
             if kind in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
@@ -180,6 +196,14 @@ class Context:
             raise ProvisionError(f"{what}: cannot resolve !GetAtt {logical}.{attr}")
         if value.tag == "Sub" and isinstance(value.value, str):
             return self.substitute(value.value, {}, what)
+        if value.tag == "Sub" and isinstance(value.value, list) and len(value.value) == 2:
+            return self.substitute(value.value[0], value.value[1] or {}, what)
+        if value.tag == "Join" and isinstance(value.value, list) and len(value.value) == 2:
+            sep, items = value.value
+            items = self.resolve(items, what) if not isinstance(items, list) else items
+            if not isinstance(items, list):
+                raise ProvisionError(f"{what}: !Join of a non-list")
+            return str(sep).join(str(self.resolve(i, what)) for i in items)
         raise ProvisionError(f"{what}: cannot resolve !{value.tag}")
 
     def substitute(self, text: str, variables: dict, what: str) -> str:
@@ -193,6 +217,9 @@ class Context:
                 v = self.pseudo(name)
                 if v is not None:
                     return str(v)
+            if name in self.parameters:
+                v = self.parameter(name)
+                return ",".join(map(str, v)) if isinstance(v, list) else str(v)
             if "." in name:
                 return str(self.resolve(Tag("GetAtt", name), f"{what} ${{{name}}}"))
             if name in self.resources:
@@ -382,8 +409,14 @@ def function_facts(ctx: Context) -> dict:
         variables.update(((ctx.globals.get("Environment") or {}).get("Variables")) or {})
         variables.update(((props.get("Environment") or {}).get("Variables")) or {})
         for k, v in variables.items():
-            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-                env[k] = str(v)
+            try:
+                resolved = ctx.resolve(v, f"{logical_id} environment {k}")
+            except ProvisionError:
+                continue  # the gateway sets what the local stack needs
+            if isinstance(resolved, list):
+                resolved = ",".join(map(str, resolved))
+            if resolved is not None:
+                env[k] = str(resolved)
         timeout = props.get("Timeout", ctx.globals.get("Timeout"))
         memory = props.get("MemorySize", ctx.globals.get("MemorySize"))
         facts[ctx.function_name(logical_id)] = {

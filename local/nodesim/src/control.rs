@@ -1,0 +1,143 @@
+//! The `/_sim/*` control and inspection API: fault rules and the simulated instances with the
+//! state the stand-ins keep in their sandboxes (see `stand_in_state`).
+
+use crate::faults::FaultRule;
+use crate::Core;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The router serving `/_sim/faults` and `/_sim/instances`.
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/_sim/instances", get(instances))
+        .with_state(core)
+}
+
+async fn list_faults(State(core): State<Arc<Core>>) -> Json<Value> {
+    Json(json!({ "faults": core.faults.all() }))
+}
+
+async fn add_fault(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<FaultRule>(&body) {
+        Ok(rule) => {
+            let id = core.faults.add(rule);
+            Json(json!({ "id": id })).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("invalid fault rule: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
+async fn clear_faults(State(core): State<Arc<Core>>) -> Json<Value> {
+    core.faults.clear();
+    Json(json!({}))
+}
+
+async fn instances(State(core): State<Arc<Core>>) -> Response {
+    if let Err(e) = core.refresh_instances().await {
+        return (StatusCode::BAD_GATEWAY, Json(json!({ "error": e }))).into_response();
+    }
+    let now = SystemTime::now();
+    let list: Vec<Value> = core
+        .agents
+        .all()
+        .into_iter()
+        .map(|i| {
+            let online = i.agent_online(now, core.cfg.agent_delay, &core.faults);
+            json!({
+                "instance_id": i.instance_id,
+                "private_ip": i.private_ip,
+                "hostname": i.hostname,
+                "cluster_name": i.cluster_name,
+                "cluster_id": i.cluster_id,
+                "role": i.role,
+                "index": i.index,
+                "ec2_state": i.state,
+                "agent_online": online,
+                "state": stand_in_state(&core.agents.sandbox_dir(&i.instance_id).join("var")),
+            })
+        })
+        .collect();
+    Json(json!({ "instances": list })).into_response()
+}
+
+fn read_trim(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The stand-ins' files of one sandbox (`<sandbox>/var`) as JSON.
+///
+/// Layout (inside the instance's `/var`):
+/// - `lib/snapd-sim/microk8s/channel` — installed channel (absent: not installed); `held` — refresh hold.
+/// - `snap/microk8s/common/.microk8s.yaml` — the launch configuration the node script wrote.
+/// - `snap/microk8s/common/sim/` — this node: `ready`, `role`, `datastore` (IP of the node holding
+///   the cluster's shared state), `joined-to`, `extra-sans`, `join-attempts.log`.
+/// - `snap/microk8s/common/sim/cluster/` — on the datastore node: `members`, `tokens`, `addons`,
+///   `joins.log`, `lock`, `join-in-progress`.
+pub fn stand_in_state(var: &Path) -> Value {
+    let snap = var.join("lib/snapd-sim/microk8s");
+    let sim = var.join("snap/microk8s/common/sim");
+    let cluster = sim.join("cluster");
+    let members: Vec<Value> = read_lines(&cluster.join("members"))
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            json!({
+                "hostname": f.first(), "ip": f.get(1), "role": f.get(2),
+                "instance_id": f.get(3), "joined_at": f.get(4).and_then(|t| t.parse::<i64>().ok()),
+            })
+        })
+        .collect();
+    let joins: Vec<Value> = read_lines(&cluster.join("joins.log"))
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dash = |s: Option<&&str>| s.filter(|v| **v != "-").map(|v| v.to_string());
+            json!({
+                "time": f.first().and_then(|t| t.parse::<i64>().ok()),
+                "hostname": f.get(1), "ip": f.get(2), "role": f.get(3),
+                "flags": dash(f.get(4)), "result": f.get(5), "reason": dash(f.get(6)),
+            })
+        })
+        .collect();
+    json!({
+        "installed_channel": read_trim(&snap.join("channel")),
+        "held": snap.join("held").exists(),
+        "ready": sim.join("ready").exists(),
+        "member_role": read_trim(&sim.join("role")),
+        "datastore": read_trim(&sim.join("datastore")),
+        "joined_to": read_trim(&sim.join("joined-to")),
+        "extra_sans": read_lines(&sim.join("extra-sans")),
+        "addons": read_lines(&cluster.join("addons")),
+        "members": members,
+        "joins_log": joins,
+        "join_attempts": read_lines(&sim.join("join-attempts.log")),
+    })
+}

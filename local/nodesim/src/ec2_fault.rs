@@ -1,0 +1,40 @@
+//! The `insufficient_capacity` fault: EC2's query-protocol error answer to `RunInstances`.
+
+use crate::faults::{parse_run_instances, FaultKind, Faults, Target};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// `Some(error)` when the body is a `RunInstances` call whose tags match an `insufficient_capacity` rule.
+///
+/// EC2 lists `InsufficientInstanceCapacity` among its server errors: HTTP 500 with the EC2 XML error
+/// document (`Response/Errors/Error/{Code,Message}` and `RequestID`), which aws-sdk-ec2 parses into
+/// the error code (and, with retries on, retries as a transient error).
+pub fn run_instances_fault(faults: &Faults, form_body: &[u8]) -> Option<Response> {
+    let tags = parse_run_instances(form_body)?;
+    let cluster = tags.cluster_name.as_deref()?;
+    let target = Target {
+        cluster_name: Some(cluster),
+        role: tags.role.as_deref(),
+        index: None,
+    };
+    let hit = faults.all().iter().any(|r| {
+        r.fault == FaultKind::InsufficientCapacity
+            && r.cluster_name == cluster
+            && r.role
+                .as_deref()
+                .map_or(true, |role| target.role == Some(role))
+    });
+    if !hit {
+        return None;
+    }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code><Message>We currently do not have sufficient capacity in the Availability Zone you requested. Our system will be working on provisioning additional capacity. You can currently get capacity by not specifying an Availability Zone in your request or choosing a different Availability Zone.</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+    );
+    let mut resp = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml;charset=UTF-8"),
+    );
+    Some(resp)
+}

@@ -1,0 +1,257 @@
+//! Fault rules injected through `POST /_sim/faults` and how they match instances by their tags.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+
+/// The kinds of fault the simulator can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The instance's SSM agent never comes online.
+    AgentOffline,
+    /// Commands exit non-zero with a message on stderr.
+    CommandFails,
+    /// Commands run until their execution timeout.
+    CommandHangs,
+    /// The instance is terminated (in moto) while a command runs.
+    TerminateDuringCommand,
+    /// Join tokens issued on (or presented by) the instance are already expired.
+    ExpireTokens,
+    /// `RunInstances` for the cluster fails with `InsufficientInstanceCapacity`.
+    InsufficientCapacity,
+}
+
+impl FaultKind {
+    /// The snake_case name used on the wire and in `MECPLANE_SIM_FAULTS`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::AgentOffline => "agent_offline",
+            FaultKind::CommandFails => "command_fails",
+            FaultKind::CommandHangs => "command_hangs",
+            FaultKind::TerminateDuringCommand => "terminate_during_command",
+            FaultKind::ExpireTokens => "expire_tokens",
+            FaultKind::InsufficientCapacity => "insufficient_capacity",
+        }
+    }
+}
+
+/// A fault rule as posted to `/_sim/faults`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultRule {
+    /// Assigned by the simulator.
+    #[serde(default)]
+    pub id: String,
+    /// The `mecplane:cluster-name` tag value the rule applies to.
+    pub cluster_name: String,
+    /// The `mecplane:role` tag value, or every role.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The `mecplane:index` tag value, or every index.
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// What to inject.
+    pub fault: FaultKind,
+    /// For command faults: only commands of this node script (`# mecplane-script: <name>`).
+    #[serde(default)]
+    pub script: Option<String>,
+}
+
+/// What a rule is matched against: an instance's tags (and, for command faults, the script).
+#[derive(Debug, Clone, Default)]
+pub struct Target<'a> {
+    /// The cluster name tag.
+    pub cluster_name: Option<&'a str>,
+    /// The role tag.
+    pub role: Option<&'a str>,
+    /// The index tag.
+    pub index: Option<u32>,
+}
+
+impl FaultRule {
+    /// Whether this rule applies to `target` (ignoring `script`).
+    pub fn matches(&self, target: &Target<'_>) -> bool {
+        if target.cluster_name != Some(self.cluster_name.as_str()) {
+            return false;
+        }
+        if let Some(role) = &self.role {
+            if target.role != Some(role.as_str()) {
+                return false;
+            }
+        }
+        if let Some(index) = self.index {
+            if target.index != Some(index) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether this command rule applies to a command running `script` (None when it has no header).
+    pub fn matches_script(&self, script: Option<&str>) -> bool {
+        match &self.script {
+            None => true,
+            Some(wanted) => script == Some(wanted.as_str()),
+        }
+    }
+}
+
+/// The set of active rules.
+#[derive(Debug, Default)]
+pub struct Faults {
+    rules: Mutex<Vec<FaultRule>>,
+}
+
+impl Faults {
+    /// Adds a rule and returns its id.
+    pub fn add(&self, mut rule: FaultRule) -> String {
+        rule.id = format!("fault-{}", uuid::Uuid::new_v4().simple());
+        let id = rule.id.clone();
+        self.rules.lock().expect("faults lock").push(rule);
+        id
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.rules.lock().expect("faults lock").clear();
+    }
+
+    /// Every rule.
+    pub fn all(&self) -> Vec<FaultRule> {
+        self.rules.lock().expect("faults lock").clone()
+    }
+
+    /// Whether a rule of `kind` matches `target` (and `script`, for command faults).
+    pub fn has(&self, kind: FaultKind, target: &Target<'_>, script: Option<&str>) -> bool {
+        self.rules
+            .lock()
+            .expect("faults lock")
+            .iter()
+            .any(|r| r.fault == kind && r.matches(target) && r.matches_script(script))
+    }
+
+    /// The names of the faults of the given kinds matching `target` (for `MECPLANE_SIM_FAULTS`).
+    pub fn names_for(&self, target: &Target<'_>, script: Option<&str>) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = self
+            .rules
+            .lock()
+            .expect("faults lock")
+            .iter()
+            .filter(|r| r.matches(target) && r.matches_script(script))
+            .map(|r| r.fault.name())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// The `RunInstances` form parameters the `insufficient_capacity` fault looks at.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RunInstancesTags {
+    /// `mecplane:cluster-name` from an instance tag specification.
+    pub cluster_name: Option<String>,
+    /// `mecplane:role` from an instance tag specification.
+    pub role: Option<String>,
+}
+
+/// Parses the tags of a `RunInstances` query-protocol form body
+/// (`TagSpecification.N.Tag.M.Key` / `.Value`).
+pub fn parse_run_instances(form_body: &[u8]) -> Option<RunInstancesTags> {
+    let text = std::str::from_utf8(form_body).ok()?;
+    let pairs: Vec<(String, String)> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
+        })
+        .collect();
+    if !pairs
+        .iter()
+        .any(|(k, v)| k == "Action" && v == "RunInstances")
+    {
+        return None;
+    }
+    let mut tags = RunInstancesTags::default();
+    for (k, v) in &pairs {
+        if let Some(prefix) = k.strip_suffix(".Key") {
+            if !prefix.starts_with("TagSpecification.") {
+                continue;
+            }
+            let value_key = format!("{prefix}.Value");
+            let value = pairs
+                .iter()
+                .find(|(k2, _)| *k2 == value_key)
+                .map(|(_, v2)| v2.clone());
+            match v.as_str() {
+                "mecplane:cluster-name" => tags.cluster_name = value,
+                "mecplane:role" => tags.role = value,
+                _ => {}
+            }
+        }
+    }
+    Some(tags)
+}
+
+/// Decodes `application/x-www-form-urlencoded` text.
+fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_run_instances_tags() {
+        let body = b"Action=RunInstances&Version=2016-11-15&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=mecplane%3Acluster-name&TagSpecification.1.Tag.1.Value=demo&TagSpecification.1.Tag.2.Key=mecplane%3Arole&TagSpecification.1.Tag.2.Value=worker";
+        let tags = parse_run_instances(body).unwrap();
+        assert_eq!(tags.cluster_name.as_deref(), Some("demo"));
+        assert_eq!(tags.role.as_deref(), Some("worker"));
+        assert!(parse_run_instances(b"Action=DescribeInstances").is_none());
+    }
+
+    #[test]
+    fn rule_matching() {
+        let rule = FaultRule {
+            id: String::new(),
+            cluster_name: "demo".into(),
+            role: Some("worker".into()),
+            index: Some(1),
+            fault: FaultKind::CommandFails,
+            script: Some("join".into()),
+        };
+        let t = Target {
+            cluster_name: Some("demo"),
+            role: Some("worker"),
+            index: Some(1),
+        };
+        assert!(rule.matches(&t));
+        assert!(rule.matches_script(Some("join")));
+        assert!(!rule.matches_script(Some("bootstrap")));
+        assert!(!rule.matches(&Target {
+            index: Some(0),
+            ..t.clone()
+        }));
+    }
+}

@@ -1,0 +1,77 @@
+# shellcheck shell=bash
+# Settings and tools shared by infra/deploy.sh and infra/destroy.sh (sourced, not run).
+#
+# Every setting comes from a MECPLANE_* variable, or else its TF_VAR_* alias (for people coming
+# from the Terraform version of this blueprint), or else samconfig.toml / the template default.
+# infra/README.md lists them.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MECPLANE_DEPLOY_VENV:-$ROOT/.venv-deploy}"
+# Where SAM looks by default (next to the template); git-ignored: it names an account's bucket.
+SAMCONFIG="${MECPLANE_SAMCONFIG:-$ROOT/infra/samconfig.toml}"
+export SAM_CLI_TELEMETRY=0
+
+# setting MECPLANE_NAME TF_VAR_NAME: the first of the two that is set and not empty.
+setting() {
+    local v="${!1:-}"
+    [[ -z "$v" ]] && v="${!2:-}"
+    printf '%s' "$v"
+}
+
+# A region list as CloudFormation wants it: "a,b". Accepts "a,b", "a b" and Terraform's
+# '["a", "b"]'.
+region_list() {
+    local v="$1"
+    v="${v//[\[\]\"\' ]/,}"
+    v="$(tr -s ',' <<<"$v")"
+    v="${v#,}"
+    printf '%s' "${v%,}"
+}
+
+STACK_NAME="$(setting MECPLANE_STACK_NAME TF_VAR_stack_name)"
+STACK_NAME="${STACK_NAME:-mecplane}"
+REGION="$(setting MECPLANE_REGION TF_VAR_region)"
+REGION="${REGION:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}"
+ALLOWED_REGIONS="$(region_list "$(setting MECPLANE_ALLOWED_REGIONS TF_VAR_allowed_regions)")"
+NAME_PREFIX="$(setting MECPLANE_NAME_PREFIX TF_VAR_name_prefix)"
+DEFAULT_INSTANCE_TYPE="$(setting MECPLANE_DEFAULT_INSTANCE_TYPE TF_VAR_default_instance_type)"
+AMI_PARAMETER_PREFIX="$(setting MECPLANE_AMI_PARAMETER_PREFIX TF_VAR_ami_parameter_prefix)"
+LOG_RETENTION_DAYS="$(setting MECPLANE_LOG_RETENTION_DAYS TF_VAR_log_retention_days)"
+PROFILE="$(setting MECPLANE_PROFILE TF_VAR_profile)"
+PROFILE="${PROFILE:-${AWS_PROFILE:-}}"
+
+# The options every sam command gets from the settings above.
+common_options() {
+    local opts=(--stack-name "$STACK_NAME")
+    [[ -n "$REGION" ]] && opts+=(--region "$REGION")
+    [[ -n "$PROFILE" ]] && opts+=(--profile "$PROFILE")
+    # Always named, so --guided saves where later runs read (a missing file is not an error).
+    opts+=(--config-file "$SAMCONFIG")
+    printf '%s\n' "${opts[@]}"
+}
+
+# Template parameters set through the environment (the rest keep samconfig's or the defaults).
+parameter_overrides() {
+    local p=()
+    [[ -n "$NAME_PREFIX" ]] && p+=("NamePrefix=$NAME_PREFIX")
+    [[ -n "$ALLOWED_REGIONS" ]] && p+=("AllowedRegions=$ALLOWED_REGIONS")
+    [[ -n "$DEFAULT_INSTANCE_TYPE" ]] && p+=("DefaultInstanceType=$DEFAULT_INSTANCE_TYPE")
+    [[ -n "$AMI_PARAMETER_PREFIX" ]] && p+=("AmiParameterPrefix=$AMI_PARAMETER_PREFIX")
+    [[ -n "$LOG_RETENTION_DAYS" ]] && p+=("LogRetentionDays=$LOG_RETENTION_DAYS")
+    printf '%s\n' "${p[@]}"
+}
+
+# The deploy tools in $VENV, installed (again) when infra/requirements-deploy.txt changed.
+ensure_tools() {
+    local req="$ROOT/infra/requirements-deploy.txt" stamp="$VENV/.requirements.sha256" sum
+    sum="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ ! -x "$VENV/bin/sam" || "$(cat "$stamp" 2>/dev/null)" != "$sum" ]]; then
+        echo "==> installing the deploy tools into $VENV (aws-sam-cli, cargo-lambda, ziglang; ~1 min)"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --upgrade pip
+        "$VENV/bin/pip" install --quiet -r "$req"
+        echo "$sum" >"$stamp"
+    fi
+    # cargo-lambda, sam and the python that runs `python -m ziglang` (cargo-lambda's zig).
+    export PATH="$VENV/bin:$PATH"
+}

@@ -1,0 +1,15 @@
+//! Lambda `begin-delete`: wires the AWS adapters to [`mecplane::stages::begin_delete`] once per cold
+//! start and serves invocations with it.
+
+use mecplane::aws::{dynamodb::Dynamo};
+use mecplane::lambda::{self, StageConfig};
+use mecplane::stages::begin_delete;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_tracing();
+    let config = StageConfig::from_env()?;
+    let sdk = mecplane::aws::load_config().await;
+    let store = Dynamo::new(&sdk, &config.table);
+    lambda::serve(|event: mecplane::state::BeginDeleteEvent| begin_delete::run(&store, event)).await
+}

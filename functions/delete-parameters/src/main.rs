@@ -1,0 +1,16 @@
+//! Lambda `delete-parameters`: wires the AWS adapters to [`mecplane::stages::delete_parameters`] once per cold
+//! start and serves invocations with it.
+
+use mecplane::aws::{dynamodb::Dynamo, ssm::Ssm};
+use mecplane::lambda::{self, StageConfig};
+use mecplane::stages::delete_parameters;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_tracing();
+    let config = StageConfig::from_env()?;
+    let sdk = mecplane::aws::load_config().await;
+    let ssm = Ssm::new(&sdk);
+    let store = Dynamo::new(&sdk, &config.table);
+    lambda::serve(|state| delete_parameters::run(&ssm, &store, state)).await
+}

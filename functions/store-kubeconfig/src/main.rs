@@ -1,0 +1,17 @@
+//! Lambda `store-kubeconfig`: wires the AWS adapters to [`mecplane::stages::store_kubeconfig`] once per cold
+//! start and serves invocations with it.
+
+use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, ssm::Ssm};
+use mecplane::lambda::{self, StageConfig};
+use mecplane::stages::store_kubeconfig;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda::init_tracing();
+    let config = StageConfig::from_env()?;
+    let sdk = mecplane::aws::load_config().await;
+    let ec2 = Ec2::new(&sdk);
+    let ssm = Ssm::new(&sdk);
+    let store = Dynamo::new(&sdk, &config.table);
+    lambda::serve(|state| store_kubeconfig::run(&ssm, &ec2, &ssm, &store, state)).await
+}

@@ -1,0 +1,163 @@
+//! The AWS adapters: the ports implemented with the AWS SDK for Rust. Each adapter wraps one
+//! service client, built once per cold start from one shared `SdkConfig` ([`load_config`]).
+
+pub mod dynamodb;
+pub mod ec2;
+pub mod sfn;
+pub mod ssm;
+
+use aws_config::retry::RetryConfig;
+use aws_config::BehaviorVersion;
+// Every service crate re-exports the same `aws_smithy_runtime_api::client::result::SdkError`
+// (with `HttpResponse` as its response type); this one names it for all adapters.
+use aws_sdk_sfn::error::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use crate::error::CloudError;
+
+/// Loads the SDK configuration once: region, credentials and `AWS_ENDPOINT_URL` from the
+/// environment. Against a local endpoint (the local stack) SDK retries are off — moto answers
+/// unimplemented operations with HTML 500s that are not worth retrying — and Step Functions owns
+/// retries everywhere else: the SDK retries throttling twice before a stage reports `Transient`.
+pub async fn load_config() -> aws_config::SdkConfig {
+    let local = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| !v.is_empty());
+    let retry = if local { RetryConfig::disabled() } else { RetryConfig::standard().with_max_attempts(3) };
+    aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).load().await
+}
+
+/// Error codes AWS services answer when a caller is throttled.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceeded",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+
+/// Error codes of server-side faults (also reported with a 5xx status, but not always).
+const SERVER_CODES: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServerErrorException",
+    "InternalServiceError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "Unavailable",
+];
+
+/// Error codes meaning "the thing addressed does not exist" that do not end in `NotFound`.
+const MISSING_CODES: &[&str] = &[
+    "ParameterNotFound",
+    "ExecutionDoesNotExist",
+    "StateMachineDoesNotExist",
+    "InvocationDoesNotExist",
+];
+
+/// Classifies the error of any AWS SDK call (`SdkError` is the one type every service client
+/// re-exports from `aws_smithy_runtime_api::client::result`) into a [`CloudError`]. The single
+/// classifier every adapter uses; an adapter looks at a specific code first only where its port
+/// documents a different meaning (a delete of something missing is `Ok`, and so on).
+///
+/// - throttling codes, 5xx answers, timeouts and dispatch (connection) failures: `Transient`;
+/// - SSM's `InvalidInstanceId` (agent not registered yet): `AgentNotReady`;
+/// - `InsufficientInstanceCapacity`: `InsufficientCapacity`;
+/// - `DependencyViolation`: `DependencyViolation`;
+/// - `ConditionalCheckFailedException`, and `TransactionCanceledException` whose reasons include
+///   `ConditionalCheckFailed`: `ConditionFailed` (a transaction lost to another one: `Transient`);
+/// - `*NotFound`, `ParameterNotFound`, `*DoesNotExist`: `NotFound`;
+/// - any other error the service answered: `Rejected`; everything else: `Other`.
+pub fn classify_sdk_error<E>(err: &SdkError<E>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    classify(err, true)
+}
+
+/// [`classify_sdk_error`] for calls that carry a secret (a SecureString value, a command with a
+/// token): the same classification, but a service error keeps only its code, never its message,
+/// which could quote the refused value.
+pub fn classify_sdk_error_redacted<E>(err: &SdkError<E>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    classify(err, false)
+}
+
+fn classify<E>(err: &SdkError<E>, with_message: bool) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) => CloudError::Transient(format!("timeout: {}", DisplayErrorContext(err))),
+        SdkError::DispatchFailure(_) => CloudError::Transient(format!("dispatch failure: {}", DisplayErrorContext(err))),
+        SdkError::ResponseError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            if status >= 500 || status == 429 {
+                CloudError::Transient(format!("HTTP {status}: unreadable response"))
+            } else {
+                CloudError::Other(format!("HTTP {status}: unreadable response"))
+            }
+        }
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code();
+            if with_message {
+                classify_code(code, ctx.err().message(), status)
+            } else {
+                // The transaction reasons live in the message; no secret-carrying call is a transaction.
+                classify_code(code, None, status)
+            }
+        }
+        _ => CloudError::Other(DisplayErrorContext(err).to_string()),
+    }
+}
+
+/// Classifies a service's error code (with its message and HTTP status); see [`classify_sdk_error`].
+pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> CloudError {
+    let message = message.unwrap_or("");
+    let Some(code) = code else {
+        return if status >= 500 || status == 429 {
+            CloudError::Transient(format!("HTTP {status}: {message}"))
+        } else {
+            CloudError::Other(format!("HTTP {status}: {message}"))
+        };
+    };
+    let text = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    if THROTTLING_CODES.contains(&code) || SERVER_CODES.contains(&code) {
+        return CloudError::Transient(text);
+    }
+    match code {
+        "InvalidInstanceId" => return CloudError::AgentNotReady(text),
+        "InsufficientInstanceCapacity" => return CloudError::InsufficientCapacity(text),
+        "DependencyViolation" => return CloudError::DependencyViolation(text),
+        "ConditionalCheckFailedException" => return CloudError::ConditionFailed,
+        "TransactionCanceledException" => {
+            // The reasons are listed in the message: `[ConditionalCheckFailed, None]`.
+            return if message.contains("ConditionalCheckFailed") {
+                CloudError::ConditionFailed
+            } else if message.contains("TransactionConflict") || message.contains("ThrottlingError") {
+                CloudError::Transient(text)
+            } else {
+                CloudError::Rejected(text)
+            };
+        }
+        _ => {}
+    }
+    if MISSING_CODES.contains(&code) || code.ends_with("NotFound") || code.ends_with("NotFoundException") {
+        return CloudError::NotFound(text);
+    }
+    if status >= 500 {
+        return CloudError::Transient(text);
+    }
+    CloudError::Rejected(text)
+}

@@ -1,0 +1,548 @@
+//! In-memory fakes of every port (feature `testing`), for stage and API tests. They keep enough
+//! of AWS's behaviour to catch real mistakes: conditional writes on versions, name claims, tags,
+//! idempotent deletes, injected failures; a command finishes when it is first polled, with an
+//! outcome a test chooses per script.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::error::CloudError;
+use crate::ports::*;
+use crate::record::{ClusterRecord, Event, Role, Status};
+use crate::resources;
+
+/// A command the fake SSM received.
+#[derive(Debug, Clone)]
+pub struct FakeCommand {
+    pub command_id: String,
+    pub instance_id: String,
+    /// From the script's `# mecplane-script: <name>` header.
+    pub script: String,
+    pub comment: String,
+    pub text: String,
+    pub status: CommandStatus,
+}
+
+/// An instance the fake EC2 launched, with what it was launched with.
+#[derive(Debug, Clone)]
+pub struct FakeInstance {
+    pub instance: Instance,
+    pub cluster_id: String,
+    pub tags: BTreeMap<String, String>,
+    pub request: LaunchRequest,
+}
+
+type Responder = Arc<dyn Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Send + Sync>;
+
+#[derive(Default)]
+struct CloudState {
+    instances: Vec<FakeInstance>,
+    groups: BTreeMap<String, (String, Vec<IngressRule>)>,
+    offline: HashSet<String>,
+    commands: Vec<FakeCommand>,
+    parameters: BTreeMap<String, (String, bool)>,
+    launch_failures: VecDeque<CloudError>,
+    group_delete_failures: VecDeque<CloudError>,
+    next_id: u64,
+}
+
+/// Fake EC2 + SSM: implements `Instances`, `SecurityGroups`, `NodeCommands` and `Parameters`.
+#[derive(Clone)]
+pub struct FakeCloud {
+    state: Arc<Mutex<CloudState>>,
+    responder: Arc<Mutex<Responder>>,
+}
+
+impl Default for FakeCloud {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The script name in a command text's header line.
+pub fn script_name(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# mecplane-script: "))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string()
+}
+
+impl FakeCloud {
+    /// Every command succeeds with a plain result line, except `verify`, which reports every
+    /// running instance Ready, and `kubeconfig`, which prints a small kubeconfig.
+    pub fn new() -> Self {
+        let responder: Responder = Arc::new(|cmd, instances| default_outcome(cmd, instances));
+        FakeCloud { state: Arc::default(), responder: Arc::new(Mutex::new(responder)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CloudState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Chooses the outcome of every later command.
+    pub fn respond_with(&self, f: impl Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Send + Sync + 'static) {
+        *self.responder.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
+    }
+
+    /// Makes the next RunInstances fail with `error`.
+    pub fn fail_next_launch(&self, error: CloudError) {
+        self.lock().launch_failures.push_back(error);
+    }
+
+    /// Makes the next DeleteSecurityGroup fail with `error`.
+    pub fn fail_next_group_delete(&self, error: CloudError) {
+        self.lock().group_delete_failures.push_back(error);
+    }
+
+    /// Takes an instance's SSM agent offline (or back online).
+    pub fn set_online(&self, instance_id: &str, online: bool) {
+        let mut s = self.lock();
+        if online {
+            s.offline.remove(instance_id);
+        } else {
+            s.offline.insert(instance_id.to_string());
+        }
+    }
+
+    /// Sets an instance's EC2 state.
+    pub fn set_state(&self, instance_id: &str, state: InstanceState) {
+        for i in self.lock().instances.iter_mut().filter(|i| i.instance.instance_id == instance_id) {
+            i.instance.state = state;
+        }
+    }
+
+    pub fn instances(&self) -> Vec<FakeInstance> {
+        self.lock().instances.clone()
+    }
+
+    /// Instances not terminated.
+    pub fn live_instances(&self) -> Vec<FakeInstance> {
+        self.instances().into_iter().filter(|i| !i.instance.state.is_gone()).collect()
+    }
+
+    pub fn commands(&self) -> Vec<FakeCommand> {
+        self.lock().commands.clone()
+    }
+
+    /// Commands of one script, in the order sent.
+    pub fn commands_of(&self, script: &str) -> Vec<FakeCommand> {
+        self.commands().into_iter().filter(|c| c.script == script).collect()
+    }
+
+    /// Security groups: id → (cluster id, rules).
+    pub fn groups(&self) -> BTreeMap<String, (String, Vec<IngressRule>)> {
+        self.lock().groups.clone()
+    }
+
+    /// Parameters: name → (value, secure).
+    pub fn parameters(&self) -> BTreeMap<String, (String, bool)> {
+        self.lock().parameters.clone()
+    }
+
+    /// Puts a plain parameter (an AMI id, as AWS publishes them).
+    pub fn put_public(&self, name: &str, value: &str) {
+        self.lock().parameters.insert(name.into(), (value.into(), false));
+    }
+
+    fn id(&self, prefix: &str) -> String {
+        let mut s = self.lock();
+        s.next_id += 1;
+        format!("{prefix}-{:017x}", s.next_id)
+    }
+}
+
+/// What a command prints by default (see [`FakeCloud::new`]).
+pub fn default_outcome(cmd: &FakeCommand, instances: &[FakeInstance]) -> CommandStatus {
+    match cmd.script.as_str() {
+        "verify" => {
+            let cluster = instances.iter().find(|i| i.instance.instance_id == cmd.instance_id).map(|i| i.cluster_id.clone());
+            let mut out = String::new();
+            let mut n = 0;
+            for i in instances.iter().filter(|i| Some(&i.cluster_id) == cluster.as_ref() && !i.instance.state.is_gone()) {
+                n += 1;
+                out.push_str(&format!(
+                    "NODE ip-{} Ready {} {}\n",
+                    i.instance.instance_id,
+                    i.instance.private_ip.clone().unwrap_or_default(),
+                    i.instance.role.map(Role::as_str).unwrap_or("worker")
+                ));
+            }
+            out.push_str(&format!("MECPLANE_RESULT nodes={n} ready={n}\n"));
+            CommandStatus::Success { stdout: out }
+        }
+        "kubeconfig" => CommandStatus::Success {
+            stdout: "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://10.0.0.1:16443\n  name: microk8s-cluster\nusers:\n- name: admin\n  user:\n    token: secret-admin-token\nMECPLANE_RESULT kubeconfig=ok\n".into(),
+        },
+        other => CommandStatus::Success { stdout: format!("MECPLANE_RESULT {other}=ok\n") },
+    }
+}
+
+#[async_trait]
+impl Instances for FakeCloud {
+    async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError> {
+        Ok(self.lock().instances.iter().filter(|i| i.cluster_id == cluster_id).map(|i| i.instance.clone()).collect())
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        if let Some(e) = self.lock().launch_failures.pop_front() {
+            return Err(e);
+        }
+        let mut launched = Vec::new();
+        for _ in 0..request.count {
+            let id = self.id("i");
+            let n = self.lock().next_id;
+            let mut tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
+            tags.insert(resources::TAG_CLUSTER.into(), request.cluster_id.clone());
+            tags.insert(resources::TAG_CLUSTER_NAME.into(), request.cluster_name.clone());
+            tags.insert(resources::TAG_ROLE.into(), request.role.as_str().into());
+            let instance = Instance {
+                instance_id: id.clone(),
+                role: Some(request.role),
+                index: None,
+                state: InstanceState::Running,
+                private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250 + 2)),
+                public_ip: Some(format!("198.51.100.{}", n % 250 + 2)),
+                private_dns: Some(format!("ip-{id}.ec2.internal")),
+            };
+            launched.push(instance.clone());
+            self.lock().instances.push(FakeInstance { instance, cluster_id: request.cluster_id.clone(), tags, request: request.clone() });
+        }
+        Ok(launched)
+    }
+
+    async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError> {
+        let mut s = self.lock();
+        let i = s
+            .instances
+            .iter_mut()
+            .find(|i| i.instance.instance_id == instance_id)
+            .ok_or_else(|| CloudError::NotFound(instance_id.into()))?;
+        for (k, v) in tags {
+            i.tags.insert(k.clone(), v.clone());
+            if k == resources::TAG_INDEX {
+                i.instance.index = v.parse().ok();
+            }
+        }
+        Ok(())
+    }
+
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {
+        for i in self.lock().instances.iter_mut().filter(|i| instance_ids.contains(&i.instance.instance_id)) {
+            i.instance.state = InstanceState::Terminated;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SecurityGroups for FakeCloud {
+    async fn find_group(&self, cluster_id: &str) -> Result<Option<String>, CloudError> {
+        Ok(self.lock().groups.iter().find(|(_, (c, _))| c == cluster_id).map(|(id, _)| id.clone()))
+    }
+
+    async fn create_group(&self, cluster_id: &str, _name: &str, _subnet: Option<&str>) -> Result<String, CloudError> {
+        let id = self.id("sg");
+        self.lock().groups.insert(id.clone(), (cluster_id.into(), Vec::new()));
+        Ok(id)
+    }
+
+    async fn ingress(&self, group_id: &str) -> Result<Vec<IngressRule>, CloudError> {
+        self.lock().groups.get(group_id).map(|(_, r)| r.clone()).ok_or_else(|| CloudError::NotFound(group_id.into()))
+    }
+
+    async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
+        let mut s = self.lock();
+        let (_, existing) = s.groups.get_mut(group_id).ok_or_else(|| CloudError::NotFound(group_id.into()))?;
+        for rule in rules {
+            if !existing.iter().any(|r| r.protocol == rule.protocol && r.port == rule.port && r.source == rule.source) {
+                existing.push(rule.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_group(&self, group_id: &str) -> Result<(), CloudError> {
+        let mut s = self.lock();
+        if let Some(e) = s.group_delete_failures.pop_front() {
+            return Err(e);
+        }
+        if let Some((cluster, _)) = s.groups.get(group_id) {
+            let cluster = cluster.clone();
+            if s.instances.iter().any(|i| i.cluster_id == cluster && !i.instance.state.is_gone()) {
+                return Err(CloudError::DependencyViolation(format!("{group_id} has instances")));
+            }
+        }
+        s.groups.remove(group_id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NodeCommands for FakeCloud {
+    async fn online(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError> {
+        let s = self.lock();
+        Ok(instance_ids
+            .iter()
+            .filter(|id| {
+                !s.offline.contains(*id)
+                    && s.instances.iter().any(|i| &i.instance.instance_id == *id && i.instance.state == InstanceState::Running)
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn send(&self, instance_id: &str, script: &str, comment: &str, _timeout: u32) -> Result<String, CloudError> {
+        if self.online(&[instance_id.to_string()]).await?.is_empty() {
+            return Err(CloudError::AgentNotReady(instance_id.into()));
+        }
+        let command_id = self.id("cmd");
+        let cmd = FakeCommand {
+            command_id: command_id.clone(),
+            instance_id: instance_id.into(),
+            script: script_name(script),
+            comment: comment.into(),
+            text: script.into(),
+            status: CommandStatus::Running,
+        };
+        cmd.status = CommandStatus::Running;
+        self.lock().commands.push(cmd);
+        Ok(command_id)
+    }
+
+    async fn sent(&self, instance_id: &str) -> Result<Vec<SentCommand>, CloudError> {
+        Ok(self
+            .lock()
+            .commands
+            .iter()
+            .rev()
+            .filter(|c| c.instance_id == instance_id)
+            .map(|c| SentCommand { command_id: c.command_id.clone(), comment: c.comment.clone() })
+            .collect())
+    }
+
+    /// A command's outcome is decided by the responder when it is first polled, and kept once
+    /// it is no longer running.
+    async fn status(&self, command_id: &str, instance_id: &str) -> Result<CommandStatus, CloudError> {
+        let cmd = self
+            .lock()
+            .commands
+            .iter()
+            .find(|c| c.command_id == command_id && c.instance_id == instance_id)
+            .cloned()
+            .ok_or_else(|| CloudError::NotFound(command_id.into()))?;
+        if cmd.status != CommandStatus::Running {
+            return Ok(cmd.status);
+        }
+        let responder = self.responder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let status = responder(&cmd, &self.instances());
+        for c in self.lock().commands.iter_mut().filter(|c| c.command_id == command_id) {
+            c.status = status.clone();
+        }
+        Ok(status)
+    }
+}
+
+#[async_trait]
+impl Parameters for FakeCloud {
+    async fn get(&self, name: &str) -> Result<Option<String>, CloudError> {
+        Ok(self.lock().parameters.get(name).map(|(v, _)| v.clone()))
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<String>, CloudError> {
+        self.get(name).await
+    }
+
+    async fn put_secret(&self, name: &str, value: &str) -> Result<(), CloudError> {
+        self.lock().parameters.insert(name.into(), (value.into(), true));
+        Ok(())
+    }
+
+    async fn delete(&self, names: &[String]) -> Result<(), CloudError> {
+        let mut s = self.lock();
+        for n in names {
+            s.parameters.remove(n);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct StoreState {
+    records: BTreeMap<String, ClusterRecord>,
+    names: HashMap<String, String>,
+    events: Vec<Event>,
+    keys: HashMap<String, (String, String)>,
+    update_conflicts: u32,
+}
+
+/// Fake DynamoDB: implements `ClusterStore` with the same conditions as the real table.
+#[derive(Clone, Default)]
+pub struct FakeStore {
+    state: Arc<Mutex<StoreState>>,
+}
+
+impl FakeStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every record.
+    pub fn records(&self) -> Vec<ClusterRecord> {
+        self.lock().records.values().cloned().collect()
+    }
+
+    /// Every event, in the order written.
+    pub fn all_events(&self) -> Vec<Event> {
+        self.lock().events.clone()
+    }
+
+    /// Makes the next `n` updates lose their condition, as a concurrent writer would make them.
+    pub fn conflict_next_updates(&self, n: u32) {
+        self.lock().update_conflicts = n;
+    }
+}
+
+#[async_trait]
+impl ClusterStore for FakeStore {
+    async fn create(&self, record: &ClusterRecord) -> Result<bool, CloudError> {
+        let mut s = self.lock();
+        if s.records.contains_key(&record.id) || s.names.contains_key(&record.spec.name) {
+            return Ok(false);
+        }
+        s.names.insert(record.spec.name.clone(), record.id.clone());
+        s.records.insert(record.id.clone(), record.clone());
+        Ok(true)
+    }
+
+    async fn get(&self, cluster_id: &str) -> Result<Option<ClusterRecord>, CloudError> {
+        Ok(self.lock().records.get(cluster_id).cloned())
+    }
+
+    async fn find_by_name(&self, name: &str) -> Result<Option<ClusterRecord>, CloudError> {
+        let s = self.lock();
+        Ok(s.names.get(name).and_then(|id| s.records.get(id)).cloned())
+    }
+
+    async fn update(&self, record: &ClusterRecord) -> Result<ClusterRecord, CloudError> {
+        let mut s = self.lock();
+        if s.update_conflicts > 0 {
+            s.update_conflicts -= 1;
+            return Err(CloudError::ConditionFailed);
+        }
+        match s.records.get(&record.id) {
+            Some(stored) if stored.version == record.version => {}
+            _ => return Err(CloudError::ConditionFailed),
+        }
+        let mut written = record.clone();
+        written.version += 1;
+        written.updated_at = crate::clock::now_rfc3339();
+        if written.status == Status::Deleted && s.names.get(&written.spec.name) == Some(&written.id) {
+            s.names.remove(&written.spec.name);
+        }
+        s.records.insert(written.id.clone(), written.clone());
+        Ok(written)
+    }
+
+    async fn list(&self, filter: &ListFilter, next_token: Option<&str>, limit: u32) -> Result<RecordPage, CloudError> {
+        let start: usize = match next_token {
+            Some(t) => t.parse().map_err(|_| CloudError::Rejected("malformed next_token".into()))?,
+            None => 0,
+        };
+        let mut all: Vec<ClusterRecord> = self
+            .lock()
+            .records
+            .values()
+            .filter(|r| filter.status.is_none_or(|st| r.status == st))
+            .filter(|r| filter.region.as_ref().is_none_or(|rg| &r.spec.region == rg))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
+        let end = (start + limit as usize).min(all.len());
+        let records = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
+        let next_token = (end < all.len()).then(|| end.to_string());
+        Ok(RecordPage { records, next_token })
+    }
+
+    async fn append_event(&self, event: &Event) -> Result<(), CloudError> {
+        self.lock().events.push(event.clone());
+        Ok(())
+    }
+
+    async fn events(&self, cluster_id: &str) -> Result<Vec<Event>, CloudError> {
+        Ok(self.lock().events.iter().filter(|e| e.cluster_id == cluster_id).cloned().collect())
+    }
+
+    async fn claim_key(&self, key: &str, cluster_id: &str, request_hash: &str) -> Result<KeyClaim, CloudError> {
+        let mut s = self.lock();
+        if let Some((id, hash)) = s.keys.get(key) {
+            return Ok(KeyClaim::Existing { cluster_id: id.clone(), request_hash: hash.clone() });
+        }
+        s.keys.insert(key.into(), (cluster_id.into(), request_hash.into()));
+        Ok(KeyClaim::Claimed)
+    }
+}
+
+/// A started execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeExecution {
+    pub arn: String,
+    pub state_machine_arn: String,
+    pub name: String,
+    pub input: String,
+    pub status: ExecutionStatus,
+}
+
+/// Fake Step Functions: implements `Executions`.
+#[derive(Clone, Default)]
+pub struct FakeExecutions {
+    started: Arc<Mutex<Vec<FakeExecution>>>,
+}
+
+impl FakeExecutions {
+    pub fn started(&self) -> Vec<FakeExecution> {
+        self.started.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets an execution's status.
+    pub fn set_status(&self, arn: &str, status: ExecutionStatus) {
+        for e in self.started.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().filter(|e| e.arn == arn) {
+            e.status = status.clone();
+        }
+    }
+}
+
+#[async_trait]
+impl Executions for FakeExecutions {
+    async fn start(&self, state_machine_arn: &str, name: &str, input: &str) -> Result<String, CloudError> {
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = started.iter().find(|e| e.state_machine_arn == state_machine_arn && e.name == name) {
+            if e.input != input {
+                return Err(CloudError::Rejected(format!("ExecutionAlreadyExists: {name}")));
+            }
+            return Ok(e.arn.clone());
+        }
+        let machine = state_machine_arn.rsplit(':').next().unwrap_or("machine");
+        let arn = format!("arn:aws:states:us-east-1:123456789012:execution:{machine}:{name}");
+        started.push(FakeExecution {
+            arn: arn.clone(),
+            state_machine_arn: state_machine_arn.into(),
+            name: name.into(),
+            input: input.into(),
+            status: ExecutionStatus::Running,
+        });
+        Ok(arn)
+    }
+
+    async fn status(&self, execution_arn: &str) -> Result<ExecutionStatus, CloudError> {
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|e| e.arn == execution_arn)
+            .map(|e| e.status.clone())
+            .ok_or_else(|| CloudError::NotFound(execution_arn.into()))
+    }
+}

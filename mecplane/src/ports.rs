@@ -1,0 +1,234 @@
+//! The ports: small traits shaped like the domain that the stages are written against. The AWS
+//! adapters in [`crate::aws`] implement them for real; [`crate::fakes`] (feature `testing`)
+//! implements them in memory for tests.
+
+use async_trait::async_trait;
+
+use crate::error::CloudError;
+use crate::record::{ClusterRecord, Event, Role, Status};
+
+/// An EC2 instance as the stages see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub instance_id: String,
+    /// `None` when the instance carries no (or an unreadable) role tag.
+    pub role: Option<Role>,
+    /// `None` when the index tag is missing (a launch interrupted before tagging).
+    pub index: Option<u32>,
+    pub state: InstanceState,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub private_dns: Option<String>,
+}
+
+/// EC2 instance states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+    Stopping,
+    Stopped,
+}
+
+impl InstanceState {
+    /// Parses EC2's state name.
+    pub fn parse(s: &str) -> InstanceState {
+        match s {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            "stopping" => InstanceState::Stopping,
+            _ => InstanceState::Stopped,
+        }
+    }
+
+    /// Gone or going away for good.
+    pub fn is_gone(self) -> bool {
+        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+    }
+}
+
+/// Everything RunInstances needs for a batch of nodes of one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRequest {
+    pub cluster_id: String,
+    pub cluster_name: String,
+    pub role: Role,
+    pub count: u32,
+    pub ami_id: String,
+    pub instance_type: String,
+    pub security_group_id: String,
+    pub subnet_id: Option<String>,
+    pub root_volume_gib: u32,
+    pub instance_profile: String,
+    /// User tags from the spec; the adapter adds the standard cluster and role tags.
+    pub tags: Vec<(String, String)>,
+    /// EC2 idempotency token.
+    pub client_token: String,
+}
+
+/// EC2 instances of clusters.
+#[async_trait]
+pub trait Instances: Send + Sync {
+    /// Every instance tagged for the cluster, in any state (paginated to the end).
+    async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError>;
+    /// Launches `count` instances with IMDSv2 required, an encrypted gp3 root volume, the node
+    /// instance profile, and the cluster and role tags (index tags are set by [`Instances::tag`]).
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;
+    /// Adds or overwrites tags on one instance.
+    async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError>;
+    /// Terminates instances; already terminated or unknown ones are not an error.
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError>;
+}
+
+/// One ingress rule of a security group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IngressSource {
+    /// From members of the same security group.
+    SameGroup,
+    /// From an IPv4 CIDR.
+    Cidr(String),
+}
+
+/// An ingress rule: protocol (`tcp`/`udp`), port, source, description.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IngressRule {
+    pub protocol: String,
+    pub port: u16,
+    pub source: IngressSource,
+    pub description: String,
+}
+
+/// Security groups of clusters.
+#[async_trait]
+pub trait SecurityGroups: Send + Sync {
+    /// The cluster's security group, found by its tag, if it exists.
+    async fn find_group(&self, cluster_id: &str) -> Result<Option<String>, CloudError>;
+    /// Creates the group (in the subnet's VPC, or the default VPC) with the cluster tags.
+    async fn create_group(
+        &self,
+        cluster_id: &str,
+        cluster_name: &str,
+        subnet_id: Option<&str>,
+    ) -> Result<String, CloudError>;
+    /// The group's ingress rules now.
+    async fn ingress(&self, group_id: &str) -> Result<Vec<IngressRule>, CloudError>;
+    /// Adds rules; a rule that already exists is not an error.
+    async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError>;
+    /// Deletes the group; a missing group is not an error, one still in use is `DependencyViolation`.
+    async fn delete_group(&self, group_id: &str) -> Result<(), CloudError>;
+}
+
+/// Where a node command is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandStatus {
+    /// Not finished yet.
+    Running,
+    /// Exit 0, with the (possibly cut) standard output.
+    Success { stdout: String },
+    /// Finished otherwise.
+    Failed { status: String, exit_code: i32, stdout: String, stderr: String },
+    /// The execution timeout passed.
+    TimedOut,
+}
+
+/// A command already sent to an instance (found by its comment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCommand {
+    pub command_id: String,
+    pub comment: String,
+}
+
+/// SSM Run Command: scripts on the nodes.
+#[async_trait]
+pub trait NodeCommands: Send + Sync {
+    /// Which of `instance_ids` have an SSM agent online.
+    async fn online(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError>;
+    /// Sends `script` to one instance through `AWS-RunShellScript`. `comment` is the idempotency
+    /// key (at most 100 characters, never a secret).
+    async fn send(&self, instance_id: &str, script: &str, comment: &str, timeout_seconds: u32) -> Result<String, CloudError>;
+    /// Commands recently sent to the instance, newest first.
+    async fn sent(&self, instance_id: &str) -> Result<Vec<SentCommand>, CloudError>;
+    /// The command's status on the instance.
+    async fn status(&self, command_id: &str, instance_id: &str) -> Result<CommandStatus, CloudError>;
+}
+
+/// SSM Parameter Store.
+#[async_trait]
+pub trait Parameters: Send + Sync {
+    /// A plain (public) parameter such as an AMI id; `None` when it does not exist.
+    async fn get(&self, name: &str) -> Result<Option<String>, CloudError>;
+    /// A SecureString, decrypted; `None` when it does not exist.
+    async fn get_secret(&self, name: &str) -> Result<Option<String>, CloudError>;
+    /// Writes a SecureString (overwriting); the advanced tier when the value exceeds 4 KB.
+    async fn put_secret(&self, name: &str, value: &str) -> Result<(), CloudError>;
+    /// Deletes parameters; missing ones are not an error.
+    async fn delete(&self, names: &[String]) -> Result<(), CloudError>;
+}
+
+/// A page of cluster records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPage {
+    pub records: Vec<ClusterRecord>,
+    /// Opaque; pass back to get the next page.
+    pub next_token: Option<String>,
+}
+
+/// Which records a listing returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub region: Option<String>,
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key is new and now belongs to this request.
+    Claimed,
+    /// The key was used before for `cluster_id` with a request whose hash was `request_hash`.
+    Existing { cluster_id: String, request_hash: String },
+}
+
+/// The cluster records and their events (DynamoDB). Every write is conditional.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Stores a new record and claims its name in one transaction. A name claimed by another live
+    /// cluster: `Ok(false)` — the caller decides whether it is the same cluster (a retry).
+    async fn create(&self, record: &ClusterRecord) -> Result<bool, CloudError>;
+    async fn get(&self, cluster_id: &str) -> Result<Option<ClusterRecord>, CloudError>;
+    /// The live (not `DELETED`) cluster holding the name.
+    async fn find_by_name(&self, name: &str) -> Result<Option<ClusterRecord>, CloudError>;
+    /// Writes `record` with `version + 1` if the stored version is still `record.version`
+    /// (`ConditionFailed` otherwise) and returns what was written. Moving to `DELETED` releases the name.
+    async fn update(&self, record: &ClusterRecord) -> Result<ClusterRecord, CloudError>;
+    /// Newest first, filtered, paginated.
+    async fn list(&self, filter: &ListFilter, next_token: Option<&str>, limit: u32) -> Result<RecordPage, CloudError>;
+    async fn append_event(&self, event: &Event) -> Result<(), CloudError>;
+    /// A cluster's events, oldest first.
+    async fn events(&self, cluster_id: &str) -> Result<Vec<Event>, CloudError>;
+    /// Claims an API idempotency key for a cluster (conditional put).
+    async fn claim_key(&self, key: &str, cluster_id: &str, request_hash: &str) -> Result<KeyClaim, CloudError>;
+}
+
+/// The state of a Step Functions execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Aborted,
+}
+
+/// Step Functions executions.
+#[async_trait]
+pub trait Executions: Send + Sync {
+    /// Starts a named execution and returns its ARN. Starting the same name with the same input
+    /// again returns the first execution's ARN (as Step Functions does while it runs, and also after).
+    async fn start(&self, state_machine_arn: &str, name: &str, input: &str) -> Result<String, CloudError>;
+    async fn status(&self, execution_arn: &str) -> Result<ExecutionStatus, CloudError>;
+}

@@ -1,0 +1,259 @@
+//! The cluster record kept in DynamoDB — spec, status, nodes, the execution that owns it, failure —
+//! its status lifecycle, and the events each stage appends to a cluster's history.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ClusterSpec;
+
+/// Where a cluster is in its life. `CREATING → ACTIVE | FAILED`, `ACTIVE | FAILED → DELETING → DELETED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Creating,
+    Active,
+    Failed,
+    Deleting,
+    Deleted,
+}
+
+impl Status {
+    /// Every status, for listings and validation.
+    pub const ALL: [Status; 5] = [Status::Creating, Status::Active, Status::Failed, Status::Deleting, Status::Deleted];
+
+    /// The name stored and shown (`ACTIVE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "CREATING",
+            Status::Active => "ACTIVE",
+            Status::Failed => "FAILED",
+            Status::Deleting => "DELETING",
+            Status::Deleted => "DELETED",
+        }
+    }
+
+    /// Parses a stored or requested status name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether a record in this status may move to `next`. Staying put is always allowed (a
+    /// retried stage writes the status it already wrote).
+    pub fn can_become(self, next: Status) -> bool {
+        use Status::*;
+        self == next
+            || matches!(
+                (self, next),
+                (Creating, Active) | (Creating, Failed) | (Active, Deleting) | (Failed, Deleting) | (Deleting, Deleted)
+            )
+    }
+
+    /// Whether the cluster still owns (or may own) cloud resources.
+    pub fn is_live(self) -> bool {
+        self != Status::Deleted
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's role in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    /// The tag value and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+
+    /// Parses a tag value.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "control-plane" => Some(Role::ControlPlane),
+            "worker" => Some(Role::Worker),
+            _ => None,
+        }
+    }
+}
+
+/// How far a node has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// Launched, not yet running with its agent online.
+    Pending,
+    /// Running and reachable through SSM.
+    Running,
+    /// MicroK8s installed and part of the cluster.
+    Joined,
+    /// Reported Ready by Kubernetes.
+    Ready,
+    /// Terminated.
+    Terminated,
+}
+
+/// One EC2 instance of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub instance_id: String,
+    pub role: Role,
+    pub index: u32,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub state: NodeState,
+}
+
+/// Why a cluster failed: the stage, the error name Step Functions saw, and a readable reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub stage: String,
+    pub error: String,
+    pub reason: String,
+}
+
+/// The cluster record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub id: String,
+    pub spec: ClusterSpec,
+    pub status: Status,
+    /// The stage running now, or the last one that ran.
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+    /// The create execution that owns the cluster.
+    #[serde(default)]
+    pub execution_arn: Option<String>,
+    /// The delete execution, once one started.
+    #[serde(default)]
+    pub delete_execution_arn: Option<String>,
+    #[serde(default)]
+    pub failure: Option<Failure>,
+    /// The API endpoint written into the kubeconfig.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The SecureString parameter holding the kubeconfig (a reference, never the content).
+    #[serde(default)]
+    pub kubeconfig_parameter: Option<String>,
+    #[serde(default)]
+    pub security_group_id: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Incremented by every write; every write is conditional on the version it read.
+    pub version: u64,
+}
+
+impl ClusterRecord {
+    /// A new record in `CREATING`.
+    pub fn new(id: String, spec: ClusterSpec, execution_arn: Option<String>) -> Self {
+        let now = crate::clock::now_rfc3339();
+        ClusterRecord {
+            id,
+            spec,
+            status: Status::Creating,
+            stage: None,
+            nodes: Vec::new(),
+            execution_arn,
+            delete_execution_arn: None,
+            failure: None,
+            endpoint: None,
+            kubeconfig_parameter: None,
+            security_group_id: None,
+            created_at: now.clone(),
+            updated_at: now,
+            version: 1,
+        }
+    }
+
+    /// Records an instance, or updates the one already recorded with the same id.
+    pub fn upsert_node(&mut self, node: Node) {
+        match self.nodes.iter_mut().find(|n| n.instance_id == node.instance_id) {
+            Some(existing) => *existing = node,
+            None => {
+                self.nodes.push(node);
+                self.nodes.sort_by_key(|n| (n.role, n.index));
+            }
+        }
+    }
+
+    /// Sets the state of a recorded node.
+    pub fn set_node_state(&mut self, instance_id: &str, state: NodeState) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.instance_id == instance_id) {
+            node.state = state;
+        }
+    }
+}
+
+/// What happened in a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Started,
+    Progress,
+    Finished,
+    Failed,
+}
+
+/// One entry of a cluster's history. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub cluster_id: String,
+    /// RFC 3339 UTC with nanoseconds: events sort by time.
+    pub time: String,
+    pub stage: String,
+    pub phase: Phase,
+    pub detail: String,
+}
+
+impl Event {
+    /// An event stamped now.
+    pub fn now(cluster_id: &str, stage: &str, phase: Phase, detail: impl Into<String>) -> Self {
+        Event {
+            cluster_id: cluster_id.into(),
+            time: crate::clock::now_rfc3339(),
+            stage: stage.into(),
+            phase,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_allows_only_documented_moves() {
+        use Status::*;
+        for from in Status::ALL {
+            for to in Status::ALL {
+                let expected = from == to
+                    || [(Creating, Active), (Creating, Failed), (Active, Deleting), (Failed, Deleting), (Deleting, Deleted)]
+                        .contains(&(from, to));
+                assert_eq!(from.can_become(to), expected, "{from} -> {to}");
+            }
+        }
+        assert_eq!(Status::parse("ACTIVE"), Some(Active));
+        assert_eq!(serde_json::to_string(&Deleting).unwrap(), "\"DELETING\"");
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for role in [Role::ControlPlane, Role::Worker] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(serde_json::to_string(&role).unwrap(), format!("\"{}\"", role.as_str()));
+        }
+    }
+}

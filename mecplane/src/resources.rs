@@ -1,0 +1,105 @@
+//! How mecplane names and tags what it creates in an AWS account: tag keys, security group names,
+//! parameter paths and cluster ids. Every other module asks here; nothing else spells these strings.
+
+use crate::record::Role;
+
+/// Tag on every instance and security group of a cluster; its value is the cluster id.
+pub const TAG_CLUSTER: &str = "mecplane:cluster";
+/// Tag carrying the cluster's name (what a person and the node simulator's fault rules match on).
+pub const TAG_CLUSTER_NAME: &str = "mecplane:cluster-name";
+/// Tag carrying the node's role: [`Role::as_str`].
+pub const TAG_ROLE: &str = "mecplane:role";
+/// Tag carrying the node's 0-based index within its role.
+pub const TAG_INDEX: &str = "mecplane:index";
+/// The EC2 console's name tag.
+pub const TAG_NAME: &str = "Name";
+/// The prefix of every parameter mecplane writes.
+pub const PARAMETER_ROOT: &str = "/mecplane/clusters";
+
+/// The security group name of a cluster.
+pub fn security_group_name(cluster_id: &str) -> String {
+    format!("mecplane-{cluster_id}")
+}
+
+/// The `Name` tag of a node.
+pub fn node_name(cluster_name: &str, role: Role, index: u32) -> String {
+    let short = match role {
+        Role::ControlPlane => "cp",
+        Role::Worker => "worker",
+    };
+    format!("{cluster_name}-{short}-{index}")
+}
+
+/// The SecureString parameter holding the cluster's join token.
+pub fn join_token_parameter(cluster_id: &str) -> String {
+    format!("{PARAMETER_ROOT}/{cluster_id}/join-token")
+}
+
+/// The SecureString parameter holding the cluster's kubeconfig.
+pub fn kubeconfig_parameter(cluster_id: &str) -> String {
+    format!("{PARAMETER_ROOT}/{cluster_id}/kubeconfig")
+}
+
+/// Every parameter a cluster may own (what teardown deletes).
+pub fn cluster_parameters(cluster_id: &str) -> Vec<String> {
+    vec![join_token_parameter(cluster_id), kubeconfig_parameter(cluster_id)]
+}
+
+/// A new random cluster id: `c-` and 16 lowercase hex characters.
+pub fn new_cluster_id() -> String {
+    format!("c-{:016x}", rand::random::<u64>())
+}
+
+/// A cluster id derived from a seed (a Step Functions execution ARN), so that a retried stage
+/// derives the same id and registers the same cluster.
+pub fn cluster_id_from_seed(seed: &str) -> String {
+    // FNV-1a, 64 bit: stable across releases, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in seed.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("c-{hash:016x}")
+}
+
+/// Whether `id` has the shape of a cluster id.
+pub fn is_cluster_id(id: &str) -> bool {
+    id.len() == 18
+        && id.starts_with("c-")
+        && id[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The standard tags of a node.
+pub fn node_tags(cluster_id: &str, cluster_name: &str, role: Role, index: u32) -> Vec<(String, String)> {
+    vec![
+        (TAG_CLUSTER.into(), cluster_id.into()),
+        (TAG_CLUSTER_NAME.into(), cluster_name.into()),
+        (TAG_ROLE.into(), role.as_str().into()),
+        (TAG_INDEX.into(), index.to_string()),
+        (TAG_NAME.into(), node_name(cluster_name, role, index)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        assert!(is_cluster_id(&new_cluster_id()));
+        let seeded = cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:e");
+        assert!(is_cluster_id(&seeded));
+        assert_eq!(seeded, cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:e"));
+        assert_ne!(seeded, cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:f"));
+        assert!(!is_cluster_id("c-XYZ"));
+        assert!(!is_cluster_id("edge-1"));
+    }
+
+    #[test]
+    fn names_follow_the_contract() {
+        assert_eq!(node_name("edge", Role::ControlPlane, 0), "edge-cp-0");
+        assert_eq!(node_name("edge", Role::Worker, 3), "edge-worker-3");
+        assert_eq!(join_token_parameter("c-1"), "/mecplane/clusters/c-1/join-token");
+        assert_eq!(security_group_name("c-1"), "mecplane-c-1");
+    }
+}

@@ -1,0 +1,148 @@
+//! The node scripts (`mecplane/scripts/*.sh`, embedded at build time) and the two directions of
+//! talking to them: rendering a command (environment preamble + script, wrapped so that SSM's
+//! `sh` runs it with bash) and reading what it printed (the `MECPLANE_RESULT` line, `NODE` lines).
+
+use std::collections::BTreeMap;
+
+/// A node script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    Bootstrap,
+    IssueToken,
+    Join,
+    Verify,
+    Kubeconfig,
+}
+
+impl Script {
+    /// The name in the script's `# mecplane-script:` header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Script::Bootstrap => "bootstrap",
+            Script::IssueToken => "issue-token",
+            Script::Join => "join",
+            Script::Verify => "verify",
+            Script::Kubeconfig => "kubeconfig",
+        }
+    }
+
+    /// The script's text.
+    pub fn body(self) -> &'static str {
+        match self {
+            Script::Bootstrap => include_str!("../scripts/bootstrap.sh"),
+            Script::IssueToken => include_str!("../scripts/issue-token.sh"),
+            Script::Join => include_str!("../scripts/join.sh"),
+            Script::Verify => include_str!("../scripts/verify.sh"),
+            Script::Kubeconfig => include_str!("../scripts/kubeconfig.sh"),
+        }
+    }
+
+    /// The command text for `AWS-RunShellScript`: bash reads the environment preamble and the
+    /// script from a quoted here-document, so nothing in them is expanded by the outer shell.
+    pub fn render(self, env: &[(&str, &str)]) -> String {
+        let mut text = String::from("bash -s <<'MECPLANE_SCRIPT_EOF'\n");
+        for (name, value) in env {
+            text.push_str(&format!("export {name}={}\n", shell_quote(value)));
+        }
+        text.push_str(self.body());
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("MECPLANE_SCRIPT_EOF\n");
+        text
+    }
+}
+
+/// Single-quotes a value for bash.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// The `key=value` pairs of the last `MECPLANE_RESULT` line, if the script printed one.
+pub fn result_of(stdout: &str) -> Option<BTreeMap<String, String>> {
+    let line = stdout.lines().rev().find_map(|l| l.trim().strip_prefix("MECPLANE_RESULT"))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Standard output without the `MECPLANE_RESULT` line (the kubeconfig script's payload).
+pub fn payload_of(stdout: &str) -> String {
+    let mut out: String = stdout
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("MECPLANE_RESULT"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
+    out
+}
+
+/// One node as the verify script reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    pub hostname: String,
+    pub ready: bool,
+    pub internal_ip: String,
+    pub role: String,
+}
+
+/// The `NODE <hostname> <Ready|NotReady> <ip> <role>` lines of the verify script.
+pub fn nodes_of(stdout: &str) -> Vec<NodeReport> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == "NODE").then_some(())?;
+            Some(NodeReport {
+                hostname: f.next()?.to_string(),
+                ready: f.next()? == "Ready",
+                internal_ip: f.next().unwrap_or("").to_string(),
+                role: f.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The last few lines of a failed command's output, for a failure reason a person can act on.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_declares_its_name() {
+        for s in [Script::Bootstrap, Script::IssueToken, Script::Join, Script::Verify, Script::Kubeconfig] {
+            assert!(s.body().contains(&format!("# mecplane-script: {}\n", s.name())), "{}", s.name());
+        }
+    }
+
+    #[test]
+    fn render_quotes_values() {
+        let text = Script::Join.render(&[("JOIN_TOKEN", "ab'c"), ("NODE_ROLE", "worker")]);
+        assert!(text.starts_with("bash -s <<'MECPLANE_SCRIPT_EOF'\nexport JOIN_TOKEN='ab'\\''c'\n"));
+        assert!(text.ends_with("MECPLANE_SCRIPT_EOF\n"));
+        assert!(text.contains("# mecplane-script: join"));
+    }
+
+    #[test]
+    fn results_and_nodes_are_parsed() {
+        let out = "x\nNODE ip-10-0-0-1 Ready 10.0.0.1 control-plane\nNODE ip-10-0-0-2 NotReady 10.0.0.2 worker\nMECPLANE_RESULT nodes=2 ready=1\n";
+        let r = result_of(out).unwrap();
+        assert_eq!(r["nodes"], "2");
+        assert_eq!(r["ready"], "1");
+        let nodes = nodes_of(out);
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes[0].ready && !nodes[1].ready);
+        assert_eq!(nodes[1].role, "worker");
+        assert_eq!(result_of("no result"), None);
+        assert_eq!(payload_of("a: 1\nMECPLANE_RESULT kubeconfig=ok\n"), "a: 1\n");
+        assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
+    }
+}

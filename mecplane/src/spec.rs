@@ -1,0 +1,398 @@
+//! The cluster a user asks for: the request as it arrives (every field optional), its validation, and
+//! the validated [`ClusterSpec`] with every default filled in, so the record shows what was decided.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::microk8s;
+
+/// Default instance type: arm64, 2 vCPU, 4 GiB — enough for MicroK8s and a few edge workloads.
+pub const DEFAULT_INSTANCE_TYPE: &str = "t4g.medium";
+/// Default Ubuntu release.
+pub const DEFAULT_UBUNTU_RELEASE: &str = "24.04";
+/// Ubuntu releases with a MicroK8s snap and an SSM agent snap.
+pub const UBUNTU_RELEASES: &[&str] = &["22.04", "24.04"];
+/// Default root volume size.
+pub const DEFAULT_ROOT_VOLUME_GIB: u32 = 20;
+/// The most workers one cluster may have (one SSM SendCommand reaches 50 instances).
+pub const MAX_WORKERS: u32 = 50;
+/// Control-plane counts: one, or three for HA (dqlite needs three voters).
+pub const CONTROL_PLANE_COUNTS: &[u32] = &[1, 3];
+/// Longest cluster name: it is used in `Name` tags such as `<name>-worker-49`.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// A cluster request as a user writes it. Unknown fields are rejected so a typo is not ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRequest {
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub control_planes: Option<u32>,
+    pub workers: Option<u32>,
+    pub instance_type: Option<String>,
+    pub ubuntu_release: Option<String>,
+    pub microk8s_channel: Option<String>,
+    pub addons: Option<Vec<String>>,
+    pub subnet_id: Option<String>,
+    pub api_allowed_cidrs: Option<Vec<String>>,
+    pub root_volume_gib: Option<u32>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub retain_on_failure: Option<bool>,
+    /// Idempotency token, as EKS's `clientRequestToken`; not part of the spec.
+    pub client_token: Option<String>,
+}
+
+/// CPU architecture of the nodes, which follows from the instance type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Arm64,
+    Amd64,
+}
+
+impl Arch {
+    /// The name Ubuntu's AMI parameters use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Amd64 => "amd64",
+        }
+    }
+}
+
+/// A validated cluster specification with every default resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub region: String,
+    pub control_planes: u32,
+    pub workers: u32,
+    pub instance_type: String,
+    pub arch: Arch,
+    pub ubuntu_release: String,
+    pub microk8s_channel: String,
+    pub addons: Vec<String>,
+    pub subnet_id: Option<String>,
+    pub api_allowed_cidrs: Vec<String>,
+    pub root_volume_gib: u32,
+    pub tags: BTreeMap<String, String>,
+    pub retain_on_failure: bool,
+}
+
+/// What the deployment allows and defaults (from the function's environment).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The region used when a request names none.
+    pub default_region: String,
+    /// Regions clusters may be created in; empty means any well-formed region.
+    pub allowed_regions: Vec<String>,
+    /// The instance type used when a request names none.
+    pub default_instance_type: String,
+}
+
+impl Policy {
+    /// Reads `AWS_REGION`, `MECPLANE_ALLOWED_REGIONS` (comma list) and `MECPLANE_DEFAULT_INSTANCE_TYPE`.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Policy {
+            default_region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            allowed_regions: var("MECPLANE_ALLOWED_REGIONS")
+                .map(|v| v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect())
+                .unwrap_or_default(),
+            default_instance_type: var("MECPLANE_DEFAULT_INSTANCE_TYPE")
+                .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            default_region: "us-east-1".into(),
+            allowed_regions: Vec::new(),
+            default_instance_type: DEFAULT_INSTANCE_TYPE.into(),
+        }
+    }
+}
+
+/// A request field that is missing, out of range or of the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The field, as the user wrote it (`tags.env`, `api_allowed_cidrs[1]`).
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidationError {
+    ValidationError { field: field.into(), message: message.into() }
+}
+
+impl ClusterRequest {
+    /// Checks every field and fills in the defaults.
+    pub fn validate(&self, policy: &Policy) -> Result<ClusterSpec, ValidationError> {
+        let name = self.name.clone().ok_or_else(|| invalid("name", "is required"))?;
+        validate_name(&name)?;
+
+        let region = self.region.clone().unwrap_or_else(|| policy.default_region.clone());
+        validate_region(&region, policy)?;
+
+        let control_planes = self.control_planes.unwrap_or(1);
+        if !CONTROL_PLANE_COUNTS.contains(&control_planes) {
+            return Err(invalid("control_planes", "must be 1, or 3 for high availability"));
+        }
+        let workers = self.workers.unwrap_or(0);
+        if workers > MAX_WORKERS {
+            return Err(invalid("workers", format!("must be between 0 and {MAX_WORKERS}")));
+        }
+
+        let instance_type = self.instance_type.clone().unwrap_or_else(|| policy.default_instance_type.clone());
+        let arch = instance_arch(&instance_type).map_err(|m| invalid("instance_type", m))?;
+
+        let ubuntu_release = self.ubuntu_release.clone().unwrap_or_else(|| DEFAULT_UBUNTU_RELEASE.into());
+        if !UBUNTU_RELEASES.contains(&ubuntu_release.as_str()) {
+            return Err(invalid("ubuntu_release", format!("must be one of {}", UBUNTU_RELEASES.join(", "))));
+        }
+
+        let microk8s_channel = self.microk8s_channel.clone().unwrap_or_else(|| microk8s::DEFAULT_CHANNEL.into());
+        if microk8s::channel_minor(&microk8s_channel).is_none() {
+            return Err(invalid(
+                "microk8s_channel",
+                format!(
+                    "must look like 1.32/stable with a minor from {} to {}",
+                    microk8s::SUPPORTED_MINORS.start(),
+                    microk8s::SUPPORTED_MINORS.end()
+                ),
+            ));
+        }
+
+        let addons = self.addons.clone().unwrap_or_else(|| vec!["dns".into()]);
+        if addons.len() > 20 {
+            return Err(invalid("addons", "at most 20 add-ons"));
+        }
+        for (i, addon) in addons.iter().enumerate() {
+            let field = format!("addons[{i}]");
+            if addon.is_empty() || !addon.bytes().all(|b| b.is_ascii_alphanumeric() || b"-:.,/".contains(&b)) {
+                return Err(invalid(field, "must be an add-on name, optionally with :arguments"));
+            }
+            if !microk8s::addon_available(addon, arch) {
+                return Err(invalid(field, format!("'{addon}' is not a MicroK8s add-on on {}", arch.as_str())));
+            }
+            if addons[..i].contains(addon) {
+                return Err(invalid(field, format!("'{addon}' is listed twice")));
+            }
+        }
+
+        if let Some(subnet) = &self.subnet_id {
+            let hex = subnet.strip_prefix("subnet-").unwrap_or("");
+            if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid("subnet_id", "must look like subnet-0123456789abcdef0"));
+            }
+        }
+
+        let api_allowed_cidrs = self.api_allowed_cidrs.clone().unwrap_or_default();
+        if api_allowed_cidrs.len() > 20 {
+            return Err(invalid("api_allowed_cidrs", "at most 20 CIDRs"));
+        }
+        for (i, cidr) in api_allowed_cidrs.iter().enumerate() {
+            validate_cidr(cidr).map_err(|m| invalid(format!("api_allowed_cidrs[{i}]"), m))?;
+        }
+
+        let root_volume_gib = self.root_volume_gib.unwrap_or(DEFAULT_ROOT_VOLUME_GIB);
+        if !(8..=16384).contains(&root_volume_gib) {
+            return Err(invalid("root_volume_gib", "must be between 8 and 16384"));
+        }
+
+        let tags = self.tags.clone().unwrap_or_default();
+        if tags.len() > 40 {
+            return Err(invalid("tags", "at most 40 tags"));
+        }
+        for (key, value) in &tags {
+            let field = format!("tags.{key}");
+            if key.is_empty() || key.len() > 128 {
+                return Err(invalid(field, "a tag key has 1 to 128 characters"));
+            }
+            let lower = key.to_ascii_lowercase();
+            if lower.starts_with("aws:") || lower.starts_with("mecplane:") || key == crate::resources::TAG_NAME {
+                return Err(invalid(field, "keys starting with aws: or mecplane:, and Name, are reserved"));
+            }
+            if value.len() > 256 {
+                return Err(invalid(field, "a tag value has at most 256 characters"));
+            }
+        }
+
+        if let Some(token) = &self.client_token {
+            if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid("client_token", "must be 1 to 64 printable characters"));
+            }
+        }
+
+        Ok(ClusterSpec {
+            name,
+            region,
+            control_planes,
+            workers,
+            instance_type,
+            arch,
+            ubuntu_release,
+            microk8s_channel,
+            addons,
+            subnet_id: self.subnet_id.clone(),
+            api_allowed_cidrs,
+            root_volume_gib,
+            tags,
+            retain_on_failure: self.retain_on_failure.unwrap_or(false),
+        })
+    }
+}
+
+/// A cluster name is a DNS label: lowercase letters, digits and hyphens, starting with a letter.
+pub fn validate_name(name: &str) -> Result<(), ValidationError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            format!("must be a DNS label of at most {MAX_NAME_LEN} characters: lowercase letters, digits and '-', starting with a letter"),
+        ))
+    }
+}
+
+fn validate_region(region: &str, policy: &Policy) -> Result<(), ValidationError> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let shaped = (3..=4).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts.iter().take(parts.len() - 1).all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok();
+    if !shaped {
+        return Err(invalid("region", "must be an AWS region such as eu-west-1"));
+    }
+    if !policy.allowed_regions.is_empty() && !policy.allowed_regions.iter().any(|r| r == region) {
+        return Err(invalid("region", format!("must be one of {}", policy.allowed_regions.join(", "))));
+    }
+    Ok(())
+}
+
+/// The architecture of an EC2 instance type: Graviton families carry a `g` right after their
+/// generation digit (t4g, c7gn, m6gd), and `a1` is Graviton 1.
+pub fn instance_arch(instance_type: &str) -> Result<Arch, String> {
+    let shape = "must be an EC2 instance type such as t4g.medium";
+    let (family, size) = instance_type.split_once('.').ok_or(shape)?;
+    let letters_end = family.find(|c: char| c.is_ascii_digit()).ok_or(shape)?;
+    let (prefix, rest) = family.split_at(letters_end);
+    let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let suffix = &rest[digits_end..];
+    let well_formed = !prefix.is_empty()
+        && prefix.bytes().all(|b| b.is_ascii_lowercase())
+        && suffix.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        && !size.is_empty()
+        && size.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !well_formed {
+        return Err(shape.into());
+    }
+    if matches!(size, "nano" | "micro") {
+        return Err("MicroK8s needs at least 2 GiB of memory: use small or larger".into());
+    }
+    if family == "a1" || suffix.starts_with('g') {
+        Ok(Arch::Arm64)
+    } else {
+        Ok(Arch::Amd64)
+    }
+}
+
+fn validate_cidr(cidr: &str) -> Result<(), String> {
+    let message = "must be an IPv4 CIDR such as 203.0.113.0/24";
+    let (addr, len) = cidr.split_once('/').ok_or(message)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| message)?;
+    let len: u32 = len.parse().map_err(|_| message)?;
+    if len > 32 {
+        return Err(message.into());
+    }
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!("has host bits set: did you mean {}/{len}?", Ipv4Addr::from(u32::from(addr) & mask)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str) -> ClusterRequest {
+        ClusterRequest { name: Some(name.into()), ..Default::default() }
+    }
+
+    fn field_of(req: ClusterRequest) -> String {
+        req.validate(&Policy::default()).unwrap_err().field
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let spec = request("edge-1").validate(&Policy::default()).unwrap();
+        assert_eq!(spec.region, "us-east-1");
+        assert_eq!(spec.control_planes, 1);
+        assert_eq!(spec.workers, 0);
+        assert_eq!(spec.instance_type, "t4g.medium");
+        assert_eq!(spec.arch, Arch::Arm64);
+        assert_eq!(spec.microk8s_channel, microk8s::DEFAULT_CHANNEL);
+        assert_eq!(spec.addons, vec!["dns"]);
+        assert!(spec.api_allowed_cidrs.is_empty());
+        assert!(!spec.retain_on_failure);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(field_of(ClusterRequest::default()), "name");
+        assert_eq!(field_of(request("Edge")), "name");
+        assert_eq!(field_of(request("edge-")), "name");
+        assert_eq!(field_of(request(&"a".repeat(41))), "name");
+        assert_eq!(field_of(ClusterRequest { region: Some("mars".into()), ..request("a") }), "region");
+        assert_eq!(field_of(ClusterRequest { control_planes: Some(2), ..request("a") }), "control_planes");
+        assert_eq!(field_of(ClusterRequest { workers: Some(51), ..request("a") }), "workers");
+        assert_eq!(field_of(ClusterRequest { instance_type: Some("huge".into()), ..request("a") }), "instance_type");
+        assert_eq!(field_of(ClusterRequest { instance_type: Some("t4g.nano".into()), ..request("a") }), "instance_type");
+        assert_eq!(field_of(ClusterRequest { ubuntu_release: Some("18.04".into()), ..request("a") }), "ubuntu_release");
+        assert_eq!(field_of(ClusterRequest { microk8s_channel: Some("latest".into()), ..request("a") }), "microk8s_channel");
+        assert_eq!(field_of(ClusterRequest { addons: Some(vec!["dns".into(), "gpu".into()]), ..request("a") }), "addons[1]");
+        assert_eq!(field_of(ClusterRequest { subnet_id: Some("sub-1".into()), ..request("a") }), "subnet_id");
+        assert_eq!(
+            field_of(ClusterRequest { api_allowed_cidrs: Some(vec!["10.0.0.0/8".into(), "10.0.0.1/8".into()]), ..request("a") }),
+            "api_allowed_cidrs[1]"
+        );
+        assert_eq!(field_of(ClusterRequest { root_volume_gib: Some(4), ..request("a") }), "root_volume_gib");
+        let tags = BTreeMap::from([("aws:x".to_string(), "y".to_string())]);
+        assert_eq!(field_of(ClusterRequest { tags: Some(tags), ..request("a") }), "tags.aws:x");
+    }
+
+    #[test]
+    fn allowed_regions_are_enforced() {
+        let policy = Policy { allowed_regions: vec!["eu-west-1".into()], ..Policy::default() };
+        let err = ClusterRequest { region: Some("us-west-2".into()), ..request("a") }.validate(&policy).unwrap_err();
+        assert_eq!(err.field, "region");
+        assert!(ClusterRequest { region: Some("eu-west-1".into()), ..request("a") }.validate(&policy).is_ok());
+    }
+
+    #[test]
+    fn architecture_follows_the_instance_family() {
+        for t in ["t4g.medium", "c7gn.large", "m6gd.xlarge", "a1.large", "g5g.xlarge"] {
+            assert_eq!(instance_arch(t), Ok(Arch::Arm64), "{t}");
+        }
+        for t in ["t3.medium", "m7i.large", "m7a.large", "g5.xlarge", "c5n.large", "inf2.xlarge"] {
+            assert_eq!(instance_arch(t), Ok(Arch::Amd64), "{t}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = serde_json::from_str::<ClusterRequest>(r#"{"name":"a","wrokers":2}"#).unwrap_err();
+        assert!(err.to_string().contains("wrokers"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Stage `bootstrap`: installs MicroK8s on the first control plane (pinned channel, refresh held,
+//! launch configuration with the API certificate's extra SANs and the add-ons, wait-ready with a
+//! timeout) and creates the cluster's join token — chosen here, stored as a SecureString, never
+//! put in the state or a log.
+
+use rand::distr::{Alphanumeric, SampleString};
+
+use crate::clock;
+use crate::error::StageError;
+use crate::ports::{ClusterStore, Instances, NodeCommands, Parameters};
+use crate::record::{NodeState, Phase};
+use crate::resources;
+use crate::scripts::Script;
+use crate::state::CreateState;
+
+use super::commands::{self, Progress, Wanted};
+use super::{nodes, records};
+
+/// The stage's name in events and the record.
+pub const STAGE: &str = "bootstrap";
+
+/// Length of a join token (MicroK8s wants at least 32 characters).
+pub const TOKEN_LEN: usize = 32;
+
+/// Returns the token parameter, creating the token if the cluster has none yet.
+pub(crate) async fn ensure_token<P: Parameters>(params: &P, cluster_id: &str) -> Result<String, StageError> {
+    let name = resources::join_token_parameter(cluster_id);
+    if params.get_secret(&name).await?.is_none() {
+        let token = Alphanumeric.sample_string(&mut rand::rng(), TOKEN_LEN);
+        params.put_secret(&name, &token).await?;
+    }
+    Ok(name)
+}
+
+/// Runs one poll.
+pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
+    commands: &C,
+    instances: &I,
+    params: &P,
+    store: &S,
+    mut state: CreateState,
+) -> Result<CreateState, StageError> {
+    records::enter(store, &state.cluster_id, STAGE).await?;
+    let now = clock::now_epoch();
+    state.poll.tick(now, state.timing.command_timeout_seconds);
+    if state.token_parameter.is_none() {
+        state.token_parameter = Some(ensure_token(params, &state.cluster_id).await?);
+    }
+    let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
+    let sans: Vec<&str> = [first.private_ip.as_deref(), first.public_ip.as_deref(), first.private_dns.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let wanted = Wanted {
+        cluster_id: &state.cluster_id,
+        instance_id: first.instance_id.clone(),
+        script: Script::Bootstrap,
+        key: format!("mecplane {} bootstrap {}", state.cluster_id, first.instance_id),
+        env: vec![
+            ("MK8S_CHANNEL", state.spec.microk8s_channel.clone()),
+            ("MK8S_ADDONS", state.spec.addons.join(",")),
+            ("EXTRA_SANS", sans.join(",")),
+            ("WAIT_TIMEOUT", state.timing.command_timeout_seconds.saturating_sub(60).max(30).to_string()),
+        ],
+        timeout_seconds: state.timing.command_timeout_seconds,
+        secrets: Vec::new(),
+    };
+    match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
+        Progress::Running(pending) => state.command = Some(pending),
+        Progress::Done { .. } => {
+            state.command = None;
+            state.poll.finish();
+            records::modify(store, &state.cluster_id, |r| {
+                r.set_node_state(&first.instance_id, NodeState::Joined);
+                Ok(true)
+            })
+            .await?;
+            let detail = format!("MicroK8s {} on {} with add-ons {}", state.spec.microk8s_channel, first.instance_id, state.spec.addons.join(","));
+            records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::CommandStatus;
+    use crate::stages::fixtures;
+
+    #[tokio::test]
+    async fn bootstraps_once_and_keeps_the_token_out_of_the_state() {
+        let (cloud, store, state) = fixtures::online(1, 0).await;
+        let sent = run(&cloud, &cloud, &cloud, &store, state.clone()).await.unwrap();
+        assert!(!sent.poll.done && sent.command.is_some());
+        // A retry with the same input adopts the command already sent.
+        let retried = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
+        assert_eq!(retried.command, sent.command);
+        let first = run(&cloud, &cloud, &cloud, &store, sent).await.unwrap();
+        assert_eq!(cloud.commands_of("bootstrap").len(), 1);
+        assert!(first.poll.done && first.command.is_none());
+        let token = cloud.parameters()[&resources::join_token_parameter(&first.cluster_id)].clone();
+        assert!(token.1, "the token is a SecureString");
+        assert_eq!(token.0.len(), TOKEN_LEN);
+        assert!(!serde_json::to_string(&first).unwrap().contains(&token.0));
+        let text = &cloud.commands_of("bootstrap")[0].text;
+        assert!(text.contains("export MK8S_CHANNEL='1.32/stable'") && text.contains("export MK8S_ADDONS='dns'"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_bootstrap_is_a_named_failure_with_the_reason() {
+        let (cloud, store, state) = fixtures::online(1, 0).await;
+        cloud.respond_with(|_, _| CommandStatus::Failed {
+            status: "Failed".into(),
+            exit_code: 1,
+            stdout: String::new(),
+            stderr: "error: snap \"microk8s\" has no channel 1.99/stable\n".into(),
+        });
+        let sent = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
+        let err = run(&cloud, &cloud, &cloud, &store, sent).await.unwrap_err();
+        assert_eq!(err.name(), "CommandFailed");
+        assert!(err.to_string().contains("bootstrap on i-") && err.to_string().contains("exit 1"));
+        assert!(err.to_string().contains("has no channel"));
+    }
+}

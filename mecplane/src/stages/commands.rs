@@ -1,0 +1,96 @@
+//! Driving one node command across Step Functions polls: send it once (its comment is an
+//! idempotency key, so a retried stage adopts the command it already sent instead of sending a
+//! second), then report it running, done with its output, or failed with a reason a person can
+//! act on — and never with a secret in it.
+
+use crate::error::StageError;
+use crate::ports::{CommandStatus, Instances, NodeCommands};
+use crate::scripts::{self, Script};
+use crate::state::PendingCommand;
+
+use super::nodes;
+
+/// How long past its execution timeout a command may stay unanswered before it counts as lost.
+const LOST_GRACE_SECONDS: i64 = 120;
+
+/// One command a stage wants run.
+pub(crate) struct Wanted<'a> {
+    pub cluster_id: &'a str,
+    pub instance_id: String,
+    pub script: Script,
+    /// The idempotency key (SSM comment): the same key means the same command.
+    pub key: String,
+    pub env: Vec<(&'static str, String)>,
+    pub timeout_seconds: u32,
+    /// Values to cut out of any message (the join token).
+    pub secrets: Vec<String>,
+}
+
+/// Where the wanted command is.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    Running(PendingCommand),
+    Done { stdout: String },
+}
+
+/// Sends the wanted command if it was never sent, or polls it.
+pub(crate) async fn drive<C: NodeCommands, I: Instances>(
+    commands: &C,
+    instances: &I,
+    pending: Option<&PendingCommand>,
+    wanted: Wanted<'_>,
+    now: i64,
+) -> Result<Progress, StageError> {
+    let pending = match pending.filter(|p| p.key == wanted.key && p.instance_id == wanted.instance_id) {
+        Some(p) => p.clone(),
+        None => match commands.sent(&wanted.instance_id).await?.into_iter().find(|c| c.comment == wanted.key) {
+            Some(found) => PendingCommand {
+                command_id: found.command_id,
+                instance_id: wanted.instance_id.clone(),
+                script: wanted.script.name().into(),
+                key: wanted.key.clone(),
+                sent_at: now,
+            },
+            None => {
+                let env: Vec<(&str, &str)> = wanted.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let text = wanted.script.render(&env);
+                let command_id = commands.send(&wanted.instance_id, &text, &wanted.key, wanted.timeout_seconds).await?;
+                tracing::info!(cluster = wanted.cluster_id, instance = wanted.instance_id.as_str(), script = wanted.script.name(), command_id, "command sent");
+                return Ok(Progress::Running(PendingCommand {
+                    command_id,
+                    instance_id: wanted.instance_id.clone(),
+                    script: wanted.script.name().into(),
+                    key: wanted.key,
+                    sent_at: now,
+                }));
+            }
+        },
+    };
+    let what = format!("{} on {}", wanted.script.name(), wanted.instance_id);
+    let redact = |text: String| wanted.secrets.iter().filter(|s| !s.is_empty()).fold(text, |t, s| t.replace(s.as_str(), "[redacted]"));
+    match commands.status(&pending.command_id, &pending.instance_id).await? {
+        CommandStatus::Success { stdout } => Ok(Progress::Done { stdout }),
+        CommandStatus::Running => {
+            if now > pending.sent_at + i64::from(wanted.timeout_seconds) + LOST_GRACE_SECONDS {
+                if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+                    return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+                }
+                return Err(StageError::CommandTimedOut(format!("{what} was not answered within {}s", wanted.timeout_seconds)));
+            }
+            Ok(Progress::Running(pending))
+        }
+        CommandStatus::TimedOut => {
+            if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+                return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+            }
+            Err(StageError::CommandTimedOut(format!("{what} did not finish within {}s", wanted.timeout_seconds)))
+        }
+        CommandStatus::Failed { status, exit_code, stdout, stderr } => {
+            if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+                return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+            }
+            let output = if stderr.trim().is_empty() { scripts::tail(&stdout, 3) } else { scripts::tail(&stderr, 3) };
+            Err(StageError::CommandFailed(redact(format!("{what} failed ({status}, exit {exit_code}): {output}"))))
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Stage `delete-parameters`: deletes the cluster's SecureString parameters (join token,
+//! kubeconfig); missing ones are fine.
+
+use crate::error::StageError;
+use crate::ports::{ClusterStore, Parameters};
+use crate::record::Phase;
+use crate::resources;
+use crate::state::TeardownState;
+
+use super::records;
+
+/// The stage's name in events and the record.
+pub const STAGE: &str = "delete-parameters";
+
+/// Runs the stage.
+pub async fn run<P: Parameters, S: ClusterStore>(params: &P, store: &S, state: TeardownState) -> Result<TeardownState, StageError> {
+    records::enter(store, &state.cluster_id, STAGE).await?;
+    let names = resources::cluster_parameters(&state.cluster_id);
+    params.delete(&names).await?;
+    records::note(store, &state.cluster_id, STAGE, Phase::Finished, format!("deleted {}", names.join(", "))).await?;
+    Ok(state)
+}

@@ -1,0 +1,27 @@
+//! Stage `finish-delete`: everything is gone; the record becomes `DELETED` and its name is free.
+
+use crate::error::StageError;
+use crate::ports::ClusterStore;
+use crate::record::{Phase, Status};
+use crate::state::{DeleteOutput, TeardownState};
+
+use super::records;
+
+/// The stage's name in events and the record.
+pub const STAGE: &str = "finish-delete";
+
+/// Runs the stage.
+pub async fn run<S: ClusterStore>(store: &S, state: TeardownState) -> Result<DeleteOutput, StageError> {
+    let record = records::modify(store, &state.cluster_id, |r| {
+        if !r.status.can_become(Status::Deleted) {
+            return Err(StageError::InvalidState(format!("cluster {} is {} and cannot become DELETED", r.id, r.status)));
+        }
+        let changed = r.status != Status::Deleted;
+        r.status = Status::Deleted;
+        r.stage = Some(STAGE.into());
+        Ok(changed)
+    })
+    .await?;
+    records::note(store, &state.cluster_id, STAGE, Phase::Finished, "DELETED").await?;
+    Ok(DeleteOutput { cluster_id: record.id, status: record.status })
+}

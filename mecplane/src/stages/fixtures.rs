@@ -1,0 +1,83 @@
+//! Builders for stage tests: a cluster registered, ready to launch, launched, online — each one
+//! step further along, made by running the real stages against the fakes.
+
+use std::collections::BTreeMap;
+
+use crate::fakes::{FakeCloud, FakeStore};
+use crate::lambda::StageConfig;
+use crate::ports::ClusterStore;
+use crate::record::{ClusterRecord, Role, Status};
+use crate::spec::{ClusterRequest, ClusterSpec, Policy};
+use crate::state::{CreateState, Timing};
+
+pub(crate) use crate::fakes::default_outcome;
+
+use super::{await_nodes, launch_nodes, resolve_ami, security_group};
+
+pub(crate) fn spec(control_planes: u32, workers: u32) -> ClusterSpec {
+    ClusterRequest {
+        name: Some("edge".into()),
+        control_planes: Some(control_planes),
+        workers: Some(workers),
+        tags: Some(BTreeMap::from([("team".to_string(), "edge".to_string())])),
+        ..Default::default()
+    }
+    .validate(&Policy::default())
+    .expect("valid spec")
+}
+
+pub(crate) fn config() -> StageConfig {
+    StageConfig {
+        table: "t".into(),
+        node_instance_profile: "mecplane-node".into(),
+        ami_parameter_prefix: crate::lambda::DEFAULT_AMI_PARAMETER_PREFIX.into(),
+    }
+}
+
+pub(crate) async fn registered(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+    let store = FakeStore::default();
+    let spec = spec(control_planes, workers);
+    let id = "c-00000000000000aa".to_string();
+    assert!(store.create(&ClusterRecord::new(id.clone(), spec.clone(), Some("arn:e".into()))).await.unwrap());
+    (FakeCloud::new(), store, CreateState::new(id, spec, Timing::default()))
+}
+
+pub(crate) async fn ready_to_launch(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+    let (cloud, store, state) = registered(control_planes, workers).await;
+    let config = config();
+    cloud.put_public(&resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec), "ami-0abc");
+    let state = resolve_ami::run(&cloud, &store, &config, state).await.unwrap();
+    let state = security_group::run(&cloud, &store, state).await.unwrap();
+    (cloud, store, state)
+}
+
+pub(crate) async fn launched(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+    let (cloud, store, mut state) = ready_to_launch(control_planes, workers).await;
+    state.target = Some(Role::ControlPlane);
+    let state = launch_nodes::run(&cloud, &store, &config(), state).await.unwrap();
+    (cloud, store, state)
+}
+
+pub(crate) async fn online(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+    let (cloud, store, state) = launched(control_planes, workers).await;
+    let state = await_nodes::run(&cloud, &cloud, &store, state).await.unwrap();
+    assert!(state.poll.done);
+    (cloud, store, state)
+}
+
+/// Launches `count` workers and waits for them (the spec is widened to match).
+pub(crate) async fn add_workers(cloud: &FakeCloud, store: &FakeStore, state: &mut CreateState, count: u32) {
+    state.spec.workers = count;
+    let mut s = state.clone();
+    s.target = Some(Role::Worker);
+    let s = launch_nodes::run(cloud, store, &config(), s).await.unwrap();
+    let s = await_nodes::run(cloud, cloud, store, s).await.unwrap();
+    assert!(s.poll.done);
+    *state = CreateState { target: state.target, ..s };
+}
+
+pub(crate) async fn set_status(store: &FakeStore, cluster_id: &str, status: Status) {
+    let mut r = store.get(cluster_id).await.unwrap().unwrap();
+    r.status = status;
+    store.update(&r).await.unwrap();
+}

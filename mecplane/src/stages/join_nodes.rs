@@ -1,0 +1,251 @@
+//! Stage `join-control-planes` / `join-workers`: joins the role's nodes to the cluster one at a
+//! time (dqlite takes control-plane joins one by one; workers follow the same path so a join
+//! failure names one node). Before joining it (re)issues the cluster's token on the first control
+//! plane with a short TTL (`add-node --token`), so no output is scraped and no long-lived token
+//! sits on a node. Control planes join without `--worker`, workers with it.
+
+use crate::clock;
+use crate::error::StageError;
+use crate::microk8s;
+use crate::ports::{ClusterStore, Instance, Instances, NodeCommands, Parameters};
+use crate::record::{NodeState, Phase, Role};
+use crate::scripts::Script;
+use crate::state::{CreateState, PendingCommand};
+
+use super::commands::{self, Progress, Wanted};
+use super::{bootstrap, nodes, records};
+
+/// The stage's name for a role.
+pub fn stage(role: Role) -> &'static str {
+    match role {
+        Role::ControlPlane => "join-control-planes",
+        Role::Worker => "join-workers",
+    }
+}
+
+/// Whether a token issued at `issued_at` still has more than half its life left.
+fn token_fresh(issued_at: Option<i64>, ttl: u32, now: i64) -> bool {
+    issued_at.is_some_and(|t| now - t < i64::from(ttl / 2))
+}
+
+struct Ctx<'a> {
+    cluster_id: &'a str,
+    first: &'a Instance,
+    token: &'a str,
+    state: &'a CreateState,
+}
+
+impl Ctx<'_> {
+    fn issue(&self, key: String) -> Wanted<'_> {
+        Wanted {
+            cluster_id: self.cluster_id,
+            instance_id: self.first.instance_id.clone(),
+            script: Script::IssueToken,
+            key,
+            env: vec![("JOIN_TOKEN", self.token.to_string()), ("TOKEN_TTL", self.state.timing.token_ttl_seconds.to_string())],
+            timeout_seconds: 300.min(self.state.timing.command_timeout_seconds),
+            secrets: vec![self.token.to_string()],
+        }
+    }
+
+    fn join(&self, instance_id: &str, role: Role) -> Result<Wanted<'_>, StageError> {
+        Ok(Wanted {
+            cluster_id: self.cluster_id,
+            instance_id: instance_id.to_string(),
+            script: Script::Join,
+            key: format!("mecplane {} join {instance_id}", self.cluster_id),
+            env: vec![
+                ("MK8S_CHANNEL", self.state.spec.microk8s_channel.clone()),
+                ("JOIN_ADDRESS", format!("{}:{}", nodes::private_ip(self.first)?, microk8s::PORT_CLUSTER_AGENT)),
+                ("JOIN_TOKEN", self.token.to_string()),
+                ("NODE_ROLE", role.as_str().to_string()),
+                ("WAIT_TIMEOUT", self.state.timing.command_timeout_seconds.saturating_sub(60).max(30).to_string()),
+            ],
+            timeout_seconds: self.state.timing.command_timeout_seconds,
+            secrets: vec![self.token.to_string()],
+        })
+    }
+
+    /// The wanted command a pending one belongs to.
+    fn resume(&self, pending: &PendingCommand, role: Role) -> Result<Wanted<'_>, StageError> {
+        if pending.script == Script::IssueToken.name() {
+            Ok(self.issue(pending.key.clone()))
+        } else {
+            self.join(&pending.instance_id, role)
+        }
+    }
+}
+
+/// Runs one poll for `state.target`: finishes what is pending, then starts the next command.
+pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
+    commands: &C,
+    instances: &I,
+    params: &P,
+    store: &S,
+    mut state: CreateState,
+) -> Result<CreateState, StageError> {
+    let role = state.target_role();
+    let stage = stage(role);
+    records::enter(store, &state.cluster_id, stage).await?;
+    let now = clock::now_epoch();
+    let total = state.spec.control_planes + state.spec.workers;
+    state.poll.tick(now, state.timing.command_timeout_seconds.saturating_mul(total + 1));
+    let token_parameter = match state.token_parameter.clone() {
+        Some(name) => name,
+        None => bootstrap::ensure_token(params, &state.cluster_id).await?,
+    };
+    state.token_parameter = Some(token_parameter.clone());
+    let token = params
+        .get_secret(&token_parameter)
+        .await?
+        .ok_or_else(|| StageError::Internal(format!("the join token parameter {token_parameter} is missing")))?;
+    let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
+    let candidates: Vec<Instance> = nodes::live(instances, &state.cluster_id, role)
+        .await?
+        .into_iter()
+        .filter(|i| !(role == Role::ControlPlane && i.index == Some(0)))
+        .collect();
+    let snapshot = state.clone();
+    let ctx = Ctx { cluster_id: &snapshot.cluster_id, first: &first, token: &token, state: &snapshot };
+
+    // Each pass finishes one command or leaves one running; bounded so a bug cannot spin.
+    for _ in 0..(2 * candidates.len() + 4) {
+        let (wanted, pending) = match state.command.clone() {
+            Some(pending) => (ctx.resume(&pending, role)?, Some(pending)),
+            None => {
+                let Some(next) = candidates.iter().find(|i| !state.joined.contains(&i.instance_id)) else {
+                    state.poll.finish();
+                    let detail = format!("{} {} node(s) joined", candidates.len(), role.as_str());
+                    records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
+                    return Ok(state);
+                };
+                if token_fresh(state.token_issued_at, state.timing.token_ttl_seconds, now) {
+                    (ctx.join(&next.instance_id, role)?, None)
+                } else {
+                    state.token_issued_at = Some(now);
+                    (ctx.issue(format!("mecplane {} token {now}", state.cluster_id)), None)
+                }
+            }
+        };
+        let script = wanted.script;
+        let instance_id = wanted.instance_id.clone();
+        match commands::drive(commands, instances, pending.as_ref(), wanted, now).await? {
+            Progress::Running(p) => {
+                state.command = Some(p);
+                return Ok(state);
+            }
+            Progress::Done { stdout } => {
+                state.command = None;
+                if script == Script::Join {
+                    state.joined.push(instance_id.clone());
+                    records::modify(store, &state.cluster_id, |r| {
+                        r.set_node_state(&instance_id, NodeState::Joined);
+                        Ok(true)
+                    })
+                    .await?;
+                    let how = crate::scripts::result_of(&stdout).and_then(|r| r.get("join").cloned()).unwrap_or_else(|| "joined".into());
+                    records::note(store, &state.cluster_id, stage, Phase::Progress, format!("{instance_id} {how} as {}", role.as_str())).await?;
+                }
+            }
+        }
+    }
+    Err(StageError::Internal("join made no progress".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::CommandStatus;
+    use crate::stages::fixtures;
+
+    async fn drive_to_done<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
+        c: &C,
+        i: &I,
+        p: &P,
+        s: &S,
+        mut state: CreateState,
+    ) -> CreateState {
+        for _ in 0..20 {
+            state = run(c, i, p, s, state).await.unwrap();
+            if state.poll.done {
+                return state;
+            }
+        }
+        panic!("join did not finish");
+    }
+
+    #[tokio::test]
+    async fn control_planes_join_one_at_a_time_without_worker_flag() {
+        let (cloud, store, mut state) = fixtures::online(3, 0).await;
+        state.target = Some(Role::ControlPlane);
+        let done = drive_to_done(&cloud, &cloud, &cloud, &store, state).await;
+        assert_eq!(done.joined.len(), 2);
+        let joins = cloud.commands_of("join");
+        assert_eq!(joins.len(), 2);
+        assert!(joins.iter().all(|c| c.text.contains("export NODE_ROLE='control-plane'")));
+        assert_eq!(cloud.commands_of("issue-token").len(), 1, "one fresh token covers both joins");
+        let order: Vec<String> = cloud.commands().iter().map(|c| c.script.clone()).collect();
+        assert_eq!(order, vec!["issue-token", "join", "join"]);
+    }
+
+    #[tokio::test]
+    async fn a_retried_poll_never_joins_twice() {
+        let (cloud, store, mut state) = fixtures::online(1, 0).await;
+        fixtures::add_workers(&cloud, &store, &mut state, 2).await;
+        state.target = Some(Role::Worker);
+        // The commands stay in progress, so each poll leaves one pending.
+        cloud.respond_with(|_, _| CommandStatus::Running);
+        let first = run(&cloud, &cloud, &cloud, &store, state.clone()).await.unwrap();
+        let again = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
+        assert_eq!(first.command.as_ref().unwrap().script, "issue-token");
+        assert_eq!(again.command.as_ref().unwrap().script, "issue-token");
+        cloud.respond_with(|cmd, all| fixtures::default_outcome(cmd, all));
+        let mut s = first;
+        for _ in 0..3 {
+            s = run(&cloud, &cloud, &cloud, &store, s.clone()).await.unwrap();
+            let _ = run(&cloud, &cloud, &cloud, &store, s.clone()).await.unwrap();
+        }
+        let joined: Vec<String> = cloud.commands_of("join").iter().map(|c| c.instance_id.clone()).collect();
+        let mut unique = joined.clone();
+        unique.dedup();
+        assert_eq!(joined, unique, "every node gets exactly one join command");
+        assert_eq!(joined.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_join_names_the_node_and_hides_the_token() {
+        let (cloud, store, mut state) = fixtures::online(1, 0).await;
+        fixtures::add_workers(&cloud, &store, &mut state, 1).await;
+        state.target = Some(Role::Worker);
+        cloud.respond_with(|cmd, _| {
+            if cmd.script == "join" {
+                let token = cmd.text.lines().find_map(|l| l.strip_prefix("export JOIN_TOKEN=")).unwrap_or("").trim_matches('\'').to_string();
+                CommandStatus::Failed { status: "Failed".into(), exit_code: 1, stdout: String::new(), stderr: format!("Invalid token {token}\n") }
+            } else {
+                CommandStatus::Success { stdout: "MECPLANE_RESULT token=issued\n".into() }
+            }
+        });
+        let err = drive_err(&cloud, &store, state).await;
+        assert_eq!(err.name(), "CommandFailed");
+        assert!(err.to_string().contains("join on i-") && err.to_string().contains("[redacted]"));
+        let token = cloud.parameters().values().find(|(_, secure)| *secure).unwrap().0.clone();
+        assert!(!err.to_string().contains(&token));
+    }
+
+    async fn drive_err(cloud: &crate::fakes::FakeCloud, store: &crate::fakes::FakeStore, mut state: CreateState) -> StageError {
+        for _ in 0..10 {
+            match run(cloud, cloud, cloud, store, state).await {
+                Ok(s) => state = s,
+                Err(e) => return e,
+            }
+        }
+        panic!("no error");
+    }
+
+    #[test]
+    fn tokens_are_reissued_at_half_life() {
+        assert!(!token_fresh(None, 600, 1000));
+        assert!(token_fresh(Some(1000), 600, 1299));
+        assert!(!token_fresh(Some(1000), 600, 1300));
+    }
+}

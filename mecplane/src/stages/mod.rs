@@ -1,0 +1,129 @@
+//! The provisioning stages: one plain async function per Step Functions task, generic over the
+//! ports, each safe to run twice. A stage reads the world (the record, instances by tag, commands
+//! by their comment), compares it with what the state asks for, and acts on the difference.
+//!
+//! Create: [`register`] → [`resolve_ami`] → [`security_group`] → [`launch_nodes`] (control planes)
+//! → [`await_nodes`] → [`bootstrap`] → [`join_nodes`] (control planes) → [`launch_nodes`] (workers)
+//! → [`await_nodes`] → [`join_nodes`] (workers) → [`verify`] → [`store_kubeconfig`] → [`activate`];
+//! any failure → [`mark_failed`] → teardown.
+//! Teardown (delete, or after a failed create): [`begin_delete`] → [`terminate_nodes`] →
+//! [`await_terminated`] → [`delete_security_group`] → [`delete_parameters`] → [`finish_delete`].
+
+pub mod activate;
+pub mod await_nodes;
+pub mod await_terminated;
+pub mod begin_delete;
+pub mod bootstrap;
+pub mod delete_parameters;
+pub mod delete_security_group;
+pub mod finish_delete;
+pub mod join_nodes;
+pub mod launch_nodes;
+pub mod mark_failed;
+pub mod register;
+pub mod resolve_ami;
+pub mod security_group;
+pub mod store_kubeconfig;
+pub mod terminate_nodes;
+pub mod verify;
+
+mod commands;
+mod nodes;
+mod records;
+
+#[cfg(test)]
+mod fixtures;
+
+#[cfg(test)]
+mod pipeline_tests {
+    //! The whole create and teardown, stage after stage as the state machines chain them, with
+    //! every stage invoked twice on the same input (as a Step Functions retry would).
+
+    use super::*;
+    use crate::fakes::{FakeCloud, FakeStore};
+    use crate::record::{Role, Status};
+    use crate::state::{BeginDeleteEvent, CreateState, RegisterEvent, TeardownState};
+    use crate::{resources, spec::Policy};
+    use serde_json::json;
+
+    async fn twice<F, Fut, T>(f: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::StageError>>,
+    {
+        let _ = f().await.expect("first run");
+        f().await.expect("second run")
+    }
+
+    async fn poll_until_done<F, Fut>(mut state: CreateState, f: F) -> CreateState
+    where
+        F: Fn(CreateState) -> Fut,
+        Fut: std::future::Future<Output = Result<CreateState, crate::StageError>>,
+    {
+        for _ in 0..30 {
+            let s = state.clone();
+            let _ = f(s.clone()).await.expect("poll");
+            state = f(s).await.expect("poll again");
+            if state.poll.done {
+                return state;
+            }
+        }
+        panic!("stage never finished");
+    }
+
+    #[tokio::test]
+    async fn create_then_delete_with_every_stage_run_twice() {
+        let cloud = FakeCloud::new();
+        let store = FakeStore::default();
+        let config = fixtures::config();
+        let policy = Policy::default();
+        let input = json!({"name": "edge", "control_planes": 3, "workers": 2});
+        let ev = || RegisterEvent { input: input.clone(), execution_arn: "arn:create".into() };
+        let state = twice(|| register::run(&store, &policy, ev())).await;
+        cloud.put_public(&resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec), "ami-1");
+        let state = twice(|| resolve_ami::run(&cloud, &store, &config, state.clone())).await;
+        let state = twice(|| security_group::run(&cloud, &store, state.clone())).await;
+        let mut state = state;
+        for role in [Role::ControlPlane, Role::Worker] {
+            state.target = Some(role);
+            state = twice(|| launch_nodes::run(&cloud, &store, &config, state.clone())).await;
+            state = poll_until_done(state, |s| async { await_nodes::run(&cloud, &cloud, &store, s).await }).await;
+            if role == Role::ControlPlane {
+                state = poll_until_done(state, |s| async { bootstrap::run(&cloud, &cloud, &cloud, &store, s).await }).await;
+            }
+            state = poll_until_done(state, |s| async { join_nodes::run(&cloud, &cloud, &cloud, &store, s).await }).await;
+        }
+        state = poll_until_done(state, |s| async { verify::run(&cloud, &cloud, &store, s).await }).await;
+        state = poll_until_done(state, |s| async { store_kubeconfig::run(&cloud, &cloud, &cloud, &store, s).await }).await;
+        let out = twice(|| activate::run(&store, state.clone())).await;
+        assert_eq!(out.status, Status::Active);
+        assert_eq!(out.nodes, 5);
+        assert_eq!(cloud.live_instances().len(), 5, "one instance set");
+        assert_eq!(cloud.commands_of("bootstrap").len(), 1, "one bootstrap");
+        let mut joined: Vec<String> = cloud.commands_of("join").iter().map(|c| c.instance_id.clone()).collect();
+        joined.sort();
+        let before = joined.len();
+        joined.dedup();
+        assert_eq!((before, joined.len()), (4, 4), "one join per node but the first");
+        assert!(cloud.commands_of("join").iter().filter(|c| c.text.contains("NODE_ROLE='worker'")).count() == 2);
+        let record = store.records()[0].clone();
+        assert_eq!(record.status, Status::Active);
+        assert!(record.nodes.iter().all(|n| n.state == crate::record::NodeState::Ready));
+
+        let del = || BeginDeleteEvent { input: json!({"name": "edge", "timing": {"poll_seconds": 1}}), execution_arn: "arn:delete".into() };
+        let t: TeardownState = twice(|| begin_delete::run(&store, del())).await;
+        let t = twice(|| terminate_nodes::run(&cloud, &store, t.clone())).await;
+        let t = twice(|| await_terminated::run(&cloud, t.clone())).await;
+        assert!(t.poll.done);
+        let t = twice(|| delete_security_group::run(&cloud, &store, t.clone())).await;
+        let t = twice(|| delete_parameters::run(&cloud, &store, t.clone())).await;
+        let done = twice(|| finish_delete::run(&store, t.clone())).await;
+        assert_eq!(done.status, Status::Deleted);
+        assert!(cloud.live_instances().is_empty());
+        assert!(cloud.groups().is_empty());
+        assert!(cloud.parameters().keys().all(|k| !k.starts_with(resources::PARAMETER_ROOT)));
+        // The name is free again.
+        let again = register::run(&store, &policy, RegisterEvent { input: input.clone(), execution_arn: "arn:create-2".into() }).await.unwrap();
+        assert_ne!(again.cluster_id, record.id);
+    }
+}

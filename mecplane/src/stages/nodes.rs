@@ -1,0 +1,44 @@
+//! The cluster's instances as the stages see them: by role, ordered by index, live ones only.
+
+use crate::error::StageError;
+use crate::ports::{Instance, Instances};
+use crate::record::Role;
+
+/// Live (not shutting down or terminated) instances of `role`, ordered by index.
+pub(crate) async fn live<I: Instances>(instances: &I, cluster_id: &str, role: Role) -> Result<Vec<Instance>, StageError> {
+    let mut found: Vec<Instance> = instances
+        .find(cluster_id)
+        .await?
+        .into_iter()
+        .filter(|i| i.role == Some(role) && !i.state.is_gone())
+        .collect();
+    found.sort_by_key(|i| (i.index.unwrap_or(u32::MAX), i.instance_id.clone()));
+    Ok(found)
+}
+
+/// The first control plane: the node that bootstraps the cluster and answers joins.
+pub(crate) async fn first_control_plane<I: Instances>(instances: &I, cluster_id: &str) -> Result<Instance, StageError> {
+    live(instances, cluster_id, Role::ControlPlane)
+        .await?
+        .into_iter()
+        .find(|i| i.index == Some(0))
+        .ok_or_else(|| StageError::InstanceTerminated("the first control plane (index 0) is gone".into()))
+}
+
+/// Whether the instance is gone (terminated or shutting down, or unknown).
+pub(crate) async fn is_gone<I: Instances>(instances: &I, cluster_id: &str, instance_id: &str) -> Result<bool, StageError> {
+    Ok(instances
+        .find(cluster_id)
+        .await?
+        .iter()
+        .find(|i| i.instance_id == instance_id)
+        .is_none_or(|i| i.state.is_gone()))
+}
+
+/// The address of a node as the other nodes reach it.
+pub(crate) fn private_ip(instance: &Instance) -> Result<&str, StageError> {
+    instance
+        .private_ip
+        .as_deref()
+        .ok_or_else(|| StageError::Internal(format!("{} has no private IP", instance.instance_id)))
+}

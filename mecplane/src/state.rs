@@ -1,0 +1,345 @@
+//! The state passed between Step Functions states: one typed struct per state machine
+//! ([`CreateState`], [`TeardownState`]) that every stage function takes and returns whole, plus the
+//! inputs a person or the API starts an execution with. Secrets never live here: the state holds
+//! parameter names, not tokens or kubeconfigs, because the execution history keeps every state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Role;
+use crate::spec::{ClusterRequest, ClusterSpec, ValidationError};
+
+/// How long to wait between polls and when to give up. Comes from the execution input, so the
+/// local stack can poll every second while a deployed stack polls every ten.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timing {
+    /// Seconds of every Wait state (`SecondsPath`).
+    pub poll_seconds: u32,
+    /// Deadline for instances to run with their SSM agent online.
+    pub nodes_timeout_seconds: u32,
+    /// Execution timeout of each node command.
+    pub command_timeout_seconds: u32,
+    /// Deadline for all nodes to report Ready.
+    pub ready_timeout_seconds: u32,
+    /// Lifetime of a join token.
+    pub token_ttl_seconds: u32,
+    /// Deadline for instances to terminate.
+    pub terminate_timeout_seconds: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            poll_seconds: 10,
+            nodes_timeout_seconds: 900,
+            command_timeout_seconds: 900,
+            ready_timeout_seconds: 600,
+            token_ttl_seconds: 900,
+            terminate_timeout_seconds: 900,
+        }
+    }
+}
+
+impl Timing {
+    /// Rejects timings that would make a loop spin or never end.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let checks = [
+            ("timing.poll_seconds", self.poll_seconds, 1, 300),
+            ("timing.nodes_timeout_seconds", self.nodes_timeout_seconds, 1, 7200),
+            ("timing.command_timeout_seconds", self.command_timeout_seconds, 1, 3600),
+            ("timing.ready_timeout_seconds", self.ready_timeout_seconds, 1, 7200),
+            ("timing.token_ttl_seconds", self.token_ttl_seconds, 30, 86400),
+            ("timing.terminate_timeout_seconds", self.terminate_timeout_seconds, 1, 7200),
+        ];
+        for (field, value, low, high) in checks {
+            if !(low..=high).contains(&value) {
+                return Err(ValidationError { field: field.into(), message: format!("must be between {low} and {high}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a polling stage; the Choice after each polling Task reads `done`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Poll {
+    pub done: bool,
+    /// Epoch seconds after which the stage fails with a named error.
+    pub deadline: Option<i64>,
+    /// How many times the stage has polled.
+    pub polls: u32,
+}
+
+impl Poll {
+    /// Starts the deadline on the first poll and counts the poll.
+    pub fn tick(&mut self, now: i64, timeout_seconds: u32) {
+        if self.deadline.is_none() {
+            self.deadline = Some(now + i64::from(timeout_seconds));
+        }
+        self.done = false;
+        self.polls += 1;
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self, now: i64) -> bool {
+        self.deadline.is_some_and(|d| now > d)
+    }
+
+    /// Marks the stage done and clears the deadline for the next polling stage.
+    pub fn finish(&mut self) {
+        *self = Poll { done: true, deadline: None, polls: 0 };
+    }
+}
+
+/// A node command sent and not yet seen to finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCommand {
+    pub command_id: String,
+    pub instance_id: String,
+    /// The node script's name (`bootstrap`, `join`, …).
+    pub script: String,
+    /// The idempotency key written as the command's comment: the same key is never sent twice.
+    pub key: String,
+    /// When it was sent (epoch seconds): a command not finished by its execution timeout plus a
+    /// grace period has been lost with its instance.
+    pub sent_at: i64,
+}
+
+/// The error a `Catch` stores at `$.error`, as Step Functions writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+impl StepError {
+    /// The human-readable reason: the `errorMessage` inside a Lambda error's cause, or the cause.
+    pub fn reason(&self) -> String {
+        #[derive(Deserialize)]
+        struct LambdaCause {
+            #[serde(rename = "errorMessage")]
+            error_message: String,
+        }
+        serde_json::from_str::<LambdaCause>(&self.cause)
+            .map(|c| c.error_message)
+            .unwrap_or_else(|_| self.cause.clone())
+    }
+}
+
+/// The create state machine's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateState {
+    pub cluster_id: String,
+    pub spec: ClusterSpec,
+    #[serde(default)]
+    pub timing: Timing,
+    /// The role the next launch/await/join stage works on (set by the machine's Pass states).
+    #[serde(default)]
+    pub target: Option<Role>,
+    #[serde(default)]
+    pub ami_id: Option<String>,
+    #[serde(default)]
+    pub security_group_id: Option<String>,
+    /// The SecureString parameter holding the join token.
+    #[serde(default)]
+    pub token_parameter: Option<String>,
+    /// When the token was last issued on the first control plane (epoch seconds).
+    #[serde(default)]
+    pub token_issued_at: Option<i64>,
+    /// Instances that have joined the cluster (the first control plane bootstraps, it does not join).
+    #[serde(default)]
+    pub joined: Vec<String>,
+    #[serde(default)]
+    pub command: Option<PendingCommand>,
+    #[serde(default)]
+    pub poll: Poll,
+    #[serde(default)]
+    pub kubeconfig_parameter: Option<String>,
+    /// Set by a `Catch`.
+    #[serde(default)]
+    pub error: Option<StepError>,
+}
+
+impl CreateState {
+    /// A fresh state for a registered cluster.
+    pub fn new(cluster_id: String, spec: ClusterSpec, timing: Timing) -> Self {
+        CreateState {
+            cluster_id,
+            spec,
+            timing,
+            target: None,
+            ami_id: None,
+            security_group_id: None,
+            token_parameter: None,
+            token_issued_at: None,
+            joined: Vec::new(),
+            command: None,
+            poll: Poll::default(),
+            kubeconfig_parameter: None,
+            error: None,
+        }
+    }
+
+    /// The role the current stage works on; the state machine sets it before each role stage.
+    pub fn target_role(&self) -> Role {
+        self.target.unwrap_or(Role::ControlPlane)
+    }
+}
+
+/// How an execution of the create state machine may be started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateInput {
+    /// Started by the API after it registered the record.
+    Registered { cluster_id: String, spec: ClusterSpec, timing: Timing },
+    /// Started by hand (the console): `{"spec": {...}, "timing": {...}}`.
+    Request { spec: ClusterRequest, timing: Timing },
+}
+
+impl CreateInput {
+    /// Reads an execution input: the API's `{cluster_id, spec, timing}`, a console
+    /// `{spec, timing}`, or a bare spec `{name, workers, ...}`. A bad input names the field.
+    pub fn parse(raw: &serde_json::Value) -> Result<CreateInput, ValidationError> {
+        let bad = |field: &str, e: serde_json::Error| ValidationError { field: field.into(), message: e.to_string() };
+        let obj = raw.as_object().ok_or_else(|| ValidationError {
+            field: "input".into(),
+            message: "must be a JSON object: a cluster spec, or {\"spec\": {...}}".into(),
+        })?;
+        let timing = match obj.get("timing") {
+            Some(t) => serde_json::from_value::<Timing>(t.clone()).map_err(|e| bad("timing", e))?,
+            None => Timing::default(),
+        };
+        timing.validate()?;
+        if let Some(id) = obj.get("cluster_id") {
+            let cluster_id: String = serde_json::from_value(id.clone()).map_err(|e| bad("cluster_id", e))?;
+            let spec = obj.get("spec").ok_or_else(|| ValidationError { field: "spec".into(), message: "is required".into() })?;
+            let spec: ClusterSpec = serde_json::from_value(spec.clone()).map_err(|e| bad("spec", e))?;
+            return Ok(CreateInput::Registered { cluster_id, spec, timing });
+        }
+        let spec_value = match obj.get("spec") {
+            Some(spec) => spec.clone(),
+            None => {
+                let mut bare = obj.clone();
+                bare.remove("timing");
+                serde_json::Value::Object(bare)
+            }
+        };
+        let spec: ClusterRequest = serde_json::from_value(spec_value).map_err(|e| bad("spec", e))?;
+        Ok(CreateInput::Request { spec, timing })
+    }
+}
+
+/// What the register stage receives: the execution input and the execution's ARN (`$$.Execution.Id`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterEvent {
+    pub input: serde_json::Value,
+    pub execution_arn: String,
+}
+
+/// Why resources are being torn down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeardownReason {
+    /// The user deleted the cluster: the record ends `DELETED`.
+    Delete,
+    /// The create failed: the record stays `FAILED`.
+    CreateFailed,
+}
+
+/// The teardown state: the delete state machine's, and the create machine's failure path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeardownState {
+    pub cluster_id: String,
+    pub reason: TeardownReason,
+    #[serde(default)]
+    pub timing: Timing,
+    #[serde(default)]
+    pub poll: Poll,
+    /// Keep the cloud resources (a failed create with `retain_on_failure`).
+    #[serde(default)]
+    pub retain: bool,
+    /// The failure being cleaned up after; the machine's final `Fail` state reports it.
+    #[serde(default)]
+    pub error: Option<StepError>,
+}
+
+/// The delete state machine's input: `{"id": ...}` or `{"name": ...}`, from the API or the console.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteInput {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub timing: Option<Timing>,
+}
+
+/// What the begin-delete stage receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginDeleteEvent {
+    pub input: serde_json::Value,
+    pub execution_arn: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn create_input_accepts_the_three_shapes() {
+        let bare = CreateInput::parse(&json!({"name": "edge", "workers": 2})).unwrap();
+        assert!(matches!(bare, CreateInput::Request { ref spec, .. } if spec.workers == Some(2)));
+        let wrapped = CreateInput::parse(&json!({"spec": {"name": "edge"}, "timing": {"poll_seconds": 1}})).unwrap();
+        assert!(matches!(wrapped, CreateInput::Request { ref timing, .. } if timing.poll_seconds == 1));
+        let err = CreateInput::parse(&json!({"name": "edge", "wrokers": 2})).unwrap_err();
+        assert_eq!(err.field, "spec");
+        assert!(err.message.contains("wrokers"));
+        let err = CreateInput::parse(&json!({"spec": {"name": "e"}, "timing": {"poll_seconds": 0}})).unwrap_err();
+        assert_eq!(err.field, "timing.poll_seconds");
+        assert_eq!(CreateInput::parse(&json!([1])).unwrap_err().field, "input");
+    }
+
+    #[test]
+    fn step_error_reason_unwraps_lambda_causes() {
+        let e = StepError { error: "CommandFailed".into(), cause: r#"{"errorType":"CommandFailed","errorMessage":"bootstrap failed"}"#.into() };
+        assert_eq!(e.reason(), "bootstrap failed");
+        let e = StepError { error: "States.Timeout".into(), cause: "timed out".into() };
+        assert_eq!(e.reason(), "timed out");
+    }
+
+    #[test]
+    fn poll_deadline() {
+        let mut p = Poll::default();
+        p.tick(100, 10);
+        assert_eq!(p.deadline, Some(110));
+        p.tick(105, 10);
+        assert_eq!(p.deadline, Some(110));
+        assert!(!p.expired(110));
+        assert!(p.expired(111));
+        p.finish();
+        assert!(p.done && p.deadline.is_none());
+    }
+}
+
+/// The create execution's output: what was made, never a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateOutput {
+    pub cluster_id: String,
+    pub name: String,
+    pub status: crate::record::Status,
+    pub endpoint: Option<String>,
+    /// The SecureString parameter holding the kubeconfig (its name only).
+    pub kubeconfig_parameter: Option<String>,
+    pub nodes: usize,
+}
+
+/// The delete execution's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteOutput {
+    pub cluster_id: String,
+    pub status: crate::record::Status,
+}

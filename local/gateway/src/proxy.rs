@@ -1,0 +1,205 @@
+//! Everything that is not a Lambda invocation, `/api` or `/_sim`: SSM Run Command targets go to the
+//! node simulator, EC2 `RunInstances` asks the simulator for an injected fault first, and the rest
+//! is forwarded to moto unchanged (method, path, query, headers, body), streaming the answer back.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mecplane_nodesim::Simulator;
+
+use crate::apigw::percent_decode;
+use crate::app::AppState;
+
+/// Largest form body buffered to look for `Action=RunInstances`.
+const FORM_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Largest SSM JSON request handed to the simulator.
+const SSM_LIMIT: usize = 1024 * 1024;
+
+/// Headers that belong to one connection and are never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// An HTTP client for moto.
+#[derive(Clone)]
+pub struct Moto {
+    endpoint: String,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Moto {
+    /// A client for moto at `endpoint` (`http://127.0.0.1:47501`).
+    pub fn new(endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// moto's endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends one request to moto (the path and query of `uri` are kept).
+    pub async fn send(
+        &self,
+        method: axum::http::Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response, String> {
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target: Uri = format!("{}{pq}", self.endpoint)
+            .parse()
+            .map_err(|e| format!("bad upstream uri: {e}"))?;
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(target)
+            .body(body)
+            .map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                req.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("moto unreachable at {}: {e}", self.endpoint))?;
+        let (mut parts, body) = resp.into_parts();
+        for name in HOP_BY_HOP {
+            parts.headers.remove(name);
+        }
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+
+    /// A JSON POST to moto; returns the status.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<u16, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let uri: Uri = path.parse().map_err(|e| format!("{e}"))?;
+        let resp = self
+            .send(
+                axum::http::Method::POST,
+                &uri,
+                &headers,
+                Body::from(body.to_string()),
+            )
+            .await?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// Whether moto answers at all.
+    pub async fn is_up(&self) -> bool {
+        let uri = Uri::from_static("/moto-api/");
+        self.send(
+            axum::http::Method::GET,
+            &uri,
+            &HeaderMap::new(),
+            Body::empty(),
+        )
+        .await
+        .is_ok()
+    }
+}
+
+fn bad_gateway(msg: &str) -> Response {
+    tracing::warn!(error = %msg, "forwarding to moto failed");
+    (
+        StatusCode::BAD_GATEWAY,
+        [("content-type", "application/json")],
+        serde_json::json!({"message": msg}).to_string(),
+    )
+        .into_response()
+}
+
+/// Whether a form body is an EC2 `RunInstances` call.
+pub fn is_run_instances(form: &[u8]) -> bool {
+    String::from_utf8_lossy(form).split('&').any(|pair| {
+        pair.split_once('=').is_some_and(|(k, v)| {
+            percent_decode(k) == "Action" && percent_decode(v) == "RunInstances"
+        })
+    })
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+}
+
+/// The fallback route: simulator for SSM Run Command, fault check for `RunInstances`, else moto.
+pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(target) = target.filter(|t| Simulator::handles_ssm_target(t)) {
+        let Some(sim) = &app.sim else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("content-type", "application/x-amz-json-1.1")],
+                serde_json::json!({"__type": "ServiceUnavailable", "message": "the node simulator is off (--sim off)"}).to_string(),
+            )
+                .into_response();
+        };
+        return match axum::body::to_bytes(body, SSM_LIMIT).await {
+            Ok(bytes) => sim.handle_ssm(&target, bytes).await,
+            Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        };
+    }
+    let body = if parts.method == axum::http::Method::POST && is_form(&parts.headers) {
+        let bytes: Bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+            Ok(b) => b,
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        };
+        if let Some(sim) = app.sim.as_ref().filter(|_| is_run_instances(&bytes)) {
+            if let Some(fault) = sim.run_instances_fault(&bytes).await {
+                return fault;
+            }
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
+    match app
+        .moto
+        .send(parts.method, &parts.uri, &parts.headers, body)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => bad_gateway(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_run_instances() {
+        assert!(is_run_instances(
+            b"Action=RunInstances&Version=2016-11-15&MinCount=1"
+        ));
+        assert!(is_run_instances(b"Version=2016-11-15&Action=RunInstances"));
+        assert!(!is_run_instances(b"Action=DescribeInstances"));
+        assert!(!is_run_instances(b"X=Action%3DRunInstances"));
+    }
+}

@@ -1,0 +1,91 @@
+# mecplane — every entry point a person or CI uses. `make demo` and `make test` work on a fresh
+# machine: `setup` installs what they need (Debian packages, pinned Python venvs, npm ci).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+VENV_INFRA  := .venv-infra
+STAMPS      := .mecplane/stamps
+CARGO       ?= cargo
+export MECPLANE_FUNCTIONS_DIR ?= target/debug
+
+.PHONY: help setup setup-apt setup-python setup-infra build up down demo test test-unit test-e2e \
+        lint fmt clippy check-infra bench deploy destroy clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# ---- setup --------------------------------------------------------------------------------------
+$(STAMPS):
+	@mkdir -p $@
+
+setup-apt: | $(STAMPS) ## Debian packages: shellcheck, jq (stand-ins), util-linux (unshare), curl
+	@if ! command -v shellcheck >/dev/null || ! command -v jq >/dev/null || ! command -v unshare >/dev/null || ! command -v curl >/dev/null; then \
+	  echo "==> apt-get install shellcheck jq util-linux curl"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck jq util-linux curl >/dev/null; \
+	fi
+
+$(STAMPS)/venv: local/requirements.txt | $(STAMPS)
+	@echo "==> Python venv $(VENV) (moto, pinned)"
+	@python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --disable-pip-version-check -r local/requirements.txt
+	@touch $@
+
+$(STAMPS)/venv-infra: infra/requirements.txt | $(STAMPS)
+	@echo "==> Python venv $(VENV_INFRA) (cfn-lint, aws-sam-translator, checkov, pinned)"
+	@python3 -m venv $(VENV_INFRA) && $(VENV_INFRA)/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
+	@touch $@
+
+$(STAMPS)/npm: package.json package-lock.json | $(STAMPS)
+	@echo "==> npm ci (asl-validator)"
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+setup-python: $(STAMPS)/venv
+setup-infra: $(STAMPS)/venv-infra $(STAMPS)/npm
+setup: setup-apt setup-python setup-infra ## Install every tool the checks and the local stack need
+
+# ---- build and the local stack -----------------------------------------------------------------
+build: ## Build every function binary, the gateway and mecctl (debug)
+	$(CARGO) build --workspace --bins
+
+up: setup-apt setup-python build ## Start the local stack (moto + gateway) on 127.0.0.1
+	@local/up.sh
+
+down: ## Stop the local stack; leaves no process or port behind
+	@local/down.sh
+
+demo: setup-apt setup-python build ## Create, show and delete a 1+2 cluster on the local stack
+	@local/demo.sh
+
+# ---- checks ------------------------------------------------------------------------------------
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-infra: setup-apt setup-infra ## Offline checks of the SAM template, state machines and scripts
+	infra/check.sh
+	infra/tests/test_checks.sh
+
+test-unit: ## Unit tests of every crate
+	$(CARGO) test --workspace --exclude mecplane-tests
+
+test-e2e: setup-apt setup-python build ## End-to-end tests against local stacks started on free ports
+	$(CARGO) test -p mecplane-tests -- --test-threads 2
+
+test: setup lint check-infra test-unit test-e2e ## Everything CI runs
+	@echo "make test: all checks passed"
+
+bench: setup-apt setup-python ## Release sizes, cold start and local create/delete timings
+	@local/bench.sh
+
+deploy: ## Deploy to AWS with SAM (guided the first time)
+	infra/deploy.sh
+
+destroy: ## Remove the deployed stack
+	infra/destroy.sh
+
+clean: down ## Remove build output, venvs and local state
+	rm -rf target $(VENV) $(VENV_INFRA) node_modules .mecplane

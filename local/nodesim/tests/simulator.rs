@@ -1,0 +1,641 @@
+//! End-to-end tests of the node simulator: moto from the project's venv, instances launched with
+//! aws-sdk-ec2, and the simulator driven through a small axum server with the real aws-sdk-ssm client.
+
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+use aws_sdk_ssm::error::ProvideErrorMetadata;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use mecplane_nodesim::{SimConfig, Simulator};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const AGENT_DELAY: Duration = Duration::from_secs(2);
+const TOKEN: &str = "abcdefghijklmnopqrstuvwxyz012345";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn script(name: &str, env: &[(&str, &str)]) -> String {
+    let body =
+        std::fs::read_to_string(repo_root().join(format!("mecplane/scripts/{name}.sh"))).unwrap();
+    let mut text: String = env
+        .iter()
+        .map(|(k, v)| format!("export {k}='{v}'\n"))
+        .collect();
+    text.push_str(&body);
+    text
+}
+
+struct Moto(Child);
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_moto() -> (Moto, String) {
+    let port = free_port();
+    let child = Command::new(repo_root().join(".venv/bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server from .venv");
+    let moto = Moto(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (moto, endpoint)
+}
+
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await
+}
+
+struct Stack {
+    _moto: Moto,
+    _work: TempDir,
+    sim: Arc<Simulator>,
+    ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
+    gateway: String,
+    /// EC2 client pointed at the test gateway (for the RunInstances fault).
+    ec2_via_gateway: aws_sdk_ec2::Client,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn gateway(
+    axum::extract::State(sim): axum::extract::State<Arc<Simulator>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if Simulator::handles_ssm_target(target) {
+        return sim.handle_ssm(target, body).await;
+    }
+    if let Some(resp) = sim.run_instances_fault(&body).await {
+        return resp;
+    }
+    (
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        "not routed in the test gateway",
+    )
+        .into_response()
+}
+
+async fn stack() -> Stack {
+    let (moto, endpoint) = start_moto().await;
+    let work = TempDir(std::env::temp_dir().join(format!(
+        "mecplane-nodesim-test-{}",
+        uuid::Uuid::new_v4().simple()
+    )));
+    let sim = Simulator::new(SimConfig {
+        work_dir: work.0.clone(),
+        moto_endpoint: endpoint.clone(),
+        region: "us-east-1".into(),
+        agent_delay: AGENT_DELAY,
+        stand_ins_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("stand-ins"),
+    })
+    .await
+    .expect("simulator");
+    let app = axum::Router::new()
+        .route("/", axum::routing::post(gateway))
+        .with_state(sim.clone())
+        .merge(sim.clone().control_router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let gw = format!("http://{addr}");
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&endpoint).await);
+    let ssm = aws_sdk_ssm::Client::new(&sdk_config(&gw).await);
+    let ec2_via_gateway = aws_sdk_ec2::Client::new(&sdk_config(&gw).await);
+    Stack {
+        _moto: moto,
+        _work: work,
+        sim,
+        ec2,
+        ssm,
+        gateway: gw,
+        ec2_via_gateway,
+    }
+}
+
+fn tag_spec(cluster: &str, role: &str, index: u32) -> TagSpecification {
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    let short = if role == "worker" { "worker" } else { "cp" };
+    TagSpecification::builder()
+        .resource_type(ResourceType::Instance)
+        .tags(tag("mecplane:cluster", "c-0123456789abcdef"))
+        .tags(tag("mecplane:cluster-name", cluster))
+        .tags(tag("mecplane:role", role))
+        .tags(tag("mecplane:index", &index.to_string()))
+        .tags(tag("Name", &format!("{cluster}-{short}-{index}")))
+        .build()
+}
+
+impl Stack {
+    async fn launch(&self, cluster: &str, role: &str, index: u32) -> (String, String) {
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T4gSmall)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(tag_spec(cluster, role, index))
+            .send()
+            .await
+            .expect("RunInstances in moto");
+        let i = &out.instances()[0];
+        (
+            i.instance_id().unwrap().to_string(),
+            i.private_ip_address().unwrap().to_string(),
+        )
+    }
+
+    async fn send(
+        &self,
+        instance: &str,
+        text: &str,
+        exec_timeout: u32,
+    ) -> Result<
+        String,
+        aws_sdk_ssm::error::SdkError<aws_sdk_ssm::operation::send_command::SendCommandError>,
+    > {
+        self.send_with(instance, text, exec_timeout, None).await
+    }
+
+    async fn send_with(
+        &self,
+        instance: &str,
+        text: &str,
+        exec_timeout: u32,
+        timeout_seconds: Option<i32>,
+    ) -> Result<
+        String,
+        aws_sdk_ssm::error::SdkError<aws_sdk_ssm::operation::send_command::SendCommandError>,
+    > {
+        let out = self
+            .ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .instance_ids(instance)
+            .parameters("commands", vec![text.to_string()])
+            .parameters("executionTimeout", vec![exec_timeout.to_string()])
+            .set_timeout_seconds(timeout_seconds)
+            .send()
+            .await?;
+        let cmd = out.command().unwrap();
+        assert_eq!(cmd.status().map(|s| s.as_str()), Some("Pending"));
+        Ok(cmd.command_id().unwrap().to_string())
+    }
+
+    async fn wait(
+        &self,
+        command_id: &str,
+        instance: &str,
+        limit: Duration,
+    ) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self
+                .ssm
+                .get_command_invocation()
+                .command_id(command_id)
+                .instance_id(instance)
+                .send()
+                .await
+                .expect("GetCommandInvocation");
+            let status = out.status().unwrap().as_str().to_string();
+            if !matches!(status.as_str(), "Pending" | "InProgress" | "Delayed") {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "command {command_id} still {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn run(
+        &self,
+        instance: &str,
+        text: &str,
+    ) -> aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput {
+        let id = self.send(instance, text, 120).await.expect("SendCommand");
+        self.wait(&id, instance, Duration::from_secs(120)).await
+    }
+
+    async fn wait_online(&self, instance: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self
+                .ssm
+                .describe_instance_information()
+                .filters(
+                    aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+                        .key("InstanceIds")
+                        .values(instance)
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .expect("DescribeInstanceInformation");
+            if out
+                .instance_information_list()
+                .iter()
+                .any(|i| i.ping_status().map(|p| p.as_str()) == Some("Online"))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent of {instance} never online"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn instances(&self) -> serde_json::Value {
+        let body = reqwest_get(&format!("{}/_sim/instances", self.gateway)).await;
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn add_fault(&self, rule: serde_json::Value) {
+        let url = format!("{}/_sim/faults", self.gateway);
+        let resp = http(&url, "POST", Some(rule.to_string())).await;
+        assert!(resp.contains("\"id\""), "{resp}");
+    }
+}
+
+/// A minimal HTTP/1.1 client over a TcpStream (keeps dev-dependencies small).
+async fn http(url: &str, method: &str, body: Option<String>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let body = body.unwrap_or_default();
+    let req = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).await.unwrap();
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+async fn reqwest_get(url: &str) -> String {
+    http(url, "GET", None).await
+}
+
+fn stdout(
+    out: &aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput,
+) -> String {
+    format!(
+        "{}\n--stderr--\n{}",
+        out.standard_output_content().unwrap_or(""),
+        out.standard_error_content().unwrap_or("")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_run_end_to_end_on_simulated_instances() {
+    let s = stack().await;
+    let (cp, cp_ip) = s.launch("demo", "control-plane", 0).await;
+    let (worker, worker_ip) = s.launch("demo", "worker", 0).await;
+    let (late, _) = s.launch("demo", "worker", 1).await;
+
+    // Before the agent is online, SendCommand answers InvalidInstanceId as SSM does.
+    let err = s.send(&cp, "echo hi", 10).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId"), "{err:?}");
+    let err = s
+        .send("i-doesnotexist0000", "echo hi", 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId"));
+    s.wait_online(&cp).await;
+    s.wait_online(&worker).await;
+
+    let boot_env = [
+        ("MK8S_CHANNEL", "1.32/stable"),
+        ("MK8S_ADDONS", "dns"),
+        ("EXTRA_SANS", cp_ip.as_str()),
+        ("WAIT_TIMEOUT", "30"),
+    ];
+    for _ in 0..2 {
+        let out = s.run(&cp, &script("bootstrap", &boot_env)).await;
+        assert_eq!(
+            out.status().unwrap().as_str(),
+            "Success",
+            "{}",
+            stdout(&out)
+        );
+        assert_eq!(out.response_code(), 0);
+        assert!(stdout(&out).contains("MECPLANE_RESULT bootstrap=ok channel=1.32/stable"));
+    }
+    let out = s
+        .run(
+            &cp,
+            &script(
+                "issue-token",
+                &[("JOIN_TOKEN", TOKEN), ("TOKEN_TTL", "600")],
+            ),
+        )
+        .await;
+    assert_eq!(
+        out.status().unwrap().as_str(),
+        "Success",
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stdout(&out).contains(TOKEN),
+        "issue-token printed the token"
+    );
+
+    let join_addr = format!("{cp_ip}:25000");
+    let join_env = |token: &'static str| {
+        vec![
+            ("MK8S_CHANNEL", "1.32/stable"),
+            ("JOIN_ADDRESS", join_addr.as_str()),
+            ("JOIN_TOKEN", token),
+            ("NODE_ROLE", "worker"),
+            ("WAIT_TIMEOUT", "30"),
+        ]
+    };
+    // Wrong token: Failed, with microk8s's message on stderr.
+    let out = s
+        .run(
+            &worker,
+            &script("join", &join_env("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz")),
+        )
+        .await;
+    assert_eq!(out.status().unwrap().as_str(), "Failed");
+    assert_eq!(out.status_details(), Some("Failed"));
+    assert_ne!(out.response_code(), 0);
+    assert!(stdout(&out).contains("Invalid token"), "{}", stdout(&out));
+    // Right token: joined; second run converges.
+    let out = s.run(&worker, &script("join", &join_env(TOKEN))).await;
+    assert_eq!(
+        out.status().unwrap().as_str(),
+        "Success",
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("MECPLANE_RESULT join=joined"));
+    let out = s.run(&worker, &script("join", &join_env(TOKEN))).await;
+    assert_eq!(
+        out.status().unwrap().as_str(),
+        "Success",
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("MECPLANE_RESULT join=already-member"));
+
+    // Expired token: issue one with a 1 s lifetime and use it late.
+    const SHORT: &str = "shortlivedtoken00000000000000000";
+    let out = s
+        .run(
+            &cp,
+            &script("issue-token", &[("JOIN_TOKEN", SHORT), ("TOKEN_TTL", "1")]),
+        )
+        .await;
+    assert_eq!(out.status().unwrap().as_str(), "Success");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.wait_online(&late).await;
+    let out = s.run(&late, &script("join", &join_env(SHORT))).await;
+    assert_eq!(out.status().unwrap().as_str(), "Failed", "{}", stdout(&out));
+    assert!(stdout(&out).contains("Invalid token"));
+
+    let out = s
+        .run(&cp, &script("verify", &[("EXPECTED_NODES", "2")]))
+        .await;
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "NODE ip-{} Ready {worker_ip} worker",
+            worker_ip.replace('.', "-")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("MECPLANE_RESULT nodes=2 ready=2"), "{text}");
+    let out = s.run(&cp, &script("kubeconfig", &[])).await;
+    assert!(stdout(&out).contains(&format!("server: https://{cp_ip}:16443")));
+
+    // The joins log on the control plane: one successful join, rejected attempts recorded.
+    let inst = s.instances().await;
+    let cp_state = inst["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance_id"] == cp.as_str())
+        .unwrap()["state"]
+        .clone();
+    let joins = cp_state["joins_log"].as_array().unwrap();
+    assert_eq!(
+        joins.iter().filter(|j| j["result"] == "joined").count(),
+        1,
+        "{cp_state}"
+    );
+    assert!(joins.iter().any(|j| j["reason"] == "invalid-token"));
+    assert!(joins.iter().any(|j| j["reason"] == "expired-token"));
+    assert_eq!(cp_state["installed_channel"], "1.32/stable");
+    assert_eq!(cp_state["held"], true);
+
+    // ListCommandInvocations with details carries the plugin output.
+    let list = s
+        .ssm
+        .list_command_invocations()
+        .instance_id(&cp)
+        .details(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(list.command_invocations().len() >= 4);
+    // Newest first: the kubeconfig, whose plugin Output SSM cuts at 2,500 characters.
+    let output = list.command_invocations()[0].command_plugins()[0]
+        .output()
+        .unwrap_or("");
+    assert!(output.starts_with("apiVersion: v1"), "{output}");
+    assert_eq!(output.chars().count(), 2_500);
+    s.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_reported_as_ssm_reports_them() {
+    let s = stack().await;
+    let (cp, _) = s.launch("faulty", "control-plane", 0).await;
+    let (w0, _) = s.launch("faulty", "worker", 0).await;
+    let (w1, _) = s.launch("faulty", "worker", 1).await;
+    s.add_fault(serde_json::json!({"cluster_name": "faulty", "role": "worker", "index": 1, "fault": "agent_offline"})).await;
+    s.add_fault(serde_json::json!({"cluster_name": "faulty", "role": "control-plane", "fault": "command_fails", "script": "bootstrap"})).await;
+    s.add_fault(serde_json::json!({"cluster_name": "faulty", "role": "control-plane", "fault": "command_hangs", "script": "verify"})).await;
+    s.add_fault(serde_json::json!({"cluster_name": "faulty", "role": "worker", "index": 0, "fault": "terminate_during_command"})).await;
+    s.add_fault(serde_json::json!({"cluster_name": "faulty", "fault": "insufficient_capacity"}))
+        .await;
+    s.wait_online(&cp).await;
+    s.wait_online(&w0).await;
+
+    // agent_offline: never a managed node.
+    let err = s.send(&w1, "echo hi", 10).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId"));
+    let info = s.ssm.describe_instance_information().send().await.unwrap();
+    assert!(!info
+        .instance_information_list()
+        .iter()
+        .any(|i| i.instance_id() == Some(w1.as_str())));
+
+    // command_fails narrowed to bootstrap: Failed with exit 1; other commands still succeed.
+    let out = s
+        .run(
+            &cp,
+            &script(
+                "bootstrap",
+                &[("MK8S_CHANNEL", "1.32/stable"), ("WAIT_TIMEOUT", "30")],
+            ),
+        )
+        .await;
+    assert_eq!(out.status().unwrap().as_str(), "Failed");
+    assert_eq!(out.status_details(), Some("Failed"));
+    assert_eq!(out.response_code(), 1);
+    assert!(out
+        .standard_error_content()
+        .unwrap()
+        .contains("command_fails"));
+    let out = s.run(&cp, "echo hello").await;
+    assert_eq!(out.status().unwrap().as_str(), "Success");
+    assert_eq!(out.standard_output_content(), Some("hello\n"));
+
+    // command_hangs: runs until executionTimeout, then TimedOut / ExecutionTimedOut, exit 137.
+    let id = s
+        .send(&cp, &script("verify", &[("EXPECTED_NODES", "1")]), 2)
+        .await
+        .unwrap();
+    let out = s.wait(&id, &cp, Duration::from_secs(30)).await;
+    assert_eq!(out.status().unwrap().as_str(), "TimedOut");
+    assert_eq!(out.status_details(), Some("ExecutionTimedOut"));
+    assert_eq!(out.response_code(), 137);
+
+    // A plain failing command: Failed with its exit code and the agent's line on stderr.
+    let out = s.run(&cp, "echo oops >&2; exit 3").await;
+    assert_eq!(out.status().unwrap().as_str(), "Failed");
+    assert_eq!(out.response_code(), 3);
+    assert!(out
+        .standard_error_content()
+        .unwrap()
+        .contains("oops\nfailed to run commands: exit status 3"));
+
+    // Cancel.
+    let id = s.send(&cp, "sleep 60", 120).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.ssm.cancel_command().command_id(&id).send().await.unwrap();
+    let out = s.wait(&id, &cp, Duration::from_secs(10)).await;
+    assert_eq!(out.status().unwrap().as_str(), "Cancelled");
+
+    // Output is cut at 24,000 characters.
+    let out = s.run(&cp, "head -c 30000 /dev/zero | tr '\\0' x").await;
+    assert_eq!(out.standard_output_content().unwrap().len(), 24_000);
+
+    // insufficient_capacity: RunInstances through the gateway fails as EC2 answers it.
+    let err = s
+        .ec2_via_gateway
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(tag_spec("faulty", "worker", 2))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_ec2::error::ProvideErrorMetadata::code(&err),
+        Some("InsufficientInstanceCapacity"),
+        "{err:?}"
+    );
+
+    // terminate_during_command: the instance is terminated in moto; without an answer from its
+    // agent the invocation stays InProgress until TimeoutSeconds + executionTimeout, then
+    // TimedOut / DeliveryTimedOut.
+    let id = s.send_with(&w0, "sleep 30", 1, Some(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mid = s
+        .ssm
+        .get_command_invocation()
+        .command_id(&id)
+        .instance_id(&w0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mid.status().unwrap().as_str(), "InProgress");
+    let d = s
+        .ec2
+        .describe_instances()
+        .instance_ids(&w0)
+        .send()
+        .await
+        .unwrap();
+    let state = d.reservations()[0].instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string();
+    assert_eq!(state, "terminated");
+    let err = s.send(&w0, "echo hi", 10).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId"));
+    let out = s.wait(&id, &w0, Duration::from_secs(45)).await;
+    assert_eq!(out.status().unwrap().as_str(), "TimedOut");
+    assert_eq!(out.status_details(), Some("DeliveryTimedOut"));
+    s.sim.shutdown().await;
+}
+
+#[test]
+fn node_scripts_converge_when_run_twice() {
+    let status = Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts_twice.sh"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -39,7 +39,7 @@ stop "$STATE_DIR/moto.pid" moto_server moto
 rm -f "$STATE_DIR/local.env"
 
 for port in "$GATEWAY_PORT" "$MOTO_PORT_LOCAL"; do
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || continue 2
     sleep 0.1
   done

@@ -438,6 +438,28 @@ def ensure_instance_profile(iam, name: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+# moto reserves /aws/service/... and does not publish Canonical's Ubuntu parameters, so the local
+# stack publishes its own under this prefix and points the functions at it.
+LOCAL_AMI_PREFIX = os.environ.get("MECPLANE_LOCAL_AMI_PREFIX", "/mecplane-local/ubuntu/server")
+UBUNTU_IMAGES = [("22.04", "ebs-gp2"), ("24.04", "ebs-gp3")]
+
+
+def seed_images(ec2, ssm, prefix: str) -> None:
+    """Publishes an AMI id per Ubuntu release and architecture, as Canonical's parameters do,
+    using images moto knows so RunInstances accepts them."""
+    images = ec2.describe_images(Owners=["amazon"])["Images"] or ec2.describe_images()["Images"]
+    if not images:
+        raise ProvisionError("moto has no images to stand in for Ubuntu AMIs")
+    by_arch = {}
+    for image in sorted(images, key=lambda i: i["ImageId"]):
+        by_arch.setdefault(image.get("Architecture", "x86_64"), image["ImageId"])
+    fallback = by_arch.get("x86_64") or images[0]["ImageId"]
+    for release, volume in UBUNTU_IMAGES:
+        for arch, moto_arch in (("amd64", "x86_64"), ("arm64", "arm64")):
+            name = f"{prefix}/{release}/stable/current/{arch}/hvm/{volume}/ami-id"
+            ssm.put_parameter(Name=name, Value=by_arch.get(moto_arch, fallback), Type="String", Overwrite=True)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--template", required=True, type=Path)
@@ -479,6 +501,9 @@ def main(argv: list[str]) -> int:
                 out["state_machines"][lid] = ensure_state_machine(sfn, name, definition, kind)
             for name in profiles:
                 ensure_instance_profile(iam, name)
+            seed_images(client("ec2"), client("ssm"), LOCAL_AMI_PREFIX)
+            for facts in out["functions"].values():
+                facts.setdefault("environment", {})["MECPLANE_AMI_PARAMETER_PREFIX"] = LOCAL_AMI_PREFIX
         else:
             for lid, name, _, _ in machines:
                 out["state_machines"][lid] = f"arn:aws:states:{args.region}:{ACCOUNT_ID}:stateMachine:{name}"

@@ -167,3 +167,66 @@ mod tests {
         assert_eq!(d.error_message, "a cluster named 'edge' already exists");
     }
 }
+
+#[cfg(test)]
+mod asl_tests {
+    //! The state machines' `Retry`/`Catch` name errors as strings; these tests read the ASL files
+    //! and check both sides agree, so renaming an error cannot silently turn a retry into a failure.
+
+    use super::StageError;
+    use std::collections::BTreeSet;
+
+    fn error_names_in(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "ErrorEquals" {
+                        for name in v.as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
+                            out.insert(name.to_string());
+                        }
+                    } else {
+                        error_names_in(v, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| error_names_in(v, out)),
+            _ => {}
+        }
+    }
+
+    fn asl_names() -> BTreeSet<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../statemachine");
+        let mut names = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).expect("statemachine/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                error_names_in(&serde_json::from_str(&text).expect("json"), &mut names);
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_error_the_machines_match_is_one_the_stages_emit() {
+        let ours: Vec<String> = asl_names()
+            .into_iter()
+            .filter(|n| !n.starts_with("States.") && !n.starts_with("Lambda."))
+            .collect();
+        assert!(!ours.is_empty());
+        for name in &ours {
+            assert!(StageError::NAMES.contains(&name.as_str()), "the ASL matches {name}, which no stage emits");
+        }
+    }
+
+    #[test]
+    fn retried_errors_are_retried_and_permanent_ones_are_not() {
+        let names = asl_names();
+        for retried in ["Transient", "RecordConflict", "DependencyViolation"] {
+            assert!(names.contains(retried), "{retried} must be retried by the state machines");
+        }
+        for permanent in ["InsufficientCapacity", "ValidationError", "NameTaken"] {
+            assert!(!names.contains(permanent), "{permanent} must not be retried");
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The operations on clusters: create (register the record, start the create execution), find by
+//! id or name, delete (record `DELETING`, start the delete execution), events and kubeconfig.
+//!
+//! Each is safe to repeat. A create with an idempotency key answers a retry with the first
+//! request's cluster, and finishes the first request's work if it was cut short (the execution is
+//! named after the cluster id, so starting it again is a no-op). A delete of a cluster already
+//! `DELETING` starts the same-named delete execution again only if none is recorded, and a delete
+//! of a `DELETED` cluster answers `202` with the record — the outcome the caller wanted.
+
+use serde::Serialize;
+
+use crate::error::CloudError;
+use crate::ports::{ClusterStore, Executions, KeyClaim, Parameters};
+use crate::record::{ClusterRecord, Event, Failure, Phase, Status};
+use crate::resources;
+use crate::spec::ClusterSpec;
+use crate::state::Timing;
+
+use super::errors::{codes, ApiError};
+use super::{body, idempotency, ApiContext, ApiRequest, ApiResponse};
+
+/// The stage name the API writes into events and failures.
+pub const STAGE: &str = "api";
+/// The `error` of a failure recorded when the create execution could not be started.
+pub const START_FAILED: &str = "StartExecutionFailed";
+/// How often a record write that lost its condition is retried.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// The create execution's input, exactly what the register stage accepts.
+#[derive(Serialize)]
+struct CreateExecutionInput<'a> {
+    cluster_id: &'a str,
+    spec: &'a ClusterSpec,
+    timing: &'a Timing,
+}
+
+/// The delete execution's input.
+#[derive(Serialize)]
+struct DeleteExecutionInput<'a> {
+    id: &'a str,
+    timing: &'a Timing,
+}
+
+/// The delete execution's name for a cluster.
+pub fn delete_execution_name(cluster_id: &str) -> String {
+    format!("{cluster_id}-delete")
+}
+
+/// `202 Accepted` with the record and its `Location`.
+fn accepted(record: &ClusterRecord) -> ApiResponse {
+    ApiResponse::json(202, record).with_header("location", format!("/clusters/{}", record.id))
+}
+
+/// `POST /clusters`.
+pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    req: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let request = body::decode_create(&req.body)?;
+    let spec = request.validate(&ctx.config.policy)?;
+    let key = idempotency::key_of(req, &request)?;
+
+    let mut id = resources::new_cluster_id();
+    if let Some(key) = &key {
+        let hash = idempotency::request_hash(&request);
+        if let KeyClaim::Existing {
+            cluster_id,
+            request_hash,
+        } = ctx.store.claim_key(&key.key, &id, &hash).await?
+        {
+            if request_hash != hash {
+                return Err(ApiError::unprocessable(
+                    codes::IDEMPOTENCY_KEY_REUSED,
+                    "this idempotency key was used for a different request; use a new key",
+                )
+                .with_field(key.field));
+            }
+            id = cluster_id;
+            if let Some(existing) = ctx.store.get(&id).await? {
+                tracing::info!(cluster_id = %id, "idempotent replay");
+                return finish_create(ctx, existing).await;
+            }
+            // The first request claimed the key and stopped before it stored the record:
+            // carry on under its cluster id.
+        }
+    }
+
+    let record = ClusterRecord::new(id.clone(), spec, None);
+    if ctx.store.create(&record).await? {
+        tracing::info!(cluster_id = %id, name = %record.spec.name, "cluster registered");
+        note(
+            &ctx.store,
+            &id,
+            Phase::Started,
+            format!("create of {} requested", record.spec.name),
+        )
+        .await;
+        return finish_create(ctx, record).await;
+    }
+    // The name is held, or (with a key) a concurrent retry of this request stored the record first.
+    if key.is_some() {
+        if let Some(existing) = ctx.store.get(&id).await? {
+            return finish_create(ctx, existing).await;
+        }
+    }
+    let holder = ctx.store.find_by_name(&record.spec.name).await?;
+    let which = holder
+        .map(|h| format!(" ({}, {})", h.id, h.status))
+        .unwrap_or_default();
+    Err(ApiError::conflict(
+        codes::NAME_TAKEN,
+        format!(
+            "a cluster named '{}' already exists{which}",
+            record.spec.name
+        ),
+    )
+    .with_field("name"))
+}
+
+/// Starts the create execution of a `CREATING` record that has none yet, and answers `202`. A
+/// record past that point is answered as it is.
+async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    record: ClusterRecord,
+) -> Result<ApiResponse, ApiError> {
+    if record.status != Status::Creating || record.execution_arn.is_some() {
+        return Ok(accepted(&record));
+    }
+    let input = serde_json::to_string(&CreateExecutionInput {
+        cluster_id: &record.id,
+        spec: &record.spec,
+        timing: &ctx.config.timing,
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not serialize the execution input");
+        ApiError::internal()
+    })?;
+    let arn = match ctx
+        .executions
+        .start(&ctx.config.create_state_machine_arn, &record.id, &input)
+        .await
+    {
+        Ok(arn) => arn,
+        Err(e) => return Err(create_not_started(ctx, &record.id, e).await),
+    };
+    tracing::info!(cluster_id = %record.id, execution_arn = %arn, "create execution started");
+    // The register stage may have bound the execution already (it writes the same ARN).
+    let record = modify(&ctx.store, &record.id, |r| {
+        let changed = r.execution_arn.is_none();
+        if changed {
+            r.execution_arn = Some(arn.clone());
+        }
+        changed
+    })
+    .await?;
+    Ok(accepted(&record))
+}
+
+/// StartExecution failed: records the cluster `FAILED` (so a delete can release its name; nothing
+/// was created in the cloud) and answers `503`. If an execution turns out to own the record after
+/// all, the start did happen and the caller gets the record.
+async fn create_not_started<S: ClusterStore, E, P>(
+    ctx: &ApiContext<S, E, P>,
+    cluster_id: &str,
+    error: CloudError,
+) -> ApiError {
+    tracing::error!(cluster_id, error = %error, "could not start the create execution");
+    let reason = format!("the create execution could not be started: {error}");
+    let failed = modify(&ctx.store, cluster_id, |r| {
+        let mark = r.status == Status::Creating && r.execution_arn.is_none();
+        if mark {
+            r.status = Status::Failed;
+            r.stage = Some(STAGE.into());
+            r.failure = Some(Failure {
+                stage: STAGE.into(),
+                error: START_FAILED.into(),
+                reason: reason.clone(),
+            });
+        }
+        mark
+    })
+    .await;
+    match failed {
+        Ok(r) if r.status == Status::Failed => {
+            note(&ctx.store, cluster_id, Phase::Failed, reason).await;
+            ApiError::unavailable(format!(
+                "the create execution could not be started; cluster {cluster_id} is FAILED — delete it, then create again"
+            ))
+        }
+        Ok(r) if r.execution_arn.is_some() => ApiError::unavailable(format!(
+            "cluster {cluster_id} is being created after all; GET /clusters/{cluster_id}"
+        )),
+        Ok(_) | Err(_) => ApiError::unavailable(format!(
+            "the create of cluster {cluster_id} could not be started"
+        )),
+    }
+}
+
+/// The cluster with this id, or else the live cluster with this name; `404` otherwise. A deleted
+/// cluster stays readable by id; its name is free for a new cluster.
+pub async fn find<S: ClusterStore>(store: &S, id_or_name: &str) -> Result<ClusterRecord, ApiError> {
+    if resources::is_cluster_id(id_or_name) {
+        if let Some(record) = store.get(id_or_name).await? {
+            return Ok(record);
+        }
+    }
+    // A name may look like an id (`c-0123…` is a valid DNS label), so an id miss falls back to names.
+    store
+        .find_by_name(id_or_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no cluster with id or name '{id_or_name}'")))
+}
+
+/// `DELETE /clusters/{id}`.
+pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    id_or_name: &str,
+) -> Result<ApiResponse, ApiError> {
+    let mut record = find(&ctx.store, id_or_name).await?;
+    for attempt in 0..2 {
+        match record.status {
+            Status::Creating => {
+                return Err(ApiError::conflict(
+                    codes::CLUSTER_BUSY,
+                    format!(
+                        "cluster {} is CREATING; delete it once its create has finished",
+                        record.id
+                    ),
+                ))
+            }
+            Status::Deleted => return Ok(accepted(&record)),
+            Status::Deleting => break,
+            Status::Active | Status::Failed => {
+                let mut next = record.clone();
+                next.status = Status::Deleting;
+                match ctx.store.update(&next).await {
+                    Ok(written) => {
+                        tracing::info!(cluster_id = %written.id, "cluster DELETING");
+                        note(
+                            &ctx.store,
+                            &written.id,
+                            Phase::Started,
+                            format!("delete of {} requested", written.spec.name),
+                        )
+                        .await;
+                        record = written;
+                        break;
+                    }
+                    // A stage wrote meanwhile: read again and decide again, once.
+                    Err(CloudError::ConditionFailed) if attempt == 0 => {
+                        record = ctx
+                            .store
+                            .get(&record.id)
+                            .await?
+                            .ok_or_else(|| ApiError::not_found("the cluster vanished"))?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    if record.status != Status::Deleting {
+        return Err(ApiError::unavailable(format!(
+            "cluster {} is being changed; retry the delete",
+            record.id
+        )));
+    }
+    if record.delete_execution_arn.is_some() {
+        return Ok(accepted(&record));
+    }
+    // A delete cut short after it recorded DELETING starts the execution here, on the retry.
+    let input = serde_json::to_string(&DeleteExecutionInput {
+        id: &record.id,
+        timing: &ctx.config.timing,
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not serialize the execution input");
+        ApiError::internal()
+    })?;
+    let name = delete_execution_name(&record.id);
+    let arn = match ctx
+        .executions
+        .start(&ctx.config.delete_state_machine_arn, &name, &input)
+        .await
+    {
+        Ok(arn) => arn,
+        Err(e) => {
+            tracing::error!(cluster_id = %record.id, error = %e, "could not start the delete execution");
+            return Err(ApiError::unavailable(format!(
+                "cluster {} is DELETING but its delete execution could not be started; retry the delete",
+                record.id
+            )));
+        }
+    };
+    tracing::info!(cluster_id = %record.id, execution_arn = %arn, "delete execution started");
+    let record = modify(&ctx.store, &record.id, |r| {
+        let changed = r.delete_execution_arn.is_none() && r.status == Status::Deleting;
+        if changed {
+            r.delete_execution_arn = Some(arn.clone());
+        }
+        changed
+    })
+    .await?;
+    Ok(accepted(&record))
+}
+
+/// The answer of `GET /clusters/{id}/events`.
+#[derive(Debug, Serialize)]
+pub struct EventList {
+    pub events: Vec<Event>,
+}
+
+/// `GET /clusters/{id}/events`: the history, oldest first.
+pub async fn events<S: ClusterStore>(store: &S, id_or_name: &str) -> Result<ApiResponse, ApiError> {
+    let record = find(store, id_or_name).await?;
+    Ok(ApiResponse::json(
+        200,
+        &EventList {
+            events: store.events(&record.id).await?,
+        },
+    ))
+}
+
+/// The JSON answer of `GET /clusters/{id}/kubeconfig`.
+#[derive(Debug, Serialize)]
+pub struct KubeconfigAnswer<'a> {
+    pub cluster_id: &'a str,
+    pub name: &'a str,
+    /// The kubeconfig YAML.
+    pub kubeconfig: &'a str,
+}
+
+/// `GET /clusters/{id}/kubeconfig`: only while `ACTIVE`. JSON by default; the bare YAML when the
+/// `Accept` header asks for `application/yaml`. Never cached, never logged.
+pub async fn kubeconfig<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    req: &ApiRequest,
+    id_or_name: &str,
+) -> Result<ApiResponse, ApiError> {
+    let record = find(&ctx.store, id_or_name).await?;
+    let not_active = |why: String| ApiError::conflict(codes::CLUSTER_NOT_ACTIVE, why);
+    if record.status != Status::Active {
+        return Err(not_active(format!(
+            "cluster {} is {}; its kubeconfig is available while it is ACTIVE",
+            record.id, record.status
+        )));
+    }
+    let parameter = record
+        .kubeconfig_parameter
+        .as_deref()
+        .ok_or_else(|| not_active(format!("cluster {} has no kubeconfig stored", record.id)))?;
+    // Gone between reading the record and the parameter: a delete has begun.
+    let kubeconfig =
+        ctx.parameters.get_secret(parameter).await?.ok_or_else(|| {
+            not_active(format!("cluster {} no longer has a kubeconfig", record.id))
+        })?;
+    tracing::info!(cluster_id = %record.id, "kubeconfig read");
+    let wants_yaml = req
+        .header("accept")
+        .is_some_and(|a| a.contains("application/yaml"));
+    let response = if wants_yaml {
+        ApiResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/yaml".into())],
+            body: kubeconfig.into_bytes(),
+        }
+    } else {
+        ApiResponse::json(
+            200,
+            &KubeconfigAnswer {
+                cluster_id: &record.id,
+                name: &record.spec.name,
+                kubeconfig: &kubeconfig,
+            },
+        )
+    };
+    Ok(response.with_header("cache-control", "no-store"))
+}
+
+/// Applies `change` to the stored record and writes it if it changed, re-reading when a stage
+/// wrote meanwhile. `change` returns whether it changed anything.
+async fn modify<S: ClusterStore>(
+    store: &S,
+    cluster_id: &str,
+    mut change: impl FnMut(&mut ClusterRecord) -> bool,
+) -> Result<ClusterRecord, ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let mut record = store
+            .get(cluster_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no cluster {cluster_id}")))?;
+        if !change(&mut record) {
+            return Ok(record);
+        }
+        match store.update(&record).await {
+            Ok(written) => return Ok(written),
+            Err(CloudError::ConditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CloudError::ConditionFailed.into())
+}
+
+/// Appends an API event to the cluster's history. History is a courtesy: a failed write is logged,
+/// not answered with an error, because the request itself has succeeded.
+async fn note<S: ClusterStore>(store: &S, cluster_id: &str, phase: Phase, detail: String) {
+    if let Err(e) = store
+        .append_event(&Event::now(cluster_id, STAGE, phase, detail))
+        .await
+    {
+        tracing::warn!(cluster_id, error = %e, "could not append an event");
+    }
+}

@@ -1,0 +1,179 @@
+//! The route table and the router: which path templates exist, which methods each serves, and
+//! which statuses each can answer. [`ROUTES`] is the one place these facts live — the router
+//! reads it to answer `405` with the right `Allow`, and a test checks that `docs/openapi.yaml`
+//! documents every entry.
+
+use super::errors::ApiError;
+
+/// One route: method, OpenAPI path template, and every status it can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub statuses: &'static [u16],
+}
+
+/// Every route the API serves.
+pub const ROUTES: &[RouteInfo] = &[
+    RouteInfo {
+        method: "GET",
+        path: "/healthz",
+        statuses: &[200],
+    },
+    RouteInfo {
+        method: "POST",
+        path: "/clusters",
+        statuses: &[202, 400, 409, 413, 422, 500, 503],
+    },
+    RouteInfo {
+        method: "GET",
+        path: "/clusters",
+        statuses: &[200, 422, 500, 503],
+    },
+    RouteInfo {
+        method: "GET",
+        path: "/clusters/{id}",
+        statuses: &[200, 404, 500, 503],
+    },
+    RouteInfo {
+        method: "DELETE",
+        path: "/clusters/{id}",
+        statuses: &[202, 404, 409, 500, 503],
+    },
+    RouteInfo {
+        method: "GET",
+        path: "/clusters/{id}/events",
+        statuses: &[200, 404, 500, 503],
+    },
+    RouteInfo {
+        method: "GET",
+        path: "/clusters/{id}/kubeconfig",
+        statuses: &[200, 404, 409, 500, 503],
+    },
+];
+
+/// A matched request: the operation and its path parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    CreateCluster,
+    ListClusters,
+    /// `{id}` is a cluster id or a cluster name.
+    GetCluster(String),
+    DeleteCluster(String),
+    ClusterEvents(String),
+    ClusterKubeconfig(String),
+}
+
+/// Matches a method and a (percent-encoded) path. An unknown path is `404`; a known path with a
+/// method it does not serve is `405` with `Allow`.
+pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
+    let not_found = || ApiError::not_found(format!("no route {path}"));
+    let trimmed = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let segments: Vec<&str> = trimmed
+        .strip_prefix('/')
+        .ok_or_else(not_found)?
+        .split('/')
+        .collect();
+    let (template, id) = match segments.as_slice() {
+        ["healthz"] => ("/healthz", None),
+        ["clusters"] => ("/clusters", None),
+        ["clusters", id] => ("/clusters/{id}", Some(*id)),
+        ["clusters", id, "events"] => ("/clusters/{id}/events", Some(*id)),
+        ["clusters", id, "kubeconfig"] => ("/clusters/{id}/kubeconfig", Some(*id)),
+        _ => return Err(not_found()),
+    };
+    let id = match id {
+        Some(raw) => Some(
+            percent_decode(raw)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(not_found)?,
+        ),
+        None => None,
+    };
+    let allowed: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.path == template)
+        .map(|r| r.method)
+        .collect();
+    if !allowed.contains(&method) {
+        return Err(ApiError::method_not_allowed(method, &allowed));
+    }
+    let id = id.unwrap_or_default();
+    Ok(match (method, template) {
+        ("GET", "/healthz") => Route::Healthz,
+        ("POST", "/clusters") => Route::CreateCluster,
+        ("GET", "/clusters") => Route::ListClusters,
+        ("GET", "/clusters/{id}") => Route::GetCluster(id),
+        ("DELETE", "/clusters/{id}") => Route::DeleteCluster(id),
+        ("GET", "/clusters/{id}/events") => Route::ClusterEvents(id),
+        ("GET", "/clusters/{id}/kubeconfig") => Route::ClusterKubeconfig(id),
+        // ROUTES and this match list the same pairs (a test checks it).
+        _ => return Err(ApiError::internal()),
+    })
+}
+
+/// Decodes `%XX` escapes in one path segment; `None` for a bad escape or invalid UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_in_the_table_is_served() {
+        for r in ROUTES {
+            let path = r.path.replace("{id}", "c-0123456789abcdef");
+            assert!(route(r.method, &path).is_ok(), "{} {}", r.method, r.path);
+        }
+    }
+
+    #[test]
+    fn paths_and_methods() {
+        assert_eq!(
+            route("GET", "/clusters/edge-1"),
+            Ok(Route::GetCluster("edge-1".into()))
+        );
+        assert_eq!(route("GET", "/clusters/"), Ok(Route::ListClusters));
+        assert_eq!(
+            route("DELETE", "/clusters/a%2Db"),
+            Ok(Route::DeleteCluster("a-b".into()))
+        );
+        assert_eq!(
+            route("GET", "/clusters/c-1/kubeconfig"),
+            Ok(Route::ClusterKubeconfig("c-1".into()))
+        );
+        assert_eq!(route("GET", "/nope").unwrap_err().status, 404);
+        assert_eq!(route("GET", "/clusters//events").unwrap_err().status, 404);
+        assert_eq!(route("GET", "/clusters/%zz").unwrap_err().status, 404);
+        assert_eq!(route("GET", "").unwrap_err().status, 404);
+        let e = route("PUT", "/clusters/x").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(
+            e.headers,
+            vec![("allow".to_string(), "GET, DELETE".to_string())]
+        );
+        assert_eq!(
+            route("DELETE", "/clusters").unwrap_err().headers[0].1,
+            "POST, GET"
+        );
+    }
+}

@@ -1,0 +1,982 @@
+//! [`handle`] end to end against the fakes: every route's success path and each error class,
+//! idempotent and concurrent creates, pagination, delete and kubeconfig rules — and a check that
+//! `docs/openapi.yaml` documents exactly the routes, statuses and fields the code emits.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::error::CloudError;
+use crate::fakes::{FakeCloud, FakeExecutions, FakeStore};
+use crate::ports::{ClusterStore, ExecutionStatus, KeyClaim, ListFilter, RecordPage};
+use crate::record::{ClusterRecord, Event, Status};
+use crate::resources;
+
+const CREATE_ARN: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:create-cluster";
+const DELETE_ARN: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:delete-cluster";
+
+type Ctx = ApiContext<FakeStore, FakeExecutions, FakeCloud>;
+
+fn config() -> ApiConfig {
+    ApiConfig {
+        create_state_machine_arn: CREATE_ARN.into(),
+        delete_state_machine_arn: DELETE_ARN.into(),
+        policy: Policy::default(),
+        timing: Timing {
+            poll_seconds: 1,
+            ..Timing::default()
+        },
+    }
+}
+
+fn ctx() -> Ctx {
+    ApiContext {
+        store: FakeStore::default(),
+        executions: FakeExecutions::default(),
+        parameters: FakeCloud::new(),
+        config: config(),
+    }
+}
+
+fn get(path: &str) -> ApiRequest {
+    ApiRequest::new("GET", path)
+}
+
+fn post(body: &str) -> ApiRequest {
+    ApiRequest {
+        body: body.as_bytes().to_vec(),
+        ..ApiRequest::new("POST", "/clusters")
+    }
+}
+
+fn with_key(mut req: ApiRequest, key: &str) -> ApiRequest {
+    req.headers.push(("Idempotency-Key".into(), key.into()));
+    req
+}
+
+fn body(r: &ApiResponse) -> Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&r.body)))
+}
+
+/// Status, error code and field of an error answer.
+fn error_of(r: &ApiResponse) -> (u16, String, Option<String>) {
+    let b = body(r);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let e = &b["error"];
+    assert!(e["message"].is_string(), "{b}");
+    (
+        r.status,
+        e["code"].as_str().unwrap_or_default().to_string(),
+        e["field"].as_str().map(Into::into),
+    )
+}
+
+async fn create<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    name: &str,
+) -> ClusterRecord {
+    let r = handle(ctx, post(&json!({"name": name}).to_string())).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// Moves a record to `status` as the stages would.
+async fn set_status(store: &FakeStore, id: &str, status: Status) -> ClusterRecord {
+    let mut r = store.get(id).await.unwrap().unwrap();
+    r.status = status;
+    if status == Status::Active {
+        r.kubeconfig_parameter = Some(resources::kubeconfig_parameter(id));
+    }
+    store.update(&r).await.unwrap()
+}
+
+#[tokio::test]
+async fn healthz() {
+    let r = handle(&ctx(), get("/healthz")).await;
+    assert_eq!((r.status, body(&r)), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn create_registers_the_record_and_starts_the_execution() {
+    let ctx = ctx();
+    let r = handle(
+        &ctx,
+        post(r#"{"name": "edge-1", "workers": 2, "tags": {"env": "dev"}}"#),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let record: ClusterRecord = serde_json::from_slice(&r.body).unwrap();
+    assert!(resources::is_cluster_id(&record.id));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/clusters/{}", record.id).as_str())
+    );
+    assert_eq!(
+        (
+            record.status,
+            record.spec.workers,
+            record.spec.name.as_str()
+        ),
+        (Status::Creating, 2, "edge-1")
+    );
+
+    let started = ctx.executions.started();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        (
+            started[0].state_machine_arn.as_str(),
+            started[0].name.as_str()
+        ),
+        (CREATE_ARN, record.id.as_str())
+    );
+    assert_eq!(
+        record.execution_arn.as_deref(),
+        Some(started[0].arn.as_str())
+    );
+    let input: Value = serde_json::from_str(&started[0].input).unwrap();
+    assert_eq!(
+        input,
+        json!({"cluster_id": record.id, "spec": record.spec, "timing": config().timing})
+    );
+    // The register stage accepts exactly this input.
+    assert!(matches!(
+        crate::state::CreateInput::parse(&input),
+        Ok(crate::state::CreateInput::Registered { .. })
+    ));
+
+    assert_eq!(ctx.store.records(), vec![record.clone()]);
+    assert_eq!(ctx.store.all_events().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_4xx_naming_the_field() {
+    let ctx = ctx();
+    let cases: &[(&str, u16, &str, Option<&str>)] = &[
+        ("{", 400, "MalformedJson", None),
+        ("", 400, "MalformedJson", None),
+        ("[]", 422, "ValidationError", None),
+        (r#"{}"#, 422, "ValidationError", Some("name")),
+        (r#"{"name": "Edge"}"#, 422, "ValidationError", Some("name")),
+        (
+            r#"{"name": "a", "workers": 51}"#,
+            422,
+            "ValidationError",
+            Some("workers"),
+        ),
+        (
+            r#"{"name": "a", "workers": "2"}"#,
+            422,
+            "ValidationError",
+            Some("workers"),
+        ),
+        (
+            r#"{"name": "a", "wrokers": 2}"#,
+            422,
+            "ValidationError",
+            Some("wrokers"),
+        ),
+        (
+            r#"{"name": "a", "control_planes": 2}"#,
+            422,
+            "ValidationError",
+            Some("control_planes"),
+        ),
+        (
+            r#"{"name": "a", "instance_type": "big"}"#,
+            422,
+            "ValidationError",
+            Some("instance_type"),
+        ),
+        (
+            r#"{"name": "a", "microk8s_channel": "edge"}"#,
+            422,
+            "ValidationError",
+            Some("microk8s_channel"),
+        ),
+        (
+            r#"{"name": "a", "api_allowed_cidrs": ["10.0.0.1/8"]}"#,
+            422,
+            "ValidationError",
+            Some("api_allowed_cidrs[0]"),
+        ),
+        (
+            r#"{"name": "a", "region": "moon"}"#,
+            422,
+            "ValidationError",
+            Some("region"),
+        ),
+        (
+            r#"{"name": "a", "tags": {"aws:x": "y"}}"#,
+            422,
+            "ValidationError",
+            Some("tags.aws:x"),
+        ),
+        (
+            r#"{"name": "a", "client_token": ""}"#,
+            422,
+            "ValidationError",
+            Some("client_token"),
+        ),
+    ];
+    for (text, status, code, field) in cases {
+        let r = handle(&ctx, post(text)).await;
+        assert_eq!(
+            error_of(&r),
+            (*status, code.to_string(), field.map(Into::into)),
+            "{text}"
+        );
+    }
+    let big = format!(
+        r#"{{"name": "a", "addons": ["{}"]}}"#,
+        "x".repeat(MAX_BODY_BYTES)
+    );
+    assert_eq!(error_of(&handle(&ctx, post(&big)).await).0, 413);
+    assert!(ctx.store.records().is_empty() && ctx.executions.started().is_empty());
+}
+
+#[tokio::test]
+async fn a_taken_name_is_409() {
+    let ctx = ctx();
+    let first = create(&ctx, "edge").await;
+    let r = handle(&ctx, post(r#"{"name": "edge"}"#)).await;
+    let (status, code, field) = error_of(&r);
+    assert_eq!(
+        (status, code.as_str(), field.as_deref()),
+        (409, "NameTaken", Some("name"))
+    );
+    assert!(body(&r)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&first.id));
+    assert_eq!(ctx.executions.started().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_twice_makes_one_cluster() {
+    let ctx = ctx();
+    let a = handle(
+        &ctx,
+        with_key(post(r#"{"name": "edge", "workers": 1}"#), "k-1"),
+    )
+    .await;
+    // Same request, spelled differently, key moved to the body.
+    let b = handle(
+        &ctx,
+        post(r#"{ "workers": 1, "name": "edge", "client_token": "k-1" }"#),
+    )
+    .await;
+    assert_eq!((a.status, b.status), (202, 202));
+    assert_eq!(body(&a), body(&b));
+    assert_eq!(a.header("location"), b.header("location"));
+    assert_eq!(ctx.store.records().len(), 1);
+    assert_eq!(ctx.executions.started().len(), 1);
+
+    let c = handle(
+        &ctx,
+        with_key(post(r#"{"name": "edge", "workers": 2}"#), "k-1"),
+    )
+    .await;
+    assert_eq!(
+        error_of(&c),
+        (
+            422,
+            "IdempotencyKeyReused".into(),
+            Some("Idempotency-Key".into())
+        )
+    );
+    let d = handle(&ctx, post(r#"{"name": "other", "client_token": "k-1"}"#)).await;
+    assert_eq!(
+        error_of(&d),
+        (
+            422,
+            "IdempotencyKeyReused".into(),
+            Some("client_token".into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_replay_finishes_a_create_cut_short() {
+    let ctx = ctx();
+    // GIVEN a first attempt that claimed the key and stored the record, then stopped
+    let spec = crate::spec::ClusterRequest {
+        name: Some("edge".into()),
+        ..Default::default()
+    };
+    let hash = idempotency::request_hash(&spec);
+    ctx.store
+        .claim_key("k", "c-00000000000000aa", &hash)
+        .await
+        .unwrap();
+    let spec = spec.validate(&Policy::default()).unwrap();
+    ctx.store
+        .create(&ClusterRecord::new("c-00000000000000aa".into(), spec, None))
+        .await
+        .unwrap();
+    // WHEN the client retries
+    let r = handle(&ctx, with_key(post(r#"{"name": "edge"}"#), "k")).await;
+    // THEN the execution is started for that cluster
+    assert_eq!(r.status, 202);
+    assert_eq!(body(&r)["id"], "c-00000000000000aa");
+    assert_eq!(ctx.executions.started()[0].name, "c-00000000000000aa");
+    assert!(ctx.store.records()[0].execution_arn.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_creates_of_one_name_make_one_cluster() {
+    let ctx = Arc::new(ctx());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { handle(&*ctx, post(r#"{"name": "race"}"#)).await });
+    }
+    let statuses: Vec<u16> = tasks.join_all().await.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        19,
+        "{statuses:?}"
+    );
+    assert_eq!(ctx.store.records().len(), 1);
+    assert_eq!(ctx.executions.started().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_retries_with_one_key_get_one_answer() {
+    let ctx = Arc::new(ctx());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let ctx = ctx.clone();
+        tasks.spawn(
+            async move { handle(&*ctx, with_key(post(r#"{"name": "race"}"#), "same")).await },
+        );
+    }
+    let answers = tasks.join_all().await;
+    assert!(
+        answers.iter().all(|r| r.status == 202),
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|r| body(r)["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ctx.store.records().len(), 1);
+    assert_eq!(ctx.executions.started().len(), 1);
+    assert!(ctx.store.records()[0].execution_arn.is_some());
+}
+
+#[tokio::test]
+async fn get_by_id_or_name() {
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    for path in [format!("/clusters/{}", rec.id), "/clusters/edge".into()] {
+        let r = handle(&ctx, get(&path)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            serde_json::from_slice::<ClusterRecord>(&r.body).unwrap(),
+            rec
+        );
+    }
+    assert_eq!(error_of(&handle(&ctx, get("/clusters/ghost")).await).0, 404);
+    assert_eq!(
+        error_of(&handle(&ctx, get("/clusters/c-0000000000000000")).await).1,
+        "NotFound"
+    );
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_and_hides_deleted() {
+    let ctx = ctx();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(create(&ctx, &format!("edge-{i}")).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut req = get("/clusters");
+        req.query.push(("max_results".into(), "2".into()));
+        if let Some(t) = &token {
+            req.query.push(("next_token".into(), t.clone()));
+        }
+        let r = handle(&ctx, req).await;
+        assert_eq!(r.status, 200);
+        let b = body(&r);
+        let page = b["clusters"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|c| c["id"].as_str().unwrap().to_string()));
+        pages += 1;
+        match b["next_token"].as_str() {
+            Some(t) => token = Some(t.into()),
+            None => {
+                assert!(
+                    b.as_object().unwrap().contains_key("next_token"),
+                    "next_token is null, not absent"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sorted, expected, "every cluster exactly once");
+
+    set_status(&ctx.store, &ids[1], Status::Deleted).await;
+    let listed = |b: Value| {
+        b["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let all = listed(body(&handle(&ctx, get("/clusters")).await));
+    assert_eq!(all.len(), 4);
+    assert!(!all.contains(&ids[1]));
+    let mut req = get("/clusters");
+    req.query.push(("status".into(), "DELETED".into()));
+    assert_eq!(listed(body(&handle(&ctx, req).await)), vec![ids[1].clone()]);
+    // A page is topped up past deleted records.
+    let mut req = get("/clusters");
+    req.query.push(("max_results".into(), "4".into()));
+    assert_eq!(listed(body(&handle(&ctx, req).await)).len(), 4);
+
+    let mut req = get("/clusters");
+    req.query.push(("region".into(), "eu-west-1".into()));
+    assert!(listed(body(&handle(&ctx, req).await)).is_empty());
+}
+
+#[tokio::test]
+async fn list_rejects_bad_queries() {
+    let ctx = ctx();
+    for (k, v, code) in [
+        ("max_results", "0", "ValidationError"),
+        ("max_results", "101", "ValidationError"),
+        ("max_results", "x", "ValidationError"),
+        ("status", "BROKEN", "ValidationError"),
+        ("next_token", "not-a-token", "InvalidToken"),
+    ] {
+        let mut req = get("/clusters");
+        req.query.push((k.into(), v.into()));
+        assert_eq!(
+            error_of(&handle(&ctx, req).await),
+            (422, code.into(), Some(k.into())),
+            "{k}={v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn delete_moves_to_deleting_and_starts_the_delete_execution() {
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    let busy = handle(
+        &ctx,
+        ApiRequest::new("DELETE", &format!("/clusters/{}", rec.id)),
+    )
+    .await;
+    assert_eq!(error_of(&busy), (409, "ClusterBusy".into(), None));
+
+    set_status(&ctx.store, &rec.id, Status::Active).await;
+    let r = handle(&ctx, ApiRequest::new("DELETE", "/clusters/edge")).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/clusters/{}", rec.id).as_str())
+    );
+    let deleting: ClusterRecord = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(deleting.status, Status::Deleting);
+    let started = ctx.executions.started();
+    let delete = started
+        .iter()
+        .find(|e| e.state_machine_arn == DELETE_ARN)
+        .unwrap();
+    assert_eq!(delete.name, format!("{}-delete", rec.id));
+    assert_eq!(
+        serde_json::from_str::<Value>(&delete.input).unwrap(),
+        json!({"id": rec.id, "timing": config().timing})
+    );
+    assert_eq!(
+        deleting.delete_execution_arn.as_deref(),
+        Some(delete.arn.as_str())
+    );
+    // The begin-delete stage accepts this input.
+    assert!(serde_json::from_str::<crate::state::DeleteInput>(&delete.input).is_ok());
+
+    // Again while DELETING: the same answer, no second execution.
+    let again = handle(
+        &ctx,
+        ApiRequest::new("DELETE", &format!("/clusters/{}", rec.id)),
+    )
+    .await;
+    assert_eq!(again.status, 202);
+    assert_eq!(ctx.executions.started().len(), 2);
+
+    // Once DELETED: by id it is still 202 (done); the name is free, so by name it is 404.
+    set_status(&ctx.store, &rec.id, Status::Deleted).await;
+    let done = handle(
+        &ctx,
+        ApiRequest::new("DELETE", &format!("/clusters/{}", rec.id)),
+    )
+    .await;
+    assert_eq!(
+        (done.status, body(&done)["status"].as_str()),
+        (202, Some("DELETED"))
+    );
+    assert_eq!(
+        error_of(&handle(&ctx, ApiRequest::new("DELETE", "/clusters/edge")).await).0,
+        404
+    );
+    assert_eq!(
+        error_of(&handle(&ctx, ApiRequest::new("DELETE", "/clusters/ghost")).await).0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn delete_of_a_failed_cluster_survives_a_concurrent_write() {
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    set_status(&ctx.store, &rec.id, Status::Failed).await;
+    ctx.store.conflict_next_updates(1);
+    let r = handle(
+        &ctx,
+        ApiRequest::new("DELETE", &format!("/clusters/{}", rec.id)),
+    )
+    .await;
+    assert_eq!(
+        (r.status, body(&r)["status"].as_str()),
+        (202, Some("DELETING"))
+    );
+}
+
+#[tokio::test]
+async fn events_oldest_first() {
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    ctx.store
+        .append_event(&Event::now(
+            &rec.id,
+            "register",
+            crate::record::Phase::Finished,
+            "ok",
+        ))
+        .await
+        .unwrap();
+    let r = handle(&ctx, get("/clusters/edge/events")).await;
+    assert_eq!(r.status, 200);
+    let events = body(&r)["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["stage"], "api");
+    assert_eq!(events[1]["stage"], "register");
+    assert_eq!(
+        error_of(&handle(&ctx, get("/clusters/ghost/events")).await).0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn kubeconfig_only_while_active() {
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    let path = format!("/clusters/{}/kubeconfig", rec.id);
+    assert_eq!(
+        error_of(&handle(&ctx, get(&path)).await),
+        (409, "ClusterNotActive".into(), None)
+    );
+
+    set_status(&ctx.store, &rec.id, Status::Active).await;
+    assert_eq!(
+        error_of(&handle(&ctx, get(&path)).await).1,
+        "ClusterNotActive",
+        "no parameter yet"
+    );
+    let yaml = "apiVersion: v1\nkind: Config\n";
+    ctx.parameters
+        .put_secret(&resources::kubeconfig_parameter(&rec.id), yaml)
+        .await
+        .unwrap();
+    let r = handle(&ctx, get(&path)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        body(&r),
+        json!({"cluster_id": rec.id, "name": "edge", "kubeconfig": yaml})
+    );
+
+    let mut req = get("/clusters/edge/kubeconfig");
+    req.headers
+        .push(("Accept".into(), "application/yaml".into()));
+    let r = handle(&ctx, req).await;
+    assert_eq!(
+        (r.status, r.header("content-type"), r.body.as_slice()),
+        (200, Some("application/yaml"), yaml.as_bytes())
+    );
+    assert_eq!(
+        error_of(&handle(&ctx, get("/clusters/ghost/kubeconfig")).await).0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods() {
+    let ctx = ctx();
+    assert_eq!(error_of(&handle(&ctx, get("/nope")).await).1, "NotFound");
+    let r = handle(&ctx, ApiRequest::new("PATCH", "/clusters")).await;
+    assert_eq!(error_of(&r), (405, "MethodNotAllowed".into(), None));
+    assert_eq!(r.header("allow"), Some("POST, GET"));
+    assert_eq!(
+        handle(&ctx, ApiRequest::new("POST", "/healthz"))
+            .await
+            .header("allow"),
+        Some("GET")
+    );
+}
+
+/// Step Functions that refuses every start.
+struct DownExecutions(CloudError);
+
+#[async_trait]
+impl Executions for DownExecutions {
+    async fn start(&self, _: &str, _: &str, _: &str) -> Result<String, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn status(&self, _: &str) -> Result<ExecutionStatus, CloudError> {
+        Err(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_cannot_start_is_failed_and_deletable() {
+    let store = FakeStore::default();
+    let down = ApiContext {
+        store: store.clone(),
+        executions: DownExecutions(CloudError::Transient("throttled".into())),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    let r = handle(&down, post(r#"{"name": "edge"}"#)).await;
+    assert_eq!(error_of(&r).0, 503);
+    assert_eq!(error_of(&r).1, "ServiceUnavailable");
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let rec = store.records().pop().unwrap();
+    assert_eq!(rec.status, Status::Failed);
+    assert_eq!(
+        rec.failure.as_ref().map(|f| f.error.as_str()),
+        Some("StartExecutionFailed")
+    );
+
+    // A later delete (with Step Functions back) cleans it up.
+    let up = ApiContext {
+        store: store.clone(),
+        executions: FakeExecutions::default(),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    let r = handle(&up, ApiRequest::new("DELETE", "/clusters/edge")).await;
+    assert_eq!(
+        (r.status, body(&r)["status"].as_str()),
+        (202, Some("DELETING"))
+    );
+
+    // A delete whose execution cannot start stays DELETING and is retried by the next DELETE.
+    let rec2 = create(&up, "edge2").await;
+    set_status(&store, &rec2.id, Status::Active).await;
+    let down = ApiContext {
+        store: store.clone(),
+        ..down
+    };
+    assert_eq!(
+        handle(&down, ApiRequest::new("DELETE", "/clusters/edge2"))
+            .await
+            .status,
+        503
+    );
+    let r = handle(&up, ApiRequest::new("DELETE", "/clusters/edge2")).await;
+    assert_eq!(r.status, 202);
+    assert!(body(&r)["delete_execution_arn"].is_string());
+}
+
+/// A table that fails every read with a chosen error.
+struct DownStore(CloudError);
+
+#[async_trait]
+impl ClusterStore for DownStore {
+    async fn create(&self, _: &ClusterRecord) -> Result<bool, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn get(&self, _: &str) -> Result<Option<ClusterRecord>, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn find_by_name(&self, _: &str) -> Result<Option<ClusterRecord>, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn update(&self, _: &ClusterRecord) -> Result<ClusterRecord, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn list(
+        &self,
+        _: &ListFilter,
+        _: Option<&str>,
+        _: u32,
+    ) -> Result<RecordPage, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn append_event(&self, _: &Event) -> Result<(), CloudError> {
+        Err(self.0.clone())
+    }
+    async fn events(&self, _: &str) -> Result<Vec<Event>, CloudError> {
+        Err(self.0.clone())
+    }
+    async fn claim_key(&self, _: &str, _: &str, _: &str) -> Result<KeyClaim, CloudError> {
+        Err(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn aws_trouble_is_503_or_500_never_for_bad_input() {
+    let transient = ApiContext {
+        store: DownStore(CloudError::Transient("throttled".into())),
+        executions: FakeExecutions::default(),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    for req in [
+        get("/clusters"),
+        get("/clusters/edge"),
+        post(r#"{"name": "edge"}"#),
+        ApiRequest::new("DELETE", "/clusters/edge"),
+    ] {
+        let r = handle(&transient, req).await;
+        assert_eq!((r.status, r.header("retry-after")), (503, Some("2")));
+    }
+    let broken = ApiContext {
+        store: DownStore(CloudError::Other("boom".into())),
+        ..transient
+    };
+    assert_eq!(
+        error_of(&handle(&broken, get("/clusters/edge/events")).await),
+        (500, "InternalError".into(), None)
+    );
+    // Bad input is refused before the table is touched.
+    assert_eq!(handle(&broken, post("{")).await.status, 400);
+    assert_eq!(
+        handle(&broken, post(r#"{"name": "a", "workers": 99}"#))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(handle(&broken, get("/healthz")).await.status, 200);
+}
+
+#[test]
+fn config_reads_the_environment() {
+    // One test touches these variables, so tests running in parallel do not race on them.
+    std::env::remove_var(ApiConfig::CREATE_ARN_VAR);
+    assert_eq!(
+        ApiConfig::from_env().unwrap_err(),
+        ConfigError::Missing(ApiConfig::CREATE_ARN_VAR)
+    );
+    std::env::set_var(ApiConfig::CREATE_ARN_VAR, CREATE_ARN);
+    std::env::set_var(ApiConfig::DELETE_ARN_VAR, DELETE_ARN);
+    std::env::set_var(ApiConfig::POLL_SECONDS_VAR, "1");
+    let c = ApiConfig::from_env().unwrap();
+    assert_eq!(
+        (c.create_state_machine_arn.as_str(), c.timing.poll_seconds),
+        (CREATE_ARN, 1)
+    );
+    std::env::set_var(ApiConfig::POLL_SECONDS_VAR, "0");
+    assert!(matches!(
+        ApiConfig::from_env(),
+        Err(ConfigError::Invalid { .. })
+    ));
+    std::env::set_var(ApiConfig::POLL_SECONDS_VAR, "soon");
+    assert!(matches!(
+        ApiConfig::from_env(),
+        Err(ConfigError::Invalid { .. })
+    ));
+    std::env::remove_var(ApiConfig::POLL_SECONDS_VAR);
+}
+
+mod openapi {
+    //! `docs/openapi.yaml` read as indented text (no YAML dependency): its paths, methods and
+    //! response statuses must be exactly [`routes::ROUTES`], and each schema's properties exactly
+    //! the fields the code serializes.
+
+    use super::*;
+
+    fn document() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml");
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn indent(line: &str) -> usize {
+        line.len() - line.trim_start().len()
+    }
+
+    fn meaningful(line: &str) -> bool {
+        let t = line.trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    }
+
+    fn key_of(line: &str) -> Option<String> {
+        let t = line.trim();
+        if t.starts_with('-') {
+            return None;
+        }
+        let (key, _) = t.split_once(':')?;
+        Some(key.trim_matches(|c| c == '\'' || c == '"').to_string())
+    }
+
+    /// The lines under `key` among `lines` (at their shallowest indentation).
+    fn block<'a>(lines: &[&'a str], key: &str) -> Vec<&'a str> {
+        let top = lines
+            .iter()
+            .filter(|l| meaningful(l))
+            .map(|l| indent(l))
+            .min()
+            .unwrap_or(0);
+        let start = lines
+            .iter()
+            .position(|l| meaningful(l) && indent(l) == top && key_of(l).as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("openapi.yaml: no key '{key}'"));
+        lines[start + 1..]
+            .iter()
+            .take_while(|l| !meaningful(l) || indent(l) > top)
+            .copied()
+            .collect()
+    }
+
+    fn path<'a>(lines: &[&'a str], keys: &[&str]) -> Vec<&'a str> {
+        keys.iter().fold(lines.to_vec(), |acc, k| block(&acc, k))
+    }
+
+    /// The keys directly under a block.
+    fn keys(lines: &[&str]) -> std::collections::BTreeSet<String> {
+        let top = lines
+            .iter()
+            .filter(|l| meaningful(l))
+            .map(|l| indent(l))
+            .min()
+            .unwrap_or(0);
+        lines
+            .iter()
+            .filter(|l| meaningful(l) && indent(l) == top)
+            .filter_map(|l| key_of(l))
+            .collect()
+    }
+
+    fn json_keys(v: &Value) -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn every_route_method_and_status_is_documented() {
+        let doc = document();
+        let lines: Vec<&str> = doc.lines().collect();
+        assert!(doc.starts_with("openapi: 3.1"), "an OpenAPI 3.1 document");
+        let paths = block(&lines, "paths");
+        let templates: std::collections::BTreeSet<String> =
+            routes::ROUTES.iter().map(|r| r.path.to_string()).collect();
+        assert_eq!(keys(&paths), templates, "documented paths == served paths");
+        for route in routes::ROUTES {
+            let method = route.method.to_ascii_lowercase();
+            let operation = path(&paths, &[route.path, &method]);
+            let documented = keys(&block(&operation, "responses"));
+            let served: std::collections::BTreeSet<String> =
+                route.statuses.iter().map(u16::to_string).collect();
+            assert_eq!(documented, served, "{} {}", route.method, route.path);
+        }
+        for template in &templates {
+            let methods: std::collections::BTreeSet<String> = routes::ROUTES
+                .iter()
+                .filter(|r| r.path == template)
+                .map(|r| r.method.to_ascii_lowercase())
+                .collect();
+            let documented: std::collections::BTreeSet<String> = keys(&block(&paths, template))
+                .into_iter()
+                .filter(|k| k != "parameters")
+                .collect();
+            assert_eq!(documented, methods, "{template}");
+        }
+        for code in errors::codes::ALL {
+            assert!(doc.contains(code), "error code {code} is documented");
+        }
+    }
+
+    #[tokio::test]
+    async fn schemas_list_exactly_the_serialized_fields() {
+        let doc = document();
+        let lines: Vec<&str> = doc.lines().collect();
+        let schemas = path(&lines, &["components", "schemas"]);
+        let properties = |name: &str| keys(&path(&schemas, &[name, "properties"]));
+
+        let ctx = ctx();
+        let rec = create(&ctx, "edge").await;
+        let mut full = ctx.store.get(&rec.id).await.unwrap().unwrap();
+        full.nodes.push(crate::record::Node {
+            instance_id: "i-1".into(),
+            role: crate::record::Role::ControlPlane,
+            index: 0,
+            private_ip: None,
+            public_ip: None,
+            state: crate::record::NodeState::Pending,
+        });
+        full.failure = Some(crate::record::Failure {
+            stage: "s".into(),
+            error: "e".into(),
+            reason: "r".into(),
+        });
+        let v = serde_json::to_value(&full).unwrap();
+        assert_eq!(properties("ClusterRecord"), json_keys(&v));
+        assert_eq!(properties("ClusterSpec"), json_keys(&v["spec"]));
+        assert_eq!(properties("Node"), json_keys(&v["nodes"][0]));
+        assert_eq!(properties("Failure"), json_keys(&v["failure"]));
+        let event =
+            serde_json::to_value(Event::now("c-1", "api", crate::record::Phase::Started, ""))
+                .unwrap();
+        assert_eq!(properties("Event"), json_keys(&event));
+        let request = serde_json::to_value(crate::spec::ClusterRequest::default()).unwrap();
+        assert_eq!(properties("ClusterRequest"), json_keys(&request));
+        let list = body(&handle(&ctx, get("/clusters")).await);
+        assert_eq!(properties("ClusterList"), json_keys(&list));
+        assert_eq!(
+            properties("EventList"),
+            json_keys(&body(&handle(&ctx, get("/clusters/edge/events")).await))
+        );
+        let err = body(&handle(&ctx, get("/nope")).await);
+        assert_eq!(properties("Error"), json_keys(&err));
+        assert_eq!(
+            keys(&path(
+                &schemas,
+                &["Error", "properties", "error", "properties"]
+            )),
+            json_keys(&err["error"])
+        );
+        let kube = serde_json::to_value(clusters::KubeconfigAnswer {
+            cluster_id: "c",
+            name: "n",
+            kubeconfig: "k",
+        })
+        .unwrap();
+        assert_eq!(properties("Kubeconfig"), json_keys(&kube));
+        assert_eq!(
+            properties("Health"),
+            json_keys(&body(&handle(&ctx, get("/healthz")).await))
+        );
+    }
+}

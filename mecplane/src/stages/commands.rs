@@ -71,10 +71,12 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
     match commands.status(&pending.command_id, &pending.instance_id).await? {
         CommandStatus::Success { stdout } => Ok(Progress::Done { stdout }),
         CommandStatus::Running => {
+            // SSM keeps a command to a terminated instance in progress until its timeouts pass;
+            // looking at the instance fails the stage at once instead.
+            if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+                return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+            }
             if now > pending.sent_at + i64::from(wanted.timeout_seconds) + LOST_GRACE_SECONDS {
-                if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
-                    return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
-                }
                 return Err(StageError::CommandTimedOut(format!("{what} was not answered within {}s", wanted.timeout_seconds)));
             }
             Ok(Progress::Running(pending))

@@ -98,8 +98,12 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match err {
-        SdkError::TimeoutError(_) => CloudError::Transient(format!("timeout: {}", DisplayErrorContext(err))),
-        SdkError::DispatchFailure(_) => CloudError::Transient(format!("dispatch failure: {}", DisplayErrorContext(err))),
+        SdkError::TimeoutError(_) => {
+            CloudError::Transient(format!("timeout: {}", DisplayErrorContext(err)))
+        }
+        SdkError::DispatchFailure(_) => {
+            CloudError::Transient(format!("dispatch failure: {}", DisplayErrorContext(err)))
+        }
         SdkError::ResponseError(ctx) => {
             let status = ctx.raw().status().as_u16();
             if status >= 500 || status == 429 {
@@ -132,7 +136,11 @@ pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> 
             CloudError::Other(format!("HTTP {status}: {message}"))
         };
     };
-    let text = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    let text = if message.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code}: {message}")
+    };
     if THROTTLING_CODES.contains(&code) || SERVER_CODES.contains(&code) {
         return CloudError::Transient(text);
     }
@@ -145,7 +153,8 @@ pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> 
             // The reasons are listed in the message: `[ConditionalCheckFailed, None]`.
             return if message.contains("ConditionalCheckFailed") {
                 CloudError::ConditionFailed
-            } else if message.contains("TransactionConflict") || message.contains("ThrottlingError") {
+            } else if message.contains("TransactionConflict") || message.contains("ThrottlingError")
+            {
                 CloudError::Transient(text)
             } else {
                 CloudError::Rejected(text)
@@ -153,11 +162,110 @@ pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> 
         }
         _ => {}
     }
-    if MISSING_CODES.contains(&code) || code.ends_with("NotFound") || code.ends_with("NotFoundException") {
+    if MISSING_CODES.contains(&code)
+        || code.ends_with("NotFound")
+        || code.ends_with("NotFoundException")
+    {
         return CloudError::NotFound(text);
     }
     if status >= 500 {
         return CloudError::Transient(text);
     }
     CloudError::Rejected(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sfn::config::http::HttpResponse;
+    use aws_sdk_sfn::error::ConnectorError;
+    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionError;
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn service(code: &str, message: &str, status: u16) -> SdkError<DescribeExecutionError> {
+        let meta = ErrorMetadata::builder().code(code).message(message).build();
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(DescribeExecutionError::generic(meta), raw)
+    }
+
+    #[test]
+    fn codes_are_classified_as_documented() {
+        let cases: &[(&str, &str, u16, fn(&CloudError) -> bool)] = &[
+            ("Throttling", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("ThrottlingException", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("RequestLimitExceeded", "", 503, |e| matches!(e, CloudError::Transient(_))),
+            ("ProvisionedThroughputExceededException", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("ProvisionedThroughputExceeded", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("SomethingBroke", "", 502, |e| matches!(e, CloudError::Transient(_))),
+            ("InternalError", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("InvalidInstanceId", "", 400, |e| matches!(e, CloudError::AgentNotReady(_))),
+            ("InsufficientInstanceCapacity", "", 500, |e| matches!(e, CloudError::InsufficientCapacity(_))),
+            ("DependencyViolation", "in use", 400, |e| matches!(e, CloudError::DependencyViolation(_))),
+            ("ConditionalCheckFailedException", "", 400, |e| *e == CloudError::ConditionFailed),
+            (
+                "TransactionCanceledException",
+                "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]",
+                400,
+                |e| *e == CloudError::ConditionFailed,
+            ),
+            (
+                "TransactionCanceledException",
+                "Transaction cancelled [TransactionConflict, None]",
+                400,
+                |e| matches!(e, CloudError::Transient(_)),
+            ),
+            ("InvalidGroup.NotFound", "", 400, |e| matches!(e, CloudError::NotFound(_))),
+            ("InvalidInstanceID.NotFound", "", 400, |e| matches!(e, CloudError::NotFound(_))),
+            ("ParameterNotFound", "", 400, |e| matches!(e, CloudError::NotFound(_))),
+            ("ResourceNotFoundException", "", 400, |e| matches!(e, CloudError::NotFound(_))),
+            ("ExecutionDoesNotExist", "", 400, |e| matches!(e, CloudError::NotFound(_))),
+            ("InvalidParameterValue", "bad", 400, |e| matches!(e, CloudError::Rejected(m) if m == "InvalidParameterValue: bad")),
+            ("UnauthorizedOperation", "", 403, |e| matches!(e, CloudError::Rejected(_))),
+        ];
+        for (code, message, status, check) in cases {
+            let e = classify_sdk_error(&service(code, message, *status));
+            assert!(check(&e), "{code} ({status}) -> {e:?}");
+        }
+    }
+
+    #[test]
+    fn redacted_errors_keep_the_code_only() {
+        let e = classify_sdk_error_redacted(&service(
+            "ValidationException",
+            "Value 's3cret' is too long",
+            400,
+        ));
+        assert_eq!(e, CloudError::Rejected("ValidationException".into()));
+    }
+
+    #[test]
+    fn transport_failures_are_transient() {
+        let timeout: SdkError<DescribeExecutionError> = SdkError::timeout_error("slow");
+        assert!(matches!(
+            classify_sdk_error(&timeout),
+            CloudError::Transient(_)
+        ));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let dispatch: SdkError<DescribeExecutionError> =
+            SdkError::dispatch_failure(ConnectorError::io(io.into()));
+        assert!(matches!(
+            classify_sdk_error(&dispatch),
+            CloudError::Transient(_)
+        ));
+        let construction: SdkError<DescribeExecutionError> =
+            SdkError::construction_failure("missing field");
+        assert!(matches!(
+            classify_sdk_error(&construction),
+            CloudError::Other(_)
+        ));
+        assert!(matches!(
+            classify_code(None, None, 503),
+            CloudError::Transient(_)
+        ));
+        assert!(matches!(
+            classify_code(None, None, 400),
+            CloudError::Other(_)
+        ));
+    }
 }

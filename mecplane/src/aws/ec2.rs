@@ -1,0 +1,560 @@
+//! EC2: the cluster's instances ([`Instances`]) and its security group ([`SecurityGroups`]).
+//!
+//! Instances and groups are always found by the `mecplane:cluster` tag, never remembered: a stage
+//! that ran twice, or a launch whose answer was lost, still sees every instance. `DescribeInstances`
+//! is always paginated with `MaxResults` 1000 (moto stops at 100 reservations without it).
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
+    IpRange, ResourceType, Tag, TagSpecification, UserIdGroupPair, VolumeType,
+};
+use aws_sdk_ec2::Client;
+
+use super::classify_sdk_error;
+use crate::error::CloudError;
+use crate::ports::{
+    IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest, SecurityGroups,
+};
+use crate::record::Role;
+use crate::resources::{security_group_name, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_INDEX, TAG_ROLE};
+
+/// The root device of Ubuntu's AMIs.
+const ROOT_DEVICE: &str = "/dev/sda1";
+/// The largest `DescribeInstances` page.
+const DESCRIBE_PAGE: i32 = 1000;
+/// Instances per `TerminateInstances` call.
+const TERMINATE_CHUNK: usize = 50;
+/// The group's description.
+const GROUP_DESCRIPTION: &str = "mecplane cluster nodes";
+
+/// The EC2 adapter: one client, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Ec2 {
+    client: Client,
+}
+
+impl Ec2 {
+    /// Builds the EC2 client from the shared configuration.
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Ec2 {
+            client: Client::new(config),
+        }
+    }
+
+    /// Wraps a client built elsewhere.
+    pub fn from_client(client: Client) -> Self {
+        Ec2 { client }
+    }
+
+    async fn default_vpc(&self) -> Result<String, CloudError> {
+        let out = self
+            .client
+            .describe_vpcs()
+            .filters(filter("isDefault", "true"))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        out.vpcs()
+            .iter()
+            .find_map(|v| v.vpc_id().map(str::to_string))
+            .ok_or_else(|| {
+                CloudError::Rejected("the region has no default VPC; name a subnet".into())
+            })
+    }
+
+    async fn subnet_vpc(&self, subnet_id: &str) -> Result<String, CloudError> {
+        let out = self
+            .client
+            .describe_subnets()
+            .subnet_ids(subnet_id)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        out.subnets()
+            .iter()
+            .find_map(|s| s.vpc_id().map(str::to_string))
+            .ok_or_else(|| CloudError::NotFound(format!("subnet {subnet_id}")))
+    }
+
+    /// The id of the group named `name` in `vpc_id`, if it exists.
+    async fn group_by_name(&self, name: &str, vpc_id: &str) -> Result<Option<String>, CloudError> {
+        let out = self
+            .client
+            .describe_security_groups()
+            .filters(filter("group-name", name))
+            .filters(filter("vpc-id", vpc_id))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .find_map(|g| g.group_id().map(str::to_string)))
+    }
+
+    /// Authorizes `rules` in one call: `Ok(false)` when EC2 refused the batch because one of them
+    /// already exists (nothing of the batch was added then).
+    async fn authorize_batch(
+        &self,
+        group_id: &str,
+        rules: &[IngressRule],
+    ) -> Result<bool, CloudError> {
+        let permissions: Vec<IpPermission> =
+            rules.iter().map(|r| permission(group_id, r)).collect();
+        match self
+            .client
+            .authorize_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(false),
+            Err(e) => Err(classify_sdk_error(&e)),
+        }
+    }
+}
+
+fn filter(name: &str, value: &str) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// Maps an EC2 instance; `role` is the fallback when the answer carries no tags.
+fn to_instance(i: &aws_sdk_ec2::types::Instance, role: Option<Role>) -> Instance {
+    let tags = i.tags();
+    Instance {
+        instance_id: i.instance_id().unwrap_or_default().to_string(),
+        role: tag_value(tags, TAG_ROLE).and_then(Role::parse).or(role),
+        index: tag_value(tags, TAG_INDEX).and_then(|v| v.parse().ok()),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| InstanceState::parse(n.as_str()))
+            .unwrap_or(InstanceState::Pending),
+        private_ip: i
+            .private_ip_address()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        public_ip: i
+            .public_ip_address()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        private_dns: i
+            .private_dns_name()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    }
+}
+
+/// Normalises an EC2 protocol (`tcp`, `6`, …) to the names the rules use.
+fn protocol_name(p: &str) -> String {
+    match p {
+        "6" => "tcp".into(),
+        "17" => "udp".into(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+/// What identifies a rule to EC2 (the description does not).
+fn rule_key(r: &IngressRule) -> (String, u16, IngressSource) {
+    (protocol_name(&r.protocol), r.port, r.source.clone())
+}
+
+fn permission(group_id: &str, rule: &IngressRule) -> IpPermission {
+    let builder = IpPermission::builder()
+        .ip_protocol(protocol_name(&rule.protocol))
+        .from_port(i32::from(rule.port))
+        .to_port(i32::from(rule.port));
+    match &rule.source {
+        IngressSource::SameGroup => builder
+            .user_id_group_pairs(
+                UserIdGroupPair::builder()
+                    .group_id(group_id)
+                    .description(&rule.description)
+                    .build(),
+            )
+            .build(),
+        IngressSource::Cidr(cidr) => builder
+            .ip_ranges(
+                IpRange::builder()
+                    .cidr_ip(cidr)
+                    .description(&rule.description)
+                    .build(),
+            )
+            .build(),
+    }
+}
+
+/// The single-port tcp/udp rules of a group (the only kind mecplane writes; others are skipped).
+fn rules_of(group_id: &str, permissions: &[IpPermission]) -> Vec<IngressRule> {
+    let mut rules = Vec::new();
+    for p in permissions {
+        let protocol = protocol_name(p.ip_protocol().unwrap_or_default());
+        if protocol != "tcp" && protocol != "udp" {
+            continue;
+        }
+        let (Some(from), Some(to)) = (p.from_port(), p.to_port()) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(from) else {
+            continue;
+        };
+        if from != to {
+            continue;
+        }
+        for pair in p.user_id_group_pairs() {
+            if pair.group_id() == Some(group_id) {
+                rules.push(IngressRule {
+                    protocol: protocol.clone(),
+                    port,
+                    source: IngressSource::SameGroup,
+                    description: pair.description().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        for range in p.ip_ranges() {
+            if let Some(cidr) = range.cidr_ip() {
+                rules.push(IngressRule {
+                    protocol: protocol.clone(),
+                    port,
+                    source: IngressSource::Cidr(cidr.to_string()),
+                    description: range.description().unwrap_or_default().to_string(),
+                });
+            }
+        }
+    }
+    rules.sort();
+    rules
+}
+
+#[async_trait]
+impl Instances for Ec2 {
+    async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
+                .max_results(DESCRIBE_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            for reservation in out.reservations() {
+                found.extend(reservation.instances().iter().map(|i| to_instance(i, None)));
+            }
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| {
+            (a.role, a.index, &a.instance_id).cmp(&(b.role, b.index, &b.instance_id))
+        });
+        Ok(found)
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        let count = i32::try_from(request.count).map_err(|_| {
+            CloudError::Rejected(format!("cannot launch {} instances", request.count))
+        })?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let standard = [
+            (TAG_CLUSTER, request.cluster_id.as_str()),
+            (TAG_CLUSTER_NAME, request.cluster_name.as_str()),
+            (TAG_ROLE, request.role.as_str()),
+        ];
+        let mut tags: Vec<Tag> = standard.iter().map(|(k, v)| tag(k, v)).collect();
+        tags.extend(
+            request
+                .tags
+                .iter()
+                .filter(|(k, _)| !standard.iter().any(|(s, _)| s == k))
+                .map(|(k, v)| tag(k, v)),
+        );
+        let spec = |resource: ResourceType| {
+            TagSpecification::builder()
+                .resource_type(resource)
+                .set_tags(Some(tags.clone()))
+                .build()
+        };
+        let root = BlockDeviceMapping::builder()
+            .device_name(ROOT_DEVICE)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .volume_type(VolumeType::Gp3)
+                    .volume_size(i32::try_from(request.root_volume_gib).unwrap_or(i32::MAX))
+                    .encrypted(true)
+                    .delete_on_termination(true)
+                    .build(),
+            )
+            .build();
+        let metadata = InstanceMetadataOptionsRequest::builder()
+            .http_tokens(HttpTokensState::Required)
+            .http_endpoint(InstanceMetadataEndpointState::Enabled)
+            .http_put_response_hop_limit(2)
+            .build();
+        let out = self
+            .client
+            .run_instances()
+            .min_count(count)
+            .max_count(count)
+            .image_id(&request.ami_id)
+            .instance_type(InstanceType::from(request.instance_type.as_str()))
+            .security_group_ids(&request.security_group_id)
+            .set_subnet_id(request.subnet_id.clone())
+            .iam_instance_profile(
+                IamInstanceProfileSpecification::builder()
+                    .name(&request.instance_profile)
+                    .build(),
+            )
+            .metadata_options(metadata)
+            .block_device_mappings(root)
+            .tag_specifications(spec(ResourceType::Instance))
+            .tag_specifications(spec(ResourceType::Volume))
+            .client_token(&request.client_token)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(out
+            .instances()
+            .iter()
+            .map(|i| to_instance(i, Some(request.role)))
+            .collect())
+    }
+
+    async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .create_tags()
+            .resources(instance_id)
+            .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect()))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(())
+    }
+
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {
+        for chunk in instance_ids.chunks(TERMINATE_CHUNK) {
+            let result = self
+                .client
+                .terminate_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                // One unknown id fails the whole call: go one by one, skipping the unknown ones.
+                Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {
+                    for id in chunk {
+                        match self
+                            .client
+                            .terminate_instances()
+                            .instance_ids(id)
+                            .send()
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => {}
+                            Err(e) => return Err(classify_sdk_error(&e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(classify_sdk_error(&e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SecurityGroups for Ec2 {
+    async fn find_group(&self, cluster_id: &str) -> Result<Option<String>, CloudError> {
+        let out = self
+            .client
+            .describe_security_groups()
+            .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        let mut ids: Vec<String> = out
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        Ok(ids.into_iter().next())
+    }
+
+    async fn create_group(
+        &self,
+        cluster_id: &str,
+        cluster_name: &str,
+        subnet_id: Option<&str>,
+    ) -> Result<String, CloudError> {
+        let vpc_id = match subnet_id {
+            Some(subnet) => self.subnet_vpc(subnet).await?,
+            None => self.default_vpc().await?,
+        };
+        let name = security_group_name(cluster_id);
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::SecurityGroup)
+            .tags(tag(TAG_CLUSTER, cluster_id))
+            .tags(tag(TAG_CLUSTER_NAME, cluster_name))
+            .tags(tag("Name", &name))
+            .build();
+        let result = self
+            .client
+            .create_security_group()
+            .group_name(&name)
+            .description(GROUP_DESCRIPTION)
+            .vpc_id(&vpc_id)
+            .tag_specifications(tags)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .group_id()
+                .map(str::to_string)
+                .ok_or_else(|| CloudError::Other("CreateSecurityGroup answered no id".into())),
+            // Created by an earlier attempt whose answer was lost: the name is ours.
+            Err(e) if e.code() == Some("InvalidGroup.Duplicate") => self
+                .group_by_name(&name, &vpc_id)
+                .await?
+                .ok_or_else(|| classify_sdk_error(&e)),
+            Err(e) => Err(classify_sdk_error(&e)),
+        }
+    }
+
+    async fn ingress(&self, group_id: &str) -> Result<Vec<IngressRule>, CloudError> {
+        let out = self
+            .client
+            .describe_security_groups()
+            .group_ids(group_id)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        let group = out
+            .security_groups()
+            .iter()
+            .find(|g| g.group_id() == Some(group_id))
+            .ok_or_else(|| CloudError::NotFound(format!("security group {group_id}")))?;
+        Ok(rules_of(group_id, group.ip_permissions()))
+    }
+
+    async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
+        let existing: BTreeSet<_> = self.ingress(group_id).await?.iter().map(rule_key).collect();
+        let mut seen = BTreeSet::new();
+        let missing: Vec<IngressRule> = rules
+            .iter()
+            .filter(|r| !existing.contains(&rule_key(r)) && seen.insert(rule_key(r)))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !self.authorize_batch(group_id, &missing).await? {
+            // A concurrent writer added one of them and a duplicate fails the whole batch: go one
+            // by one, where a duplicate is simply a rule already there.
+            for rule in &missing {
+                self.authorize_batch(group_id, std::slice::from_ref(rule))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_group(&self, group_id: &str) -> Result<(), CloudError> {
+        match self
+            .client
+            .delete_security_group()
+            .group_id(group_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("InvalidGroup.NotFound") => Ok(()),
+            Err(e) => Err(classify_sdk_error(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(protocol: &str, port: u16, source: IngressSource, description: &str) -> IngressRule {
+        IngressRule {
+            protocol: protocol.into(),
+            port,
+            source,
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn permissions_round_trip_through_rules() {
+        let wanted = vec![
+            rule(
+                "tcp",
+                16443,
+                IngressSource::Cidr("10.0.0.0/8".into()),
+                "api",
+            ),
+            rule("tcp", 25000, IngressSource::SameGroup, "cluster agent"),
+            rule("udp", 4789, IngressSource::SameGroup, "vxlan"),
+        ];
+        let permissions: Vec<_> = wanted.iter().map(|r| permission("sg-1", r)).collect();
+        let mut expected = wanted.clone();
+        expected.sort();
+        assert_eq!(rules_of("sg-1", &permissions), expected);
+    }
+
+    #[test]
+    fn foreign_rules_are_skipped() {
+        let all = IpPermission::builder().ip_protocol("-1").build();
+        let range = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(1000)
+            .to_port(2000)
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+            .build();
+        let other_group = IpPermission::builder()
+            .ip_protocol("6")
+            .from_port(22)
+            .to_port(22)
+            .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-other").build())
+            .build();
+        assert!(rules_of("sg-1", &[all, range, other_group]).is_empty());
+    }
+
+    #[test]
+    fn rule_identity_ignores_the_description() {
+        let a = rule("TCP", 1, IngressSource::SameGroup, "a");
+        let b = rule("tcp", 1, IngressSource::SameGroup, "b");
+        assert_eq!(rule_key(&a), rule_key(&b));
+    }
+}

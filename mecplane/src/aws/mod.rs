@@ -189,9 +189,12 @@ mod tests {
         SdkError::service_error(DescribeExecutionError::generic(meta), raw)
     }
 
+    /// Code, message, HTTP status, and what the classification must satisfy.
+    type Case = (&'static str, &'static str, u16, fn(&CloudError) -> bool);
+
     #[test]
     fn codes_are_classified_as_documented() {
-        let cases: &[(&str, &str, u16, fn(&CloudError) -> bool)] = &[
+        let cases: &[Case] = &[
             ("Throttling", "", 400, |e| matches!(e, CloudError::Transient(_))),
             ("ThrottlingException", "", 400, |e| matches!(e, CloudError::Transient(_))),
             ("RequestLimitExceeded", "", 503, |e| matches!(e, CloudError::Transient(_))),

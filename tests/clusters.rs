@@ -13,10 +13,15 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     let stack = Stack::start(300).await;
 
     // GIVEN a 1+2 cluster requested through the HTTP API
-    let (status, created) = stack.api("POST", "/clusters", Some(&stack::spec("edge-a", 1, 2))).await;
+    let (status, created) = stack
+        .api("POST", "/clusters", Some(&stack::spec("edge-a", 1, 2)))
+        .await;
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
-    let execution = created["execution_arn"].as_str().expect("execution arn").to_string();
+    let execution = created["execution_arn"]
+        .as_str()
+        .expect("execution arn")
+        .to_string();
 
     // WHEN the create execution ends
     let ended = stack.wait_execution(&execution, CREATE_TIMEOUT).await;
@@ -29,33 +34,73 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     assert_eq!(nodes.len(), 3);
     assert!(nodes.iter().all(|n| n["state"] == "ready"), "{record}");
     assert_eq!(nodes.iter().filter(|n| n["role"] == "worker").count(), 2);
-    let kubeconfig_parameter = record["kubeconfig_parameter"].as_str().expect("kubeconfig parameter");
+    let kubeconfig_parameter = record["kubeconfig_parameter"]
+        .as_str()
+        .expect("kubeconfig parameter");
     let output = ended.output.expect("output");
     assert_eq!(output["cluster_id"], id);
-    assert!(!output.to_string().contains("token"), "the output carries no secret: {output}");
+    assert!(
+        !output.to_string().contains("token"),
+        "the output carries no secret: {output}"
+    );
 
     // AND three instances carry the tags, IMDSv2 and an encrypted root volume
     let ec2 = stack.ec2();
-    let filter = aws_sdk_ec2::types::Filter::builder().name("tag:mecplane:cluster").values(&id).build();
-    let reservations = ec2.describe_instances().filters(filter.clone()).max_results(1000).send().await.unwrap();
-    let instances: Vec<_> = reservations.reservations().iter().flat_map(|r| r.instances().to_vec()).collect();
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:mecplane:cluster")
+        .values(&id)
+        .build();
+    let reservations = ec2
+        .describe_instances()
+        .filters(filter.clone())
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let instances: Vec<_> = reservations
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().to_vec())
+        .collect();
     assert_eq!(instances.len(), 3);
     for i in &instances {
-        let tags: std::collections::HashMap<_, _> = i.tags().iter().map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default())).collect();
+        let tags: std::collections::HashMap<_, _> = i
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default(), t.value().unwrap_or_default()))
+            .collect();
         assert_eq!(tags["mecplane:cluster"], id);
         assert_eq!(tags["mecplane:cluster-name"], "edge-a");
         assert!(["control-plane", "worker"].contains(&tags["mecplane:role"]));
         let metadata = i.metadata_options().expect("metadata options");
-        assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"), "IMDSv2");
+        assert_eq!(
+            metadata.http_tokens().map(|t| t.as_str()),
+            Some("required"),
+            "IMDSv2"
+        );
         for mapping in i.block_device_mappings() {
             let volume_id = mapping.ebs().and_then(|e| e.volume_id()).expect("volume");
-            let volume = ec2.describe_volumes().volume_ids(volume_id).send().await.unwrap();
-            assert_eq!(volume.volumes()[0].encrypted(), Some(true), "encrypted root volume");
+            let volume = ec2
+                .describe_volumes()
+                .volume_ids(volume_id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                volume.volumes()[0].encrypted(),
+                Some(true),
+                "encrypted root volume"
+            );
         }
     }
 
     // AND the security group opens nothing but the MicroK8s ports, 16443 only to the named CIDR, never 22
-    let groups = ec2.describe_security_groups().filters(filter).send().await.unwrap();
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(groups.security_groups().len(), 1);
     for p in groups.security_groups()[0].ip_permissions() {
         assert_ne!(p.from_port(), Some(22));
@@ -66,31 +111,72 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     }
 
     // AND the kubeconfig is a SecureString pointing at the first control plane's API
-    let param = stack.ssm().get_parameter().name(kubeconfig_parameter).with_decryption(true).send().await.unwrap();
+    let param = stack
+        .ssm()
+        .get_parameter()
+        .name(kubeconfig_parameter)
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
     let param = param.parameter().expect("parameter");
     assert_eq!(param.r#type().map(|t| t.as_str()), Some("SecureString"));
     assert!(param.value().unwrap_or_default().contains(":16443"));
-    let (status, kubeconfig) = stack.api("GET", &format!("/clusters/{id}/kubeconfig"), None).await;
+    let (status, kubeconfig) = stack
+        .api("GET", &format!("/clusters/{id}/kubeconfig"), None)
+        .await;
     assert_eq!(status, 200, "{kubeconfig}");
 
     // AND the events tell the story, stage by stage, without a secret
-    let (status, events) = stack.api("GET", &format!("/clusters/{id}/events"), None).await;
+    let (status, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
     assert_eq!(status, 200);
     let text = events.to_string();
-    for stage in ["register", "resolve-ami", "security-group", "launch-control-planes", "bootstrap", "join-workers", "verify", "store-kubeconfig", "activate"] {
-        assert!(text.contains(&format!("\"{stage}\"")), "no {stage} event in {text}");
+    for stage in [
+        "register",
+        "resolve-ami",
+        "security-group",
+        "launch-control-planes",
+        "bootstrap",
+        "join-workers",
+        "verify",
+        "store-kubeconfig",
+        "activate",
+    ] {
+        assert!(
+            text.contains(&format!("\"{stage}\"")),
+            "no {stage} event in {text}"
+        );
     }
-    let token = stack.ssm().get_parameter().name(format!("/mecplane/clusters/{id}/join-token")).with_decryption(true).send().await.unwrap();
-    let token = token.parameter().and_then(|p| p.value()).unwrap_or_default().to_string();
+    let token = stack
+        .ssm()
+        .get_parameter()
+        .name(format!("/mecplane/clusters/{id}/join-token"))
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap();
+    let token = token
+        .parameter()
+        .and_then(|p| p.value())
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(token.len(), 32);
     assert!(!text.contains(&token) && !record.to_string().contains(&token));
 
     // AND in the simulator every node is a Ready member, the workers joined with --worker
     let sim = stack.sim_instances().await;
-    let mine: Vec<_> = sim.iter().filter(|i| i["cluster_name"] == "edge-a").collect();
+    let mine: Vec<_> = sim
+        .iter()
+        .filter(|i| i["cluster_name"] == "edge-a")
+        .collect();
     assert_eq!(mine.len(), 3);
     let dump = serde_json::to_string(&mine).unwrap();
-    assert!(dump.contains("--worker"), "workers join with --worker: {dump}");
+    assert!(
+        dump.contains("--worker"),
+        "workers join with --worker: {dump}"
+    );
 
     // WHEN the cluster is deleted
     let (status, deleting) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
@@ -113,5 +199,8 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     // THEN nothing of it is left, and a second delete is harmless
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
     let again = stack.start_delete("delete-again", json!({"id": id})).await;
-    assert_eq!(stack.wait_execution(&again, CREATE_TIMEOUT).await.status, "SUCCEEDED");
+    assert_eq!(
+        stack.wait_execution(&again, CREATE_TIMEOUT).await.status,
+        "SUCCEEDED"
+    );
 }

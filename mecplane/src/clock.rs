@@ -5,7 +5,9 @@ use time::OffsetDateTime;
 
 /// Now, as RFC 3339 UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// Now, in seconds since the epoch.

@@ -121,18 +121,25 @@ impl From<CloudError> for StageError {
     fn from(e: CloudError) -> Self {
         match e {
             CloudError::Transient(m) => StageError::Transient(m),
-            CloudError::AgentNotReady(m) => StageError::Transient(format!("SSM agent not ready: {m}")),
+            CloudError::AgentNotReady(m) => {
+                StageError::Transient(format!("SSM agent not ready: {m}"))
+            }
             CloudError::ConditionFailed => StageError::RecordConflict,
             CloudError::InsufficientCapacity(m) => StageError::InsufficientCapacity(m),
             CloudError::DependencyViolation(m) => StageError::DependencyViolation(m),
-            e @ (CloudError::NotFound(_) | CloudError::Rejected(_) | CloudError::Other(_)) => StageError::Cloud(e.to_string()),
+            e @ (CloudError::NotFound(_) | CloudError::Rejected(_) | CloudError::Other(_)) => {
+                StageError::Cloud(e.to_string())
+            }
         }
     }
 }
 
 impl From<StageError> for Diagnostic {
     fn from(e: StageError) -> Self {
-        Diagnostic { error_type: e.name().into(), error_message: e.to_string() }
+        Diagnostic {
+            error_type: e.name().into(),
+            error_message: e.to_string(),
+        }
     }
 }
 
@@ -143,7 +150,10 @@ mod tests {
     #[test]
     fn every_variant_name_is_listed_once() {
         let samples = [
-            StageError::Validation(ValidationError { field: "f".into(), message: "m".into() }),
+            StageError::Validation(ValidationError {
+                field: "f".into(),
+                message: "m".into(),
+            }),
             StageError::NameTaken("a".into()),
             StageError::ClusterNotFound("a".into()),
             StageError::InvalidState("a".into()),
@@ -181,7 +191,12 @@ mod asl_tests {
             serde_json::Value::Object(map) => {
                 for (k, v) in map {
                     if k == "ErrorEquals" {
-                        for name in v.as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
+                        for name in v
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|n| n.as_str())
+                        {
                             out.insert(name.to_string());
                         }
                     } else {
@@ -215,7 +230,10 @@ mod asl_tests {
             .collect();
         assert!(!ours.is_empty());
         for name in &ours {
-            assert!(StageError::NAMES.contains(&name.as_str()), "the ASL matches {name}, which no stage emits");
+            assert!(
+                StageError::NAMES.contains(&name.as_str()),
+                "the ASL matches {name}, which no stage emits"
+            );
         }
     }
 
@@ -223,10 +241,16 @@ mod asl_tests {
     fn retried_errors_are_retried_and_permanent_ones_are_not() {
         let names = asl_names();
         for retried in ["Transient", "RecordConflict", "DependencyViolation"] {
-            assert!(names.contains(retried), "{retried} must be retried by the state machines");
+            assert!(
+                names.contains(retried),
+                "{retried} must be retried by the state machines"
+            );
         }
         for permanent in ["InsufficientCapacity", "ValidationError", "NameTaken"] {
-            assert!(!names.contains(permanent), "{permanent} must not be retried");
+            assert!(
+                !names.contains(permanent),
+                "{permanent} must not be retried"
+            );
         }
     }
 }

@@ -75,7 +75,10 @@ impl FakeCloud {
     /// running instance Ready, and `kubeconfig`, which prints a small kubeconfig.
     pub fn new() -> Self {
         let responder: Responder = Arc::new(|cmd, instances| default_outcome(cmd, instances));
-        FakeCloud { state: Arc::default(), responder: Arc::new(Mutex::new(responder)) }
+        FakeCloud {
+            state: Arc::default(),
+            responder: Arc::new(Mutex::new(responder)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CloudState> {
@@ -83,7 +86,10 @@ impl FakeCloud {
     }
 
     /// Chooses the outcome of every later command.
-    pub fn respond_with(&self, f: impl Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Send + Sync + 'static) {
+    pub fn respond_with(
+        &self,
+        f: impl Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Send + Sync + 'static,
+    ) {
         *self.responder.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(f);
     }
 
@@ -109,7 +115,12 @@ impl FakeCloud {
 
     /// Sets an instance's EC2 state.
     pub fn set_state(&self, instance_id: &str, state: InstanceState) {
-        for i in self.lock().instances.iter_mut().filter(|i| i.instance.instance_id == instance_id) {
+        for i in self
+            .lock()
+            .instances
+            .iter_mut()
+            .filter(|i| i.instance.instance_id == instance_id)
+        {
             i.instance.state = state;
         }
     }
@@ -120,7 +131,10 @@ impl FakeCloud {
 
     /// Instances not terminated.
     pub fn live_instances(&self) -> Vec<FakeInstance> {
-        self.instances().into_iter().filter(|i| !i.instance.state.is_gone()).collect()
+        self.instances()
+            .into_iter()
+            .filter(|i| !i.instance.state.is_gone())
+            .collect()
     }
 
     pub fn commands(&self) -> Vec<FakeCommand> {
@@ -129,7 +143,10 @@ impl FakeCloud {
 
     /// Commands of one script, in the order sent.
     pub fn commands_of(&self, script: &str) -> Vec<FakeCommand> {
-        self.commands().into_iter().filter(|c| c.script == script).collect()
+        self.commands()
+            .into_iter()
+            .filter(|c| c.script == script)
+            .collect()
     }
 
     /// Security groups: id → (cluster id, rules).
@@ -144,7 +161,9 @@ impl FakeCloud {
 
     /// Puts a plain parameter (an AMI id, as AWS publishes them).
     pub fn put_public(&self, name: &str, value: &str) {
-        self.lock().parameters.insert(name.into(), (value.into(), false));
+        self.lock()
+            .parameters
+            .insert(name.into(), (value.into(), false));
     }
 
     fn id(&self, prefix: &str) -> String {
@@ -183,7 +202,13 @@ pub fn default_outcome(cmd: &FakeCommand, instances: &[FakeInstance]) -> Command
 #[async_trait]
 impl Instances for FakeCloud {
     async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError> {
-        Ok(self.lock().instances.iter().filter(|i| i.cluster_id == cluster_id).map(|i| i.instance.clone()).collect())
+        Ok(self
+            .lock()
+            .instances
+            .iter()
+            .filter(|i| i.cluster_id == cluster_id)
+            .map(|i| i.instance.clone())
+            .collect())
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
@@ -196,7 +221,10 @@ impl Instances for FakeCloud {
             let n = self.lock().next_id;
             let mut tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
             tags.insert(resources::TAG_CLUSTER.into(), request.cluster_id.clone());
-            tags.insert(resources::TAG_CLUSTER_NAME.into(), request.cluster_name.clone());
+            tags.insert(
+                resources::TAG_CLUSTER_NAME.into(),
+                request.cluster_name.clone(),
+            );
             tags.insert(resources::TAG_ROLE.into(), request.role.as_str().into());
             let instance = Instance {
                 instance_id: id.clone(),
@@ -208,7 +236,12 @@ impl Instances for FakeCloud {
                 private_dns: Some(format!("ip-{id}.ec2.internal")),
             };
             launched.push(instance.clone());
-            self.lock().instances.push(FakeInstance { instance, cluster_id: request.cluster_id.clone(), tags, request: request.clone() });
+            self.lock().instances.push(FakeInstance {
+                instance,
+                cluster_id: request.cluster_id.clone(),
+                tags,
+                request: request.clone(),
+            });
         }
         Ok(launched)
     }
@@ -230,7 +263,12 @@ impl Instances for FakeCloud {
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {
-        for i in self.lock().instances.iter_mut().filter(|i| instance_ids.contains(&i.instance.instance_id)) {
+        for i in self
+            .lock()
+            .instances
+            .iter_mut()
+            .filter(|i| instance_ids.contains(&i.instance.instance_id))
+        {
             i.instance.state = InstanceState::Terminated;
         }
         Ok(())
@@ -240,24 +278,45 @@ impl Instances for FakeCloud {
 #[async_trait]
 impl SecurityGroups for FakeCloud {
     async fn find_group(&self, cluster_id: &str) -> Result<Option<String>, CloudError> {
-        Ok(self.lock().groups.iter().find(|(_, (c, _))| c == cluster_id).map(|(id, _)| id.clone()))
+        Ok(self
+            .lock()
+            .groups
+            .iter()
+            .find(|(_, (c, _))| c == cluster_id)
+            .map(|(id, _)| id.clone()))
     }
 
-    async fn create_group(&self, cluster_id: &str, _name: &str, _subnet: Option<&str>) -> Result<String, CloudError> {
+    async fn create_group(
+        &self,
+        cluster_id: &str,
+        _name: &str,
+        _subnet: Option<&str>,
+    ) -> Result<String, CloudError> {
         let id = self.id("sg");
-        self.lock().groups.insert(id.clone(), (cluster_id.into(), Vec::new()));
+        self.lock()
+            .groups
+            .insert(id.clone(), (cluster_id.into(), Vec::new()));
         Ok(id)
     }
 
     async fn ingress(&self, group_id: &str) -> Result<Vec<IngressRule>, CloudError> {
-        self.lock().groups.get(group_id).map(|(_, r)| r.clone()).ok_or_else(|| CloudError::NotFound(group_id.into()))
+        self.lock()
+            .groups
+            .get(group_id)
+            .map(|(_, r)| r.clone())
+            .ok_or_else(|| CloudError::NotFound(group_id.into()))
     }
 
     async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
         let mut s = self.lock();
-        let (_, existing) = s.groups.get_mut(group_id).ok_or_else(|| CloudError::NotFound(group_id.into()))?;
+        let (_, existing) = s
+            .groups
+            .get_mut(group_id)
+            .ok_or_else(|| CloudError::NotFound(group_id.into()))?;
         for rule in rules {
-            if !existing.iter().any(|r| r.protocol == rule.protocol && r.port == rule.port && r.source == rule.source) {
+            if !existing.iter().any(|r| {
+                r.protocol == rule.protocol && r.port == rule.port && r.source == rule.source
+            }) {
                 existing.push(rule.clone());
             }
         }
@@ -271,8 +330,13 @@ impl SecurityGroups for FakeCloud {
         }
         if let Some((cluster, _)) = s.groups.get(group_id) {
             let cluster = cluster.clone();
-            if s.instances.iter().any(|i| i.cluster_id == cluster && !i.instance.state.is_gone()) {
-                return Err(CloudError::DependencyViolation(format!("{group_id} has instances")));
+            if s.instances
+                .iter()
+                .any(|i| i.cluster_id == cluster && !i.instance.state.is_gone())
+            {
+                return Err(CloudError::DependencyViolation(format!(
+                    "{group_id} has instances"
+                )));
             }
         }
         s.groups.remove(group_id);
@@ -288,13 +352,21 @@ impl NodeCommands for FakeCloud {
             .iter()
             .filter(|id| {
                 !s.offline.contains(*id)
-                    && s.instances.iter().any(|i| &i.instance.instance_id == *id && i.instance.state == InstanceState::Running)
+                    && s.instances.iter().any(|i| {
+                        &i.instance.instance_id == *id && i.instance.state == InstanceState::Running
+                    })
             })
             .cloned()
             .collect())
     }
 
-    async fn send(&self, instance_id: &str, script: &str, comment: &str, _timeout: u32) -> Result<String, CloudError> {
+    async fn send(
+        &self,
+        instance_id: &str,
+        script: &str,
+        comment: &str,
+        _timeout: u32,
+    ) -> Result<String, CloudError> {
         if self.online(&[instance_id.to_string()]).await?.is_empty() {
             return Err(CloudError::AgentNotReady(instance_id.into()));
         }
@@ -307,7 +379,6 @@ impl NodeCommands for FakeCloud {
             text: script.into(),
             status: CommandStatus::Running,
         };
-        cmd.status = CommandStatus::Running;
         self.lock().commands.push(cmd);
         Ok(command_id)
     }
@@ -319,13 +390,20 @@ impl NodeCommands for FakeCloud {
             .iter()
             .rev()
             .filter(|c| c.instance_id == instance_id)
-            .map(|c| SentCommand { command_id: c.command_id.clone(), comment: c.comment.clone() })
+            .map(|c| SentCommand {
+                command_id: c.command_id.clone(),
+                comment: c.comment.clone(),
+            })
             .collect())
     }
 
     /// A command's outcome is decided by the responder when it is first polled, and kept once
     /// it is no longer running.
-    async fn status(&self, command_id: &str, instance_id: &str) -> Result<CommandStatus, CloudError> {
+    async fn status(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<CommandStatus, CloudError> {
         let cmd = self
             .lock()
             .commands
@@ -336,9 +414,18 @@ impl NodeCommands for FakeCloud {
         if cmd.status != CommandStatus::Running {
             return Ok(cmd.status);
         }
-        let responder = self.responder.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let responder = self
+            .responder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let status = responder(&cmd, &self.instances());
-        for c in self.lock().commands.iter_mut().filter(|c| c.command_id == command_id) {
+        for c in self
+            .lock()
+            .commands
+            .iter_mut()
+            .filter(|c| c.command_id == command_id)
+        {
             c.status = status.clone();
         }
         Ok(status)
@@ -356,7 +443,9 @@ impl Parameters for FakeCloud {
     }
 
     async fn put_secret(&self, name: &str, value: &str) -> Result<(), CloudError> {
-        self.lock().parameters.insert(name.into(), (value.into(), true));
+        self.lock()
+            .parameters
+            .insert(name.into(), (value.into(), true));
         Ok(())
     }
 
@@ -439,16 +528,24 @@ impl ClusterStore for FakeStore {
         let mut written = record.clone();
         written.version += 1;
         written.updated_at = crate::clock::now_rfc3339();
-        if written.status == Status::Deleted && s.names.get(&written.spec.name) == Some(&written.id) {
+        if written.status == Status::Deleted && s.names.get(&written.spec.name) == Some(&written.id)
+        {
             s.names.remove(&written.spec.name);
         }
         s.records.insert(written.id.clone(), written.clone());
         Ok(written)
     }
 
-    async fn list(&self, filter: &ListFilter, next_token: Option<&str>, limit: u32) -> Result<RecordPage, CloudError> {
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        next_token: Option<&str>,
+        limit: u32,
+    ) -> Result<RecordPage, CloudError> {
         let start: usize = match next_token {
-            Some(t) => t.parse().map_err(|_| CloudError::Rejected("malformed next_token".into()))?,
+            Some(t) => t
+                .parse()
+                .map_err(|_| CloudError::Rejected("malformed next_token".into()))?,
             None => 0,
         };
         let mut all: Vec<ClusterRecord> = self
@@ -463,7 +560,10 @@ impl ClusterStore for FakeStore {
         let end = (start + limit as usize).min(all.len());
         let records = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
         let next_token = (end < all.len()).then(|| end.to_string());
-        Ok(RecordPage { records, next_token })
+        Ok(RecordPage {
+            records,
+            next_token,
+        })
     }
 
     async fn append_event(&self, event: &Event) -> Result<(), CloudError> {
@@ -472,15 +572,30 @@ impl ClusterStore for FakeStore {
     }
 
     async fn events(&self, cluster_id: &str) -> Result<Vec<Event>, CloudError> {
-        Ok(self.lock().events.iter().filter(|e| e.cluster_id == cluster_id).cloned().collect())
+        Ok(self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.cluster_id == cluster_id)
+            .cloned()
+            .collect())
     }
 
-    async fn claim_key(&self, key: &str, cluster_id: &str, request_hash: &str) -> Result<KeyClaim, CloudError> {
+    async fn claim_key(
+        &self,
+        key: &str,
+        cluster_id: &str,
+        request_hash: &str,
+    ) -> Result<KeyClaim, CloudError> {
         let mut s = self.lock();
         if let Some((id, hash)) = s.keys.get(key) {
-            return Ok(KeyClaim::Existing { cluster_id: id.clone(), request_hash: hash.clone() });
+            return Ok(KeyClaim::Existing {
+                cluster_id: id.clone(),
+                request_hash: hash.clone(),
+            });
         }
-        s.keys.insert(key.into(), (cluster_id.into(), request_hash.into()));
+        s.keys
+            .insert(key.into(), (cluster_id.into(), request_hash.into()));
         Ok(KeyClaim::Claimed)
     }
 }
@@ -503,12 +618,21 @@ pub struct FakeExecutions {
 
 impl FakeExecutions {
     pub fn started(&self) -> Vec<FakeExecution> {
-        self.started.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sets an execution's status.
     pub fn set_status(&self, arn: &str, status: ExecutionStatus) {
-        for e in self.started.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().filter(|e| e.arn == arn) {
+        for e in self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+            .filter(|e| e.arn == arn)
+        {
             e.status = status.clone();
         }
     }
@@ -516,11 +640,21 @@ impl FakeExecutions {
 
 #[async_trait]
 impl Executions for FakeExecutions {
-    async fn start(&self, state_machine_arn: &str, name: &str, input: &str) -> Result<String, CloudError> {
+    async fn start(
+        &self,
+        state_machine_arn: &str,
+        name: &str,
+        input: &str,
+    ) -> Result<String, CloudError> {
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = started.iter().find(|e| e.state_machine_arn == state_machine_arn && e.name == name) {
+        if let Some(e) = started
+            .iter()
+            .find(|e| e.state_machine_arn == state_machine_arn && e.name == name)
+        {
             if e.input != input {
-                return Err(CloudError::Rejected(format!("ExecutionAlreadyExists: {name}")));
+                return Err(CloudError::Rejected(format!(
+                    "ExecutionAlreadyExists: {name}"
+                )));
             }
             return Ok(e.arn.clone());
         }

@@ -27,7 +27,8 @@ impl StageConfig {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Ok(StageConfig {
             table: var("MECPLANE_TABLE").ok_or("MECPLANE_TABLE is not set")?,
-            node_instance_profile: var("MECPLANE_NODE_INSTANCE_PROFILE").unwrap_or_else(|| "mecplane-node".into()),
+            node_instance_profile: var("MECPLANE_NODE_INSTANCE_PROFILE")
+                .unwrap_or_else(|| "mecplane-node".into()),
             ami_parameter_prefix: var("MECPLANE_AMI_PARAMETER_PREFIX")
                 .unwrap_or_else(|| DEFAULT_AMI_PARAMETER_PREFIX.into())
                 .trim_end_matches('/')
@@ -47,8 +48,12 @@ where
     Fut: std::future::Future<Output = Result<O, crate::StageError>>,
 {
     let stage = &stage;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<I>| async move {
-        stage(event.payload).await.inspect_err(|e| tracing::warn!(error_type = e.name(), "stage failed: {e}"))
-    }))
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<I>| async move {
+            stage(event.payload)
+                .await
+                .inspect_err(|e| tracing::warn!(error_type = e.name(), "stage failed: {e}"))
+        },
+    ))
     .await
 }

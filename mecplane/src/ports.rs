@@ -47,7 +47,10 @@ impl InstanceState {
 
     /// Gone or going away for good.
     pub fn is_gone(self) -> bool {
-        matches!(self, InstanceState::ShuttingDown | InstanceState::Terminated)
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
     }
 }
 
@@ -130,7 +133,12 @@ pub enum CommandStatus {
     /// Exit 0, with the (possibly cut) standard output.
     Success { stdout: String },
     /// Finished otherwise.
-    Failed { status: String, exit_code: i32, stdout: String, stderr: String },
+    Failed {
+        status: String,
+        exit_code: i32,
+        stdout: String,
+        stderr: String,
+    },
     /// The execution timeout passed.
     TimedOut,
 }
@@ -149,11 +157,21 @@ pub trait NodeCommands: Send + Sync {
     async fn online(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError>;
     /// Sends `script` to one instance through `AWS-RunShellScript`. `comment` is the idempotency
     /// key (at most 100 characters, never a secret).
-    async fn send(&self, instance_id: &str, script: &str, comment: &str, timeout_seconds: u32) -> Result<String, CloudError>;
+    async fn send(
+        &self,
+        instance_id: &str,
+        script: &str,
+        comment: &str,
+        timeout_seconds: u32,
+    ) -> Result<String, CloudError>;
     /// Commands recently sent to the instance, newest first.
     async fn sent(&self, instance_id: &str) -> Result<Vec<SentCommand>, CloudError>;
     /// The command's status on the instance.
-    async fn status(&self, command_id: &str, instance_id: &str) -> Result<CommandStatus, CloudError>;
+    async fn status(
+        &self,
+        command_id: &str,
+        instance_id: &str,
+    ) -> Result<CommandStatus, CloudError>;
 }
 
 /// SSM Parameter Store.
@@ -190,7 +208,10 @@ pub enum KeyClaim {
     /// The key is new and now belongs to this request.
     Claimed,
     /// The key was used before for `cluster_id` with a request whose hash was `request_hash`.
-    Existing { cluster_id: String, request_hash: String },
+    Existing {
+        cluster_id: String,
+        request_hash: String,
+    },
 }
 
 /// The cluster records and their events (DynamoDB). Every write is conditional.
@@ -206,12 +227,22 @@ pub trait ClusterStore: Send + Sync {
     /// (`ConditionFailed` otherwise) and returns what was written. Moving to `DELETED` releases the name.
     async fn update(&self, record: &ClusterRecord) -> Result<ClusterRecord, CloudError>;
     /// Newest first, filtered, paginated.
-    async fn list(&self, filter: &ListFilter, next_token: Option<&str>, limit: u32) -> Result<RecordPage, CloudError>;
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        next_token: Option<&str>,
+        limit: u32,
+    ) -> Result<RecordPage, CloudError>;
     async fn append_event(&self, event: &Event) -> Result<(), CloudError>;
     /// A cluster's events, oldest first.
     async fn events(&self, cluster_id: &str) -> Result<Vec<Event>, CloudError>;
     /// Claims an API idempotency key for a cluster (conditional put).
-    async fn claim_key(&self, key: &str, cluster_id: &str, request_hash: &str) -> Result<KeyClaim, CloudError>;
+    async fn claim_key(
+        &self,
+        key: &str,
+        cluster_id: &str,
+        request_hash: &str,
+    ) -> Result<KeyClaim, CloudError>;
 }
 
 /// The state of a Step Functions execution.
@@ -229,6 +260,11 @@ pub enum ExecutionStatus {
 pub trait Executions: Send + Sync {
     /// Starts a named execution and returns its ARN. Starting the same name with the same input
     /// again returns the first execution's ARN (as Step Functions does while it runs, and also after).
-    async fn start(&self, state_machine_arn: &str, name: &str, input: &str) -> Result<String, CloudError>;
+    async fn start(
+        &self,
+        state_machine_arn: &str,
+        name: &str,
+        input: &str,
+    ) -> Result<String, CloudError>;
     async fn status(&self, execution_arn: &str) -> Result<ExecutionStatus, CloudError>;
 }

@@ -18,7 +18,13 @@ pub enum Status {
 
 impl Status {
     /// Every status, for listings and validation.
-    pub const ALL: [Status; 5] = [Status::Creating, Status::Active, Status::Failed, Status::Deleting, Status::Deleted];
+    pub const ALL: [Status; 5] = [
+        Status::Creating,
+        Status::Active,
+        Status::Failed,
+        Status::Deleting,
+        Status::Deleted,
+    ];
 
     /// The name stored and shown (`ACTIVE`).
     pub fn as_str(self) -> &'static str {
@@ -43,7 +49,11 @@ impl Status {
         self == next
             || matches!(
                 (self, next),
-                (Creating, Active) | (Creating, Failed) | (Active, Deleting) | (Failed, Deleting) | (Deleting, Deleted)
+                (Creating, Active)
+                    | (Creating, Failed)
+                    | (Active, Deleting)
+                    | (Failed, Deleting)
+                    | (Deleting, Deleted)
             )
     }
 
@@ -179,7 +189,11 @@ impl ClusterRecord {
 
     /// Records an instance, or updates the one already recorded with the same id.
     pub fn upsert_node(&mut self, node: Node) {
-        match self.nodes.iter_mut().find(|n| n.instance_id == node.instance_id) {
+        match self
+            .nodes
+            .iter_mut()
+            .find(|n| n.instance_id == node.instance_id)
+        {
             Some(existing) => *existing = node,
             None => {
                 self.nodes.push(node);
@@ -240,8 +254,14 @@ mod tests {
         for from in Status::ALL {
             for to in Status::ALL {
                 let expected = from == to
-                    || [(Creating, Active), (Creating, Failed), (Active, Deleting), (Failed, Deleting), (Deleting, Deleted)]
-                        .contains(&(from, to));
+                    || [
+                        (Creating, Active),
+                        (Creating, Failed),
+                        (Active, Deleting),
+                        (Failed, Deleting),
+                        (Deleting, Deleted),
+                    ]
+                    .contains(&(from, to));
                 assert_eq!(from.can_become(to), expected, "{from} -> {to}");
             }
         }
@@ -253,7 +273,10 @@ mod tests {
     fn roles_round_trip() {
         for role in [Role::ControlPlane, Role::Worker] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
-            assert_eq!(serde_json::to_string(&role).unwrap(), format!("\"{}\"", role.as_str()));
+            assert_eq!(
+                serde_json::to_string(&role).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
         }
     }
 }

@@ -42,7 +42,10 @@ pub fn kubeconfig_parameter(cluster_id: &str) -> String {
 
 /// Every parameter a cluster may own (what teardown deletes).
 pub fn cluster_parameters(cluster_id: &str) -> Vec<String> {
-    vec![join_token_parameter(cluster_id), kubeconfig_parameter(cluster_id)]
+    vec![
+        join_token_parameter(cluster_id),
+        kubeconfig_parameter(cluster_id),
+    ]
 }
 
 /// A new random cluster id: `c-` and 16 lowercase hex characters.
@@ -66,11 +69,18 @@ pub fn cluster_id_from_seed(seed: &str) -> String {
 pub fn is_cluster_id(id: &str) -> bool {
     id.len() == 18
         && id.starts_with("c-")
-        && id[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The standard tags of a node.
-pub fn node_tags(cluster_id: &str, cluster_name: &str, role: Role, index: u32) -> Vec<(String, String)> {
+pub fn node_tags(
+    cluster_id: &str,
+    cluster_name: &str,
+    role: Role,
+    index: u32,
+) -> Vec<(String, String)> {
     vec![
         (TAG_CLUSTER.into(), cluster_id.into()),
         (TAG_CLUSTER_NAME.into(), cluster_name.into()),
@@ -89,8 +99,14 @@ mod tests {
         assert!(is_cluster_id(&new_cluster_id()));
         let seeded = cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:e");
         assert!(is_cluster_id(&seeded));
-        assert_eq!(seeded, cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:e"));
-        assert_ne!(seeded, cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:f"));
+        assert_eq!(
+            seeded,
+            cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:e")
+        );
+        assert_ne!(
+            seeded,
+            cluster_id_from_seed("arn:aws:states:us-east-1:1:execution:m:f")
+        );
         assert!(!is_cluster_id("c-XYZ"));
         assert!(!is_cluster_id("edge-1"));
     }
@@ -99,7 +115,10 @@ mod tests {
     fn names_follow_the_contract() {
         assert_eq!(node_name("edge", Role::ControlPlane, 0), "edge-cp-0");
         assert_eq!(node_name("edge", Role::Worker, 3), "edge-worker-3");
-        assert_eq!(join_token_parameter("c-1"), "/mecplane/clusters/c-1/join-token");
+        assert_eq!(
+            join_token_parameter("c-1"),
+            "/mecplane/clusters/c-1/join-token"
+        );
         assert_eq!(security_group_name("c-1"), "mecplane-c-1");
     }
 }

@@ -60,7 +60,10 @@ pub fn shell_quote(value: &str) -> String {
 
 /// The `key=value` pairs of the last `MECPLANE_RESULT` line, if the script printed one.
 pub fn result_of(stdout: &str) -> Option<BTreeMap<String, String>> {
-    let line = stdout.lines().rev().find_map(|l| l.trim().strip_prefix("MECPLANE_RESULT"))?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("MECPLANE_RESULT"))?;
     Some(
         line.split_whitespace()
             .filter_map(|kv| kv.split_once('='))
@@ -118,8 +121,19 @@ mod tests {
 
     #[test]
     fn every_script_declares_its_name() {
-        for s in [Script::Bootstrap, Script::IssueToken, Script::Join, Script::Verify, Script::Kubeconfig] {
-            assert!(s.body().contains(&format!("# mecplane-script: {}\n", s.name())), "{}", s.name());
+        for s in [
+            Script::Bootstrap,
+            Script::IssueToken,
+            Script::Join,
+            Script::Verify,
+            Script::Kubeconfig,
+        ] {
+            assert!(
+                s.body()
+                    .contains(&format!("# mecplane-script: {}\n", s.name())),
+                "{}",
+                s.name()
+            );
         }
     }
 
@@ -142,7 +156,10 @@ mod tests {
         assert!(nodes[0].ready && !nodes[1].ready);
         assert_eq!(nodes[1].role, "worker");
         assert_eq!(result_of("no result"), None);
-        assert_eq!(payload_of("a: 1\nMECPLANE_RESULT kubeconfig=ok\n"), "a: 1\n");
+        assert_eq!(
+            payload_of("a: 1\nMECPLANE_RESULT kubeconfig=ok\n"),
+            "a: 1\n"
+        );
         assert_eq!(tail("a\n\nb\nc\n", 2), "b | c");
     }
 }

@@ -99,7 +99,12 @@ impl Policy {
         Policy {
             default_region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
             allowed_regions: var("MECPLANE_ALLOWED_REGIONS")
-                .map(|v| v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(|r| r.trim().to_string())
+                        .filter(|r| !r.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             default_instance_type: var("MECPLANE_DEFAULT_INSTANCE_TYPE")
                 .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
@@ -127,36 +132,63 @@ pub struct ValidationError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidationError {
-    ValidationError { field: field.into(), message: message.into() }
+    ValidationError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 impl ClusterRequest {
     /// Checks every field and fills in the defaults.
     pub fn validate(&self, policy: &Policy) -> Result<ClusterSpec, ValidationError> {
-        let name = self.name.clone().ok_or_else(|| invalid("name", "is required"))?;
+        let name = self
+            .name
+            .clone()
+            .ok_or_else(|| invalid("name", "is required"))?;
         validate_name(&name)?;
 
-        let region = self.region.clone().unwrap_or_else(|| policy.default_region.clone());
+        let region = self
+            .region
+            .clone()
+            .unwrap_or_else(|| policy.default_region.clone());
         validate_region(&region, policy)?;
 
         let control_planes = self.control_planes.unwrap_or(1);
         if !CONTROL_PLANE_COUNTS.contains(&control_planes) {
-            return Err(invalid("control_planes", "must be 1, or 3 for high availability"));
+            return Err(invalid(
+                "control_planes",
+                "must be 1, or 3 for high availability",
+            ));
         }
         let workers = self.workers.unwrap_or(0);
         if workers > MAX_WORKERS {
-            return Err(invalid("workers", format!("must be between 0 and {MAX_WORKERS}")));
+            return Err(invalid(
+                "workers",
+                format!("must be between 0 and {MAX_WORKERS}"),
+            ));
         }
 
-        let instance_type = self.instance_type.clone().unwrap_or_else(|| policy.default_instance_type.clone());
+        let instance_type = self
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| policy.default_instance_type.clone());
         let arch = instance_arch(&instance_type).map_err(|m| invalid("instance_type", m))?;
 
-        let ubuntu_release = self.ubuntu_release.clone().unwrap_or_else(|| DEFAULT_UBUNTU_RELEASE.into());
+        let ubuntu_release = self
+            .ubuntu_release
+            .clone()
+            .unwrap_or_else(|| DEFAULT_UBUNTU_RELEASE.into());
         if !UBUNTU_RELEASES.contains(&ubuntu_release.as_str()) {
-            return Err(invalid("ubuntu_release", format!("must be one of {}", UBUNTU_RELEASES.join(", "))));
+            return Err(invalid(
+                "ubuntu_release",
+                format!("must be one of {}", UBUNTU_RELEASES.join(", ")),
+            ));
         }
 
-        let microk8s_channel = self.microk8s_channel.clone().unwrap_or_else(|| microk8s::DEFAULT_CHANNEL.into());
+        let microk8s_channel = self
+            .microk8s_channel
+            .clone()
+            .unwrap_or_else(|| microk8s::DEFAULT_CHANNEL.into());
         if microk8s::channel_minor(&microk8s_channel).is_none() {
             return Err(invalid(
                 "microk8s_channel",
@@ -174,11 +206,21 @@ impl ClusterRequest {
         }
         for (i, addon) in addons.iter().enumerate() {
             let field = format!("addons[{i}]");
-            if addon.is_empty() || !addon.bytes().all(|b| b.is_ascii_alphanumeric() || b"-:.,/".contains(&b)) {
-                return Err(invalid(field, "must be an add-on name, optionally with :arguments"));
+            if addon.is_empty()
+                || !addon
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-:.,/".contains(&b))
+            {
+                return Err(invalid(
+                    field,
+                    "must be an add-on name, optionally with :arguments",
+                ));
             }
             if !microk8s::addon_available(addon, arch) {
-                return Err(invalid(field, format!("'{addon}' is not a MicroK8s add-on on {}", arch.as_str())));
+                return Err(invalid(
+                    field,
+                    format!("'{addon}' is not a MicroK8s add-on on {}", arch.as_str()),
+                ));
             }
             if addons[..i].contains(addon) {
                 return Err(invalid(field, format!("'{addon}' is listed twice")));
@@ -188,7 +230,10 @@ impl ClusterRequest {
         if let Some(subnet) = &self.subnet_id {
             let hex = subnet.strip_prefix("subnet-").unwrap_or("");
             if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid("subnet_id", "must look like subnet-0123456789abcdef0"));
+                return Err(invalid(
+                    "subnet_id",
+                    "must look like subnet-0123456789abcdef0",
+                ));
             }
         }
 
@@ -215,8 +260,14 @@ impl ClusterRequest {
                 return Err(invalid(field, "a tag key has 1 to 128 characters"));
             }
             let lower = key.to_ascii_lowercase();
-            if lower.starts_with("aws:") || lower.starts_with("mecplane:") || key == crate::resources::TAG_NAME {
-                return Err(invalid(field, "keys starting with aws: or mecplane:, and Name, are reserved"));
+            if lower.starts_with("aws:")
+                || lower.starts_with("mecplane:")
+                || key == crate::resources::TAG_NAME
+            {
+                return Err(invalid(
+                    field,
+                    "keys starting with aws: or mecplane:, and Name, are reserved",
+                ));
             }
             if value.len() > 256 {
                 return Err(invalid(field, "a tag value has at most 256 characters"));
@@ -224,8 +275,12 @@ impl ClusterRequest {
         }
 
         if let Some(token) = &self.client_token {
-            if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid("client_token", "must be 1 to 64 printable characters"));
+            if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(invalid(
+                    "client_token",
+                    "must be 1 to 64 printable characters",
+                ));
             }
         }
 
@@ -254,7 +309,9 @@ pub fn validate_name(name: &str) -> Result<(), ValidationError> {
         && name.len() <= MAX_NAME_LEN
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && !name.ends_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -269,13 +326,19 @@ fn validate_region(region: &str, policy: &Policy) -> Result<(), ValidationError>
     let parts: Vec<&str> = region.split('-').collect();
     let shaped = (3..=4).contains(&parts.len())
         && parts[0].len() == 2
-        && parts.iter().take(parts.len() - 1).all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .iter()
+            .take(parts.len() - 1)
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
         && parts[parts.len() - 1].parse::<u8>().is_ok();
     if !shaped {
         return Err(invalid("region", "must be an AWS region such as eu-west-1"));
     }
     if !policy.allowed_regions.is_empty() && !policy.allowed_regions.iter().any(|r| r == region) {
-        return Err(invalid("region", format!("must be one of {}", policy.allowed_regions.join(", "))));
+        return Err(invalid(
+            "region",
+            format!("must be one of {}", policy.allowed_regions.join(", ")),
+        ));
     }
     Ok(())
 }
@@ -287,13 +350,17 @@ pub fn instance_arch(instance_type: &str) -> Result<Arch, String> {
     let (family, size) = instance_type.split_once('.').ok_or(shape)?;
     let letters_end = family.find(|c: char| c.is_ascii_digit()).ok_or(shape)?;
     let (prefix, rest) = family.split_at(letters_end);
-    let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let digits_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let suffix = &rest[digits_end..];
     let well_formed = !prefix.is_empty()
         && prefix.bytes().all(|b| b.is_ascii_lowercase())
         && suffix.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
         && !size.is_empty()
-        && size.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && size
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !well_formed {
         return Err(shape.into());
     }
@@ -317,7 +384,10 @@ fn validate_cidr(cidr: &str) -> Result<(), String> {
     }
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     if u32::from(addr) & !mask != 0 {
-        return Err(format!("has host bits set: did you mean {}/{len}?", Ipv4Addr::from(u32::from(addr) & mask)));
+        return Err(format!(
+            "has host bits set: did you mean {}/{len}?",
+            Ipv4Addr::from(u32::from(addr) & mask)
+        ));
     }
     Ok(())
 }
@@ -327,7 +397,10 @@ mod tests {
     use super::*;
 
     fn request(name: &str) -> ClusterRequest {
-        ClusterRequest { name: Some(name.into()), ..Default::default() }
+        ClusterRequest {
+            name: Some(name.into()),
+            ..Default::default()
+        }
     }
 
     fn field_of(req: ClusterRequest) -> String {
@@ -354,45 +427,141 @@ mod tests {
         assert_eq!(field_of(request("Edge")), "name");
         assert_eq!(field_of(request("edge-")), "name");
         assert_eq!(field_of(request(&"a".repeat(41))), "name");
-        assert_eq!(field_of(ClusterRequest { region: Some("mars".into()), ..request("a") }), "region");
-        assert_eq!(field_of(ClusterRequest { control_planes: Some(2), ..request("a") }), "control_planes");
-        assert_eq!(field_of(ClusterRequest { workers: Some(51), ..request("a") }), "workers");
-        assert_eq!(field_of(ClusterRequest { instance_type: Some("huge".into()), ..request("a") }), "instance_type");
-        assert_eq!(field_of(ClusterRequest { instance_type: Some("t4g.nano".into()), ..request("a") }), "instance_type");
-        assert_eq!(field_of(ClusterRequest { ubuntu_release: Some("18.04".into()), ..request("a") }), "ubuntu_release");
-        assert_eq!(field_of(ClusterRequest { microk8s_channel: Some("latest".into()), ..request("a") }), "microk8s_channel");
-        assert_eq!(field_of(ClusterRequest { addons: Some(vec!["dns".into(), "gpu".into()]), ..request("a") }), "addons[1]");
-        assert_eq!(field_of(ClusterRequest { subnet_id: Some("sub-1".into()), ..request("a") }), "subnet_id");
         assert_eq!(
-            field_of(ClusterRequest { api_allowed_cidrs: Some(vec!["10.0.0.0/8".into(), "10.0.0.1/8".into()]), ..request("a") }),
+            field_of(ClusterRequest {
+                region: Some("mars".into()),
+                ..request("a")
+            }),
+            "region"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                control_planes: Some(2),
+                ..request("a")
+            }),
+            "control_planes"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                workers: Some(51),
+                ..request("a")
+            }),
+            "workers"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                instance_type: Some("huge".into()),
+                ..request("a")
+            }),
+            "instance_type"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                instance_type: Some("t4g.nano".into()),
+                ..request("a")
+            }),
+            "instance_type"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                ubuntu_release: Some("18.04".into()),
+                ..request("a")
+            }),
+            "ubuntu_release"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                microk8s_channel: Some("latest".into()),
+                ..request("a")
+            }),
+            "microk8s_channel"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                addons: Some(vec!["dns".into(), "gpu".into()]),
+                ..request("a")
+            }),
+            "addons[1]"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                subnet_id: Some("sub-1".into()),
+                ..request("a")
+            }),
+            "subnet_id"
+        );
+        assert_eq!(
+            field_of(ClusterRequest {
+                api_allowed_cidrs: Some(vec!["10.0.0.0/8".into(), "10.0.0.1/8".into()]),
+                ..request("a")
+            }),
             "api_allowed_cidrs[1]"
         );
-        assert_eq!(field_of(ClusterRequest { root_volume_gib: Some(4), ..request("a") }), "root_volume_gib");
+        assert_eq!(
+            field_of(ClusterRequest {
+                root_volume_gib: Some(4),
+                ..request("a")
+            }),
+            "root_volume_gib"
+        );
         let tags = BTreeMap::from([("aws:x".to_string(), "y".to_string())]);
-        assert_eq!(field_of(ClusterRequest { tags: Some(tags), ..request("a") }), "tags.aws:x");
+        assert_eq!(
+            field_of(ClusterRequest {
+                tags: Some(tags),
+                ..request("a")
+            }),
+            "tags.aws:x"
+        );
     }
 
     #[test]
     fn allowed_regions_are_enforced() {
-        let policy = Policy { allowed_regions: vec!["eu-west-1".into()], ..Policy::default() };
-        let err = ClusterRequest { region: Some("us-west-2".into()), ..request("a") }.validate(&policy).unwrap_err();
+        let policy = Policy {
+            allowed_regions: vec!["eu-west-1".into()],
+            ..Policy::default()
+        };
+        let err = ClusterRequest {
+            region: Some("us-west-2".into()),
+            ..request("a")
+        }
+        .validate(&policy)
+        .unwrap_err();
         assert_eq!(err.field, "region");
-        assert!(ClusterRequest { region: Some("eu-west-1".into()), ..request("a") }.validate(&policy).is_ok());
+        assert!(ClusterRequest {
+            region: Some("eu-west-1".into()),
+            ..request("a")
+        }
+        .validate(&policy)
+        .is_ok());
     }
 
     #[test]
     fn architecture_follows_the_instance_family() {
-        for t in ["t4g.medium", "c7gn.large", "m6gd.xlarge", "a1.large", "g5g.xlarge"] {
+        for t in [
+            "t4g.medium",
+            "c7gn.large",
+            "m6gd.xlarge",
+            "a1.large",
+            "g5g.xlarge",
+        ] {
             assert_eq!(instance_arch(t), Ok(Arch::Arm64), "{t}");
         }
-        for t in ["t3.medium", "m7i.large", "m7a.large", "g5.xlarge", "c5n.large", "inf2.xlarge"] {
+        for t in [
+            "t3.medium",
+            "m7i.large",
+            "m7a.large",
+            "g5.xlarge",
+            "c5n.large",
+            "inf2.xlarge",
+        ] {
             assert_eq!(instance_arch(t), Ok(Arch::Amd64), "{t}");
         }
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = serde_json::from_str::<ClusterRequest>(r#"{"name":"a","wrokers":2}"#).unwrap_err();
+        let err =
+            serde_json::from_str::<ClusterRequest>(r#"{"name":"a","wrokers":2}"#).unwrap_err();
         assert!(err.to_string().contains("wrokers"));
     }
 }

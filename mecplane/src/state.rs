@@ -45,15 +45,43 @@ impl Timing {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let checks = [
             ("timing.poll_seconds", self.poll_seconds, 1, 300),
-            ("timing.nodes_timeout_seconds", self.nodes_timeout_seconds, 1, 7200),
-            ("timing.command_timeout_seconds", self.command_timeout_seconds, 1, 3600),
-            ("timing.ready_timeout_seconds", self.ready_timeout_seconds, 1, 7200),
-            ("timing.token_ttl_seconds", self.token_ttl_seconds, 30, 86400),
-            ("timing.terminate_timeout_seconds", self.terminate_timeout_seconds, 1, 7200),
+            (
+                "timing.nodes_timeout_seconds",
+                self.nodes_timeout_seconds,
+                1,
+                7200,
+            ),
+            (
+                "timing.command_timeout_seconds",
+                self.command_timeout_seconds,
+                1,
+                3600,
+            ),
+            (
+                "timing.ready_timeout_seconds",
+                self.ready_timeout_seconds,
+                1,
+                7200,
+            ),
+            (
+                "timing.token_ttl_seconds",
+                self.token_ttl_seconds,
+                30,
+                86400,
+            ),
+            (
+                "timing.terminate_timeout_seconds",
+                self.terminate_timeout_seconds,
+                1,
+                7200,
+            ),
         ];
         for (field, value, low, high) in checks {
             if !(low..=high).contains(&value) {
-                return Err(ValidationError { field: field.into(), message: format!("must be between {low} and {high}") });
+                return Err(ValidationError {
+                    field: field.into(),
+                    message: format!("must be between {low} and {high}"),
+                });
             }
         }
         Ok(())
@@ -88,7 +116,11 @@ impl Poll {
 
     /// Marks the stage done and clears the deadline for the next polling stage.
     pub fn finish(&mut self) {
-        *self = Poll { done: true, deadline: None, polls: 0 };
+        *self = Poll {
+            done: true,
+            deadline: None,
+            polls: 0,
+        };
     }
 }
 
@@ -193,16 +225,26 @@ impl CreateState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateInput {
     /// Started by the API after it registered the record.
-    Registered { cluster_id: String, spec: ClusterSpec, timing: Timing },
+    Registered {
+        cluster_id: String,
+        spec: ClusterSpec,
+        timing: Timing,
+    },
     /// Started by hand (the console): `{"spec": {...}, "timing": {...}}`.
-    Request { spec: ClusterRequest, timing: Timing },
+    Request {
+        spec: ClusterRequest,
+        timing: Timing,
+    },
 }
 
 impl CreateInput {
     /// Reads an execution input: the API's `{cluster_id, spec, timing}`, a console
     /// `{spec, timing}`, or a bare spec `{name, workers, ...}`. A bad input names the field.
     pub fn parse(raw: &serde_json::Value) -> Result<CreateInput, ValidationError> {
-        let bad = |field: &str, e: serde_json::Error| ValidationError { field: field.into(), message: e.to_string() };
+        let bad = |field: &str, e: serde_json::Error| ValidationError {
+            field: field.into(),
+            message: e.to_string(),
+        };
         let obj = raw.as_object().ok_or_else(|| ValidationError {
             field: "input".into(),
             message: "must be a JSON object: a cluster spec, or {\"spec\": {...}}".into(),
@@ -213,10 +255,19 @@ impl CreateInput {
         };
         timing.validate()?;
         if let Some(id) = obj.get("cluster_id") {
-            let cluster_id: String = serde_json::from_value(id.clone()).map_err(|e| bad("cluster_id", e))?;
-            let spec = obj.get("spec").ok_or_else(|| ValidationError { field: "spec".into(), message: "is required".into() })?;
-            let spec: ClusterSpec = serde_json::from_value(spec.clone()).map_err(|e| bad("spec", e))?;
-            return Ok(CreateInput::Registered { cluster_id, spec, timing });
+            let cluster_id: String =
+                serde_json::from_value(id.clone()).map_err(|e| bad("cluster_id", e))?;
+            let spec = obj.get("spec").ok_or_else(|| ValidationError {
+                field: "spec".into(),
+                message: "is required".into(),
+            })?;
+            let spec: ClusterSpec =
+                serde_json::from_value(spec.clone()).map_err(|e| bad("spec", e))?;
+            return Ok(CreateInput::Registered {
+                cluster_id,
+                spec,
+                timing,
+            });
         }
         let spec_value = match obj.get("spec") {
             Some(spec) => spec.clone(),
@@ -226,7 +277,8 @@ impl CreateInput {
                 serde_json::Value::Object(bare)
             }
         };
-        let spec: ClusterRequest = serde_json::from_value(spec_value).map_err(|e| bad("spec", e))?;
+        let spec: ClusterRequest =
+            serde_json::from_value(spec_value).map_err(|e| bad("spec", e))?;
         Ok(CreateInput::Request { spec, timing })
     }
 }
@@ -293,21 +345,33 @@ mod tests {
     fn create_input_accepts_the_three_shapes() {
         let bare = CreateInput::parse(&json!({"name": "edge", "workers": 2})).unwrap();
         assert!(matches!(bare, CreateInput::Request { ref spec, .. } if spec.workers == Some(2)));
-        let wrapped = CreateInput::parse(&json!({"spec": {"name": "edge"}, "timing": {"poll_seconds": 1}})).unwrap();
-        assert!(matches!(wrapped, CreateInput::Request { ref timing, .. } if timing.poll_seconds == 1));
+        let wrapped =
+            CreateInput::parse(&json!({"spec": {"name": "edge"}, "timing": {"poll_seconds": 1}}))
+                .unwrap();
+        assert!(
+            matches!(wrapped, CreateInput::Request { ref timing, .. } if timing.poll_seconds == 1)
+        );
         let err = CreateInput::parse(&json!({"name": "edge", "wrokers": 2})).unwrap_err();
         assert_eq!(err.field, "spec");
         assert!(err.message.contains("wrokers"));
-        let err = CreateInput::parse(&json!({"spec": {"name": "e"}, "timing": {"poll_seconds": 0}})).unwrap_err();
+        let err =
+            CreateInput::parse(&json!({"spec": {"name": "e"}, "timing": {"poll_seconds": 0}}))
+                .unwrap_err();
         assert_eq!(err.field, "timing.poll_seconds");
         assert_eq!(CreateInput::parse(&json!([1])).unwrap_err().field, "input");
     }
 
     #[test]
     fn step_error_reason_unwraps_lambda_causes() {
-        let e = StepError { error: "CommandFailed".into(), cause: r#"{"errorType":"CommandFailed","errorMessage":"bootstrap failed"}"#.into() };
+        let e = StepError {
+            error: "CommandFailed".into(),
+            cause: r#"{"errorType":"CommandFailed","errorMessage":"bootstrap failed"}"#.into(),
+        };
         assert_eq!(e.reason(), "bootstrap failed");
-        let e = StepError { error: "States.Timeout".into(), cause: "timed out".into() };
+        let e = StepError {
+            error: "States.Timeout".into(),
+            cause: "timed out".into(),
+        };
         assert_eq!(e.reason(), "timed out");
     }
 

@@ -1,7 +1,7 @@
 //! Lambda `activate`: wires the AWS adapters to [`mecplane::stages::activate`] once per cold
 //! start and serves invocations with it.
 
-use mecplane::aws::{dynamodb::Dynamo};
+use mecplane::aws::dynamodb::Dynamo;
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::activate;
 

@@ -1,7 +1,7 @@
 //! Lambda `await-terminated`: wires the AWS adapters to [`mecplane::stages::await_terminated`] once per cold
 //! start and serves invocations with it.
 
-use mecplane::aws::{ec2::Ec2};
+use mecplane::aws::ec2::Ec2;
 use mecplane::lambda;
 use mecplane::stages::await_terminated;
 

@@ -1,7 +1,7 @@
 //! Lambda `begin-delete`: wires the AWS adapters to [`mecplane::stages::begin_delete`] once per cold
 //! start and serves invocations with it.
 
-use mecplane::aws::{dynamodb::Dynamo};
+use mecplane::aws::dynamodb::Dynamo;
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::begin_delete;
 

@@ -1,7 +1,7 @@
 //! Lambda `finish-delete`: wires the AWS adapters to [`mecplane::stages::finish_delete`] once per cold
 //! start and serves invocations with it.
 
-use mecplane::aws::{dynamodb::Dynamo};
+use mecplane::aws::dynamodb::Dynamo;
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::finish_delete;
 

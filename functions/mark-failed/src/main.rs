@@ -1,7 +1,7 @@
 //! Lambda `mark-failed`: wires the AWS adapters to [`mecplane::stages::mark_failed`] once per cold
 //! start and serves invocations with it.
 
-use mecplane::aws::{dynamodb::Dynamo};
+use mecplane::aws::dynamodb::Dynamo;
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::mark_failed;
 

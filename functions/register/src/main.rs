@@ -1,7 +1,7 @@
 //! Lambda `register`: wires the AWS adapters to [`mecplane::stages::register`] once per cold
 //! start and serves invocations with it.
 
-use mecplane::aws::{dynamodb::Dynamo};
+use mecplane::aws::dynamodb::Dynamo;
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::register;
 
@@ -12,5 +12,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = mecplane::aws::load_config().await;
     let store = Dynamo::new(&sdk, &config.table);
     let policy = mecplane::spec::Policy::from_env();
-    lambda::serve(|event: mecplane::state::RegisterEvent| register::run(&store, &policy, event)).await
+    lambda::serve(|event: mecplane::state::RegisterEvent| register::run(&store, &policy, event))
+        .await
 }

@@ -22,8 +22,15 @@ use crate::error::CloudError;
 /// retries everywhere else: the SDK retries throttling twice before a stage reports `Transient`.
 pub async fn load_config() -> aws_config::SdkConfig {
     let local = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| !v.is_empty());
-    let retry = if local { RetryConfig::disabled() } else { RetryConfig::standard().with_max_attempts(3) };
-    aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).load().await
+    let retry = if local {
+        RetryConfig::disabled()
+    } else {
+        RetryConfig::standard().with_max_attempts(3)
+    };
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .load()
+        .await
 }
 
 /// Error codes AWS services answer when a caller is throttled.

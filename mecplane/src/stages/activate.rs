@@ -12,18 +12,28 @@ use super::records;
 pub const STAGE: &str = "activate";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(store: &S, state: CreateState) -> Result<CreateOutput, StageError> {
+pub async fn run<S: ClusterStore>(
+    store: &S,
+    state: CreateState,
+) -> Result<CreateOutput, StageError> {
     records::enter(store, &state.cluster_id, STAGE).await?;
     let record = records::modify(store, &state.cluster_id, |r| {
         if !r.status.can_become(Status::Active) {
-            return Err(StageError::InvalidState(format!("cluster {} is {} and cannot become ACTIVE", r.id, r.status)));
+            return Err(StageError::InvalidState(format!(
+                "cluster {} is {} and cannot become ACTIVE",
+                r.id, r.status
+            )));
         }
         let changed = r.status != Status::Active;
         r.status = Status::Active;
         Ok(changed)
     })
     .await?;
-    let detail = format!("ACTIVE: {} node(s), API {}", record.nodes.len(), record.endpoint.clone().unwrap_or_default());
+    let detail = format!(
+        "ACTIVE: {} node(s), API {}",
+        record.nodes.len(),
+        record.endpoint.clone().unwrap_or_default()
+    );
     records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
     Ok(CreateOutput {
         cluster_id: record.id,

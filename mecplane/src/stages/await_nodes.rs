@@ -31,17 +31,38 @@ pub async fn run<I: Instances, C: NodeCommands, S: ClusterStore>(
     records::enter(store, &state.cluster_id, stage).await?;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.nodes_timeout_seconds);
-    let mine: Vec<_> = instances.find(&state.cluster_id).await?.into_iter().filter(|i| i.role == Some(role)).collect();
+    let mine: Vec<_> = instances
+        .find(&state.cluster_id)
+        .await?
+        .into_iter()
+        .filter(|i| i.role == Some(role))
+        .collect();
     if let Some(gone) = mine.iter().find(|i| i.state.is_gone()) {
-        return Err(StageError::InstanceTerminated(format!("{} {} was terminated while the cluster was being created", role.as_str(), gone.instance_id)));
+        return Err(StageError::InstanceTerminated(format!(
+            "{} {} was terminated while the cluster was being created",
+            role.as_str(),
+            gone.instance_id
+        )));
     }
-    let running: Vec<String> = mine.iter().filter(|i| i.state == InstanceState::Running).map(|i| i.instance_id.clone()).collect();
-    let online = if running.is_empty() { Vec::new() } else { commands.online(&running).await? };
+    let running: Vec<String> = mine
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .map(|i| i.instance_id.clone())
+        .collect();
+    let online = if running.is_empty() {
+        Vec::new()
+    } else {
+        commands.online(&running).await?
+    };
     let waiting: Vec<String> = mine
         .iter()
         .filter(|i| !online.contains(&i.instance_id))
         .map(|i| {
-            let why = if i.state == InstanceState::Running { "SSM agent not online" } else { "not running" };
+            let why = if i.state == InstanceState::Running {
+                "SSM agent not online"
+            } else {
+                "not running"
+            };
             format!("{} ({why})", i.instance_id)
         })
         .collect();
@@ -59,7 +80,12 @@ pub async fn run<I: Instances, C: NodeCommands, S: ClusterStore>(
             Ok(true)
         })
         .await?;
-        let detail = format!("{} {} node(s) running with SSM online after {} poll(s)", mine.len(), role.as_str(), state.poll.polls);
+        let detail = format!(
+            "{} {} node(s) running with SSM online after {} poll(s)",
+            mine.len(),
+            role.as_str(),
+            state.poll.polls
+        );
         records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
         state.poll.finish();
         return Ok(state);
@@ -112,6 +138,9 @@ mod tests {
         let (cloud, store, state) = fixtures::launched(1, 0).await;
         let id = cloud.live_instances()[0].instance.instance_id.clone();
         cloud.set_state(&id, crate::ports::InstanceState::Terminated);
-        assert_eq!(run(&cloud, &cloud, &store, state).await.unwrap_err().name(), "InstanceTerminated");
+        assert_eq!(
+            run(&cloud, &cloud, &store, state).await.unwrap_err().name(),
+            "InstanceTerminated"
+        );
     }
 }

@@ -11,7 +11,10 @@ use crate::state::TeardownState;
 pub const STAGE: &str = "await-terminated";
 
 /// Runs one poll.
-pub async fn run<I: Instances>(instances: &I, mut state: TeardownState) -> Result<TeardownState, StageError> {
+pub async fn run<I: Instances>(
+    instances: &I,
+    mut state: TeardownState,
+) -> Result<TeardownState, StageError> {
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.terminate_timeout_seconds);
     let remaining: Vec<String> = instances

@@ -15,25 +15,44 @@ use super::records;
 pub const STAGE: &str = "begin-delete";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(store: &S, event: BeginDeleteEvent) -> Result<TeardownState, StageError> {
-    let input: DeleteInput = serde_json::from_value(event.input.clone())
-        .map_err(|e| ValidationError { field: "input".into(), message: format!("{e}: expected {{\"id\": ...}} or {{\"name\": ...}}") })?;
+pub async fn run<S: ClusterStore>(
+    store: &S,
+    event: BeginDeleteEvent,
+) -> Result<TeardownState, StageError> {
+    let input: DeleteInput =
+        serde_json::from_value(event.input.clone()).map_err(|e| ValidationError {
+            field: "input".into(),
+            message: format!("{e}: expected {{\"id\": ...}} or {{\"name\": ...}}"),
+        })?;
     let timing = input.timing.clone().unwrap_or_default();
     timing.validate()?;
     let record = match (&input.id, &input.name) {
         (Some(id), _) => {
             if !resources::is_cluster_id(id) {
-                return Err(ValidationError { field: "id".into(), message: "must look like c-0123456789abcdef".into() }.into());
+                return Err(ValidationError {
+                    field: "id".into(),
+                    message: "must look like c-0123456789abcdef".into(),
+                }
+                .into());
             }
             store.get(id).await?
         }
         (None, Some(name)) => store.find_by_name(name).await?,
-        (None, None) => return Err(ValidationError { field: "id".into(), message: "give the cluster's id or name".into() }.into()),
+        (None, None) => {
+            return Err(ValidationError {
+                field: "id".into(),
+                message: "give the cluster's id or name".into(),
+            }
+            .into())
+        }
     };
     let wanted = input.id.clone().or(input.name.clone()).unwrap_or_default();
     let record = record.ok_or(StageError::ClusterNotFound(wanted))?;
     let updated = records::modify(store, &record.id, |r| match r.status {
-        Status::Creating => Err(StageError::InvalidState(format!("cluster {} is CREATING; delete it once its create has finished", r.id))),
+        Status::Creating => Err(StageError::InvalidState(format!(
+            "cluster {} is CREATING; delete it once its create has finished",
+            r.id
+        ))),
         Status::Deleting | Status::Deleted => Ok(false),
         Status::Active | Status::Failed => {
             r.status = Status::Deleting;
@@ -44,9 +63,23 @@ pub async fn run<S: ClusterStore>(store: &S, event: BeginDeleteEvent) -> Result<
     .await?;
     if updated.status != Status::Deleted {
         records::enter(store, &updated.id, STAGE).await?;
-        records::note(store, &updated.id, STAGE, Phase::Finished, format!("deleting {}", updated.spec.name)).await?;
+        records::note(
+            store,
+            &updated.id,
+            STAGE,
+            Phase::Finished,
+            format!("deleting {}", updated.spec.name),
+        )
+        .await?;
     }
-    Ok(TeardownState { cluster_id: updated.id, reason: TeardownReason::Delete, timing, poll: Default::default(), retain: false, error: None })
+    Ok(TeardownState {
+        cluster_id: updated.id,
+        reason: TeardownReason::Delete,
+        timing,
+        poll: Default::default(),
+        retain: false,
+        error: None,
+    })
 }
 
 #[cfg(test)]
@@ -56,17 +89,26 @@ mod tests {
     use serde_json::json;
 
     fn event(input: serde_json::Value) -> BeginDeleteEvent {
-        BeginDeleteEvent { input, execution_arn: "arn:delete".into() }
+        BeginDeleteEvent {
+            input,
+            execution_arn: "arn:delete".into(),
+        }
     }
 
     #[tokio::test]
     async fn by_name_or_id_and_twice() {
         let (_cloud, store, state) = fixtures::registered(1, 0).await;
-        let err = run(&store, event(json!({"name": state.spec.name}))).await.unwrap_err();
+        let err = run(&store, event(json!({"name": state.spec.name})))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InvalidState", "a CREATING cluster is refused");
         fixtures::set_status(&store, &state.cluster_id, Status::Failed).await;
-        let a = run(&store, event(json!({"name": state.spec.name}))).await.unwrap();
-        let b = run(&store, event(json!({"id": state.cluster_id}))).await.unwrap();
+        let a = run(&store, event(json!({"name": state.spec.name})))
+            .await
+            .unwrap();
+        let b = run(&store, event(json!({"id": state.cluster_id})))
+            .await
+            .unwrap();
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(store.records()[0].status, Status::Deleting);
     }
@@ -74,8 +116,23 @@ mod tests {
     #[tokio::test]
     async fn bad_and_unknown_input() {
         let store = crate::fakes::FakeStore::default();
-        assert_eq!(run(&store, event(json!({}))).await.unwrap_err().name(), "ValidationError");
-        assert_eq!(run(&store, event(json!({"id": "nope"}))).await.unwrap_err().name(), "ValidationError");
-        assert_eq!(run(&store, event(json!({"name": "ghost"}))).await.unwrap_err().name(), "ClusterNotFound");
+        assert_eq!(
+            run(&store, event(json!({}))).await.unwrap_err().name(),
+            "ValidationError"
+        );
+        assert_eq!(
+            run(&store, event(json!({"id": "nope"})))
+                .await
+                .unwrap_err()
+                .name(),
+            "ValidationError"
+        );
+        assert_eq!(
+            run(&store, event(json!({"name": "ghost"})))
+                .await
+                .unwrap_err()
+                .name(),
+            "ClusterNotFound"
+        );
     }
 }

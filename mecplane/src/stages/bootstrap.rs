@@ -23,7 +23,10 @@ pub const STAGE: &str = "bootstrap";
 pub const TOKEN_LEN: usize = 32;
 
 /// Returns the token parameter, creating the token if the cluster has none yet.
-pub(crate) async fn ensure_token<P: Parameters>(params: &P, cluster_id: &str) -> Result<String, StageError> {
+pub(crate) async fn ensure_token<P: Parameters>(
+    params: &P,
+    cluster_id: &str,
+) -> Result<String, StageError> {
     let name = resources::join_token_parameter(cluster_id);
     if params.get_secret(&name).await?.is_none() {
         let token = Alphanumeric.sample_string(&mut rand::rng(), TOKEN_LEN);
@@ -47,20 +50,35 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
         state.token_parameter = Some(ensure_token(params, &state.cluster_id).await?);
     }
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
-    let sans: Vec<&str> = [first.private_ip.as_deref(), first.public_ip.as_deref(), first.private_dns.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let sans: Vec<&str> = [
+        first.private_ip.as_deref(),
+        first.public_ip.as_deref(),
+        first.private_dns.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let wanted = Wanted {
         cluster_id: &state.cluster_id,
         instance_id: first.instance_id.clone(),
         script: Script::Bootstrap,
-        key: format!("mecplane {} bootstrap {}", state.cluster_id, first.instance_id),
+        key: format!(
+            "mecplane {} bootstrap {}",
+            state.cluster_id, first.instance_id
+        ),
         env: vec![
             ("MK8S_CHANNEL", state.spec.microk8s_channel.clone()),
             ("MK8S_ADDONS", state.spec.addons.join(",")),
             ("EXTRA_SANS", sans.join(",")),
-            ("WAIT_TIMEOUT", state.timing.command_timeout_seconds.saturating_sub(60).max(30).to_string()),
+            (
+                "WAIT_TIMEOUT",
+                state
+                    .timing
+                    .command_timeout_seconds
+                    .saturating_sub(60)
+                    .max(30)
+                    .to_string(),
+            ),
         ],
         timeout_seconds: state.timing.command_timeout_seconds,
         secrets: Vec::new(),
@@ -75,7 +93,12 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
                 Ok(true)
             })
             .await?;
-            let detail = format!("MicroK8s {} on {} with add-ons {}", state.spec.microk8s_channel, first.instance_id, state.spec.addons.join(","));
+            let detail = format!(
+                "MicroK8s {} on {} with add-ons {}",
+                state.spec.microk8s_channel,
+                first.instance_id,
+                state.spec.addons.join(",")
+            );
             records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
         }
     }
@@ -91,7 +114,9 @@ mod tests {
     #[tokio::test]
     async fn bootstraps_once_and_keeps_the_token_out_of_the_state() {
         let (cloud, store, state) = fixtures::online(1, 0).await;
-        let sent = run(&cloud, &cloud, &cloud, &store, state.clone()).await.unwrap();
+        let sent = run(&cloud, &cloud, &cloud, &store, state.clone())
+            .await
+            .unwrap();
         assert!(!sent.poll.done && sent.command.is_some());
         // A retry with the same input adopts the command already sent.
         let retried = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
@@ -104,7 +129,10 @@ mod tests {
         assert_eq!(token.0.len(), TOKEN_LEN);
         assert!(!serde_json::to_string(&first).unwrap().contains(&token.0));
         let text = &cloud.commands_of("bootstrap")[0].text;
-        assert!(text.contains("export MK8S_CHANNEL='1.32/stable'") && text.contains("export MK8S_ADDONS='dns'"));
+        assert!(
+            text.contains("export MK8S_CHANNEL='1.32/stable'")
+                && text.contains("export MK8S_ADDONS='dns'")
+        );
     }
 
     #[tokio::test]

@@ -41,58 +41,110 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
     wanted: Wanted<'_>,
     now: i64,
 ) -> Result<Progress, StageError> {
-    let pending = match pending.filter(|p| p.key == wanted.key && p.instance_id == wanted.instance_id) {
-        Some(p) => p.clone(),
-        None => match commands.sent(&wanted.instance_id).await?.into_iter().find(|c| c.comment == wanted.key) {
-            Some(found) => PendingCommand {
-                command_id: found.command_id,
-                instance_id: wanted.instance_id.clone(),
-                script: wanted.script.name().into(),
-                key: wanted.key.clone(),
-                sent_at: now,
-            },
-            None => {
-                let env: Vec<(&str, &str)> = wanted.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let text = wanted.script.render(&env);
-                let command_id = commands.send(&wanted.instance_id, &text, &wanted.key, wanted.timeout_seconds).await?;
-                tracing::info!(cluster = wanted.cluster_id, instance = wanted.instance_id.as_str(), script = wanted.script.name(), command_id, "command sent");
-                return Ok(Progress::Running(PendingCommand {
-                    command_id,
+    let pending =
+        match pending.filter(|p| p.key == wanted.key && p.instance_id == wanted.instance_id) {
+            Some(p) => p.clone(),
+            None => match commands
+                .sent(&wanted.instance_id)
+                .await?
+                .into_iter()
+                .find(|c| c.comment == wanted.key)
+            {
+                Some(found) => PendingCommand {
+                    command_id: found.command_id,
                     instance_id: wanted.instance_id.clone(),
                     script: wanted.script.name().into(),
-                    key: wanted.key,
+                    key: wanted.key.clone(),
                     sent_at: now,
-                }));
-            }
-        },
-    };
+                },
+                None => {
+                    let env: Vec<(&str, &str)> =
+                        wanted.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let text = wanted.script.render(&env);
+                    let command_id = commands
+                        .send(
+                            &wanted.instance_id,
+                            &text,
+                            &wanted.key,
+                            wanted.timeout_seconds,
+                        )
+                        .await?;
+                    tracing::info!(
+                        cluster = wanted.cluster_id,
+                        instance = wanted.instance_id.as_str(),
+                        script = wanted.script.name(),
+                        command_id,
+                        "command sent"
+                    );
+                    return Ok(Progress::Running(PendingCommand {
+                        command_id,
+                        instance_id: wanted.instance_id.clone(),
+                        script: wanted.script.name().into(),
+                        key: wanted.key,
+                        sent_at: now,
+                    }));
+                }
+            },
+        };
     let what = format!("{} on {}", wanted.script.name(), wanted.instance_id);
-    let redact = |text: String| wanted.secrets.iter().filter(|s| !s.is_empty()).fold(text, |t, s| t.replace(s.as_str(), "[redacted]"));
-    match commands.status(&pending.command_id, &pending.instance_id).await? {
+    let redact = |text: String| {
+        wanted
+            .secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(text, |t, s| t.replace(s.as_str(), "[redacted]"))
+    };
+    match commands
+        .status(&pending.command_id, &pending.instance_id)
+        .await?
+    {
         CommandStatus::Success { stdout } => Ok(Progress::Done { stdout }),
         CommandStatus::Running => {
             // SSM keeps a command to a terminated instance in progress until its timeouts pass;
             // looking at the instance fails the stage at once instead.
             if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
-                return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+                return Err(StageError::InstanceTerminated(format!(
+                    "{what}: the instance was terminated"
+                )));
             }
             if now > pending.sent_at + i64::from(wanted.timeout_seconds) + LOST_GRACE_SECONDS {
-                return Err(StageError::CommandTimedOut(format!("{what} was not answered within {}s", wanted.timeout_seconds)));
+                return Err(StageError::CommandTimedOut(format!(
+                    "{what} was not answered within {}s",
+                    wanted.timeout_seconds
+                )));
             }
             Ok(Progress::Running(pending))
         }
         CommandStatus::TimedOut => {
             if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
-                return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+                return Err(StageError::InstanceTerminated(format!(
+                    "{what}: the instance was terminated"
+                )));
             }
-            Err(StageError::CommandTimedOut(format!("{what} did not finish within {}s", wanted.timeout_seconds)))
+            Err(StageError::CommandTimedOut(format!(
+                "{what} did not finish within {}s",
+                wanted.timeout_seconds
+            )))
         }
-        CommandStatus::Failed { status, exit_code, stdout, stderr } => {
+        CommandStatus::Failed {
+            status,
+            exit_code,
+            stdout,
+            stderr,
+        } => {
             if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
-                return Err(StageError::InstanceTerminated(format!("{what}: the instance was terminated")));
+                return Err(StageError::InstanceTerminated(format!(
+                    "{what}: the instance was terminated"
+                )));
             }
-            let output = if stderr.trim().is_empty() { scripts::tail(&stdout, 3) } else { scripts::tail(&stderr, 3) };
-            Err(StageError::CommandFailed(redact(format!("{what} failed ({status}, exit {exit_code}): {output}"))))
+            let output = if stderr.trim().is_empty() {
+                scripts::tail(&stdout, 3)
+            } else {
+                scripts::tail(&stderr, 3)
+            };
+            Err(StageError::CommandFailed(redact(format!(
+                "{what} failed ({status}, exit {exit_code}): {output}"
+            ))))
         }
     }
 }

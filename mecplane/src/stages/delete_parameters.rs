@@ -13,10 +13,21 @@ use super::records;
 pub const STAGE: &str = "delete-parameters";
 
 /// Runs the stage.
-pub async fn run<P: Parameters, S: ClusterStore>(params: &P, store: &S, state: TeardownState) -> Result<TeardownState, StageError> {
+pub async fn run<P: Parameters, S: ClusterStore>(
+    params: &P,
+    store: &S,
+    state: TeardownState,
+) -> Result<TeardownState, StageError> {
     records::enter(store, &state.cluster_id, STAGE).await?;
     let names = resources::cluster_parameters(&state.cluster_id);
     params.delete(&names).await?;
-    records::note(store, &state.cluster_id, STAGE, Phase::Finished, format!("deleted {}", names.join(", "))).await?;
+    records::note(
+        store,
+        &state.cluster_id,
+        STAGE,
+        Phase::Finished,
+        format!("deleted {}", names.join(", ")),
+    )
+    .await?;
     Ok(state)
 }

@@ -13,7 +13,11 @@ use super::records;
 pub const STAGE: &str = "delete-security-group";
 
 /// Runs the stage.
-pub async fn run<G: SecurityGroups, S: ClusterStore>(groups: &G, store: &S, state: TeardownState) -> Result<TeardownState, StageError> {
+pub async fn run<G: SecurityGroups, S: ClusterStore>(
+    groups: &G,
+    store: &S,
+    state: TeardownState,
+) -> Result<TeardownState, StageError> {
     records::enter(store, &state.cluster_id, STAGE).await?;
     let detail = match groups.find_group(&state.cluster_id).await? {
         Some(id) => {

@@ -11,10 +11,16 @@ use super::records;
 pub const STAGE: &str = "finish-delete";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(store: &S, state: TeardownState) -> Result<DeleteOutput, StageError> {
+pub async fn run<S: ClusterStore>(
+    store: &S,
+    state: TeardownState,
+) -> Result<DeleteOutput, StageError> {
     let record = records::modify(store, &state.cluster_id, |r| {
         if !r.status.can_become(Status::Deleted) {
-            return Err(StageError::InvalidState(format!("cluster {} is {} and cannot become DELETED", r.id, r.status)));
+            return Err(StageError::InvalidState(format!(
+                "cluster {} is {} and cannot become DELETED",
+                r.id, r.status
+            )));
         }
         let changed = r.status != Status::Deleted;
         r.status = Status::Deleted;
@@ -23,5 +29,8 @@ pub async fn run<S: ClusterStore>(store: &S, state: TeardownState) -> Result<Del
     })
     .await?;
     records::note(store, &state.cluster_id, STAGE, Phase::Finished, "DELETED").await?;
-    Ok(DeleteOutput { cluster_id: record.id, status: record.status })
+    Ok(DeleteOutput {
+        cluster_id: record.id,
+        status: record.status,
+    })
 }

@@ -34,46 +34,86 @@ pub(crate) fn config() -> StageConfig {
     }
 }
 
-pub(crate) async fn registered(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+pub(crate) async fn registered(
+    control_planes: u32,
+    workers: u32,
+) -> (FakeCloud, FakeStore, CreateState) {
     let store = FakeStore::default();
     let spec = spec(control_planes, workers);
     let id = "c-00000000000000aa".to_string();
-    assert!(store.create(&ClusterRecord::new(id.clone(), spec.clone(), Some("arn:e".into()))).await.unwrap());
-    (FakeCloud::new(), store, CreateState::new(id, spec, Timing::default()))
+    assert!(store
+        .create(&ClusterRecord::new(
+            id.clone(),
+            spec.clone(),
+            Some("arn:e".into())
+        ))
+        .await
+        .unwrap());
+    (
+        FakeCloud::new(),
+        store,
+        CreateState::new(id, spec, Timing::default()),
+    )
 }
 
-pub(crate) async fn ready_to_launch(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+pub(crate) async fn ready_to_launch(
+    control_planes: u32,
+    workers: u32,
+) -> (FakeCloud, FakeStore, CreateState) {
     let (cloud, store, state) = registered(control_planes, workers).await;
     let config = config();
-    cloud.put_public(&resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec), "ami-0abc");
-    let state = resolve_ami::run(&cloud, &store, &config, state).await.unwrap();
+    cloud.put_public(
+        &resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec),
+        "ami-0abc",
+    );
+    let state = resolve_ami::run(&cloud, &store, &config, state)
+        .await
+        .unwrap();
     let state = security_group::run(&cloud, &store, state).await.unwrap();
     (cloud, store, state)
 }
 
-pub(crate) async fn launched(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+pub(crate) async fn launched(
+    control_planes: u32,
+    workers: u32,
+) -> (FakeCloud, FakeStore, CreateState) {
     let (cloud, store, mut state) = ready_to_launch(control_planes, workers).await;
     state.target = Some(Role::ControlPlane);
-    let state = launch_nodes::run(&cloud, &store, &config(), state).await.unwrap();
+    let state = launch_nodes::run(&cloud, &store, &config(), state)
+        .await
+        .unwrap();
     (cloud, store, state)
 }
 
-pub(crate) async fn online(control_planes: u32, workers: u32) -> (FakeCloud, FakeStore, CreateState) {
+pub(crate) async fn online(
+    control_planes: u32,
+    workers: u32,
+) -> (FakeCloud, FakeStore, CreateState) {
     let (cloud, store, state) = launched(control_planes, workers).await;
-    let state = await_nodes::run(&cloud, &cloud, &store, state).await.unwrap();
+    let state = await_nodes::run(&cloud, &cloud, &store, state)
+        .await
+        .unwrap();
     assert!(state.poll.done);
     (cloud, store, state)
 }
 
 /// Launches `count` workers and waits for them (the spec is widened to match).
-pub(crate) async fn add_workers(cloud: &FakeCloud, store: &FakeStore, state: &mut CreateState, count: u32) {
+pub(crate) async fn add_workers(
+    cloud: &FakeCloud,
+    store: &FakeStore,
+    state: &mut CreateState,
+    count: u32,
+) {
     state.spec.workers = count;
     let mut s = state.clone();
     s.target = Some(Role::Worker);
     let s = launch_nodes::run(cloud, store, &config(), s).await.unwrap();
     let s = await_nodes::run(cloud, cloud, store, s).await.unwrap();
     assert!(s.poll.done);
-    *state = CreateState { target: state.target, ..s };
+    *state = CreateState {
+        target: state.target,
+        ..s
+    };
 }
 
 pub(crate) async fn set_status(store: &FakeStore, cluster_id: &str, status: Status) {

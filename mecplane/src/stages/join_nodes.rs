@@ -42,7 +42,10 @@ impl Ctx<'_> {
             instance_id: self.first.instance_id.clone(),
             script: Script::IssueToken,
             key,
-            env: vec![("JOIN_TOKEN", self.token.to_string()), ("TOKEN_TTL", self.state.timing.token_ttl_seconds.to_string())],
+            env: vec![
+                ("JOIN_TOKEN", self.token.to_string()),
+                ("TOKEN_TTL", self.state.timing.token_ttl_seconds.to_string()),
+            ],
             timeout_seconds: 300.min(self.state.timing.command_timeout_seconds),
             secrets: vec![self.token.to_string()],
         }
@@ -56,10 +59,25 @@ impl Ctx<'_> {
             key: format!("mecplane {} join {instance_id}", self.cluster_id),
             env: vec![
                 ("MK8S_CHANNEL", self.state.spec.microk8s_channel.clone()),
-                ("JOIN_ADDRESS", format!("{}:{}", nodes::private_ip(self.first)?, microk8s::PORT_CLUSTER_AGENT)),
+                (
+                    "JOIN_ADDRESS",
+                    format!(
+                        "{}:{}",
+                        nodes::private_ip(self.first)?,
+                        microk8s::PORT_CLUSTER_AGENT
+                    ),
+                ),
                 ("JOIN_TOKEN", self.token.to_string()),
                 ("NODE_ROLE", role.as_str().to_string()),
-                ("WAIT_TIMEOUT", self.state.timing.command_timeout_seconds.saturating_sub(60).max(30).to_string()),
+                (
+                    "WAIT_TIMEOUT",
+                    self.state
+                        .timing
+                        .command_timeout_seconds
+                        .saturating_sub(60)
+                        .max(30)
+                        .to_string(),
+                ),
             ],
             timeout_seconds: self.state.timing.command_timeout_seconds,
             secrets: vec![self.token.to_string()],
@@ -89,16 +107,23 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
     records::enter(store, &state.cluster_id, stage).await?;
     let now = clock::now_epoch();
     let total = state.spec.control_planes + state.spec.workers;
-    state.poll.tick(now, state.timing.command_timeout_seconds.saturating_mul(total + 1));
+    state.poll.tick(
+        now,
+        state
+            .timing
+            .command_timeout_seconds
+            .saturating_mul(total + 1),
+    );
     let token_parameter = match state.token_parameter.clone() {
         Some(name) => name,
         None => bootstrap::ensure_token(params, &state.cluster_id).await?,
     };
     state.token_parameter = Some(token_parameter.clone());
-    let token = params
-        .get_secret(&token_parameter)
-        .await?
-        .ok_or_else(|| StageError::Internal(format!("the join token parameter {token_parameter} is missing")))?;
+    let token = params.get_secret(&token_parameter).await?.ok_or_else(|| {
+        StageError::Internal(format!(
+            "the join token parameter {token_parameter} is missing"
+        ))
+    })?;
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
     let candidates: Vec<Instance> = nodes::live(instances, &state.cluster_id, role)
         .await?
@@ -106,14 +131,22 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
         .filter(|i| !(role == Role::ControlPlane && i.index == Some(0)))
         .collect();
     let snapshot = state.clone();
-    let ctx = Ctx { cluster_id: &snapshot.cluster_id, first: &first, token: &token, state: &snapshot };
+    let ctx = Ctx {
+        cluster_id: &snapshot.cluster_id,
+        first: &first,
+        token: &token,
+        state: &snapshot,
+    };
 
     // Each pass finishes one command or leaves one running; bounded so a bug cannot spin.
     for _ in 0..(2 * candidates.len() + 4) {
         let (wanted, pending) = match state.command.clone() {
             Some(pending) => (ctx.resume(&pending, role)?, Some(pending)),
             None => {
-                let Some(next) = candidates.iter().find(|i| !state.joined.contains(&i.instance_id)) else {
+                let Some(next) = candidates
+                    .iter()
+                    .find(|i| !state.joined.contains(&i.instance_id))
+                else {
                     state.poll.finish();
                     let detail = format!("{} {} node(s) joined", candidates.len(), role.as_str());
                     records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
@@ -123,7 +156,10 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
                     (ctx.join(&next.instance_id, role)?, None)
                 } else {
                     state.token_issued_at = Some(now);
-                    (ctx.issue(format!("mecplane {} token {now}", state.cluster_id)), None)
+                    (
+                        ctx.issue(format!("mecplane {} token {now}", state.cluster_id)),
+                        None,
+                    )
                 }
             }
         };
@@ -143,8 +179,17 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
                         Ok(true)
                     })
                     .await?;
-                    let how = crate::scripts::result_of(&stdout).and_then(|r| r.get("join").cloned()).unwrap_or_else(|| "joined".into());
-                    records::note(store, &state.cluster_id, stage, Phase::Progress, format!("{instance_id} {how} as {}", role.as_str())).await?;
+                    let how = crate::scripts::result_of(&stdout)
+                        .and_then(|r| r.get("join").cloned())
+                        .unwrap_or_else(|| "joined".into());
+                    records::note(
+                        store,
+                        &state.cluster_id,
+                        stage,
+                        Phase::Progress,
+                        format!("{instance_id} {how} as {}", role.as_str()),
+                    )
+                    .await?;
                 }
             }
         }
@@ -182,8 +227,14 @@ mod tests {
         assert_eq!(done.joined.len(), 2);
         let joins = cloud.commands_of("join");
         assert_eq!(joins.len(), 2);
-        assert!(joins.iter().all(|c| c.text.contains("export NODE_ROLE='control-plane'")));
-        assert_eq!(cloud.commands_of("issue-token").len(), 1, "one fresh token covers both joins");
+        assert!(joins
+            .iter()
+            .all(|c| c.text.contains("export NODE_ROLE='control-plane'")));
+        assert_eq!(
+            cloud.commands_of("issue-token").len(),
+            1,
+            "one fresh token covers both joins"
+        );
         let order: Vec<String> = cloud.commands().iter().map(|c| c.script.clone()).collect();
         assert_eq!(order, vec!["issue-token", "join", "join"]);
     }
@@ -195,17 +246,27 @@ mod tests {
         state.target = Some(Role::Worker);
         // The commands stay in progress, so each poll leaves one pending.
         cloud.respond_with(|_, _| CommandStatus::Running);
-        let first = run(&cloud, &cloud, &cloud, &store, state.clone()).await.unwrap();
+        let first = run(&cloud, &cloud, &cloud, &store, state.clone())
+            .await
+            .unwrap();
         let again = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
         assert_eq!(first.command.as_ref().unwrap().script, "issue-token");
         assert_eq!(again.command.as_ref().unwrap().script, "issue-token");
         cloud.respond_with(|cmd, all| fixtures::default_outcome(cmd, all));
         let mut s = first;
         for _ in 0..3 {
-            s = run(&cloud, &cloud, &cloud, &store, s.clone()).await.unwrap();
-            let _ = run(&cloud, &cloud, &cloud, &store, s.clone()).await.unwrap();
+            s = run(&cloud, &cloud, &cloud, &store, s.clone())
+                .await
+                .unwrap();
+            let _ = run(&cloud, &cloud, &cloud, &store, s.clone())
+                .await
+                .unwrap();
         }
-        let joined: Vec<String> = cloud.commands_of("join").iter().map(|c| c.instance_id.clone()).collect();
+        let joined: Vec<String> = cloud
+            .commands_of("join")
+            .iter()
+            .map(|c| c.instance_id.clone())
+            .collect();
         let mut unique = joined.clone();
         unique.dedup();
         assert_eq!(joined, unique, "every node gets exactly one join command");
@@ -219,20 +280,43 @@ mod tests {
         state.target = Some(Role::Worker);
         cloud.respond_with(|cmd, _| {
             if cmd.script == "join" {
-                let token = cmd.text.lines().find_map(|l| l.strip_prefix("export JOIN_TOKEN=")).unwrap_or("").trim_matches('\'').to_string();
-                CommandStatus::Failed { status: "Failed".into(), exit_code: 1, stdout: String::new(), stderr: format!("Invalid token {token}\n") }
+                let token = cmd
+                    .text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("export JOIN_TOKEN="))
+                    .unwrap_or("")
+                    .trim_matches('\'')
+                    .to_string();
+                CommandStatus::Failed {
+                    status: "Failed".into(),
+                    exit_code: 1,
+                    stdout: String::new(),
+                    stderr: format!("Invalid token {token}\n"),
+                }
             } else {
-                CommandStatus::Success { stdout: "MECPLANE_RESULT token=issued\n".into() }
+                CommandStatus::Success {
+                    stdout: "MECPLANE_RESULT token=issued\n".into(),
+                }
             }
         });
         let err = drive_err(&cloud, &store, state).await;
         assert_eq!(err.name(), "CommandFailed");
         assert!(err.to_string().contains("join on i-") && err.to_string().contains("[redacted]"));
-        let token = cloud.parameters().values().find(|(_, secure)| *secure).unwrap().0.clone();
+        let token = cloud
+            .parameters()
+            .values()
+            .find(|(_, secure)| *secure)
+            .unwrap()
+            .0
+            .clone();
         assert!(!err.to_string().contains(&token));
     }
 
-    async fn drive_err(cloud: &crate::fakes::FakeCloud, store: &crate::fakes::FakeStore, mut state: CreateState) -> StageError {
+    async fn drive_err(
+        cloud: &crate::fakes::FakeCloud,
+        store: &crate::fakes::FakeStore,
+        mut state: CreateState,
+    ) -> StageError {
         for _ in 0..10 {
             match run(cloud, cloud, cloud, store, state).await {
                 Ok(s) => state = s,

@@ -34,8 +34,14 @@ pub fn plan(wanted: u32, existing: &[Instance]) -> LaunchPlan {
     let taken: Vec<u32> = existing.iter().filter_map(|i| i.index).collect();
     let launch = wanted.saturating_sub(existing.len() as u32);
     let untagged = existing.iter().filter(|i| i.index.is_none()).count() as u32;
-    let free_indexes = (0..).filter(|i| !taken.contains(i)).take((untagged + launch) as usize).collect();
-    LaunchPlan { launch, free_indexes }
+    let free_indexes = (0..)
+        .filter(|i| !taken.contains(i))
+        .take((untagged + launch) as usize)
+        .collect();
+    LaunchPlan {
+        launch,
+        free_indexes,
+    }
 }
 
 /// Runs the stage for `state.target`.
@@ -54,10 +60,20 @@ pub async fn run<I: Instances, S: ClusterStore>(
     };
     let existing = nodes::live(instances, &state.cluster_id, role).await?;
     let plan = plan(wanted, &existing);
-    let mut untagged: Vec<Instance> = existing.iter().filter(|i| i.index.is_none()).cloned().collect();
+    let mut untagged: Vec<Instance> = existing
+        .iter()
+        .filter(|i| i.index.is_none())
+        .cloned()
+        .collect();
     if plan.launch > 0 {
-        let ami_id = state.ami_id.clone().ok_or_else(|| StageError::Internal("no AMI resolved".into()))?;
-        let security_group_id = state.security_group_id.clone().ok_or_else(|| StageError::Internal("no security group".into()))?;
+        let ami_id = state
+            .ami_id
+            .clone()
+            .ok_or_else(|| StageError::Internal("no AMI resolved".into()))?;
+        let security_group_id = state
+            .security_group_id
+            .clone()
+            .ok_or_else(|| StageError::Internal("no security group".into()))?;
         let request = LaunchRequest {
             cluster_id: state.cluster_id.clone(),
             cluster_name: state.spec.name.clone(),
@@ -69,20 +85,37 @@ pub async fn run<I: Instances, S: ClusterStore>(
             subnet_id: state.spec.subnet_id.clone(),
             root_volume_gib: state.spec.root_volume_gib,
             instance_profile: config.node_instance_profile.clone(),
-            tags: state.spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tags: state
+                .spec
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             // The same world gives the same token: EC2 answers a repeated launch with the first.
             client_token: format!("{}-{}-{}", state.cluster_id, role.as_str(), existing.len()),
         };
         untagged.extend(instances.launch(&request).await?);
     }
     for (instance, index) in untagged.iter_mut().zip(plan.free_indexes.iter().copied()) {
-        instances.tag(&instance.instance_id, &[
-            (resources::TAG_INDEX.to_string(), index.to_string()),
-            (resources::TAG_NAME.to_string(), resources::node_name(&state.spec.name, role, index)),
-        ]).await?;
+        instances
+            .tag(
+                &instance.instance_id,
+                &[
+                    (resources::TAG_INDEX.to_string(), index.to_string()),
+                    (
+                        resources::TAG_NAME.to_string(),
+                        resources::node_name(&state.spec.name, role, index),
+                    ),
+                ],
+            )
+            .await?;
         instance.index = Some(index);
     }
-    let all: Vec<Instance> = existing.into_iter().filter(|i| i.index.is_some()).chain(untagged).collect();
+    let all: Vec<Instance> = existing
+        .into_iter()
+        .filter(|i| i.index.is_some())
+        .chain(untagged)
+        .collect();
     records::modify(store, &state.cluster_id, |r| {
         for i in &all {
             if !r.nodes.iter().any(|n| n.instance_id == i.instance_id) {
@@ -100,7 +133,13 @@ pub async fn run<I: Instances, S: ClusterStore>(
     })
     .await?;
     let ids: Vec<&str> = all.iter().map(|i| i.instance_id.as_str()).collect();
-    let detail = format!("{} {} node(s): {} ({} launched now)", all.len(), role.as_str(), ids.join(", "), plan.launch);
+    let detail = format!(
+        "{} {} node(s): {} ({} launched now)",
+        all.len(),
+        role.as_str(),
+        ids.join(", "),
+        plan.launch
+    );
     records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
     Ok(state)
 }
@@ -113,15 +152,47 @@ mod tests {
     use crate::stages::fixtures;
 
     fn instance(id: &str, index: Option<u32>) -> Instance {
-        Instance { instance_id: id.into(), role: Some(Role::Worker), index, state: InstanceState::Running, private_ip: None, public_ip: None, private_dns: None }
+        Instance {
+            instance_id: id.into(),
+            role: Some(Role::Worker),
+            index,
+            state: InstanceState::Running,
+            private_ip: None,
+            public_ip: None,
+            private_dns: None,
+        }
     }
 
     #[test]
     fn plan_launches_the_difference_and_fills_index_gaps() {
-        assert_eq!(plan(3, &[]), LaunchPlan { launch: 3, free_indexes: vec![0, 1, 2] });
-        assert_eq!(plan(3, &[instance("a", Some(1))]), LaunchPlan { launch: 2, free_indexes: vec![0, 2] });
-        assert_eq!(plan(2, &[instance("a", Some(0)), instance("b", None)]), LaunchPlan { launch: 0, free_indexes: vec![1] });
-        assert_eq!(plan(1, &[instance("a", Some(0)), instance("b", Some(1))]), LaunchPlan { launch: 0, free_indexes: vec![] });
+        assert_eq!(
+            plan(3, &[]),
+            LaunchPlan {
+                launch: 3,
+                free_indexes: vec![0, 1, 2]
+            }
+        );
+        assert_eq!(
+            plan(3, &[instance("a", Some(1))]),
+            LaunchPlan {
+                launch: 2,
+                free_indexes: vec![0, 2]
+            }
+        );
+        assert_eq!(
+            plan(2, &[instance("a", Some(0)), instance("b", None)]),
+            LaunchPlan {
+                launch: 0,
+                free_indexes: vec![1]
+            }
+        );
+        assert_eq!(
+            plan(1, &[instance("a", Some(0)), instance("b", Some(1))]),
+            LaunchPlan {
+                launch: 0,
+                free_indexes: vec![]
+            }
+        );
     }
 
     #[tokio::test]
@@ -129,22 +200,35 @@ mod tests {
         let (cloud, store, state) = fixtures::ready_to_launch(1, 2).await;
         let mut workers = state.clone();
         workers.target = Some(Role::Worker);
-        run(&cloud, &store, &fixtures::config(), workers.clone()).await.unwrap();
-        run(&cloud, &store, &fixtures::config(), workers).await.unwrap();
+        run(&cloud, &store, &fixtures::config(), workers.clone())
+            .await
+            .unwrap();
+        run(&cloud, &store, &fixtures::config(), workers)
+            .await
+            .unwrap();
         let launched = cloud.live_instances();
         assert_eq!(launched.len(), 2);
-        let mut indexes: Vec<_> = launched.iter().map(|i| i.tags[resources::TAG_INDEX].clone()).collect();
+        let mut indexes: Vec<_> = launched
+            .iter()
+            .map(|i| i.tags[resources::TAG_INDEX].clone())
+            .collect();
         indexes.sort();
         assert_eq!(indexes, vec!["0", "1"]);
-        assert!(launched.iter().all(|i| i.tags[resources::TAG_ROLE] == "worker" && i.tags["team"] == "edge"));
+        assert!(launched
+            .iter()
+            .all(|i| i.tags[resources::TAG_ROLE] == "worker" && i.tags["team"] == "edge"));
         assert_eq!(store.records()[0].nodes.len(), 2);
     }
 
     #[tokio::test]
     async fn capacity_errors_are_named_and_not_transient() {
         let (cloud, store, state) = fixtures::ready_to_launch(1, 0).await;
-        cloud.fail_next_launch(CloudError::InsufficientCapacity("no t4g.medium in us-east-1a".into()));
-        let err = run(&cloud, &store, &fixtures::config(), state).await.unwrap_err();
+        cloud.fail_next_launch(CloudError::InsufficientCapacity(
+            "no t4g.medium in us-east-1a".into(),
+        ));
+        let err = run(&cloud, &store, &fixtures::config(), state)
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InsufficientCapacity");
         assert!(cloud.live_instances().is_empty());
     }

@@ -78,39 +78,81 @@ mod pipeline_tests {
         let config = fixtures::config();
         let policy = Policy::default();
         let input = json!({"name": "edge", "control_planes": 3, "workers": 2});
-        let ev = || RegisterEvent { input: input.clone(), execution_arn: "arn:create".into() };
+        let ev = || RegisterEvent {
+            input: input.clone(),
+            execution_arn: "arn:create".into(),
+        };
         let state = twice(|| register::run(&store, &policy, ev())).await;
-        cloud.put_public(&resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec), "ami-1");
+        cloud.put_public(
+            &resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec),
+            "ami-1",
+        );
         let state = twice(|| resolve_ami::run(&cloud, &store, &config, state.clone())).await;
         let state = twice(|| security_group::run(&cloud, &store, state.clone())).await;
         let mut state = state;
         for role in [Role::ControlPlane, Role::Worker] {
             state.target = Some(role);
             state = twice(|| launch_nodes::run(&cloud, &store, &config, state.clone())).await;
-            state = poll_until_done(state, |s| async { await_nodes::run(&cloud, &cloud, &store, s).await }).await;
+            state = poll_until_done(state, |s| async {
+                await_nodes::run(&cloud, &cloud, &store, s).await
+            })
+            .await;
             if role == Role::ControlPlane {
-                state = poll_until_done(state, |s| async { bootstrap::run(&cloud, &cloud, &cloud, &store, s).await }).await;
+                state = poll_until_done(state, |s| async {
+                    bootstrap::run(&cloud, &cloud, &cloud, &store, s).await
+                })
+                .await;
             }
-            state = poll_until_done(state, |s| async { join_nodes::run(&cloud, &cloud, &cloud, &store, s).await }).await;
+            state = poll_until_done(state, |s| async {
+                join_nodes::run(&cloud, &cloud, &cloud, &store, s).await
+            })
+            .await;
         }
-        state = poll_until_done(state, |s| async { verify::run(&cloud, &cloud, &store, s).await }).await;
-        state = poll_until_done(state, |s| async { store_kubeconfig::run(&cloud, &cloud, &cloud, &store, s).await }).await;
+        state = poll_until_done(state, |s| async {
+            verify::run(&cloud, &cloud, &store, s).await
+        })
+        .await;
+        state = poll_until_done(state, |s| async {
+            store_kubeconfig::run(&cloud, &cloud, &cloud, &store, s).await
+        })
+        .await;
         let out = twice(|| activate::run(&store, state.clone())).await;
         assert_eq!(out.status, Status::Active);
         assert_eq!(out.nodes, 5);
         assert_eq!(cloud.live_instances().len(), 5, "one instance set");
         assert_eq!(cloud.commands_of("bootstrap").len(), 1, "one bootstrap");
-        let mut joined: Vec<String> = cloud.commands_of("join").iter().map(|c| c.instance_id.clone()).collect();
+        let mut joined: Vec<String> = cloud
+            .commands_of("join")
+            .iter()
+            .map(|c| c.instance_id.clone())
+            .collect();
         joined.sort();
         let before = joined.len();
         joined.dedup();
-        assert_eq!((before, joined.len()), (4, 4), "one join per node but the first");
-        assert!(cloud.commands_of("join").iter().filter(|c| c.text.contains("NODE_ROLE='worker'")).count() == 2);
+        assert_eq!(
+            (before, joined.len()),
+            (4, 4),
+            "one join per node but the first"
+        );
+        assert!(
+            cloud
+                .commands_of("join")
+                .iter()
+                .filter(|c| c.text.contains("NODE_ROLE='worker'"))
+                .count()
+                == 2
+        );
         let record = store.records()[0].clone();
         assert_eq!(record.status, Status::Active);
-        assert!(record.nodes.iter().all(|n| n.state == crate::record::NodeState::Ready));
+        assert!(record
+            .nodes
+            .iter()
+            .all(|n| n.state == crate::record::NodeState::Ready));
 
-        let del = || BeginDeleteEvent { input: json!({"name": "edge", "timing": {"poll_seconds": 1}}), execution_arn: "arn:delete".into() };
+        let del = || BeginDeleteEvent {
+            input: json!({"name": "edge", "timing": {"poll_seconds": 1}}),
+            execution_arn: "arn:delete".into(),
+        };
         let t: TeardownState = twice(|| begin_delete::run(&store, del())).await;
         let t = twice(|| terminate_nodes::run(&cloud, &store, t.clone())).await;
         let t = twice(|| await_terminated::run(&cloud, t.clone())).await;
@@ -121,9 +163,21 @@ mod pipeline_tests {
         assert_eq!(done.status, Status::Deleted);
         assert!(cloud.live_instances().is_empty());
         assert!(cloud.groups().is_empty());
-        assert!(cloud.parameters().keys().all(|k| !k.starts_with(resources::PARAMETER_ROOT)));
+        assert!(cloud
+            .parameters()
+            .keys()
+            .all(|k| !k.starts_with(resources::PARAMETER_ROOT)));
         // The name is free again.
-        let again = register::run(&store, &policy, RegisterEvent { input: input.clone(), execution_arn: "arn:create-2".into() }).await.unwrap();
+        let again = register::run(
+            &store,
+            &policy,
+            RegisterEvent {
+                input: input.clone(),
+                execution_arn: "arn:create-2".into(),
+            },
+        )
+        .await
+        .unwrap();
         assert_ne!(again.cluster_id, record.id);
     }
 }

@@ -5,7 +5,11 @@ use crate::ports::{Instance, Instances};
 use crate::record::Role;
 
 /// Live (not shutting down or terminated) instances of `role`, ordered by index.
-pub(crate) async fn live<I: Instances>(instances: &I, cluster_id: &str, role: Role) -> Result<Vec<Instance>, StageError> {
+pub(crate) async fn live<I: Instances>(
+    instances: &I,
+    cluster_id: &str,
+    role: Role,
+) -> Result<Vec<Instance>, StageError> {
     let mut found: Vec<Instance> = instances
         .find(cluster_id)
         .await?
@@ -17,16 +21,25 @@ pub(crate) async fn live<I: Instances>(instances: &I, cluster_id: &str, role: Ro
 }
 
 /// The first control plane: the node that bootstraps the cluster and answers joins.
-pub(crate) async fn first_control_plane<I: Instances>(instances: &I, cluster_id: &str) -> Result<Instance, StageError> {
+pub(crate) async fn first_control_plane<I: Instances>(
+    instances: &I,
+    cluster_id: &str,
+) -> Result<Instance, StageError> {
     live(instances, cluster_id, Role::ControlPlane)
         .await?
         .into_iter()
         .find(|i| i.index == Some(0))
-        .ok_or_else(|| StageError::InstanceTerminated("the first control plane (index 0) is gone".into()))
+        .ok_or_else(|| {
+            StageError::InstanceTerminated("the first control plane (index 0) is gone".into())
+        })
 }
 
 /// Whether the instance is gone (terminated or shutting down, or unknown).
-pub(crate) async fn is_gone<I: Instances>(instances: &I, cluster_id: &str, instance_id: &str) -> Result<bool, StageError> {
+pub(crate) async fn is_gone<I: Instances>(
+    instances: &I,
+    cluster_id: &str,
+    instance_id: &str,
+) -> Result<bool, StageError> {
     Ok(instances
         .find(cluster_id)
         .await?

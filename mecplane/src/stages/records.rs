@@ -10,13 +10,23 @@ use crate::record::{ClusterRecord, Event, Phase};
 const WRITE_ATTEMPTS: usize = 4;
 
 /// The cluster's record, or `ClusterNotFound`.
-pub(crate) async fn load<S: ClusterStore>(store: &S, cluster_id: &str) -> Result<ClusterRecord, StageError> {
-    store.get(cluster_id).await?.ok_or_else(|| StageError::ClusterNotFound(cluster_id.into()))
+pub(crate) async fn load<S: ClusterStore>(
+    store: &S,
+    cluster_id: &str,
+) -> Result<ClusterRecord, StageError> {
+    store
+        .get(cluster_id)
+        .await?
+        .ok_or_else(|| StageError::ClusterNotFound(cluster_id.into()))
 }
 
 /// Applies `change` to the stored record and writes it if it changed, re-reading on a lost
 /// condition. `change` returns whether it changed anything (no write when it did not).
-pub(crate) async fn modify<S, F>(store: &S, cluster_id: &str, mut change: F) -> Result<ClusterRecord, StageError>
+pub(crate) async fn modify<S, F>(
+    store: &S,
+    cluster_id: &str,
+    mut change: F,
+) -> Result<ClusterRecord, StageError>
 where
     S: ClusterStore,
     F: FnMut(&mut ClusterRecord) -> Result<bool, StageError>,
@@ -37,7 +47,11 @@ where
 
 /// Marks `stage` as the one running and records that it started — once, however often a polling
 /// stage is invoked.
-pub(crate) async fn enter<S: ClusterStore>(store: &S, cluster_id: &str, stage: &str) -> Result<ClusterRecord, StageError> {
+pub(crate) async fn enter<S: ClusterStore>(
+    store: &S,
+    cluster_id: &str,
+    stage: &str,
+) -> Result<ClusterRecord, StageError> {
     let mut entered = false;
     let record = modify(store, cluster_id, |r| {
         entered = r.stage.as_deref() != Some(stage);
@@ -61,5 +75,8 @@ pub(crate) async fn note<S: ClusterStore>(
     phase: Phase,
     detail: impl Into<String>,
 ) -> Result<(), StageError> {
-    store.append_event(&Event::now(cluster_id, stage, phase, detail)).await.map_err(Into::into)
+    store
+        .append_event(&Event::now(cluster_id, stage, phase, detail))
+        .await
+        .map_err(Into::into)
 }

@@ -19,16 +19,28 @@ use super::records;
 pub const STAGE: &str = "register";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(store: &S, policy: &Policy, event: RegisterEvent) -> Result<CreateState, StageError> {
+pub async fn run<S: ClusterStore>(
+    store: &S,
+    policy: &Policy,
+    event: RegisterEvent,
+) -> Result<CreateState, StageError> {
     match CreateInput::parse(&event.input)? {
-        CreateInput::Registered { cluster_id, timing, .. } => {
+        CreateInput::Registered {
+            cluster_id, timing, ..
+        } => {
             let record = records::modify(store, &cluster_id, |r| {
                 if r.status != Status::Creating {
-                    return Err(StageError::InvalidState(format!("cluster {} is {}, not CREATING", r.id, r.status)));
+                    return Err(StageError::InvalidState(format!(
+                        "cluster {} is {}, not CREATING",
+                        r.id, r.status
+                    )));
                 }
                 if let Some(owner) = &r.execution_arn {
                     if owner != &event.execution_arn {
-                        return Err(StageError::InvalidState(format!("cluster {} is being created by {owner}", r.id)));
+                        return Err(StageError::InvalidState(format!(
+                            "cluster {} is being created by {owner}",
+                            r.id
+                        )));
                     }
                 }
                 let changed = r.execution_arn.is_none();
@@ -37,14 +49,25 @@ pub async fn run<S: ClusterStore>(store: &S, policy: &Policy, event: RegisterEve
             })
             .await?;
             records::enter(store, &record.id, STAGE).await?;
-            records::note(store, &record.id, STAGE, Phase::Finished, "registered by the API").await?;
+            records::note(
+                store,
+                &record.id,
+                STAGE,
+                Phase::Finished,
+                "registered by the API",
+            )
+            .await?;
             // The stored spec is authoritative: it is what the user was shown.
             Ok(CreateState::new(record.id, record.spec, timing))
         }
         CreateInput::Request { spec, timing } => {
             let spec = spec.validate(policy)?;
             let cluster_id = resources::cluster_id_from_seed(&event.execution_arn);
-            let record = ClusterRecord::new(cluster_id.clone(), spec.clone(), Some(event.execution_arn.clone()));
+            let record = ClusterRecord::new(
+                cluster_id.clone(),
+                spec.clone(),
+                Some(event.execution_arn.clone()),
+            );
             if !store.create(&record).await? {
                 match store.find_by_name(&spec.name).await? {
                     Some(existing) if existing.id == cluster_id => {}
@@ -52,7 +75,14 @@ pub async fn run<S: ClusterStore>(store: &S, policy: &Policy, event: RegisterEve
                 }
             }
             records::enter(store, &cluster_id, STAGE).await?;
-            records::note(store, &cluster_id, STAGE, Phase::Finished, format!("registered {} from the execution input", spec.name)).await?;
+            records::note(
+                store,
+                &cluster_id,
+                STAGE,
+                Phase::Finished,
+                format!("registered {} from the execution input", spec.name),
+            )
+            .await?;
             Ok(CreateState::new(cluster_id, spec, timing))
         }
     }
@@ -65,14 +95,29 @@ mod tests {
     use serde_json::json;
 
     fn event(input: serde_json::Value, arn: &str) -> RegisterEvent {
-        RegisterEvent { input, execution_arn: arn.into() }
+        RegisterEvent {
+            input,
+            execution_arn: arn.into(),
+        }
     }
 
     #[tokio::test]
     async fn console_input_registers_once_even_when_retried() {
         let store = FakeStore::default();
-        let first = run(&store, &Policy::default(), event(json!({"name": "edge", "workers": 2}), "arn:e1")).await.unwrap();
-        let again = run(&store, &Policy::default(), event(json!({"name": "edge", "workers": 2}), "arn:e1")).await.unwrap();
+        let first = run(
+            &store,
+            &Policy::default(),
+            event(json!({"name": "edge", "workers": 2}), "arn:e1"),
+        )
+        .await
+        .unwrap();
+        let again = run(
+            &store,
+            &Policy::default(),
+            event(json!({"name": "edge", "workers": 2}), "arn:e1"),
+        )
+        .await
+        .unwrap();
         assert_eq!(first, again);
         assert_eq!(store.records().len(), 1);
         assert_eq!(store.records()[0].status, Status::Creating);
@@ -82,8 +127,20 @@ mod tests {
     #[tokio::test]
     async fn a_second_execution_with_the_same_name_loses() {
         let store = FakeStore::default();
-        run(&store, &Policy::default(), event(json!({"name": "edge"}), "arn:e1")).await.unwrap();
-        let err = run(&store, &Policy::default(), event(json!({"name": "edge"}), "arn:e2")).await.unwrap_err();
+        run(
+            &store,
+            &Policy::default(),
+            event(json!({"name": "edge"}), "arn:e1"),
+        )
+        .await
+        .unwrap();
+        let err = run(
+            &store,
+            &Policy::default(),
+            event(json!({"name": "edge"}), "arn:e2"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.name(), "NameTaken");
         assert_eq!(store.records().len(), 1);
         assert_eq!(store.records()[0].execution_arn.as_deref(), Some("arn:e1"));
@@ -92,7 +149,13 @@ mod tests {
     #[tokio::test]
     async fn bad_input_names_the_field() {
         let store = FakeStore::default();
-        let err = run(&store, &Policy::default(), event(json!({"name": "edge", "workers": 99}), "arn:e1")).await.unwrap_err();
+        let err = run(
+            &store,
+            &Policy::default(),
+            event(json!({"name": "edge", "workers": 99}), "arn:e1"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.name(), "ValidationError");
         assert!(err.to_string().contains("workers"));
         assert!(store.records().is_empty());
@@ -101,13 +164,29 @@ mod tests {
     #[tokio::test]
     async fn api_registered_record_is_bound_to_the_execution() {
         let store = FakeStore::default();
-        let spec = crate::spec::ClusterRequest { name: Some("edge".into()), ..Default::default() }.validate(&Policy::default()).unwrap();
-        store.create(&ClusterRecord::new("c-0000000000000001".into(), spec.clone(), None)).await.unwrap();
+        let spec = crate::spec::ClusterRequest {
+            name: Some("edge".into()),
+            ..Default::default()
+        }
+        .validate(&Policy::default())
+        .unwrap();
+        store
+            .create(&ClusterRecord::new(
+                "c-0000000000000001".into(),
+                spec.clone(),
+                None,
+            ))
+            .await
+            .unwrap();
         let input = json!({"cluster_id": "c-0000000000000001", "spec": spec, "timing": {"poll_seconds": 1}});
-        let state = run(&store, &Policy::default(), event(input.clone(), "arn:e1")).await.unwrap();
+        let state = run(&store, &Policy::default(), event(input.clone(), "arn:e1"))
+            .await
+            .unwrap();
         assert_eq!(state.timing.poll_seconds, 1);
         assert_eq!(store.records()[0].execution_arn.as_deref(), Some("arn:e1"));
-        let err = run(&store, &Policy::default(), event(input, "arn:other")).await.unwrap_err();
+        let err = run(&store, &Policy::default(), event(input, "arn:other"))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InvalidState");
     }
 }

@@ -16,12 +16,19 @@ pub const STAGE: &str = "resolve-ami";
 /// The parameter holding the AMI id: `<prefix>/<release>/stable/current/<arch>/hvm/<volume>/ami-id`.
 /// Canonical publishes gp3-backed images from 23.10 on and gp2-backed ones before.
 pub fn ami_parameter(prefix: &str, spec: &ClusterSpec) -> String {
-    let volume = if spec.ubuntu_release.as_str() >= "23.10" { "ebs-gp3" } else { "ebs-gp2" };
+    let volume = if spec.ubuntu_release.as_str() >= "23.10" {
+        "ebs-gp3"
+    } else {
+        "ebs-gp2"
+    };
     let arch = match spec.arch {
         Arch::Arm64 => "arm64",
         Arch::Amd64 => "amd64",
     };
-    format!("{prefix}/{}/stable/current/{arch}/hvm/{volume}/ami-id", spec.ubuntu_release)
+    format!(
+        "{prefix}/{}/stable/current/{arch}/hvm/{volume}/ami-id",
+        spec.ubuntu_release
+    )
 }
 
 /// Runs the stage.
@@ -40,7 +47,18 @@ pub async fn run<P: Parameters, S: ClusterStore>(
             state.spec.arch.as_str()
         ))
     })?;
-    records::note(store, &state.cluster_id, STAGE, Phase::Finished, format!("Ubuntu {} {}: {ami}", state.spec.ubuntu_release, state.spec.arch.as_str())).await?;
+    records::note(
+        store,
+        &state.cluster_id,
+        STAGE,
+        Phase::Finished,
+        format!(
+            "Ubuntu {} {}: {ami}",
+            state.spec.ubuntu_release,
+            state.spec.arch.as_str()
+        ),
+    )
+    .await?;
     state.ami_id = Some(ami);
     Ok(state)
 }
@@ -56,7 +74,10 @@ mod tests {
         let (cloud, store, state) = fixtures::registered(1, 0).await;
         let config = fixtures::config();
         let path = ami_parameter(&config.ami_parameter_prefix, &state.spec);
-        assert_eq!(path, "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id");
+        assert_eq!(
+            path,
+            "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"
+        );
         cloud.put_public(&path, "ami-0123");
         let out = run(&cloud, &store, &config, state).await.unwrap();
         assert_eq!(out.ami_id.as_deref(), Some("ami-0123"));
@@ -65,7 +86,9 @@ mod tests {
     #[tokio::test]
     async fn a_missing_image_is_a_named_failure() {
         let (cloud, store, state) = fixtures::registered(1, 0).await;
-        let err = run(&cloud, &store, &fixtures::config(), state).await.unwrap_err();
+        let err = run(&cloud, &store, &fixtures::config(), state)
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "AmiNotFound");
         let _: (&FakeCloud, &FakeStore) = (&cloud, &store);
     }

@@ -18,10 +18,20 @@ pub const STAGE: &str = "security-group";
 pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for port in microk8s::INTRA_CLUSTER_TCP {
-        rules.push(IngressRule { protocol: "tcp".into(), port, source: IngressSource::SameGroup, description: "MicroK8s, between cluster nodes".into() });
+        rules.push(IngressRule {
+            protocol: "tcp".into(),
+            port,
+            source: IngressSource::SameGroup,
+            description: "MicroK8s, between cluster nodes".into(),
+        });
     }
     for port in microk8s::INTRA_CLUSTER_UDP {
-        rules.push(IngressRule { protocol: "udp".into(), port, source: IngressSource::SameGroup, description: "MicroK8s VXLAN, between cluster nodes".into() });
+        rules.push(IngressRule {
+            protocol: "udp".into(),
+            port,
+            source: IngressSource::SameGroup,
+            description: "MicroK8s VXLAN, between cluster nodes".into(),
+        });
     }
     for cidr in &spec.api_allowed_cidrs {
         rules.push(IngressRule {
@@ -38,19 +48,38 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
 pub fn missing_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<IngressRule> {
     desired
         .iter()
-        .filter(|d| !current.iter().any(|c| c.protocol == d.protocol && c.port == d.port && c.source == d.source))
+        .filter(|d| {
+            !current
+                .iter()
+                .any(|c| c.protocol == d.protocol && c.port == d.port && c.source == d.source)
+        })
         .cloned()
         .collect()
 }
 
 /// Runs the stage.
-pub async fn run<G: SecurityGroups, S: ClusterStore>(groups: &G, store: &S, mut state: CreateState) -> Result<CreateState, StageError> {
+pub async fn run<G: SecurityGroups, S: ClusterStore>(
+    groups: &G,
+    store: &S,
+    mut state: CreateState,
+) -> Result<CreateState, StageError> {
     records::enter(store, &state.cluster_id, STAGE).await?;
     let group_id = match groups.find_group(&state.cluster_id).await? {
         Some(id) => id,
-        None => groups.create_group(&state.cluster_id, &state.spec.name, state.spec.subnet_id.as_deref()).await?,
+        None => {
+            groups
+                .create_group(
+                    &state.cluster_id,
+                    &state.spec.name,
+                    state.spec.subnet_id.as_deref(),
+                )
+                .await?
+        }
     };
-    let missing = missing_rules(&desired_rules(&state.spec), &groups.ingress(&group_id).await?);
+    let missing = missing_rules(
+        &desired_rules(&state.spec),
+        &groups.ingress(&group_id).await?,
+    );
     if !missing.is_empty() {
         groups.authorize(&group_id, &missing).await?;
     }
@@ -65,7 +94,14 @@ pub async fn run<G: SecurityGroups, S: ClusterStore>(groups: &G, store: &S, mut 
     } else {
         format!("API open to {}", state.spec.api_allowed_cidrs.join(", "))
     };
-    records::note(store, &state.cluster_id, STAGE, Phase::Finished, format!("{group_id}: {} rules added; {api}", missing.len())).await?;
+    records::note(
+        store,
+        &state.cluster_id,
+        STAGE,
+        Phase::Finished,
+        format!("{group_id}: {} rules added; {api}", missing.len()),
+    )
+    .await?;
     state.security_group_id = Some(group_id);
     Ok(state)
 }
@@ -87,10 +123,16 @@ mod tests {
         let (_, rules) = groups.values().next().unwrap();
         assert_eq!(rules.len(), 6);
         assert!(rules.iter().all(|r| r.port != 22));
-        let outside: Vec<_> = rules.iter().filter(|r| r.source != IngressSource::SameGroup).collect();
+        let outside: Vec<_> = rules
+            .iter()
+            .filter(|r| r.source != IngressSource::SameGroup)
+            .collect();
         assert_eq!(outside.len(), 1);
         assert_eq!(outside[0].port, microk8s::PORT_API);
-        assert_eq!(outside[0].source, IngressSource::Cidr("203.0.113.0/24".into()));
+        assert_eq!(
+            outside[0].source,
+            IngressSource::Cidr("203.0.113.0/24".into())
+        );
     }
 
     #[test]

@@ -52,34 +52,54 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
         cluster_id: &state.cluster_id,
         instance_id: first.instance_id.clone(),
         script: Script::Kubeconfig,
-        key: format!("mecplane {} kubeconfig {}", state.cluster_id, first.instance_id),
+        key: format!(
+            "mecplane {} kubeconfig {}",
+            state.cluster_id, first.instance_id
+        ),
         env: Vec::new(),
         timeout_seconds: 120.min(state.timing.command_timeout_seconds),
         secrets: Vec::new(),
     };
-    let stdout = match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
-        Progress::Running(p) => {
-            state.command = Some(p);
-            return Ok(state);
-        }
-        Progress::Done { stdout } => stdout,
-    };
+    let stdout =
+        match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
+            Progress::Running(p) => {
+                state.command = Some(p);
+                return Ok(state);
+            }
+            Progress::Done { stdout } => stdout,
+        };
     state.command = None;
     let payload = scripts::payload_of(&stdout);
     if !payload.contains("clusters:") {
-        return Err(StageError::CommandFailed(format!("kubeconfig on {} printed no kubeconfig", first.instance_id)));
+        return Err(StageError::CommandFailed(format!(
+            "kubeconfig on {} printed no kubeconfig",
+            first.instance_id
+        )));
     }
-    let host = first.public_ip.as_deref().or(first.private_ip.as_deref()).unwrap_or_default();
+    let host = first
+        .public_ip
+        .as_deref()
+        .or(first.private_ip.as_deref())
+        .unwrap_or_default();
     let endpoint = format!("https://{host}:{}", microk8s::PORT_API);
     let name = resources::kubeconfig_parameter(&state.cluster_id);
-    params.put_secret(&name, &with_server(&payload, &endpoint)).await?;
+    params
+        .put_secret(&name, &with_server(&payload, &endpoint))
+        .await?;
     records::modify(store, &state.cluster_id, |r| {
         r.kubeconfig_parameter = Some(name.clone());
         r.endpoint = Some(endpoint.clone());
         Ok(true)
     })
     .await?;
-    records::note(store, &state.cluster_id, STAGE, Phase::Finished, format!("kubeconfig for {endpoint} stored in {name}")).await?;
+    records::note(
+        store,
+        &state.cluster_id,
+        STAGE,
+        Phase::Finished,
+        format!("kubeconfig for {endpoint} stored in {name}"),
+    )
+    .await?;
     state.kubeconfig_parameter = Some(name);
     state.poll.finish();
     Ok(state)
@@ -93,7 +113,10 @@ mod tests {
     #[test]
     fn server_is_rewritten_keeping_indentation() {
         let k = "clusters:\n- cluster:\n    server: https://10.0.0.1:16443\n  name: x\n";
-        assert_eq!(with_server(k, "https://203.0.113.5:16443"), "clusters:\n- cluster:\n    server: https://203.0.113.5:16443\n  name: x\n");
+        assert_eq!(
+            with_server(k, "https://203.0.113.5:16443"),
+            "clusters:\n- cluster:\n    server: https://203.0.113.5:16443\n  name: x\n"
+        );
     }
 
     #[tokio::test]
@@ -106,7 +129,12 @@ mod tests {
         assert!(secure);
         assert!(value.contains("server: https://198.51.100."));
         assert!(!value.contains("MECPLANE_RESULT"));
-        let everything = format!("{}{:?}{:?}", serde_json::to_string(&out).unwrap(), store.records(), store.all_events());
+        let everything = format!(
+            "{}{:?}{:?}",
+            serde_json::to_string(&out).unwrap(),
+            store.records(),
+            store.all_events()
+        );
         assert!(!everything.contains("secret-admin-token"));
     }
 }

@@ -12,7 +12,11 @@ use super::records;
 pub const STAGE: &str = "terminate-nodes";
 
 /// Runs the stage.
-pub async fn run<I: Instances, S: ClusterStore>(instances: &I, store: &S, state: TeardownState) -> Result<TeardownState, StageError> {
+pub async fn run<I: Instances, S: ClusterStore>(
+    instances: &I,
+    store: &S,
+    state: TeardownState,
+) -> Result<TeardownState, StageError> {
     records::enter(store, &state.cluster_id, STAGE).await?;
     let live: Vec<String> = instances
         .find(&state.cluster_id)
@@ -32,7 +36,11 @@ pub async fn run<I: Instances, S: ClusterStore>(instances: &I, store: &S, state:
         Ok(before != r.nodes)
     })
     .await?;
-    let detail = if live.is_empty() { "no instances left".to_string() } else { format!("terminating {}", live.join(", ")) };
+    let detail = if live.is_empty() {
+        "no instances left".to_string()
+    } else {
+        format!("terminating {}", live.join(", "))
+    };
     records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
     Ok(state)
 }

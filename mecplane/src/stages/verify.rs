@@ -40,32 +40,47 @@ pub async fn run<C: NodeCommands, I: Instances, S: ClusterStore>(
         timeout_seconds: 120.min(state.timing.command_timeout_seconds),
         secrets: Vec::new(),
     };
-    let stdout = match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
-        Progress::Running(p) => {
-            state.command = Some(p);
-            return Ok(state);
-        }
-        Progress::Done { stdout } => stdout,
-    };
+    let stdout =
+        match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
+            Progress::Running(p) => {
+                state.command = Some(p);
+                return Ok(state);
+            }
+            Progress::Done { stdout } => stdout,
+        };
     state.command = None;
     let reports = scripts::nodes_of(&stdout);
     let ready: Vec<&scripts::NodeReport> = reports.iter().filter(|n| n.ready).collect();
     if ready.len() >= expected {
         records::modify(store, &state.cluster_id, |r| {
             for n in r.nodes.iter_mut() {
-                if ready.iter().any(|rep| Some(&rep.internal_ip) == n.private_ip.as_ref()) {
+                if ready
+                    .iter()
+                    .any(|rep| Some(&rep.internal_ip) == n.private_ip.as_ref())
+                {
                     n.state = NodeState::Ready;
                 }
             }
             Ok(true)
         })
         .await?;
-        records::note(store, &state.cluster_id, STAGE, Phase::Finished, format!("{} of {expected} node(s) Ready", ready.len())).await?;
+        records::note(
+            store,
+            &state.cluster_id,
+            STAGE,
+            Phase::Finished,
+            format!("{} of {expected} node(s) Ready", ready.len()),
+        )
+        .await?;
         state.poll.finish();
         return Ok(state);
     }
     if state.poll.expired(now) {
-        let not_ready: Vec<String> = reports.iter().filter(|n| !n.ready).map(|n| format!("{} ({})", n.hostname, n.internal_ip)).collect();
+        let not_ready: Vec<String> = reports
+            .iter()
+            .filter(|n| !n.ready)
+            .map(|n| format!("{} ({})", n.hostname, n.internal_ip))
+            .collect();
         return Err(StageError::NodesNotReady(format!(
             "{} of {expected} node(s) Ready after {}s; not Ready: {}; {} node(s) missing from the cluster",
             ready.len(),
@@ -104,6 +119,10 @@ mod tests {
         let err = run(&cloud, &cloud, &store, resent).await.unwrap_err();
         assert_eq!(err.name(), "NodesNotReady");
         assert!(err.to_string().contains("ip-10-0-0-9"));
-        assert_eq!(cloud.commands_of("verify").len(), 2, "each poll asks afresh");
+        assert_eq!(
+            cloud.commands_of("verify").len(),
+            2,
+            "each poll asks afresh"
+        );
     }
 }

@@ -74,7 +74,7 @@ impl FakeCloud {
     /// Every command succeeds with a plain result line, except `verify`, which reports every
     /// running instance Ready, and `kubeconfig`, which prints a small kubeconfig.
     pub fn new() -> Self {
-        let responder: Responder = Arc::new(|cmd, instances| default_outcome(cmd, instances));
+        let responder: Responder = Arc::new(default_outcome);
         FakeCloud {
             state: Arc::default(),
             responder: Arc::new(Mutex::new(responder)),

@@ -252,7 +252,7 @@ mod tests {
         let again = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
         assert_eq!(first.command.as_ref().unwrap().script, "issue-token");
         assert_eq!(again.command.as_ref().unwrap().script, "issue-token");
-        cloud.respond_with(|cmd, all| fixtures::default_outcome(cmd, all));
+        cloud.respond_with(fixtures::default_outcome);
         let mut s = first;
         for _ in 0..3 {
             s = run(&cloud, &cloud, &cloud, &store, s.clone())

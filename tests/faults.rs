@@ -1,0 +1,175 @@
+//! Failure paths end to end: each fault is injected into the node simulator (or EC2), the create
+//! runs on the real state machine, and the test checks what the user sees (the execution's named
+//! error, the record's stage and reason) and what is left behind (nothing, unless the spec says
+//! `retain_on_failure`).
+
+use std::time::Duration;
+
+use mecplane_tests::stack::{fast_timing, Stack};
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+struct Case {
+    name: &'static str,
+    fault: Value,
+    workers: u32,
+    retain: bool,
+    error: &'static str,
+    stage: &'static str,
+    reason_contains: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "f-offline",
+            fault: json!({"cluster_name": "f-offline", "role": "worker", "fault": "agent_offline"}),
+            workers: 1,
+            retain: false,
+            error: "NodesNotReady",
+            stage: "await-workers",
+            reason_contains: "SSM agent not online",
+        },
+        Case {
+            name: "f-bootstrap",
+            fault: json!({"cluster_name": "f-bootstrap", "fault": "command_fails", "script": "bootstrap"}),
+            workers: 0,
+            retain: false,
+            error: "CommandFailed",
+            stage: "bootstrap",
+            reason_contains: "bootstrap on i-",
+        },
+        Case {
+            name: "f-token",
+            fault: json!({"cluster_name": "f-token", "role": "control-plane", "fault": "expire_tokens"}),
+            workers: 1,
+            retain: false,
+            error: "CommandFailed",
+            stage: "join-workers",
+            reason_contains: "join on i-",
+        },
+        Case {
+            name: "f-capacity",
+            fault: json!({"cluster_name": "f-capacity", "role": "worker", "fault": "insufficient_capacity"}),
+            workers: 2,
+            retain: false,
+            error: "InsufficientCapacity",
+            stage: "launch-workers",
+            reason_contains: "",
+        },
+        Case {
+            name: "f-terminated",
+            fault: json!({"cluster_name": "f-terminated", "role": "control-plane", "fault": "terminate_during_command", "script": "bootstrap"}),
+            workers: 0,
+            retain: false,
+            error: "InstanceTerminated",
+            stage: "bootstrap",
+            reason_contains: "terminated",
+        },
+        Case {
+            name: "f-retained",
+            fault: json!({"cluster_name": "f-retained", "fault": "command_fails", "script": "bootstrap"}),
+            workers: 1,
+            retain: true,
+            error: "CommandFailed",
+            stage: "bootstrap",
+            reason_contains: "bootstrap on i-",
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_fails_named_and_leaves_nothing_behind() {
+    let stack = Stack::start(300).await;
+    let mut timing = fast_timing();
+    timing["nodes_timeout_seconds"] = json!(8);
+
+    // GIVEN one fault per cluster, and every create started from the console with just a spec
+    let mut started = Vec::new();
+    for case in cases() {
+        stack.fault(case.fault.clone()).await;
+        let spec =
+            json!({"name": case.name, "workers": case.workers, "retain_on_failure": case.retain});
+        let arn = stack
+            .start_create(case.name, json!({"spec": spec, "timing": timing}))
+            .await;
+        started.push((case, arn));
+    }
+
+    for (case, arn) in started {
+        // WHEN its execution ends
+        let ended = stack.wait_execution(&arn, TIMEOUT).await;
+
+        // THEN it failed with the named error, and the record says where and why
+        assert_eq!(ended.status, "FAILED", "{}: {ended:?}", case.name);
+        assert_eq!(
+            ended.error.as_deref(),
+            Some(case.error),
+            "{}: {ended:?}\n{}",
+            case.name,
+            stack.logs()
+        );
+        let record = stack.record(case.name).await;
+        assert_eq!(record["status"], "FAILED", "{}: {record}", case.name);
+        assert_eq!(
+            record["failure"]["stage"], case.stage,
+            "{}: {record}",
+            case.name
+        );
+        assert_eq!(record["failure"]["error"], case.error, "{}", case.name);
+        let reason = record["failure"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(case.reason_contains),
+            "{}: reason {reason:?}",
+            case.name
+        );
+        let id = record["id"].as_str().unwrap().to_string();
+
+        // AND nothing is left behind, unless the spec asked to keep it
+        let (instances, groups, params) = stack.leftovers(&id).await;
+        if case.retain {
+            assert_eq!(instances.len(), 2, "{}: instances retained", case.name);
+            assert_eq!(groups.len(), 1, "{}: security group retained", case.name);
+            assert!(
+                !params.is_empty(),
+                "{}: token parameter retained",
+                case.name
+            );
+            // A FAILED cluster can be deleted, and then nothing is left.
+            let del = stack
+                .start_delete(
+                    "delete-f-retained",
+                    json!({"name": case.name, "timing": fast_timing()}),
+                )
+                .await;
+            assert_eq!(
+                stack.wait_execution(&del, TIMEOUT).await.status,
+                "SUCCEEDED"
+            );
+            assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+        } else {
+            assert_eq!(
+                (instances, groups, params),
+                (vec![], vec![], vec![]),
+                "{}: leftovers",
+                case.name
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_console_input_fails_validation_and_registers_nothing() {
+    let stack = Stack::start(300).await;
+    let arn = stack
+        .start_create("bad-input", json!({"name": "Bad_Name", "workers": 2}))
+        .await;
+    let ended = stack.wait_execution(&arn, TIMEOUT).await;
+    assert_eq!(ended.status, "FAILED");
+    assert_eq!(ended.error.as_deref(), Some("ValidationError"));
+    assert!(ended.cause.unwrap_or_default().contains("name"));
+    let (status, list) = stack.api("GET", "/clusters", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["clusters"], json!([]));
+}

@@ -30,7 +30,9 @@ pub(crate) async fn first_control_plane<I: Instances>(
         .into_iter()
         .find(|i| i.index == Some(0))
         .ok_or_else(|| {
-            StageError::InstanceTerminated("the first control plane (index 0) is gone".into())
+            StageError::InstanceTerminated(
+                "the first control plane (index 0) was terminated or is shutting down".into(),
+            )
         })
 }
 

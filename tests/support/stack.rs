@@ -159,18 +159,29 @@ impl Stack {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
+        let payload = body.map(|b| serde_json::to_vec(b).expect("json"));
+        self.request_bytes(method, path, payload, headers).await
+    }
+
+    /// A request with a raw body (sent as `application/json` when present), for bodies that are
+    /// not JSON or are too large.
+    pub async fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.endpoint()));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let payload = body
-            .map(|b| Bytes::from(serde_json::to_vec(b).expect("json")))
-            .unwrap_or_default();
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
+        let payload = body.map(Bytes::from).unwrap_or_default();
         let resp = self
             .http
             .request(req.body(Full::new(payload)).expect("request"))
@@ -196,10 +207,24 @@ impl Stack {
         body: Option<&Value>,
         extra: &[(&str, &str)],
     ) -> (u16, Value) {
-        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000";
-        let mut headers = vec![("authorization", auth), ("x-amz-date", "20260101T000000Z")];
+        let payload = body.map(|b| serde_json::to_vec(b).expect("json"));
+        self.api_bytes(method, path, payload, extra).await
+    }
+
+    /// [`Stack::api_with`] with a raw body.
+    pub async fn api_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut headers = vec![
+            ("authorization", API_AUTH),
+            ("x-amz-date", "20260101T000000Z"),
+        ];
         headers.extend_from_slice(extra);
-        self.request(method, &format!("/api{path}"), body, &headers)
+        self.request_bytes(method, &format!("/api{path}"), body, &headers)
             .await
     }
 
@@ -394,6 +419,10 @@ impl Drop for Stack {
         let _ = self.child.wait();
     }
 }
+
+/// A SigV4-shaped `Authorization` header: the local API Gateway checks its shape, as AWS_IAM
+/// auth requires one (the signature itself is not verified locally).
+pub const API_AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000";
 
 /// A cluster spec for tests, fast timings included.
 pub fn spec(name: &str, control_planes: u32, workers: u32) -> Value {

@@ -19,7 +19,7 @@ pub fn run_instances_fault(faults: &Faults, form_body: &[u8]) -> Option<Response
     };
     let hit = faults.all().iter().any(|r| {
         r.fault == FaultKind::InsufficientCapacity
-            && r.cluster_name == cluster
+            && r.matches_cluster(Some(cluster))
             && (r.role.is_none() || r.role.as_deref() == target.role)
     });
     if !hit {

@@ -41,7 +41,7 @@ pub struct FaultRule {
     /// Assigned by the simulator.
     #[serde(default)]
     pub id: String,
-    /// The `mecplane:cluster-name` tag value the rule applies to.
+    /// The `mecplane:cluster-name` tag value the rule applies to; [`ANY_CLUSTER`] for every cluster.
     pub cluster_name: String,
     /// The `mecplane:role` tag value, or every role.
     #[serde(default)]
@@ -67,10 +67,18 @@ pub struct Target<'a> {
     pub index: Option<u32>,
 }
 
+/// The `cluster_name` of a rule that applies to every cluster.
+pub const ANY_CLUSTER: &str = "*";
+
 impl FaultRule {
+    /// Whether the rule applies to the cluster of this name.
+    pub fn matches_cluster(&self, cluster_name: Option<&str>) -> bool {
+        cluster_name.is_some_and(|c| self.cluster_name == ANY_CLUSTER || self.cluster_name == c)
+    }
+
     /// Whether this rule applies to `target` (ignoring `script`).
     pub fn matches(&self, target: &Target<'_>) -> bool {
-        if target.cluster_name != Some(self.cluster_name.as_str()) {
+        if !self.matches_cluster(target.cluster_name) {
             return false;
         }
         if let Some(role) = &self.role {
@@ -252,6 +260,22 @@ mod tests {
         assert!(!rule.matches(&Target {
             index: Some(0),
             ..t.clone()
+        }));
+        assert!(!rule.matches(&Target {
+            cluster_name: Some("other"),
+            ..t.clone()
+        }));
+        let any = FaultRule {
+            cluster_name: ANY_CLUSTER.into(),
+            ..rule
+        };
+        assert!(any.matches(&Target {
+            cluster_name: Some("other"),
+            ..t.clone()
+        }));
+        assert!(!any.matches(&Target {
+            cluster_name: None,
+            ..t
         }));
     }
 }

@@ -5,6 +5,7 @@ SHELL := /bin/bash
 
 VENV        := .venv
 VENV_INFRA  := .venv-infra
+VENV_ST     := .venv-schemathesis
 STAMPS      := .mecplane/stamps
 CARGO       ?= cargo
 export MECPLANE_FUNCTIONS_DIR ?= target/debug
@@ -30,6 +31,11 @@ $(STAMPS)/venv: local/requirements.txt | $(STAMPS)
 	@python3 -m venv $(VENV) && $(VENV)/bin/pip install -q --disable-pip-version-check -r local/requirements.txt
 	@touch $@
 
+$(STAMPS)/venv-schemathesis: tests/requirements-schemathesis.txt | $(STAMPS)
+	@echo "==> Python venv $(VENV_ST) (schemathesis, pinned)"
+	@python3 -m venv $(VENV_ST) && $(VENV_ST)/bin/pip install -q --disable-pip-version-check -r tests/requirements-schemathesis.txt
+	@touch $@
+
 $(STAMPS)/venv-infra: infra/requirements.txt | $(STAMPS)
 	@echo "==> Python venv $(VENV_INFRA) (cfn-lint, aws-sam-translator, checkov, pinned)"
 	@python3 -m venv $(VENV_INFRA) && $(VENV_INFRA)/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
@@ -40,7 +46,7 @@ $(STAMPS)/npm: package.json package-lock.json | $(STAMPS)
 	@npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-setup-python: $(STAMPS)/venv
+setup-python: $(STAMPS)/venv $(STAMPS)/venv-schemathesis
 setup-infra: $(STAMPS)/venv-infra $(STAMPS)/npm
 setup: setup-apt setup-python setup-infra ## Install every tool the checks and the local stack need
 
@@ -88,4 +94,4 @@ destroy: ## Remove the deployed stack
 	infra/destroy.sh
 
 clean: down ## Remove build output, venvs and local state
-	rm -rf target $(VENV) $(VENV_INFRA) node_modules .mecplane
+	rm -rf target $(VENV) $(VENV_INFRA) $(VENV_ST) node_modules .mecplane

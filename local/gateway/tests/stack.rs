@@ -1,7 +1,7 @@
 //! Integration tests: a real stack (moto spawned by the gateway on free ports, the `echo-fn`
 //! example as the hosted functions) and `local/up.sh` / `local/down.sh`.
 //!
-//! They need `<repo>/.venv/bin/moto_server`; without it they print why and pass. The node
+//! They need `<repo>/.venv/bin/moto_server` (`make setup-python`); without it they fail. The node
 //! simulator is off here (it belongs to `mecplane-nodesim`'s own tests and the end-to-end tests).
 
 use std::collections::HashMap;
@@ -21,9 +21,11 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn moto_server() -> Option<PathBuf> {
+/// The pinned moto server `make setup-python` installs; its absence fails the test.
+fn moto_server() -> PathBuf {
     let p = repo_root().join(".venv/bin/moto_server");
-    p.is_file().then_some(p)
+    assert!(p.is_file(), "{} is missing: run `make setup-python`", p.display());
+    p
 }
 
 /// target/debug (the directory of this test's `deps/`).
@@ -261,10 +263,7 @@ fn encode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_hosts_functions_and_drives_step_functions() {
-    let Some(moto) = moto_server() else {
-        eprintln!("skipped: no .venv/bin/moto_server");
-        return;
-    };
+    let moto = moto_server();
     let dir = temp_dir("stack");
     let (template, bin) = write_fixture(&dir);
     let state = dir.join("state");
@@ -515,10 +514,7 @@ async fn gateway_hosts_functions_and_drives_step_functions() {
 
 #[test]
 fn up_and_down_leave_no_process() {
-    let Some(_) = moto_server() else {
-        eprintln!("skipped: no .venv/bin/moto_server");
-        return;
-    };
+    moto_server();
     let dir = temp_dir("updown");
     let (template, bin) = write_fixture(&dir);
     let state = dir.join("state");

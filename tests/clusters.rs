@@ -165,6 +165,30 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     assert_eq!(token.len(), 32);
     assert!(!text.contains(&token) && !record.to_string().contains(&token));
 
+    // AND neither the token nor the kubeconfig's private key is in any log or execution history
+    let key = param
+        .value()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-key-data:"))
+        .map(|v| v.trim().to_string())
+        .expect("the kubeconfig carries a client key");
+    let history = stack
+        .sfn()
+        .get_execution_history()
+        .execution_arn(&execution)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let history = format!("{:?}", history.events());
+    let logs = stack.function_logs();
+    assert!(logs.contains("command sent"), "the function logs are read");
+    for (secret, what) in [(&token, "join token"), (&key, "kubeconfig key")] {
+        assert!(!logs.contains(secret.as_str()), "{what} in the logs");
+        assert!(!history.contains(secret.as_str()), "{what} in the history");
+    }
+
     // AND in the simulator every node is a Ready member, the workers joined with --worker
     let sim = stack.sim_instances().await;
     let mine: Vec<_> = sim

@@ -386,6 +386,19 @@ impl Stack {
     }
 
     /// The gateway's log and every function's, for a failing test's message.
+    /// Every line every function logged (what CloudWatch Logs would hold), for secret checks.
+    pub fn function_logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(dir) = std::fs::read_dir(self.state_dir.join("logs")) {
+            for entry in dir.flatten() {
+                if entry.file_name() != "gateway.log" {
+                    out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
     pub fn logs(&self) -> String {
         let mut out =
             std::fs::read_to_string(self.state_dir.join("gateway.log")).unwrap_or_default();

@@ -24,7 +24,11 @@ fn repo_root() -> PathBuf {
 /// The pinned moto server `make setup-python` installs; its absence fails the test.
 fn moto_server() -> PathBuf {
     let p = repo_root().join(".venv/bin/moto_server");
-    assert!(p.is_file(), "{} is missing: run `make setup-python`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make setup-python`",
+        p.display()
+    );
     p
 }
 

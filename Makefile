@@ -11,7 +11,7 @@ CARGO       ?= cargo
 export MECPLANE_FUNCTIONS_DIR ?= target/debug
 
 .PHONY: help setup setup-apt setup-python setup-infra build up down demo test test-unit test-e2e \
-        lint fmt clippy check-infra bench deploy destroy clean
+        lint fmt clippy check-infra bench sam-build deploy destroy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ test: setup lint check-infra test-unit test-e2e ## Everything CI runs
 
 bench: setup-apt setup-python ## Release sizes, cold start and local create/delete timings
 	@local/bench.sh
+
+sam-build: ## Build every function for arm64 with sam build (what deploy uploads; no AWS needed)
+	infra/build.sh
 
 deploy: ## Deploy to AWS with SAM (guided the first time)
 	infra/deploy.sh

@@ -11,12 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 
-ensure_tools
-
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
-    echo "==> adding the Rust target aarch64-unknown-linux-gnu (the functions run on arm64)"
-    rustup target add aarch64-unknown-linux-gnu
-fi
+"$ROOT/infra/build.sh"
 
 mapfile -t common < <(common_options)
 mapfile -t overrides < <(parameter_overrides)
@@ -32,11 +27,6 @@ if [[ ! -f "$SAMCONFIG" ]] && ! [[ -t 0 && -z "${CI:-}" ]]; then
 fi
 override_args=()
 [[ ${#overrides[@]} -gt 0 ]] && override_args=(--parameter-overrides "${overrides[@]}")
-
-echo "==> sam build (cargo lambda, release, arm64; the first build compiles the AWS SDK: allow 20-40 min on 2 cores)"
-started=$SECONDS
-sam build --template infra/template.yaml --build-dir .aws-sam/build --cache-dir .aws-sam/cache
-echo "==> built in $((SECONDS - started)) s"
 
 deploy=(sam deploy --template-file .aws-sam/build/template.yaml "${common[@]}" "${override_args[@]}")
 if [[ -f "$SAMCONFIG" ]]; then

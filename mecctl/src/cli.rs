@@ -1,0 +1,253 @@
+//! The command line: every subcommand, flag and the exit codes, as `mecctl --help` shows them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// What `--help` says about exit codes (see [`crate::exit`]).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    the API or the network failed (5xx, unreachable, unexpected answer)
+  2    usage error (bad flags)
+  3    no such cluster (404)
+  4    conflict (409: name taken, cluster busy or not ACTIVE)
+  5    the request was refused as invalid (400, 413, 422); the message names the field
+  6    the cluster ended FAILED while waiting
+  7    waiting timed out (the cluster carries on)
+  130  interrupted (Ctrl-C stops waiting, not the cluster)
+
+Endpoint: --endpoint, else MECCTL_ENDPOINT, else the config file (--config, MECCTL_CONFIG or
+~/.config/mecctl/config.json: {\"endpoint\": \"https://…/\", \"region\": \"eu-west-1\"}), else the
+local stack's .mecplane/local.env (MECPLANE_API_URL) in this directory or above it.
+Requests are signed with SigV4 (service execute-api) using the standard AWS credential chain.";
+
+#[derive(Debug, Parser)]
+#[command(name = "mecctl", version, about = "Create and manage MicroK8s edge clusters with mecplane", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The mecplane HTTP API, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com
+    #[arg(long, global = true, env = "MECCTL_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// The region the API is deployed in (for SigV4); default: the AWS region chain.
+    #[arg(long, global = true)]
+    pub api_region: Option<String>,
+    /// Config file with "endpoint" and "region".
+    #[arg(long, global = true, env = "MECCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The local stack's env file (default: .mecplane/local.env here or above).
+    #[arg(long, global = true)]
+    pub env_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a cluster (from flags or a JSON spec file).
+    Create(Box<CreateArgs>),
+    /// List clusters, newest first.
+    List(ListArgs),
+    /// Show a cluster, its nodes and its latest events.
+    Get(ClusterArg),
+    /// Delete a cluster: its instances, security group and parameters.
+    Delete(DeleteArgs),
+    /// The cluster's events, oldest first.
+    Events(ClusterArg),
+    /// Write the cluster's kubeconfig into a kubeconfig file (merged, context named after it).
+    Kubeconfig(KubeconfigArgs),
+    /// Follow a cluster until it is ACTIVE, FAILED or DELETED.
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArg {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Cluster name (lowercase letters, digits and '-').
+    #[arg(long, required_unless_present = "file")]
+    pub name: Option<String>,
+    /// A JSON cluster spec (as POST /clusters takes); flags override its fields.
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Region of the cluster (default: the API's region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Control-plane nodes: 1, or 3 for HA.
+    #[arg(long)]
+    pub control_planes: Option<u32>,
+    /// Worker nodes.
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// EC2 instance type of every node.
+    #[arg(long)]
+    pub instance_type: Option<String>,
+    /// MicroK8s snap channel, e.g. 1.32/stable.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Ubuntu release of the nodes, e.g. 24.04.
+    #[arg(long)]
+    pub ubuntu_release: Option<String>,
+    /// MicroK8s add-on to enable (repeat).
+    #[arg(long = "addon")]
+    pub addons: Vec<String>,
+    /// Subnet to launch the nodes in.
+    #[arg(long)]
+    pub subnet_id: Option<String>,
+    /// CIDR allowed to reach the Kubernetes API on 16443 (repeat).
+    #[arg(long = "allow-cidr")]
+    pub api_allowed_cidrs: Vec<String>,
+    /// Root volume size (GiB).
+    #[arg(long)]
+    pub root_volume_gib: Option<u32>,
+    /// Tag for every resource, key=value (repeat).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Keep the instances and security group if the create fails (to debug it).
+    #[arg(long)]
+    pub retain_on_failure: bool,
+    /// Idempotency key: the same key again answers the first request's cluster (default: random).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only clusters in this status (CREATING, ACTIVE, FAILED, DELETING, DELETED).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only clusters in this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Page size of each API call (every page is fetched).
+    #[arg(long, default_value_t = 50)]
+    pub page_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitFlags {
+    /// Follow the cluster until it settles, showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long to wait, e.g. 900s, 20m.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// How long to wait, e.g. 900s, 20m.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// The kubeconfig file to write or merge into (default: $KUBECONFIG's first entry, else ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Print the cluster's kubeconfig instead of writing a file.
+    #[arg(long)]
+    pub print: bool,
+    /// Leave current-context as it is (by default the cluster's context becomes current, as
+    /// `aws eks update-kubeconfig` does).
+    #[arg(long)]
+    pub keep_context: bool,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not key=value"))
+}
+
+/// `90`, `90s`, `15m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90s, 15m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("'{s}' is not a duration like 90s, 15m or 1h")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_tags_parse() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("soon").is_err() && parse_duration("5d").is_err());
+        assert_eq!(parse_tag("env=edge"), Ok(("env".into(), "edge".into())));
+        assert!(parse_tag("env").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "mecctl",
+            "create",
+            "--name",
+            "edge",
+            "--workers",
+            "2",
+            "--addon",
+            "dns",
+            "--addon",
+            "hostpath-storage",
+            "--tag",
+            "env=lab",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, Format::Json);
+        let Command::Create(args) = cli.command else {
+            panic!("create")
+        };
+        assert_eq!(args.name.as_deref(), Some("edge"));
+        assert_eq!(args.addons, ["dns", "hostpath-storage"]);
+        assert!(args.wait.wait);
+        assert!(
+            Cli::try_parse_from(["mecctl", "create"]).is_err(),
+            "a name or a file"
+        );
+    }
+}

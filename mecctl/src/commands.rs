@@ -1,0 +1,423 @@
+//! What each subcommand does against the API, and what it prints: results on stdout (as
+//! `--output` asks), progress and errors on stderr.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mecplane::spec::ClusterRequest;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::cli::{
+    ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs, WaitArgs, WaitFlags,
+};
+use crate::client::{encode, ApiClient};
+use crate::exit::{self, Failure};
+use crate::{kubeconfig, output};
+
+/// How often a wait polls the API.
+const POLL: Duration = Duration::from_secs(2);
+
+pub struct Ctx {
+    pub api: ApiClient,
+    pub format: Format,
+}
+
+impl Ctx {
+    /// A call that must answer `ok`; anything else is the matching [`Failure`].
+    async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        ok: u16,
+    ) -> Result<Value, Failure> {
+        let (status, value) = self.api.call(method, path, body, headers).await?;
+        if status == ok {
+            Ok(value)
+        } else {
+            Err(Failure::from_answer(status, &value))
+        }
+    }
+
+    fn print(&self, value: &Value, table: impl FnOnce(&Value) -> String) {
+        print!("{}", output::render(self.format, value, table));
+    }
+}
+
+fn cluster_path(cluster: &str) -> String {
+    format!("/clusters/{}", encode(cluster))
+}
+
+/// The request body: the file's spec (if any) with the flags on top.
+pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
+    let mut req: ClusterRequest = match &args.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+            serde_json::from_str(&text).map_err(|e| {
+                Failure::new(
+                    exit::INVALID,
+                    format!("{}: not a cluster spec: {e}", path.display()),
+                )
+            })?
+        }
+        None => ClusterRequest::default(),
+    };
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            if let Some(v) = $value {
+                req.$field = Some(v);
+            }
+        };
+    }
+    set!(name, args.name.clone());
+    set!(region, args.region.clone());
+    set!(control_planes, args.control_planes);
+    set!(workers, args.workers);
+    set!(instance_type, args.instance_type.clone());
+    set!(microk8s_channel, args.channel.clone());
+    set!(ubuntu_release, args.ubuntu_release.clone());
+    set!(subnet_id, args.subnet_id.clone());
+    set!(root_volume_gib, args.root_volume_gib);
+    if !args.addons.is_empty() {
+        req.addons = Some(args.addons.clone());
+    }
+    if !args.api_allowed_cidrs.is_empty() {
+        req.api_allowed_cidrs = Some(args.api_allowed_cidrs.clone());
+    }
+    if !args.tags.is_empty() {
+        let tags: BTreeMap<String, String> = args.tags.iter().cloned().collect();
+        req.tags.get_or_insert_with(BTreeMap::new).extend(tags);
+    }
+    if args.retain_on_failure {
+        req.retain_on_failure = Some(true);
+    }
+    Ok(req)
+}
+
+pub async fn create(ctx: &Ctx, args: &CreateArgs) -> Result<(), Failure> {
+    let body =
+        serde_json::to_value(create_request(args)?).map_err(|e| Failure::other(e.to_string()))?;
+    let key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let record = ctx
+        .expect(
+            "POST",
+            "/clusters",
+            Some(&body),
+            &[("idempotency-key", &key)],
+            202,
+        )
+        .await?;
+    let id = record["id"].as_str().unwrap_or_default().to_string();
+    let name = record["spec"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !args.wait.wait {
+        ctx.print(&record, |r| {
+            format!(
+                "cluster {name} ({id}) {}: follow it with `mecctl wait {name}`\n",
+                r["status"].as_str().unwrap_or_default()
+            )
+        });
+        return Ok(());
+    }
+    eprintln!("cluster {name} ({id}) accepted; creating (Ctrl-C stops waiting, not the cluster)");
+    follow(ctx, &id, &name, &["ACTIVE"], &args.wait, false).await
+}
+
+pub async fn list(ctx: &Ctx, args: &ListArgs) -> Result<(), Failure> {
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut query = vec![format!("max_results={}", args.page_size)];
+        if let Some(s) = &args.status {
+            query.push(format!("status={}", encode(&s.to_ascii_uppercase())));
+        }
+        if let Some(r) = &args.region {
+            query.push(format!("region={}", encode(r)));
+        }
+        if let Some(t) = &token {
+            query.push(format!("next_token={}", encode(t)));
+        }
+        let page = ctx
+            .expect(
+                "GET",
+                &format!("/clusters?{}", query.join("&")),
+                None,
+                &[],
+                200,
+            )
+            .await?;
+        all.extend(page["clusters"].as_array().cloned().unwrap_or_default());
+        match page["next_token"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&json!({ "clusters": all }), |v| {
+        output::cluster_table(&v["clusters"], now)
+    });
+    Ok(())
+}
+
+pub async fn get(ctx: &Ctx, args: &ClusterArg) -> Result<(), Failure> {
+    let record = ctx
+        .expect("GET", &cluster_path(&args.cluster), None, &[], 200)
+        .await?;
+    let events = if ctx.format == Format::Table {
+        events_of(ctx, &args.cluster).await?
+    } else {
+        Vec::new()
+    };
+    let now = OffsetDateTime::now_utc();
+    ctx.print(&record, |r| output::cluster_detail(r, &events, now));
+    Ok(())
+}
+
+async fn events_of(ctx: &Ctx, cluster: &str) -> Result<Vec<Value>, Failure> {
+    let answer = ctx
+        .expect(
+            "GET",
+            &format!("{}/events", cluster_path(cluster)),
+            None,
+            &[],
+            200,
+        )
+        .await?;
+    Ok(answer["events"].as_array().cloned().unwrap_or_default())
+}
+
+pub async fn events(ctx: &Ctx, args: &ClusterArg) -> Result<(), Failure> {
+    let list = events_of(ctx, &args.cluster).await?;
+    ctx.print(&json!({ "events": list }), |v| {
+        output::event_table(v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+    });
+    Ok(())
+}
+
+pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<(), Failure> {
+    let record = ctx
+        .expect("DELETE", &cluster_path(&args.cluster), None, &[], 202)
+        .await?;
+    let id = record["id"].as_str().unwrap_or_default().to_string();
+    let name = record["spec"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !args.wait.wait {
+        ctx.print(&record, |r| {
+            format!(
+                "cluster {name} ({id}) {}: follow it with `mecctl wait {id}`\n",
+                r["status"].as_str().unwrap_or_default()
+            )
+        });
+        return Ok(());
+    }
+    eprintln!("cluster {name} ({id}) deleting (Ctrl-C stops waiting, not the delete)");
+    follow(ctx, &id, &name, &["DELETED"], &args.wait, true).await
+}
+
+pub async fn wait(ctx: &Ctx, args: &WaitArgs) -> Result<(), Failure> {
+    let record = ctx
+        .expect("GET", &cluster_path(&args.cluster), None, &[], 200)
+        .await?;
+    let id = record["id"].as_str().unwrap_or_default().to_string();
+    let name = record["spec"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let until: &[&str] = match record["status"].as_str() {
+        Some("DELETING") | Some("DELETED") => &["DELETED"],
+        _ => &["ACTIVE"],
+    };
+    let flags = WaitFlags {
+        wait: true,
+        timeout: args.timeout,
+    };
+    follow(ctx, &id, &name, until, &flags, false).await
+}
+
+pub async fn kubeconfig(ctx: &Ctx, args: &KubeconfigArgs) -> Result<(), Failure> {
+    let answer = ctx
+        .expect(
+            "GET",
+            &format!("{}/kubeconfig", cluster_path(&args.cluster)),
+            None,
+            &[],
+            200,
+        )
+        .await?;
+    let name = answer["name"].as_str().unwrap_or(&args.cluster).to_string();
+    let text = answer["kubeconfig"]
+        .as_str()
+        .ok_or_else(|| Failure::other("the API answered no kubeconfig"))?;
+    if args.print {
+        print!("{text}");
+        return Ok(());
+    }
+    let path = kubeconfig::default_path(args.kubeconfig.clone())?;
+    kubeconfig::write(&path, &name, text, !args.keep_context)?;
+    let current = if args.keep_context {
+        String::new()
+    } else {
+        " (now the current context)".into()
+    };
+    println!(
+        "context \"{name}\" written to {}{current}: kubectl --context {name} get nodes",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Follows the cluster until its status is in `until`, printing events as they happen (with
+/// `only_new`, not those already there) and the status as it changes; ends with the cluster
+/// summary. FAILED, a timeout and Ctrl-C are failures with their own exit codes; the cluster is
+/// never touched.
+async fn follow(
+    ctx: &Ctx,
+    id: &str,
+    name: &str,
+    until: &[&str],
+    flags: &WaitFlags,
+    only_new: bool,
+) -> Result<(), Failure> {
+    let watching = async {
+        let start = Instant::now();
+        let mut seen = if only_new {
+            events_of(ctx, id).await.map(|e| e.len()).unwrap_or(0)
+        } else {
+            0
+        };
+        let mut last_status = String::new();
+        loop {
+            let (status, record) = ctx.api.call("GET", &cluster_path(id), None, &[]).await?;
+            let record = match status {
+                200 => record,
+                404 if until.contains(&"DELETED") => {
+                    eprintln!("[{:>5}s] cluster {name} is gone", start.elapsed().as_secs());
+                    return Ok(json!({"id": id, "status": "DELETED"}));
+                }
+                _ => return Err(Failure::from_answer(status, &record)),
+            };
+            let events = events_of(ctx, id).await.unwrap_or_default();
+            for e in events.iter().skip(seen) {
+                let detail = e["detail"].as_str().unwrap_or_default();
+                eprintln!(
+                    "[{:>5}s] {:<22} {:<9} {detail}",
+                    start.elapsed().as_secs(),
+                    e["stage"].as_str().unwrap_or_default(),
+                    e["phase"].as_str().unwrap_or_default(),
+                );
+            }
+            seen = seen.max(events.len());
+            let now = record["status"].as_str().unwrap_or_default().to_string();
+            if now != last_status {
+                eprintln!("[{:>5}s] status {now}", start.elapsed().as_secs());
+                last_status = now.clone();
+            }
+            if until.contains(&now.as_str()) || now == "FAILED" {
+                return Ok(record);
+            }
+            if start.elapsed() >= flags.timeout {
+                return Err(Failure::new(
+                    exit::TIMED_OUT,
+                    format!(
+                        "cluster {name} is still {now} after {} s; it carries on (mecctl wait {id})",
+                        flags.timeout.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let record = tokio::select! {
+        r = watching => r?,
+        _ = tokio::signal::ctrl_c() => {
+            return Err(Failure::new(
+                exit::INTERRUPTED,
+                format!("stopped waiting; cluster {name} ({id}) carries on: mecctl wait {id}"),
+            ));
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    if record["status"] == "DELETED" {
+        ctx.print(&record, |_| format!("cluster {name} ({id}) DELETED\n"));
+        return Ok(());
+    }
+    let events = if ctx.format == Format::Table {
+        events_of(ctx, id).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    ctx.print(&record, |r| output::cluster_detail(r, &events, now));
+    if record["status"] == "FAILED" {
+        let f = &record["failure"];
+        return Err(Failure::new(
+            exit::CLUSTER_FAILED,
+            format!(
+                "cluster {name} FAILED in {}: {}: {}",
+                f["stage"].as_str().unwrap_or("?"),
+                f["error"].as_str().unwrap_or("?"),
+                f["reason"].as_str().unwrap_or("?")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn create_args(argv: &[&str]) -> CreateArgs {
+        let mut full = vec!["mecctl", "create"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Create(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_spec_file() {
+        let dir = std::env::temp_dir().join(format!("mecctl-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("spec.json");
+        std::fs::write(
+            &file,
+            r#"{"name": "from-file", "workers": 1, "tags": {"team": "edge"}}"#,
+        )
+        .unwrap();
+        let req = create_request(&create_args(&[
+            "-f",
+            file.to_str().unwrap(),
+            "--workers",
+            "3",
+            "--tag",
+            "env=lab",
+            "--allow-cidr",
+            "203.0.113.0/24",
+        ]))
+        .unwrap();
+        assert_eq!(req.name.as_deref(), Some("from-file"));
+        assert_eq!(req.workers, Some(3));
+        assert_eq!(req.tags.unwrap().len(), 2);
+        assert_eq!(req.api_allowed_cidrs.unwrap(), ["203.0.113.0/24"]);
+        assert_eq!(req.control_planes, None, "left to the API's default");
+
+        std::fs::write(&file, r#"{"name": "x", "wokers": 1}"#).unwrap();
+        let err = create_request(&create_args(&["-f", file.to_str().unwrap()])).unwrap_err();
+        assert_eq!(err.code, exit::INVALID);
+        assert!(err.message.contains("wokers"), "{}", err.message);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,50 @@
+//! `mecctl`: the mecplane command-line client. Parses the command line, finds the API (see
+//! [`config`]), runs the subcommand (see [`commands`]) and exits with the code a script can rely
+//! on (see [`exit`] and `mecctl --help`).
+
+mod cli;
+mod client;
+mod commands;
+mod config;
+mod exit;
+mod kubeconfig;
+mod output;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use commands::Ctx;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(failure) = run(cli).await {
+        eprintln!("mecctl: {failure}");
+        std::process::exit(failure.code);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), exit::Failure> {
+    let sources = config::Sources::load(
+        cli.endpoint.clone(),
+        cli.api_region.clone(),
+        cli.config.clone(),
+        cli.env_file.clone(),
+    )?;
+    let has_env_credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+        || std::env::var_os("AWS_PROFILE").is_some();
+    let target = sources.resolve(has_env_credentials)?;
+    let ctx = Ctx {
+        api: client::ApiClient::new(target).await?,
+        format: cli.output,
+    };
+    match &cli.command {
+        Command::Create(args) => commands::create(&ctx, args).await,
+        Command::List(args) => commands::list(&ctx, args).await,
+        Command::Get(args) => commands::get(&ctx, args).await,
+        Command::Delete(args) => commands::delete(&ctx, args).await,
+        Command::Events(args) => commands::events(&ctx, args).await,
+        Command::Kubeconfig(args) => commands::kubeconfig(&ctx, args).await,
+        Command::Wait(args) => commands::wait(&ctx, args).await,
+    }
+}

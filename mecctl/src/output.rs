@@ -1,0 +1,255 @@
+//! What mecctl prints: the API's JSON as JSON or YAML, or aligned tables for people — the cluster
+//! list, one cluster (summary, nodes, latest events) and the event history.
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::cli::Format;
+
+/// Renders `value` in a machine format, or with `table` for [`Format::Table`].
+pub fn render(format: Format, value: &Value, table: impl FnOnce(&Value) -> String) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+        Format::Yaml => serde_yaml::to_string(value).unwrap_or_default(),
+        Format::Table => table(value),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `42s`, `7m`, `3h`, `2d` since an RFC 3339 time.
+pub fn age(since: &str, now: OffsetDateTime) -> String {
+    let Ok(t) = OffsetDateTime::parse(since, &Rfc3339) else {
+        return "-".into();
+    };
+    let s = (now - t).whole_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// `GET /clusters` pages, merged: NAME ID STATUS STAGE NODES REGION AGE.
+pub fn cluster_table(clusters: &Value, now: OffsetDateTime) -> String {
+    let rows: Vec<Vec<String>> = clusters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let nodes = c["nodes"].as_array().map(Vec::len).unwrap_or(0);
+            let wanted = c["spec"]["control_planes"].as_u64().unwrap_or(0)
+                + c["spec"]["workers"].as_u64().unwrap_or(0);
+            vec![
+                text(&c["spec"]["name"]),
+                text(&c["id"]),
+                text(&c["status"]),
+                text(&c["stage"]),
+                format!("{nodes}/{wanted}"),
+                text(&c["spec"]["region"]),
+                age(c["created_at"].as_str().unwrap_or_default(), now),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "No clusters.\n".into();
+    }
+    table(
+        &["NAME", "ID", "STATUS", "STAGE", "NODES", "REGION", "AGE"],
+        &rows,
+    )
+}
+
+/// One cluster: a summary, its nodes and (given) its latest events.
+pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> String {
+    let spec = &record["spec"];
+    let mut out = format!(
+        "Name:        {}\nID:          {}\nStatus:      {}\nStage:       {}\nRegion:      {}\n\
+         Size:        {} control plane(s), {} worker(s), {}\nMicroK8s:    {} (add-ons: {})\n\
+         Endpoint:    {}\nKubeconfig:  {}\nCreated:     {} ({} ago)\n",
+        text(&spec["name"]),
+        text(&record["id"]),
+        text(&record["status"]),
+        text(&record["stage"]),
+        text(&spec["region"]),
+        text(&spec["control_planes"]),
+        text(&spec["workers"]),
+        text(&spec["instance_type"]),
+        text(&spec["microk8s_channel"]),
+        spec["addons"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "-".into()),
+        text(&record["endpoint"]),
+        match record["status"].as_str() {
+            Some("ACTIVE") => format!("mecctl kubeconfig {}", text(&spec["name"])),
+            _ => "- (once ACTIVE)".into(),
+        },
+        text(&record["created_at"]),
+        age(record["created_at"].as_str().unwrap_or_default(), now),
+    );
+    if let Some(f) = record["failure"].as_object() {
+        out.push_str(&format!(
+            "Failure:     {} in {}: {}\n",
+            text(&f["error"]),
+            text(&f["stage"]),
+            text(&f["reason"])
+        ));
+    }
+    let nodes: Vec<Vec<String>> = record["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                text(&n["role"]),
+                text(&n["index"]),
+                text(&n["instance_id"]),
+                text(&n["private_ip"]),
+                text(&n["public_ip"]),
+                text(&n["state"]),
+            ]
+        })
+        .collect();
+    if !nodes.is_empty() {
+        out.push_str("\nNodes:\n");
+        out.push_str(&indent(&table(
+            &[
+                "ROLE",
+                "INDEX",
+                "INSTANCE",
+                "PRIVATE-IP",
+                "PUBLIC-IP",
+                "STATE",
+            ],
+            &nodes,
+        )));
+    }
+    if !events.is_empty() {
+        out.push_str("\nLatest events:\n");
+        let last = &events[events.len().saturating_sub(8)..];
+        out.push_str(&indent(&event_table(last)));
+    }
+    out
+}
+
+/// TIME STAGE PHASE DETAIL.
+pub fn event_table(events: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let time = e["time"].as_str().unwrap_or_default();
+            vec![
+                time.get(..19).unwrap_or(time).replace('T', " "),
+                text(&e["stage"]),
+                text(&e["phase"]),
+                e["detail"].as_str().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    table(&["TIME", "STAGE", "PHASE", "DETAIL"], &rows)
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    fn record() -> Value {
+        json!({
+            "id": "c-0123456789abcdef", "status": "ACTIVE", "stage": "activate",
+            "spec": {"name": "edge", "region": "eu-west-1", "control_planes": 1, "workers": 2,
+                     "instance_type": "t4g.medium", "microk8s_channel": "1.32/stable", "addons": ["dns"]},
+            "nodes": [
+                {"role": "control-plane", "index": 0, "instance_id": "i-1", "private_ip": "10.0.0.1", "public_ip": null, "state": "ready"},
+                {"role": "worker", "index": 0, "instance_id": "i-2", "private_ip": "10.0.0.2", "public_ip": null, "state": "ready"}
+            ],
+            "failure": null, "endpoint": "https://10.0.0.1:16443",
+            "created_at": "2026-11-23T10:00:00Z"
+        })
+    }
+
+    #[test]
+    fn tables_align_and_ages_read_well() {
+        let now = datetime!(2026-11-23 10:05:00 UTC);
+        let list = cluster_table(&json!([record()]), now);
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NAME  ID                  STATUS"));
+        assert!(
+            lines[1].contains("edge  c-0123456789abcdef  ACTIVE  activate  2/3    eu-west-1  5m")
+        );
+        assert_eq!(cluster_table(&json!([]), now), "No clusters.\n");
+        assert_eq!(age("2026-11-23T10:04:30Z", now), "30s");
+        assert_eq!(age("2026-11-21T10:00:00Z", now), "2d");
+        assert_eq!(age("yesterday", now), "-");
+    }
+
+    #[test]
+    fn detail_shows_nodes_failure_and_events() {
+        let now = datetime!(2026-11-23 10:05:00 UTC);
+        let mut r = record();
+        let events = vec![
+            json!({"time": "2026-11-23T10:01:00.123Z", "stage": "bootstrap", "phase": "finished", "detail": "MicroK8s 1.32/stable"}),
+        ];
+        let out = cluster_detail(&r, &events, now);
+        assert!(out.contains("Status:      ACTIVE"));
+        assert!(out.contains("Kubeconfig:  mecctl kubeconfig edge"));
+        assert!(out.contains("control-plane  0      i-1"));
+        assert!(out.contains("2026-11-23 10:01:00  bootstrap  finished  MicroK8s 1.32/stable"));
+        r["status"] = json!("FAILED");
+        r["failure"] = json!({"stage": "bootstrap", "error": "CommandFailed", "reason": "exit 1"});
+        let out = cluster_detail(&r, &[], now);
+        assert!(out.contains("Failure:     CommandFailed in bootstrap: exit 1"));
+    }
+
+    #[test]
+    fn machine_formats_are_json_and_yaml() {
+        let v = json!({"id": "c-1", "nodes": [{"role": "worker"}]});
+        let json_out = render(Format::Json, &v, |_| unreachable!());
+        assert_eq!(serde_json::from_str::<Value>(&json_out).unwrap(), v);
+        let yaml_out = render(Format::Yaml, &v, |_| unreachable!());
+        assert_eq!(serde_yaml::from_str::<Value>(&yaml_out).unwrap(), v);
+        assert!(yaml_out.contains("id: c-1"));
+    }
+}

@@ -113,22 +113,45 @@ pub async fn create(ctx: &Ctx, args: &CreateArgs) -> Result<(), Failure> {
             202,
         )
         .await?;
-    let id = record["id"].as_str().unwrap_or_default().to_string();
-    let name = record["spec"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if !args.wait.wait {
-        ctx.print(&record, |r| {
+    accepted(ctx, &record, &args.wait, Accepted::Create).await
+}
+
+/// What a `202` answered: a create or a delete under way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Accepted {
+    Create,
+    Delete,
+}
+
+/// The cluster's id and name from its record.
+fn id_and_name(record: &Value) -> (String, String) {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (s(&record["id"]), s(&record["spec"]["name"]))
+}
+
+/// After a `202`: prints the record (or, with `--wait`, follows the cluster until it settles).
+async fn accepted(
+    ctx: &Ctx,
+    record: &Value,
+    flags: &WaitFlags,
+    what: Accepted,
+) -> Result<(), Failure> {
+    let (id, name) = id_and_name(record);
+    if !flags.wait {
+        ctx.print(record, |r| {
             format!(
-                "cluster {name} ({id}) {}: follow it with `mecctl wait {name}`\n",
+                "cluster {name} ({id}) {}: follow it with `mecctl wait {id}`\n",
                 r["status"].as_str().unwrap_or_default()
             )
         });
         return Ok(());
     }
-    eprintln!("cluster {name} ({id}) accepted; creating (Ctrl-C stops waiting, not the cluster)");
-    follow(ctx, &id, &name, &["ACTIVE"], &args.wait, false).await
+    let (doing, until) = match what {
+        Accepted::Create => ("creating", "ACTIVE"),
+        Accepted::Delete => ("deleting", "DELETED"),
+    };
+    eprintln!("cluster {name} ({id}) {doing} (Ctrl-C stops waiting, not the cluster)");
+    follow(ctx, &id, &name, &[until], flags, what == Accepted::Delete).await
 }
 
 pub async fn list(ctx: &Ctx, args: &ListArgs) -> Result<(), Failure> {
@@ -206,33 +229,14 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<(), Failure> {
     let record = ctx
         .expect("DELETE", &cluster_path(&args.cluster), None, &[], 202)
         .await?;
-    let id = record["id"].as_str().unwrap_or_default().to_string();
-    let name = record["spec"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if !args.wait.wait {
-        ctx.print(&record, |r| {
-            format!(
-                "cluster {name} ({id}) {}: follow it with `mecctl wait {id}`\n",
-                r["status"].as_str().unwrap_or_default()
-            )
-        });
-        return Ok(());
-    }
-    eprintln!("cluster {name} ({id}) deleting (Ctrl-C stops waiting, not the delete)");
-    follow(ctx, &id, &name, &["DELETED"], &args.wait, true).await
+    accepted(ctx, &record, &args.wait, Accepted::Delete).await
 }
 
 pub async fn wait(ctx: &Ctx, args: &WaitArgs) -> Result<(), Failure> {
     let record = ctx
         .expect("GET", &cluster_path(&args.cluster), None, &[], 200)
         .await?;
-    let id = record["id"].as_str().unwrap_or_default().to_string();
-    let name = record["spec"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let (id, name) = id_and_name(&record);
     let until: &[&str] = match record["status"].as_str() {
         Some("DELETING") | Some("DELETED") => &["DELETED"],
         _ => &["ACTIVE"],

@@ -13,13 +13,13 @@ GATEWAY_PORT="${MECPLANE_GATEWAY_PORT:-47500}"
 MOTO_PORT_LOCAL="${MECPLANE_MOTO_PORT:-47501}"
 
 stop() { # stop <pidfile> <pattern> <label>
-  local pidfile="$1" pattern="$2" label="$3" pid i
+  local pidfile="$1" pattern="$2" label="$3" pid
   [[ -f "$pidfile" ]] || return 0
   pid="$(cat "$pidfile" 2>/dev/null || true)"
   if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
      && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do # 10 s
+    for _ in $(seq 1 100); do # 10 s
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done

@@ -1,6 +1,12 @@
 //! Everything that is not a Lambda invocation, `/api` or `/_sim`: SSM Run Command targets go to the
 //! node simulator, EC2 `RunInstances` asks the simulator for an injected fault first, and the rest
 //! is forwarded to moto unchanged (method, path, query, headers, body), streaming the answer back.
+//!
+//! DynamoDB calls are forwarded one at a time. DynamoDB makes a conditional write atomic and a
+//! `TransactWriteItems` serializable; moto's threaded server checks a condition and writes without
+//! a lock, so two racing claims of one cluster name could both succeed there. moto finishes a
+//! request before it answers, so holding a lock until the answer's head arrives restores the
+//! guarantee the control plane relies on.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -13,6 +19,12 @@ use mecplane_nodesim::Simulator;
 
 use crate::apigw::percent_decode;
 use crate::app::AppState;
+
+/// One DynamoDB call at a time (see the module docs).
+static DYNAMODB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `X-Amz-Target` prefix of every DynamoDB operation.
+const DYNAMODB_TARGET: &str = "DynamoDB_20120810.";
 
 /// Largest form body buffered to look for `Action=RunInstances`.
 const FORM_LIMIT: usize = 16 * 1024 * 1024;
@@ -151,6 +163,10 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let _dynamodb = match &target {
+        Some(t) if t.starts_with(DYNAMODB_TARGET) => Some(DYNAMODB.lock().await),
+        _ => None,
+    };
     if let Some(target) = target.filter(|t| Simulator::handles_ssm_target(t)) {
         let Some(sim) = &app.sim else {
             return (

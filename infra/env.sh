@@ -58,7 +58,8 @@ parameter_overrides() {
     [[ -n "$DEFAULT_INSTANCE_TYPE" ]] && p+=("DefaultInstanceType=$DEFAULT_INSTANCE_TYPE")
     [[ -n "$AMI_PARAMETER_PREFIX" ]] && p+=("AmiParameterPrefix=$AMI_PARAMETER_PREFIX")
     [[ -n "$LOG_RETENTION_DAYS" ]] && p+=("LogRetentionDays=$LOG_RETENTION_DAYS")
-    printf '%s\n' "${p[@]}"
+    # Nothing set prints nothing (an empty line would reach sam as an empty override).
+    [[ ${#p[@]} -eq 0 ]] || printf '%s\n' "${p[@]}"
 }
 
 # The deploy tools in $VENV, installed (again) when infra/requirements-deploy.txt changed.

@@ -295,4 +295,5 @@ async fn twenty_racing_posts_make_one_cluster_and_the_list_pages() {
         wait_status(&stack, id, "DELETED").await;
         assert_eq!(stack.leftovers(id).await, (vec![], vec![], vec![]));
     }
+    stack.assert_calls_allowed_by_template().await;
 }

@@ -227,4 +227,6 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
         stack.wait_execution(&again, CREATE_TIMEOUT).await.status,
         "SUCCEEDED"
     );
+    // AND every AWS call a function made is one its role in the template allows
+    stack.assert_calls_allowed_by_template().await;
 }

@@ -98,4 +98,5 @@ async fn ha_control_planes_join_one_at_a_time_and_the_worker_with_worker_flag() 
             _ => {}
         }
     }
+    stack.assert_calls_allowed_by_template().await;
 }

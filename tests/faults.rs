@@ -159,6 +159,8 @@ async fn every_fault_fails_named_and_leaves_nothing_behind() {
             );
         }
     }
+    // The failure and rollback paths call only what the functions' roles allow.
+    stack.assert_calls_allowed_by_template().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -385,7 +385,26 @@ impl Stack {
         (live, groups, params)
     }
 
-    /// The gateway's log and every function's, for a failing test's message.
+    /// Panics naming every AWS call a function made that its role in `infra/template.yaml` does
+    /// not allow (what would fail with AccessDenied on AWS).
+    pub async fn assert_calls_allowed_by_template(&self) {
+        let (status, body) = self.request("GET", "/_local/calls", None, &[]).await;
+        assert_eq!(status, 200, "GET /_local/calls: {body}");
+        let calls = &body["calls"];
+        assert!(
+            calls.as_object().is_some_and(|c| !c.is_empty()),
+            "the gateway saw no calls from any function: {calls}"
+        );
+        let template = std::fs::read_to_string(repo_root().join("infra/template.yaml"))
+            .expect("infra/template.yaml");
+        let missing = crate::iam::missing_permissions(&template, calls);
+        assert!(
+            missing.is_empty(),
+            "calls the functions' roles do not allow:\n{}",
+            missing.join("\n")
+        );
+    }
+
     /// Every line every function logged (what CloudWatch Logs would hold), for secret checks.
     pub fn function_logs(&self) -> String {
         let mut out = String::new();
@@ -399,6 +418,7 @@ impl Stack {
         out
     }
 
+    /// The gateway's log and every function's, for a failing test's message.
     pub fn logs(&self) -> String {
         let mut out =
             std::fs::read_to_string(self.state_dir.join("gateway.log")).unwrap_or_default();

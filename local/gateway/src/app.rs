@@ -1,5 +1,5 @@
 //! The public router and its shared state, in the order of docs/architecture.md:
-//! Lambda Invoke, `/api`, `/_sim`, `/_local/functions` (the gateway's own inspection), then the fallback (SSM Run Command → simulator, `RunInstances`
+//! Lambda Invoke, `/api`, `/_sim`, `/_local/functions` and `/_local/calls` (the gateway's own inspection), then the fallback (SSM Run Command → simulator, `RunInstances`
 //! faults, everything else → moto). The Runtime API is not here: each sandbox has its own listener.
 
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub moto: Moto,
     /// The node simulator (`None` with `--sim off`).
     pub sim: Option<Arc<Simulator>>,
+    /// The IAM actions each function used.
+    pub calls: Arc<crate::calls::Calls>,
 }
 
 /// `GET /_local/functions`: every hosted function with its ARN, live processes and invocation count.
@@ -49,6 +51,11 @@ async fn functions(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "functions": list }))
 }
 
+/// `GET /_local/calls`: the IAM actions each hosted function used (see [`crate::calls`]).
+async fn calls(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "calls": app.calls.to_json() }))
+}
+
 /// The public router.
 pub fn router(state: AppState) -> Router {
     let sim_routes = state.sim.clone().map(Simulator::control_router);
@@ -59,6 +66,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(crate::invoke::REQUEST_LIMIT + 1)),
         )
         .route("/_local/functions", get(functions))
+        .route("/_local/calls", get(calls))
         .route("/api", any(crate::apigw::handle))
         .route("/api/", any(crate::apigw::handle))
         .route("/api/{*rest}", any(crate::apigw::handle))

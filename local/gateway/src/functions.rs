@@ -406,6 +406,8 @@ impl FunctionPool {
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            // The SDK adds `app/<name>` to its User-Agent: how /_local/calls knows the caller.
+            .env("AWS_SDK_UA_APP_ID", name)
             .env(
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                 self.spec.memory_mb.to_string(),

@@ -67,6 +67,7 @@
 mod apigw;
 mod app;
 mod arn;
+mod calls;
 mod config;
 mod functions;
 mod invoke;
@@ -186,6 +187,7 @@ async fn run(args: Args) -> Result<(), StartupError> {
         api_auth: args.api_auth,
         moto,
         sim: sim.clone(),
+        calls: Default::default(),
     };
     let router = app::router(state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

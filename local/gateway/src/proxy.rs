@@ -168,6 +168,7 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         _ => None,
     };
     if let Some(target) = target.filter(|t| Simulator::handles_ssm_target(t)) {
+        app.calls.record(&parts.headers, &[]);
         let Some(sim) = &app.sim else {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -186,13 +187,22 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
             Ok(b) => b,
             Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         };
+        app.calls.record(&parts.headers, &bytes);
         if let Some(sim) = app.sim.as_ref().filter(|_| is_run_instances(&bytes)) {
             if let Some(fault) = sim.run_instances_fault(&bytes).await {
                 return fault;
             }
         }
         Body::from(bytes)
+    } else if crate::calls::needs_body(&parts.headers) {
+        let bytes: Bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+            Ok(b) => b,
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        };
+        app.calls.record(&parts.headers, &bytes);
+        Body::from(bytes)
     } else {
+        app.calls.record(&parts.headers, &[]);
         body
     };
     match app

@@ -29,7 +29,8 @@ pub struct Cli {
     /// The mecplane HTTP API, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com
     #[arg(long, global = true, env = "MECCTL_ENDPOINT")]
     pub endpoint: Option<String>,
-    /// The region the API is deployed in (for SigV4); default: the AWS region chain.
+    /// The region the API is deployed in (for SigV4); default: the execute-api URL's, the config
+    /// file's, the local stack's, then AWS_REGION.
     #[arg(long, global = true)]
     pub api_region: Option<String>,
     /// Config file with "endpoint" and "region".

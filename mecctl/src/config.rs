@@ -93,13 +93,19 @@ impl Sources {
                 "no endpoint: pass --endpoint, set MECCTL_ENDPOINT, write ~/.config/mecctl/config.json, or start the local stack (make up)",
             ));
         };
+        // The API answers only in the region it is deployed in: a flag names it, else an
+        // execute-api URL does, else the config file, else the local stack, else AWS_REGION.
         let region = self
             .flag_region
             .clone()
-            .or_else(|| self.env_region.clone())
-            .or(file.region)
-            .or_else(|| local.get("AWS_REGION").cloned())
             .or_else(|| region_of_endpoint(&endpoint))
+            .or(file.region)
+            .or_else(|| {
+                from_local
+                    .then(|| local.get("AWS_REGION").cloned())
+                    .flatten()
+            })
+            .or_else(|| self.env_region.clone())
             .ok_or_else(|| Failure::new(2, "no region: pass --api-region or set AWS_REGION"))?;
         let local_credentials = match (
             from_local && !has_env_credentials,
@@ -193,12 +199,20 @@ mod tests {
             "https://abc.execute-api.eu-west-1.amazonaws.com"
         );
         assert_eq!(t.local_credentials, None, "never the local keys for AWS");
-        // the file names no region: the local env's AWS_REGION comes before the URL's
-        assert_eq!(t.region, "us-east-1");
+        // an execute-api URL names the API's region: neither the local stack's nor
+        // AWS_REGION (the user's default for other things) changes what is signed for
+        assert_eq!(t.region, "eu-west-1");
         s.local = None;
+        s.env_region = Some("ap-south-1".into());
         assert_eq!(s.resolve(false).unwrap().region, "eu-west-1");
 
-        s.env_region = Some("ap-south-1".into());
+        // a custom domain names no region: the file's, else AWS_REGION
+        s.file = Some(FileConfig {
+            endpoint: Some("https://mec.example.com".into()),
+            region: Some("eu-central-1".into()),
+        });
+        assert_eq!(s.resolve(false).unwrap().region, "eu-central-1");
+        s.file.as_mut().unwrap().region = None;
         assert_eq!(s.resolve(false).unwrap().region, "ap-south-1");
         s.flag_endpoint = Some("http://localhost:9/api".into());
         s.flag_region = Some("us-west-2".into());

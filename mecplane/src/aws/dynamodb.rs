@@ -297,9 +297,7 @@ impl ClusterStore for Dynamo {
         let mut next = record.clone();
         next.version = record.version + 1;
         next.updated_at = crate::clock::now_rfc3339();
-        // Only the write that makes a record DELETED releases its name; a later write to a
-        // DELETED record (a second delete's events) is a plain versioned put.
-        if next.status != Status::Deleted || record.status == Status::Deleted {
+        if next.status != Status::Deleted {
             self.client
                 .put_item()
                 .table_name(&self.table)

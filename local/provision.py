@@ -23,7 +23,8 @@ Values resolved: literals, parameter Defaults, pseudo parameters, !Ref / !GetAtt
 tables and instance profiles, !Sub and !Join of those.
 
 Usage: provision.py --template infra/template.yaml --endpoint-url http://127.0.0.1:47501
-                    [--region us-east-1] [--stack-name mecplane] [--dry-run]
+                    [--region us-east-1] [--cluster-regions us-east-1,eu-west-1]
+                    [--stack-name mecplane] [--dry-run]
 """
 
 from __future__ import annotations
@@ -465,9 +466,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--template", required=True, type=Path)
     p.add_argument("--endpoint-url", default=os.environ.get("MECPLANE_MOTO_ENDPOINT", "http://127.0.0.1:47501"))
     p.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    p.add_argument("--cluster-regions", default="",
+                   help="comma-separated regions clusters may live in (default: --region); AMI parameters "
+                        "are published in each and they become the functions' MECPLANE_ALLOWED_REGIONS")
     p.add_argument("--stack-name", default="mecplane")
     p.add_argument("--dry-run", action="store_true", help="resolve everything, create nothing")
     args = p.parse_args(argv)
+    regions = [args.region] + [r.strip() for r in args.cluster_regions.split(",")
+                               if r.strip() and r.strip() != args.region]
 
     try:
         template = load_template(args.template)
@@ -501,9 +507,14 @@ def main(argv: list[str]) -> int:
                 out["state_machines"][lid] = ensure_state_machine(sfn, name, definition, kind)
             for name in profiles:
                 ensure_instance_profile(iam, name)
-            seed_images(client("ec2"), client("ssm"), LOCAL_AMI_PREFIX)
+            for region in regions:
+                ec2, ssm = (boto3.client(svc, region_name=region, endpoint_url=args.endpoint_url, config=cfg)
+                            for svc in ("ec2", "ssm"))
+                seed_images(ec2, ssm, LOCAL_AMI_PREFIX)
             for facts in out["functions"].values():
-                facts.setdefault("environment", {})["MECPLANE_AMI_PARAMETER_PREFIX"] = LOCAL_AMI_PREFIX
+                env = facts.setdefault("environment", {})
+                env["MECPLANE_AMI_PARAMETER_PREFIX"] = LOCAL_AMI_PREFIX
+                env["MECPLANE_ALLOWED_REGIONS"] = ",".join(regions)
         else:
             for lid, name, _, _ in machines:
                 out["state_machines"][lid] = f"arn:aws:states:{args.region}:{ACCOUNT_ID}:stateMachine:{name}"

@@ -66,6 +66,8 @@ async fn every_route_and_every_error_class() {
             "api_allowed_cidrs",
         ),
         (json!({"name": "edge", "workers": "two"}), "workers"),
+        // a region outside the deployment's allowed regions (here us-east-1 and eu-west-1)
+        (json!({"name": "edge", "region": "ap-south-1"}), "region"),
         (json!({"name": "edge", "color": "blue"}), "color"),
     ] {
         let (code, body) = stack.api("POST", "/clusters", Some(&spec)).await;

@@ -12,10 +12,12 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(240);
 async fn one_plus_two_cluster_through_the_api_then_delete() {
     let stack = Stack::start(300).await;
 
-    // GIVEN a 1+2 cluster requested through the HTTP API
-    let (status, created) = stack
-        .api("POST", "/clusters", Some(&stack::spec("edge-a", 1, 2)))
-        .await;
+    // GIVEN a 1+2 cluster requested through the HTTP API, in a region other than the control
+    // plane's own
+    let region = stack::CLUSTER_REGIONS[1];
+    let mut spec = stack::spec("edge-a", 1, 2);
+    spec["region"] = json!(region);
+    let (status, created) = stack.api("POST", "/clusters", Some(&spec)).await;
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     let execution = created["execution_arn"]
@@ -44,12 +46,22 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
         "the output carries no secret: {output}"
     );
 
-    // AND three instances carry the tags, IMDSv2 and an encrypted root volume
-    let ec2 = stack.ec2();
+    // AND three instances in the cluster's region (none in the control plane's) carry the tags,
+    // IMDSv2 and an encrypted gp3 root volume
+    assert_eq!(record["spec"]["region"], region);
+    let ec2 = stack.ec2_in(region);
     let filter = aws_sdk_ec2::types::Filter::builder()
         .name("tag:mecplane:cluster")
         .values(&id)
         .build();
+    let at_home = stack
+        .ec2()
+        .describe_instances()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(at_home.reservations().is_empty(), "{at_home:?}");
     let reservations = ec2
         .describe_instances()
         .filters(filter.clone())
@@ -91,6 +103,10 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
                 Some(true),
                 "encrypted root volume"
             );
+            assert_eq!(
+                volume.volumes()[0].volume_type().map(|t| t.as_str()),
+                Some("gp3")
+            );
         }
     }
 
@@ -102,13 +118,39 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
         .await
         .unwrap();
     assert_eq!(groups.security_groups().len(), 1);
-    for p in groups.security_groups()[0].ip_permissions() {
-        assert_ne!(p.from_port(), Some(22));
+    let group = &groups.security_groups()[0];
+    let mut from_group = std::collections::BTreeSet::new();
+    for p in group.ip_permissions() {
+        let protocol = p.ip_protocol().unwrap_or_default();
+        let (from, to) = (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1));
+        assert!(
+            protocol != "-1" && !(from..=to).contains(&22),
+            "a rule covers port 22: {p:?}"
+        );
+        assert_eq!(from, to, "single ports only: {p:?}");
         for range in p.ip_ranges() {
-            assert_eq!(p.from_port(), Some(16443));
+            assert_eq!((protocol, from), ("tcp", 16443), "{p:?}");
             assert_eq!(range.cidr_ip(), Some("203.0.113.0/24"));
         }
+        for pair in p.user_id_group_pairs() {
+            assert_eq!(pair.group_id(), group.group_id(), "only the group itself");
+            from_group.insert(format!("{protocol}/{from}"));
+        }
+        assert!(p.ipv6_ranges().is_empty() && p.prefix_list_ids().is_empty());
     }
+    let expected: std::collections::BTreeSet<String> = mecplane::microk8s::INTRA_CLUSTER_TCP
+        .iter()
+        .map(|p| format!("tcp/{p}"))
+        .chain(
+            mecplane::microk8s::INTRA_CLUSTER_UDP
+                .iter()
+                .map(|p| format!("udp/{p}")),
+        )
+        .collect();
+    assert_eq!(
+        from_group, expected,
+        "the MicroK8s ports, from the group itself"
+    );
 
     // AND the kubeconfig is a SecureString pointing at the first control plane's API
     let param = stack

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use mecplane_tests::stack::{fast_timing, Stack};
+use mecplane_tests::stack::{fast_timing, Stack, CLUSTER_REGIONS};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -14,6 +14,8 @@ struct Case {
     name: &'static str,
     fault: Value,
     workers: u32,
+    /// Where the cluster lives: rollback and delete must work outside the control plane's region.
+    region: &'static str,
     retain: bool,
     error: &'static str,
     stage: &'static str,
@@ -26,6 +28,7 @@ fn cases() -> Vec<Case> {
             name: "f-offline",
             fault: json!({"cluster_name": "f-offline", "role": "worker", "fault": "agent_offline"}),
             workers: 1,
+            region: CLUSTER_REGIONS[0],
             retain: false,
             error: "NodesNotReady",
             stage: "await-workers",
@@ -35,6 +38,7 @@ fn cases() -> Vec<Case> {
             name: "f-bootstrap",
             fault: json!({"cluster_name": "f-bootstrap", "fault": "command_fails", "script": "bootstrap"}),
             workers: 0,
+            region: CLUSTER_REGIONS[1],
             retain: false,
             error: "CommandFailed",
             stage: "bootstrap",
@@ -44,6 +48,7 @@ fn cases() -> Vec<Case> {
             name: "f-token",
             fault: json!({"cluster_name": "f-token", "role": "control-plane", "fault": "expire_tokens"}),
             workers: 1,
+            region: CLUSTER_REGIONS[0],
             retain: false,
             error: "CommandFailed",
             stage: "join-workers",
@@ -53,6 +58,7 @@ fn cases() -> Vec<Case> {
             name: "f-capacity",
             fault: json!({"cluster_name": "f-capacity", "role": "worker", "fault": "insufficient_capacity"}),
             workers: 2,
+            region: CLUSTER_REGIONS[0],
             retain: false,
             error: "InsufficientCapacity",
             stage: "launch-workers",
@@ -62,6 +68,7 @@ fn cases() -> Vec<Case> {
             name: "f-terminated",
             fault: json!({"cluster_name": "f-terminated", "role": "control-plane", "fault": "terminate_during_command", "script": "bootstrap"}),
             workers: 0,
+            region: CLUSTER_REGIONS[0],
             retain: false,
             error: "InstanceTerminated",
             stage: "bootstrap",
@@ -71,6 +78,7 @@ fn cases() -> Vec<Case> {
             name: "f-retained",
             fault: json!({"cluster_name": "f-retained", "fault": "command_fails", "script": "bootstrap"}),
             workers: 1,
+            region: CLUSTER_REGIONS[1],
             retain: true,
             error: "CommandFailed",
             stage: "bootstrap",
@@ -89,8 +97,8 @@ async fn every_fault_fails_named_and_leaves_nothing_behind() {
     let mut started = Vec::new();
     for case in cases() {
         stack.fault(case.fault.clone()).await;
-        let spec =
-            json!({"name": case.name, "workers": case.workers, "retain_on_failure": case.retain});
+        let spec = json!({"name": case.name, "workers": case.workers, "region": case.region,
+                          "retain_on_failure": case.retain});
         let arn = stack
             .start_create(case.name, json!({"spec": spec, "timing": timing}))
             .await;

@@ -305,6 +305,10 @@ pub enum TeardownReason {
 pub struct TeardownState {
     pub cluster_id: String,
     pub reason: TeardownReason,
+    /// The cluster's region (its instances and security group live there); empty means the
+    /// control plane's own region.
+    #[serde(default)]
+    pub region: String,
     #[serde(default)]
     pub timing: Timing,
     #[serde(default)]

@@ -50,6 +50,9 @@ pub struct Ended {
     pub cause: Option<String>,
 }
 
+/// The regions the test stacks let clusters live in (the first is the control plane's own).
+pub const CLUSTER_REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
 impl Stack {
     /// Starts a stack whose SSM agents come online `agent_delay_ms` after launch.
     pub async fn start(agent_delay_ms: u64) -> Stack {
@@ -76,6 +79,8 @@ impl Stack {
             .arg("--function-env-file")
             .arg(root.join("local/functions.env"))
             .args(["--agent-delay-ms", &agent_delay_ms.to_string()])
+            .args(["--region", CLUSTER_REGIONS[0]])
+            .args(["--cluster-regions", &CLUSTER_REGIONS.join(",")])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -137,6 +142,16 @@ impl Stack {
 
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk)
+    }
+
+    /// An EC2 client for another region (clusters may live outside the control plane's).
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        let config = self
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        aws_sdk_ec2::Client::new(&config)
     }
 
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
@@ -336,39 +351,46 @@ impl Stack {
         body
     }
 
-    /// What is left of a cluster in the cloud: live instances, security groups, parameters.
+    /// What is left of a cluster in the cloud, in every cluster region: live instances, security
+    /// groups, parameters.
     pub async fn leftovers(&self, cluster_id: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
         let filter = aws_sdk_ec2::types::Filter::builder()
             .name("tag:mecplane:cluster")
             .values(cluster_id)
             .build();
-        let reservations = self
-            .ec2()
-            .describe_instances()
-            .filters(filter.clone())
-            .max_results(1000)
-            .send()
-            .await
-            .expect("describe instances");
-        let live = reservations
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
-        let groups = self
-            .ec2()
-            .describe_security_groups()
-            .filters(filter)
-            .send()
-            .await
-            .expect("describe groups");
-        let groups = groups
-            .security_groups()
-            .iter()
-            .filter_map(|g| g.group_id().map(str::to_string))
-            .collect();
+        let (mut live, mut groups) = (Vec::new(), Vec::new());
+        for region in CLUSTER_REGIONS {
+            let ec2 = self.ec2_in(region);
+            let reservations = ec2
+                .describe_instances()
+                .filters(filter.clone())
+                .max_results(1000)
+                .send()
+                .await
+                .expect("describe instances");
+            live.extend(
+                reservations
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter(|i| {
+                        i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated")
+                    })
+                    .filter_map(|i| i.instance_id().map(str::to_string)),
+            );
+            let found = ec2
+                .describe_security_groups()
+                .filters(filter.clone())
+                .send()
+                .await
+                .expect("describe groups");
+            groups.extend(
+                found
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string)),
+            );
+        }
         let params = self
             .ssm()
             .get_parameters_by_path()

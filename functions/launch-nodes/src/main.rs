@@ -1,16 +1,23 @@
 //! Lambda `launch-nodes`: wires the AWS adapters to [`mecplane::stages::launch_nodes`] once per cold
-//! start and serves invocations with it.
+//! start and serves invocations with it. EC2 clients follow the cluster's
+//! region ([`Regional`]); the table stays in the control plane's region.
 
-use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2};
+use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, Regional};
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::launch_nodes;
+use mecplane::state::CreateState;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_tracing();
     let config = StageConfig::from_env()?;
     let sdk = mecplane::aws::load_config().await;
-    let ec2 = Ec2::new(&sdk);
-    let store = Dynamo::new(&sdk, &config.table);
-    lambda::serve(|state| launch_nodes::run(&ec2, &store, &config, state)).await
+    let ec2 = Regional::new(&sdk, Ec2::new);
+    let store = &Dynamo::new(&sdk, &config.table);
+    let config = &config;
+    lambda::serve(|state: CreateState| {
+        let ec2 = ec2.region(&state.spec.region);
+        async move { launch_nodes::run(&ec2, store, config, state).await }
+    })
+    .await
 }

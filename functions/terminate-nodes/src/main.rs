@@ -1,16 +1,22 @@
 //! Lambda `terminate-nodes`: wires the AWS adapters to [`mecplane::stages::terminate_nodes`] once per cold
-//! start and serves invocations with it.
+//! start and serves invocations with it. EC2 clients follow the cluster's
+//! region ([`Regional`]); the table stays in the control plane's region.
 
-use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2};
+use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, Regional};
 use mecplane::lambda::{self, StageConfig};
 use mecplane::stages::terminate_nodes;
+use mecplane::state::TeardownState;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda::init_tracing();
     let config = StageConfig::from_env()?;
     let sdk = mecplane::aws::load_config().await;
-    let ec2 = Ec2::new(&sdk);
-    let store = Dynamo::new(&sdk, &config.table);
-    lambda::serve(|state| terminate_nodes::run(&ec2, &store, state)).await
+    let ec2 = Regional::new(&sdk, Ec2::new);
+    let store = &Dynamo::new(&sdk, &config.table);
+    lambda::serve(|state: TeardownState| {
+        let ec2 = ec2.region(&state.region);
+        async move { terminate_nodes::run(&ec2, store, state).await }
+    })
+    .await
 }

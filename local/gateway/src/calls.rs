@@ -56,13 +56,18 @@ fn app_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The IAM service prefix: the service of the SigV4 credential scope
+/// Region and service of the SigV4 credential scope
 /// (`Credential=<key>/<date>/<region>/<service>/aws4_request`).
-fn service(headers: &HeaderMap) -> Option<String> {
+pub fn credential_scope(headers: &HeaderMap) -> Option<(String, String)> {
     let auth = header(headers, "authorization")?;
     let credential = auth.split("Credential=").nth(1)?.split(',').next()?;
     let parts: Vec<&str> = credential.split('/').collect();
-    (parts.len() == 5).then(|| parts[3].to_string())
+    (parts.len() == 5).then(|| (parts[2].to_string(), parts[3].to_string()))
+}
+
+/// The IAM service prefix: the credential scope's service.
+fn service(headers: &HeaderMap) -> Option<String> {
+    credential_scope(headers).map(|(_, service)| service)
 }
 
 /// The IAM actions a request needs: `X-Amz-Target`'s operation (a DynamoDB transaction needs

@@ -90,6 +90,17 @@ pub struct Args {
     #[arg(long, env = "MECPLANE_REGION", default_value = "us-east-1")]
     pub region: String,
 
+    /// The regions clusters may live in (comma-separated): the functions' allowed regions, where
+    /// provision.py publishes the AMI parameters, and where the simulator looks for instances.
+    /// The control plane's own region (--region) is always one of them.
+    #[arg(
+        long,
+        env = "MECPLANE_CLUSTER_REGIONS",
+        value_delimiter = ',',
+        default_value = "us-east-1,eu-west-1"
+    )]
+    pub cluster_regions: Vec<String>,
+
     /// Authorisation of `/api/*`.
     #[arg(long, value_enum, env = "MECPLANE_API_AUTH", default_value = "sigv4")]
     pub api_auth: ApiAuth,
@@ -121,6 +132,18 @@ pub struct Args {
 }
 
 impl Args {
+    /// --cluster-regions with --region first, each once.
+    pub fn regions(&self) -> Vec<String> {
+        let mut out = vec![self.region.clone()];
+        for r in &self.cluster_regions {
+            let r = r.trim();
+            if !r.is_empty() && !out.iter().any(|o| o == r) {
+                out.push(r.to_string());
+            }
+        }
+        out
+    }
+
     /// The template provision.py reads.
     pub fn template_path(&self) -> PathBuf {
         self.template

@@ -170,6 +170,7 @@ async fn run(args: Args) -> Result<(), StartupError> {
                 work_dir: args.state_dir.join("sim"),
                 moto_endpoint: moto_endpoint.clone(),
                 region: args.region.clone(),
+                regions: args.regions(),
                 agent_delay: Duration::from_millis(args.agent_delay_ms),
                 stand_ins_dir: args.stand_ins_path(),
             })
@@ -257,7 +258,7 @@ async fn prepare(args: &Args, moto: &proxy::Moto) -> Result<Provisioned, Startup
         &args.python_path(),
         &args.provision_script_path(),
         &args.template_path(),
-        &args.region,
+        &args.regions(),
         moto.endpoint(),
     )
     .await

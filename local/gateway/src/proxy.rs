@@ -178,7 +178,10 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
                 .into_response();
         };
         return match axum::body::to_bytes(body, SSM_LIMIT).await {
-            Ok(bytes) => sim.handle_ssm(&target, bytes).await,
+            Ok(bytes) => {
+                let region = crate::calls::credential_scope(&parts.headers).map(|(r, _)| r);
+                sim.handle_ssm(&target, region.as_deref(), bytes).await
+            }
             Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         };
     }

@@ -141,14 +141,15 @@ pub async fn provision(
     python: &Path,
     script: &Path,
     template: &Path,
-    region: &str,
+    regions: &[String],
     moto_endpoint: &str,
 ) -> Result<Provisioned, StartupError> {
     let out = tokio::process::Command::new(python)
         .arg(script)
         .arg("--template")
         .arg(template)
-        .args(["--region", region, "--endpoint-url", moto_endpoint])
+        .args(["--region", &regions[0], "--endpoint-url", moto_endpoint])
+        .args(["--cluster-regions", &regions.join(",")])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .stdin(Stdio::null())

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 pub struct Instance {
     /// `i-...`.
     pub instance_id: String,
+    /// The region moto launched it in.
+    pub region: String,
     /// The private IPv4 address moto assigned.
     pub private_ip: String,
     /// `ip-10-0-1-5`, as Ubuntu names an EC2 instance.
@@ -58,15 +60,15 @@ pub fn hostname_for(ip: &str) -> String {
 
 /// The instance registry: a cache of moto's instances plus the per-instance sandbox directories.
 pub struct Agents {
-    ec2: Ec2Client,
+    ec2: Vec<(String, Ec2Client)>,
     work_dir: PathBuf,
     instances: Mutex<HashMap<String, Instance>>,
     refresh_lock: tokio::sync::Mutex<()>,
 }
 
 impl Agents {
-    /// A registry reading moto through `ec2`.
-    pub fn new(ec2: Ec2Client, work_dir: PathBuf) -> Self {
+    /// A registry reading moto through one EC2 client per region.
+    pub fn new(ec2: Vec<(String, Ec2Client)>, work_dir: PathBuf) -> Self {
         Self {
             ec2,
             work_dir,
@@ -75,9 +77,9 @@ impl Agents {
         }
     }
 
-    /// The EC2 client (to moto).
-    pub fn ec2(&self) -> &Ec2Client {
-        &self.ec2
+    /// The EC2 client (to moto) of a region.
+    pub fn ec2(&self, region: &str) -> Option<&Ec2Client> {
+        self.ec2.iter().find(|(r, _)| r == region).map(|(_, c)| c)
     }
 
     /// The sandbox directory of an instance (`<work>/instances/<id>`).
@@ -90,18 +92,31 @@ impl Agents {
         self.work_dir.join("net")
     }
 
-    /// Re-reads every instance from moto (all pages) and updates sandboxes and the net directory.
+    /// Re-reads every instance of every region from moto (all pages) and updates sandboxes and
+    /// the net directory.
     pub async fn refresh(&self) -> Result<(), String> {
         let _guard = self.refresh_lock.lock().await;
         let mut found = Vec::new();
-        let mut pages = self
-            .ec2
+        for (region, ec2) in &self.ec2 {
+            Self::read_region(region, ec2, &mut found).await?;
+        }
+        self.update(found)
+    }
+
+    /// Every instance moto has in one region.
+    async fn read_region(
+        region: &str,
+        ec2: &Ec2Client,
+        found: &mut Vec<Instance>,
+    ) -> Result<(), String> {
+        let mut pages = ec2
             .describe_instances()
             .max_results(1000)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| format!("DescribeInstances: {}", error_text(&e)))?;
+            let page =
+                page.map_err(|e| format!("DescribeInstances in {region}: {}", error_text(&e)))?;
             for reservation in page.reservations() {
                 for i in reservation.instances() {
                     let Some(id) = i.instance_id() else { continue };
@@ -119,6 +134,7 @@ impl Agents {
                         .unwrap_or_else(SystemTime::now);
                     found.push(Instance {
                         instance_id: id.to_string(),
+                        region: region.to_string(),
                         hostname: hostname_for(&ip),
                         private_ip: ip,
                         cluster_name: tag("mecplane:cluster-name"),
@@ -136,6 +152,11 @@ impl Agents {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Takes in what moto answered: sandboxes, net entries, and the registry.
+    fn update(&self, found: Vec<Instance>) -> Result<(), String> {
         for inst in &found {
             self.prepare_sandbox(inst)
                 .map_err(|e| format!("sandbox of {}: {e}", inst.instance_id))?;

@@ -385,15 +385,20 @@ pub async fn run_invocation(core: Arc<Core>, cmd: CommandRec, instance_id: Strin
 /// Terminates an instance in moto (the `terminate_during_command` fault) and lets what ran on it
 /// end as SSM reports a lost agent.
 pub async fn terminate_instance(core: &Arc<Core>, instance_id: &str) {
-    if let Err(e) = core
-        .agents
-        .ec2()
-        .terminate_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-    {
-        tracing::warn!(instance_id, error = %crate::agents::error_text(&e), "TerminateInstances in moto failed");
+    let region = core.agents.get(instance_id).map(|i| i.region);
+    let ec2 = region.as_deref().and_then(|r| core.agents.ec2(r));
+    match ec2 {
+        Some(ec2) => {
+            if let Err(e) = ec2
+                .terminate_instances()
+                .instance_ids(instance_id)
+                .send()
+                .await
+            {
+                tracing::warn!(instance_id, error = %crate::agents::error_text(&e), "TerminateInstances in moto failed");
+            }
+        }
+        None => tracing::warn!(instance_id, "no region known for the instance to terminate"),
     }
     core.agents.mark_terminated(instance_id);
     agent_lost(core, instance_id);

@@ -29,8 +29,11 @@ pub struct SimConfig {
     pub work_dir: PathBuf,
     /// moto's endpoint (e.g. `http://127.0.0.1:47501`), used directly for EC2 lookups.
     pub moto_endpoint: String,
-    /// The region instances live in.
+    /// The control plane's region (requests that name none are served from it).
     pub region: String,
+    /// Every region instances may live in (`region` is added when missing); a request sees only
+    /// the instances of the region it was signed for, as with SSM.
+    pub regions: Vec<String>,
     /// How long after `LaunchTime` an instance's SSM agent comes online.
     pub agent_delay: Duration,
     /// The directory holding the stand-in executables (`snap`, `microk8s`, ...).
@@ -111,22 +114,28 @@ impl Simulator {
             stand_ins_dir,
             ..cfg
         };
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(cfg.region.clone()))
-            .endpoint_url(cfg.moto_endpoint.clone())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing",
-                "testing",
-                None,
-                None,
-                "mecplane-nodesim",
-            ))
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .load()
-            .await;
-        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let mut regions = vec![cfg.region.clone()];
+        regions.extend(cfg.regions.iter().filter(|r| **r != cfg.region).cloned());
+        let mut clients = Vec::new();
+        for region in &regions {
+            let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(region.clone()))
+                .endpoint_url(cfg.moto_endpoint.clone())
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "testing",
+                    "testing",
+                    None,
+                    None,
+                    "mecplane-nodesim",
+                ))
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .load()
+                .await;
+            clients.push((region.clone(), aws_sdk_ec2::Client::new(&sdk)));
+        }
+        let cfg = SimConfig { regions, ..cfg };
         let core = Arc::new(Core {
-            agents: agents::Agents::new(ec2, work_dir),
+            agents: agents::Agents::new(clients, work_dir),
             faults: faults::Faults::default(),
             commands: commands::Commands::default(),
             shut_down: AtomicBool::new(false),
@@ -149,9 +158,15 @@ impl Simulator {
         )
     }
 
-    /// Serves one SSM JSON 1.1 request.
-    pub async fn handle_ssm(&self, target: &str, body: bytes::Bytes) -> axum::response::Response {
-        ssm_api::handle(&self.core, target, &body).await
+    /// Serves one SSM JSON 1.1 request signed for `region` (the control plane's when `None`).
+    pub async fn handle_ssm(
+        &self,
+        target: &str,
+        region: Option<&str>,
+        body: bytes::Bytes,
+    ) -> axum::response::Response {
+        let region = region.unwrap_or(&self.core.cfg.region);
+        ssm_api::handle(&self.core, target, region, &body).await
     }
 
     /// For an EC2 `RunInstances` form body: `Some(error)` when an `insufficient_capacity` fault matches.

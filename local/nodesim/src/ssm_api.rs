@@ -55,8 +55,9 @@ fn json_response(status: StatusCode, body: String) -> Response {
     resp
 }
 
-/// Dispatches one request by its `X-Amz-Target`.
-pub async fn handle(core: &Arc<Core>, target: &str, body: &[u8]) -> Response {
+/// Dispatches one request by its `X-Amz-Target`; `region` is the one it was signed for (only that
+/// region's instances exist for it).
+pub async fn handle(core: &Arc<Core>, target: &str, region: &str, body: &[u8]) -> Response {
     let input: Value = if body.is_empty() {
         json!({})
     } else {
@@ -70,10 +71,10 @@ pub async fn handle(core: &Arc<Core>, target: &str, body: &[u8]) -> Response {
     };
     let op = target.strip_prefix("AmazonSSM.").unwrap_or(target);
     let result = match op {
-        "SendCommand" => send_command(core, &input).await,
+        "SendCommand" => send_command(core, region, &input).await,
         "GetCommandInvocation" => get_command_invocation(core, &input),
         "ListCommandInvocations" => list_command_invocations(core, &input),
-        "DescribeInstanceInformation" => describe_instance_information(core, &input).await,
+        "DescribeInstanceInformation" => describe_instance_information(core, region, &input).await,
         "CancelCommand" => cancel_command(core, &input),
         _ => Err(ApiError::new(
             "UnknownOperationException",
@@ -140,7 +141,7 @@ async fn refresh(core: &Arc<Core>) -> Result<(), ApiError> {
     })
 }
 
-async fn send_command(core: &Arc<Core>, input: &Value) -> Result<Value, ApiError> {
+async fn send_command(core: &Arc<Core>, region: &str, input: &Value) -> Result<Value, ApiError> {
     let document = required(input, "DocumentName")?;
     if document != RUN_SHELL_SCRIPT {
         return Err(ApiError::new("InvalidDocument", format!("Document {document} does not exist (the node simulator runs AWS-RunShellScript only)")));
@@ -206,10 +207,9 @@ async fn send_command(core: &Arc<Core>, input: &Value) -> Result<Value, ApiError
     refresh(core).await?;
     let now = SystemTime::now();
     for id in &instance_ids {
-        let online = core
-            .agents
-            .get(id)
-            .is_some_and(|i| i.agent_online(now, core.cfg.agent_delay, &core.faults));
+        let online = core.agents.get(id).is_some_and(|i| {
+            i.region == region && i.agent_online(now, core.cfg.agent_delay, &core.faults)
+        });
         if !online {
             return Err(ApiError::new(
                 "InvalidInstanceId",
@@ -467,7 +467,11 @@ fn list_command_invocations(core: &Arc<Core>, input: &Value) -> Result<Value, Ap
     Ok(out)
 }
 
-async fn describe_instance_information(core: &Arc<Core>, input: &Value) -> Result<Value, ApiError> {
+async fn describe_instance_information(
+    core: &Arc<Core>,
+    region: &str,
+    input: &Value,
+) -> Result<Value, ApiError> {
     // Filters: [{Key, Values}]; InstanceInformationFilterList: [{key, valueSet}].
     let mut filters: Vec<(String, Vec<String>)> = Vec::new();
     for f in input
@@ -508,7 +512,7 @@ async fn describe_instance_information(core: &Arc<Core>, input: &Value) -> Resul
     let now = SystemTime::now();
     let mut items = Vec::new();
     for inst in core.agents.all() {
-        if inst.state == "terminated" {
+        if inst.state == "terminated" || inst.region != region {
             continue;
         }
         let online = inst.agent_online(now, core.cfg.agent_delay, &core.faults);

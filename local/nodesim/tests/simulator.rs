@@ -68,8 +68,12 @@ async fn start_moto() -> (Moto, String) {
 }
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_in(endpoint, "us-east-1").await
+}
+
+async fn sdk_config_in(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_string()))
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
             "testing", "testing", None, None, "test",
@@ -107,7 +111,13 @@ async fn gateway(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if Simulator::handles_ssm_target(target) {
-        return sim.handle_ssm(target, body).await;
+        // The region of `Credential=<key>/<date>/<region>/ssm/aws4_request`.
+        let region = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').nth(2));
+        return sim.handle_ssm(target, region, body).await;
     }
     if let Some(resp) = sim.run_instances_fault(&body).await {
         return resp;
@@ -129,6 +139,7 @@ async fn stack() -> Stack {
         work_dir: work.0.clone(),
         moto_endpoint: endpoint.clone(),
         region: "us-east-1".into(),
+        regions: vec!["eu-west-1".into()],
         agent_delay: AGENT_DELAY,
         stand_ins_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("stand-ins"),
     })
@@ -356,6 +367,28 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
     assert_eq!(err.code(), Some("InvalidInstanceId"));
     s.wait_online(&cp).await;
     s.wait_online(&worker).await;
+    // An instance exists for SSM only in its own region: signed for eu-west-1, the us-east-1
+    // instance is unknown, however long its agent has been online.
+    let elsewhere = aws_sdk_ssm::Client::new(&sdk_config_in(&s.gateway, "eu-west-1").await);
+    let err = elsewhere
+        .send_command()
+        .instance_ids(&cp)
+        .document_name("AWS-RunShellScript")
+        .parameters("commands", vec!["echo hi".to_string()])
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_service_error().and_then(|e| e.meta().code()),
+        Some("InvalidInstanceId"),
+        "{err:?}"
+    );
+    let info = elsewhere
+        .describe_instance_information()
+        .send()
+        .await
+        .expect("DescribeInstanceInformation");
+    assert!(info.instance_information_list().is_empty(), "{info:?}");
 
     let boot_env = [
         ("MK8S_CHANNEL", "1.32/stable"),

@@ -33,6 +33,53 @@ pub async fn load_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// Clients of one regional service (EC2, SSM Run Command, the public AMI parameters) for the
+/// regions clusters live in: the control plane's own region is built at cold start, any other
+/// the first time a cluster there needs it, then kept for the life of the execution environment.
+/// Clients share the cold start's credentials, retry settings and endpoint; only the region
+/// differs. DynamoDB, Step Functions and the kubeconfig parameters stay in the home region.
+pub struct Regional<C> {
+    base: aws_config::SdkConfig,
+    make: fn(&aws_config::SdkConfig) -> C,
+    home: String,
+    clients: std::sync::Mutex<std::collections::HashMap<String, C>>,
+}
+
+impl<C: Clone> Regional<C> {
+    /// The home-region client from `base`, built now, and the recipe for the others.
+    pub fn new(base: &aws_config::SdkConfig, make: fn(&aws_config::SdkConfig) -> C) -> Self {
+        let home = base.region().map(|r| r.to_string()).unwrap_or_default();
+        let clients = std::collections::HashMap::from([(home.clone(), make(base))]);
+        Regional {
+            base: base.clone(),
+            make,
+            home,
+            clients: std::sync::Mutex::new(clients),
+        }
+    }
+
+    /// The client for `region` (the home region's when `region` is empty).
+    pub fn region(&self, region: &str) -> C {
+        let region = if region.is_empty() {
+            &self.home
+        } else {
+            region
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let config = self
+                    .base
+                    .to_builder()
+                    .region(aws_config::Region::new(region.to_string()))
+                    .build();
+                (self.make)(&config)
+            })
+            .clone()
+    }
+}
+
 /// Error codes AWS services answer when a caller is throttled.
 const THROTTLING_CODES: &[&str] = &[
     "Throttling",
@@ -184,6 +231,24 @@ pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regional_clients_are_built_once_per_region_with_that_region() {
+        static BUILT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn make(config: &aws_config::SdkConfig) -> String {
+            BUILT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            config.region().map(|r| r.to_string()).unwrap_or_default()
+        }
+        let base = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let clients = Regional::new(&base, make);
+        assert_eq!(clients.region(""), "us-east-1");
+        assert_eq!(clients.region("us-east-1"), "us-east-1");
+        assert_eq!(clients.region("eu-west-1"), "eu-west-1");
+        assert_eq!(clients.region("eu-west-1"), "eu-west-1");
+        assert_eq!(BUILT.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
     use aws_sdk_sfn::config::http::HttpResponse;
     use aws_sdk_sfn::error::ConnectorError;
     use aws_sdk_sfn::operation::describe_execution::DescribeExecutionError;

@@ -73,6 +73,7 @@ pub async fn run<S: ClusterStore>(
         .await?;
     }
     Ok(TeardownState {
+        region: updated.spec.region.clone(),
         cluster_id: updated.id,
         reason: TeardownReason::Delete,
         timing,

@@ -73,6 +73,7 @@ pub async fn run<S: ClusterStore>(
     Ok(TeardownState {
         cluster_id: state.cluster_id,
         reason: TeardownReason::CreateFailed,
+        region: state.spec.region,
         timing: state.timing,
         poll: Default::default(),
         retain,

@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use crate::error::CloudError;
-use crate::ports::{ClusterStore, Executions, KeyClaim, Parameters};
+use crate::ports::{ClusterStore, ExecutionStatus, Executions, KeyClaim, Parameters};
 use crate::record::{ClusterRecord, Event, Failure, Phase, Status};
 use crate::resources;
 use crate::spec::ClusterSpec;
@@ -23,6 +23,8 @@ use super::{body, idempotency, ApiContext, ApiRequest, ApiResponse};
 pub const STAGE: &str = "api";
 /// The `error` of a failure recorded when the create execution could not be started.
 pub const START_FAILED: &str = "StartExecutionFailed";
+/// The failure recorded for a CREATING cluster whose create execution ended without a result.
+pub const CREATE_INTERRUPTED: &str = "CreateInterrupted";
 /// How often a record write that lost its condition is retried.
 const WRITE_ATTEMPTS: usize = 3;
 
@@ -156,6 +158,49 @@ async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>(
     Ok(accepted(&record))
 }
 
+/// A CREATING cluster whose create execution has ended — stopped by hand, timed out, or ended
+/// before it could record a result — would block its own delete for ever. Such a record becomes
+/// `FAILED` (with what Step Functions says), so the delete can clean up whatever was launched.
+/// While the execution runs, the record is returned as it is (and the delete answers 409).
+async fn fail_interrupted_create<S: ClusterStore, E: Executions, P>(
+    ctx: &ApiContext<S, E, P>,
+    record: ClusterRecord,
+) -> Result<ClusterRecord, ApiError> {
+    let Some(arn) = record.execution_arn.clone() else {
+        return Ok(record);
+    };
+    let ended = match ctx.executions.status(&arn).await? {
+        ExecutionStatus::Running => return Ok(record),
+        ExecutionStatus::Succeeded => "SUCCEEDED",
+        ExecutionStatus::Failed => "FAILED",
+        ExecutionStatus::TimedOut => "TIMED_OUT",
+        ExecutionStatus::Aborted => "ABORTED",
+    };
+    let reason = format!("the create execution ended {ended} without recording a result");
+    let failed = modify(&ctx.store, &record.id, |r| {
+        let mark = r.status == Status::Creating;
+        if mark {
+            r.status = Status::Failed;
+            r.failure = Some(Failure {
+                stage: r.stage.clone().unwrap_or_else(|| STAGE.into()),
+                error: CREATE_INTERRUPTED.into(),
+                reason: reason.clone(),
+            });
+        }
+        mark
+    })
+    .await?;
+    if failed
+        .failure
+        .as_ref()
+        .is_some_and(|f| f.error == CREATE_INTERRUPTED)
+    {
+        tracing::warn!(cluster_id = %failed.id, %arn, "create execution ended {ended}; cluster FAILED");
+        note(&ctx.store, &failed.id, Phase::Failed, reason).await;
+    }
+    Ok(failed)
+}
+
 /// StartExecution failed: records the cluster `FAILED` (so a delete can release its name; nothing
 /// was created in the cloud) and answers `503`. If an execution turns out to own the record after
 /// all, the start did happen and the caller gets the record.
@@ -217,6 +262,9 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
     id_or_name: &str,
 ) -> Result<ApiResponse, ApiError> {
     let mut record = find(&ctx.store, id_or_name).await?;
+    if record.status == Status::Creating {
+        record = fail_interrupted_create(ctx, record).await?;
+    }
     for attempt in 0..2 {
         match record.status {
             Status::Creating => {

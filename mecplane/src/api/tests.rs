@@ -481,6 +481,32 @@ async fn list_rejects_bad_queries() {
 }
 
 #[tokio::test]
+async fn a_create_that_ended_without_a_result_can_be_deleted() {
+    let ctx = ctx();
+    let rec = create(&ctx, "stuck").await;
+    let create_arn = rec.execution_arn.clone().expect("execution");
+    // While the create runs, a delete is refused.
+    let busy = handle(&ctx, ApiRequest::new("DELETE", "/clusters/stuck")).await;
+    assert_eq!(error_of(&busy), (409, "ClusterBusy".into(), None));
+
+    // Stopped by hand: the record still says CREATING, the execution says ABORTED.
+    ctx.executions
+        .set_status(&create_arn, crate::ports::ExecutionStatus::Aborted);
+    let r = handle(&ctx, ApiRequest::new("DELETE", "/clusters/stuck")).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let deleting: ClusterRecord = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(deleting.status, Status::Deleting);
+    let failure = deleting.failure.expect("failure recorded");
+    assert_eq!(failure.error, "CreateInterrupted");
+    assert!(failure.reason.contains("ABORTED"), "{}", failure.reason);
+    assert!(ctx
+        .executions
+        .started()
+        .iter()
+        .any(|e| e.state_machine_arn == DELETE_ARN));
+}
+
+#[tokio::test]
 async fn delete_moves_to_deleting_and_starts_the_delete_execution() {
     let ctx = ctx();
     let rec = create(&ctx, "edge").await;

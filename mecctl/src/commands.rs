@@ -17,6 +17,8 @@ use crate::{kubeconfig, output};
 
 /// How often a wait polls the API.
 const POLL: Duration = Duration::from_secs(2);
+/// How many polls in a row may go unanswered (network error, 429, 5xx) before following gives up.
+const FOLLOW_MISSES: u32 = 5;
 
 pub struct Ctx {
     pub api: ApiClient,
@@ -300,8 +302,25 @@ async fn follow(
             0
         };
         let mut last_status = String::new();
+        let mut misses = 0;
         loop {
-            let (status, record) = ctx.api.call("GET", &cluster_path(id), None, &[]).await?;
+            let got = ctx.api.call("GET", &cluster_path(id), None, &[]).await;
+            let unanswered = match &got {
+                Err(f) => Some(f.message.clone()),
+                Ok((s, _)) if *s >= 500 || *s == 429 => Some(format!("HTTP {s}")),
+                Ok(_) => None,
+            };
+            if let Some(why) = unanswered.filter(|_| misses < FOLLOW_MISSES) {
+                misses += 1;
+                eprintln!(
+                    "[{:>5}s] no answer ({why}); trying again",
+                    start.elapsed().as_secs()
+                );
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            misses = 0;
+            let (status, record) = got?;
             let record = match status {
                 200 => record,
                 404 if until.contains(&"DELETED") => {
@@ -389,6 +408,78 @@ mod tests {
             Command::Create(a) => *a,
             _ => unreachable!(),
         }
+    }
+
+    /// An API on 127.0.0.1 that answers the first `failures` GETs of the cluster with 503, then
+    /// with the record; events are always empty.
+    async fn flaky_api(failures: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut gets = 0;
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0; 16384];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let (status, body) = if request.starts_with("GET /clusters/c-1/events") {
+                    ("200 OK", r#"{"events": []}"#.to_string())
+                } else {
+                    gets += 1;
+                    if gets <= failures {
+                        (
+                            "503 Service Unavailable",
+                            r#"{"message": "busy"}"#.to_string(),
+                        )
+                    } else {
+                        ("200 OK", r#"{"id": "c-1", "status": "ACTIVE"}"#.to_string())
+                    }
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    async fn ctx_for(endpoint: String) -> Ctx {
+        let target = crate::config::Target {
+            endpoint,
+            region: "us-east-1".into(),
+            local_credentials: Some(("testing".into(), "testing".into())),
+        };
+        Ctx {
+            api: ApiClient::new(target).await.unwrap(),
+            format: Format::Json,
+        }
+    }
+
+    fn wait_flags() -> WaitFlags {
+        WaitFlags {
+            wait: true,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn following_rides_out_a_few_unanswered_polls() {
+        let ctx = ctx_for(flaky_api(2).await).await;
+        follow(&ctx, "c-1", "edge", &["ACTIVE"], &wait_flags(), false)
+            .await
+            .expect("two 503s in a row are ridden out");
+    }
+
+    #[tokio::test]
+    async fn following_gives_up_when_the_api_stays_away() {
+        let ctx = ctx_for(flaky_api(usize::MAX).await).await;
+        let err = follow(&ctx, "c-1", "edge", &["ACTIVE"], &wait_flags(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, exit::API, "{}", err.message);
     }
 
     #[test]

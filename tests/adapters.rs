@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType,
 };
 use mecplane::aws::dynamodb::Dynamo;
 use mecplane::aws::ec2::Ec2;
@@ -844,6 +844,50 @@ async fn dynamo_events_and_idempotency_keys() {
 
     assert_eq!(
         db.claim_key("key-1", &a.id, "hash-1").await.unwrap(),
+        KeyClaim::Claimed
+    );
+    // A key carries its expiry (the table's TTL attribute), a day ahead.
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let item_key = |k: &str| {
+        std::collections::HashMap::from([
+            (
+                "pk".to_string(),
+                AttributeValue::S(format!("IDEMPOTENCY#{k}")),
+            ),
+            ("sk".to_string(), AttributeValue::S("KEY".into())),
+        ])
+    };
+    let stored = client
+        .get_item()
+        .table_name(TABLE)
+        .set_key(Some(item_key("key-1")))
+        .send()
+        .await
+        .unwrap();
+    let expires: i64 = stored.item().unwrap()["expires_at"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ahead = expires - mecplane::clock::now_epoch();
+    assert!((86_000..=86_400).contains(&ahead), "{ahead}");
+    // An expired key that DynamoDB has not removed yet is free to claim again.
+    let mut expired = item_key("key-old");
+    expired.insert(
+        "cluster_id".into(),
+        AttributeValue::S("c-00000000000000ee".into()),
+    );
+    expired.insert("request_hash".into(), AttributeValue::S("hash-old".into()));
+    expired.insert("expires_at".into(), AttributeValue::N("1".into()));
+    client
+        .put_item()
+        .table_name(TABLE)
+        .set_item(Some(expired))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        db.claim_key("key-old", &a.id, "hash-new").await.unwrap(),
         KeyClaim::Claimed
     );
     assert_eq!(

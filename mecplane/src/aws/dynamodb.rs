@@ -58,6 +58,12 @@ fn record_pk(cluster_id: &str) -> String {
     format!("CLUSTER#{cluster_id}")
 }
 
+/// The table's TTL attribute (epoch seconds; `TimeToLiveSpecification` in infra/template.yaml).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// How long an idempotency key answers with its first cluster (a day, as client retries go).
+pub const IDEMPOTENCY_KEY_TTL_SECONDS: i64 = 24 * 3600;
+
 fn claim_pk(name: &str) -> String {
     format!("NAME#{name}")
 }
@@ -481,16 +487,25 @@ impl ClusterStore for Dynamo {
         request_hash: &str,
     ) -> Result<KeyClaim, CloudError> {
         let item_key = key(format!("IDEMPOTENCY#{key_name}"), "KEY");
+        let now = crate::clock::now_epoch();
         let mut item = item_key.clone();
         item.insert("cluster_id".into(), s(cluster_id));
         item.insert("request_hash".into(), s(request_hash));
         item.insert("created_at".into(), s(crate::clock::now_rfc3339()));
+        item.insert(
+            TTL_ATTRIBUTE.into(),
+            AttributeValue::N((now + IDEMPOTENCY_KEY_TTL_SECONDS).to_string()),
+        );
+        // DynamoDB deletes expired items lazily (within days): an expired key is free already.
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression(format!(
+                "attribute_not_exists(pk) OR {TTL_ATTRIBUTE} < :now"
+            ))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .send()
             .await;
         match result {

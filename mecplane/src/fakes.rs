@@ -23,6 +23,8 @@ pub struct FakeCommand {
     pub comment: String,
     pub text: String,
     pub status: CommandStatus,
+    /// When it was sent (epoch seconds).
+    pub requested_at: i64,
 }
 
 /// An instance the fake EC2 launched, with what it was launched with.
@@ -378,6 +380,7 @@ impl NodeCommands for FakeCloud {
             comment: comment.into(),
             text: script.into(),
             status: CommandStatus::Running,
+            requested_at: crate::clock::now_epoch(),
         };
         self.lock().commands.push(cmd);
         Ok(command_id)
@@ -393,6 +396,7 @@ impl NodeCommands for FakeCloud {
             .map(|c| SentCommand {
                 command_id: c.command_id.clone(),
                 comment: c.comment.clone(),
+                requested_at: Some(c.requested_at),
             })
             .collect())
     }

@@ -148,6 +148,8 @@ pub enum CommandStatus {
 pub struct SentCommand {
     pub command_id: String,
     pub comment: String,
+    /// When SSM received it (epoch seconds), if it says.
+    pub requested_at: Option<i64>,
 }
 
 /// SSM Run Command: scripts on the nodes.

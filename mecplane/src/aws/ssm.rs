@@ -210,6 +210,7 @@ impl NodeCommands for Ssm {
                         SentCommand {
                             command_id: id.into(),
                             comment: inv.comment().unwrap_or_default().into(),
+                            requested_at: inv.requested_date_time().map(|t| t.secs()),
                         },
                     ));
                 }

@@ -50,12 +50,13 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
                 .into_iter()
                 .find(|c| c.comment == wanted.key)
             {
+                // Adopted: its clock runs from when SSM received it, not from now.
                 Some(found) => PendingCommand {
                     command_id: found.command_id,
                     instance_id: wanted.instance_id.clone(),
                     script: wanted.script.name().into(),
                     key: wanted.key.clone(),
-                    sent_at: now,
+                    sent_at: found.requested_at.unwrap_or(now),
                 },
                 None => {
                     let env: Vec<(&str, &str)> =
@@ -146,5 +147,52 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
                 "{what} failed ({status}, exit {exit_code}): {output}"
             ))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::CommandStatus;
+    use crate::stages::fixtures;
+
+    #[tokio::test]
+    async fn an_adopted_command_keeps_the_time_it_was_sent() {
+        let (cloud, _store, state) = fixtures::online(1, 0).await;
+        cloud.respond_with(|_, _| CommandStatus::Running);
+        let instance_id = cloud.instances()[0].instance.instance_id.clone();
+        let wanted = || Wanted {
+            cluster_id: &state.cluster_id,
+            instance_id: instance_id.clone(),
+            script: Script::Bootstrap,
+            key: "mecplane test bootstrap".into(),
+            env: Vec::new(),
+            timeout_seconds: 60,
+            secrets: Vec::new(),
+        };
+        let sent_at = crate::clock::now_epoch();
+        let Progress::Running(first) = drive(&cloud, &cloud, None, wanted(), sent_at)
+            .await
+            .unwrap()
+        else {
+            panic!("a new command runs")
+        };
+        // A retry that lost the pending command, long after: it adopts the command sent before
+        // (no second send), and that command's own time has run out.
+        let later = sent_at + 60 + LOST_GRACE_SECONDS + 10;
+        let err = drive(&cloud, &cloud, None, wanted(), later)
+            .await
+            .unwrap_err();
+        assert_eq!(err.name(), "CommandTimedOut", "{err}");
+        assert_eq!(cloud.commands_of("bootstrap").len(), 1);
+        // Within its time, the adopted command is the one already sent.
+        let Progress::Running(adopted) = drive(&cloud, &cloud, None, wanted(), sent_at + 5)
+            .await
+            .unwrap()
+        else {
+            panic!("still running")
+        };
+        assert_eq!(adopted.command_id, first.command_id);
+        assert!((adopted.sent_at - sent_at).abs() <= 1, "{adopted:?}");
     }
 }

@@ -56,17 +56,7 @@ async fn ha_control_planes_join_one_at_a_time_and_the_worker_with_worker_flag() 
     // The simulator's join log (kept on the first control plane, which holds the datastore)
     // shows two control-plane joins that never overlap, without --worker, and one worker join
     // with it; nothing was turned away.
-    let sim = stack.sim_instances().await;
-    let mut log: Vec<serde_json::Value> = sim
-        .iter()
-        .flat_map(|i| {
-            i["state"]["joins_log"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect();
-    log.sort_by_key(|e| e["time"].as_i64());
+    let log = stack.joins_log().await;
     let of = |role: &str, result: &str| -> Vec<serde_json::Value> {
         log.iter()
             .filter(|e| e["role"] == role && e["result"] == result)

@@ -106,17 +106,7 @@ async fn every_stage_run_twice_gives_one_cluster_and_one_teardown() {
         );
     }
     // AND the worker joined once (the join log lives on the first control plane)
-    let log: Vec<Value> = stack
-        .sim_instances()
-        .await
-        .iter()
-        .flat_map(|i| {
-            i["state"]["joins_log"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect();
+    let log = stack.joins_log().await;
     let joined: Vec<&Value> = log.iter().filter(|e| e["result"] == "joined").collect();
     assert_eq!(joined.len(), 1, "{log:#?}");
     assert_eq!(joined[0]["role"], "worker");

@@ -263,6 +263,24 @@ impl Stack {
         }
     }
 
+    /// The simulator's join log, oldest first: every join attempt (role, hostname, flags, result),
+    /// kept on the first control plane of each cluster, which holds the datastore.
+    pub async fn joins_log(&self) -> Vec<Value> {
+        let mut log: Vec<Value> = self
+            .sim_instances()
+            .await
+            .iter()
+            .flat_map(|i| {
+                i["state"]["joins_log"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        log.sort_by_key(|e| e["time"].as_i64());
+        log
+    }
+
     /// Starts a create execution the way a person does from the console: just the spec.
     pub async fn start_create(&self, name: &str, input: Value) -> String {
         self.sfn()

@@ -232,3 +232,68 @@ async fn a_create_stopped_by_hand_can_be_deleted_and_leaves_nothing() {
     }
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cleanup_that_cannot_finish_is_said_and_a_delete_finishes_it() {
+    let stack = Stack::start(300).await;
+    // GIVEN a bootstrap that fails, and instances that refuse to be terminated
+    stack
+        .fault(
+            json!({"cluster_name": "f-cleanup", "fault": "command_fails", "script": "bootstrap"}),
+        )
+        .await;
+    stack
+        .fault(json!({"cluster_name": "f-cleanup", "fault": "terminate_fails"}))
+        .await;
+    let arn = stack
+        .start_create(
+            "f-cleanup",
+            json!({"spec": {"name": "f-cleanup"}, "timing": fast_timing()}),
+        )
+        .await;
+
+    // WHEN the create fails and its cleanup cannot finish
+    let ended = stack.wait_execution(&arn, TIMEOUT).await;
+
+    // THEN the execution reports the original error, and the record says the cleanup is
+    // incomplete and what to do, instead of claiming it removed everything
+    assert_eq!(ended.status, "FAILED");
+    assert_eq!(ended.error.as_deref(), Some("CommandFailed"), "{ended:?}");
+    let record = stack.record("f-cleanup").await;
+    assert_eq!(record["status"], "FAILED");
+    assert_eq!(record["failure"]["error"], "CommandFailed");
+    let reason = record["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cleanup incomplete") && reason.contains("UnauthorizedOperation"),
+        "{reason}"
+    );
+    let id = record["id"].as_str().unwrap().to_string();
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    assert!(
+        events
+            .to_string()
+            .contains("delete the cluster to remove the rest"),
+        "{events}"
+    );
+    let (instances, groups, _) = stack.leftovers(&id).await;
+    assert_eq!(
+        (instances.len(), groups.len()),
+        (1, 1),
+        "what is left is real"
+    );
+
+    // AND once terminating works again, a delete removes the rest
+    let (code, body) = stack.request("DELETE", "/_sim/faults", None, &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
+    assert_eq!(code, 202, "{body}");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.record(&id).await["status"] != "DELETED" {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+    stack.assert_calls_allowed_by_template().await;
+}

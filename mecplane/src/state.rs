@@ -319,6 +319,19 @@ pub struct TeardownState {
     /// The failure being cleaned up after; the machine's final `Fail` state reports it.
     #[serde(default)]
     pub error: Option<StepError>,
+    /// Set by a cleanup step's `Catch`: removing what was made failed too.
+    #[serde(default)]
+    pub cleanup_error: Option<StepError>,
+}
+
+/// What `mark-failed` receives: the create state a stage's `Catch` passed on (the create failed),
+/// or the teardown state a cleanup step's `Catch` passed on (removing what was made failed too).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum FailedInput {
+    /// A teardown state (it has `reason`, which a create state never has).
+    Cleanup(TeardownState),
+    Create(Box<CreateState>),
 }
 
 /// The delete state machine's input: `{"id": ...}` or `{"name": ...}`, from the API or the console.

@@ -11,5 +11,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = StageConfig::from_env()?;
     let sdk = mecplane::aws::load_config().await;
     let store = Dynamo::new(&sdk, &config.table);
-    lambda::serve(|state| mark_failed::run(&store, state)).await
+    lambda::serve(|input| mark_failed::handle(&store, input)).await
 }

@@ -191,8 +191,13 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
             Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         };
         app.calls.record(&parts.headers, &bytes);
-        if let Some(sim) = app.sim.as_ref().filter(|_| is_run_instances(&bytes)) {
-            if let Some(fault) = sim.run_instances_fault(&bytes).await {
+        if let Some(sim) = app.sim.as_ref() {
+            let fault = if is_run_instances(&bytes) {
+                sim.run_instances_fault(&bytes).await
+            } else {
+                sim.terminate_instances_fault(&bytes).await
+            };
+            if let Some(fault) = fault {
                 return fault;
             }
         }

@@ -1,6 +1,8 @@
-//! The `insufficient_capacity` fault: EC2's query-protocol error answer to `RunInstances`.
+//! EC2 faults, answered as EC2's query protocol answers errors: `insufficient_capacity` on
+//! `RunInstances`, `terminate_fails` on `TerminateInstances`.
 
-use crate::faults::{parse_run_instances, FaultKind, Faults, Target};
+use crate::agents::Agents;
+use crate::faults::{parse_run_instances, parse_terminate_instances, FaultKind, Faults, Target};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -25,14 +27,46 @@ pub fn run_instances_fault(faults: &Faults, form_body: &[u8]) -> Option<Response
     if !hit {
         return None;
     }
+    Some(ec2_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InsufficientInstanceCapacity",
+        "We currently do not have sufficient capacity in the Availability Zone you requested. Our system will be working on provisioning additional capacity. You can currently get capacity by not specifying an Availability Zone in your request or choosing a different Availability Zone.",
+    ))
+}
+
+/// `Some(error)` when the body is a `TerminateInstances` call naming an instance that a
+/// `terminate_fails` rule matches (by the instance's tags, as the simulator last read them).
+pub fn terminate_instances_fault(
+    faults: &Faults,
+    agents: &Agents,
+    form_body: &[u8],
+) -> Option<Response> {
+    let ids = parse_terminate_instances(form_body)?;
+    let hit = ids
+        .iter()
+        .filter_map(|id| agents.get(id))
+        .any(|instance| faults.has(FaultKind::TerminateFails, &instance.target(), None));
+    if !hit {
+        return None;
+    }
+    Some(ec2_error(
+        StatusCode::FORBIDDEN,
+        "UnauthorizedOperation",
+        "You are not authorized to perform this operation.",
+    ))
+}
+
+/// EC2's XML error document (`Response/Errors/Error/{Code,Message}` and `RequestID`), which
+/// aws-sdk-ec2 parses into the error code.
+fn ec2_error(status: StatusCode, code: &str, message: &str) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code><Message>We currently do not have sufficient capacity in the Availability Zone you requested. Our system will be working on provisioning additional capacity. You can currently get capacity by not specifying an Availability Zone in your request or choosing a different Availability Zone.</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
     );
-    let mut resp = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+    let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/xml;charset=UTF-8"),
     );
-    Some(resp)
+    resp
 }

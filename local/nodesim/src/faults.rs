@@ -19,6 +19,9 @@ pub enum FaultKind {
     ExpireTokens,
     /// `RunInstances` for the cluster fails with `InsufficientInstanceCapacity`.
     InsufficientCapacity,
+    /// `TerminateInstances` of the instance is refused with `UnauthorizedOperation` (a cleanup
+    /// that cannot finish).
+    TerminateFails,
 }
 
 impl FaultKind {
@@ -31,6 +34,7 @@ impl FaultKind {
             FaultKind::TerminateDuringCommand => "terminate_during_command",
             FaultKind::ExpireTokens => "expire_tokens",
             FaultKind::InsufficientCapacity => "insufficient_capacity",
+            FaultKind::TerminateFails => "terminate_fails",
         }
     }
 }
@@ -201,6 +205,32 @@ pub fn parse_run_instances(form_body: &[u8]) -> Option<RunInstancesTags> {
     Some(tags)
 }
 
+/// The instance ids of a `TerminateInstances` query-protocol form body (`InstanceId.N`).
+pub fn parse_terminate_instances(form_body: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(form_body).ok()?;
+    let pairs: Vec<(String, String)> = text
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
+        })
+        .collect();
+    if !pairs
+        .iter()
+        .any(|(k, v)| k == "Action" && v == "TerminateInstances")
+    {
+        return None;
+    }
+    Some(
+        pairs
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("InstanceId."))
+            .map(|(_, v)| v)
+            .collect(),
+    )
+}
+
 /// Decodes `application/x-www-form-urlencoded` text.
 fn url_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -229,6 +259,17 @@ fn url_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_terminate_instances_ids() {
+        let body =
+            b"Action=TerminateInstances&Version=2016-11-15&InstanceId.1=i-0a&InstanceId.2=i-0b";
+        assert_eq!(
+            parse_terminate_instances(body),
+            Some(vec!["i-0a".to_string(), "i-0b".to_string()])
+        );
+        assert!(parse_terminate_instances(b"Action=DescribeInstances&InstanceId.1=i-0a").is_none());
+    }
 
     #[test]
     fn parses_run_instances_tags() {

@@ -174,6 +174,15 @@ impl Simulator {
         ec2_fault::run_instances_fault(&self.core.faults, form_body)
     }
 
+    /// For an EC2 `TerminateInstances` form body: `Some(error)` when a `terminate_fails` fault
+    /// matches one of its instances.
+    pub async fn terminate_instances_fault(
+        &self,
+        form_body: &[u8],
+    ) -> Option<axum::response::Response> {
+        ec2_fault::terminate_instances_fault(&self.core.faults, &self.core.agents, form_body)
+    }
+
     /// The `/_sim/*` control and inspection API.
     pub fn control_router(self: Arc<Self>) -> axum::Router {
         control::router(self.core.clone())

@@ -80,6 +80,7 @@ pub async fn run<S: ClusterStore>(
         poll: Default::default(),
         retain: false,
         error: None,
+        cleanup_error: None,
     })
 }
 

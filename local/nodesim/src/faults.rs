@@ -169,21 +169,7 @@ pub struct RunInstancesTags {
 /// Parses the tags of a `RunInstances` query-protocol form body
 /// (`TagSpecification.N.Tag.M.Key` / `.Value`).
 pub fn parse_run_instances(form_body: &[u8]) -> Option<RunInstancesTags> {
-    let text = std::str::from_utf8(form_body).ok()?;
-    let pairs: Vec<(String, String)> = text
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (url_decode(k), url_decode(v))
-        })
-        .collect();
-    if !pairs
-        .iter()
-        .any(|(k, v)| k == "Action" && v == "RunInstances")
-    {
-        return None;
-    }
+    let pairs = form_of_action(form_body, "RunInstances")?;
     let mut tags = RunInstancesTags::default();
     for (k, v) in &pairs {
         if let Some(prefix) = k.strip_suffix(".Key") {
@@ -207,6 +193,17 @@ pub fn parse_run_instances(form_body: &[u8]) -> Option<RunInstancesTags> {
 
 /// The instance ids of a `TerminateInstances` query-protocol form body (`InstanceId.N`).
 pub fn parse_terminate_instances(form_body: &[u8]) -> Option<Vec<String>> {
+    Some(
+        form_of_action(form_body, "TerminateInstances")?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("InstanceId."))
+            .map(|(_, v)| v)
+            .collect(),
+    )
+}
+
+/// The decoded `key=value` pairs of a query-protocol form body, if its `Action` is `action`.
+fn form_of_action(form_body: &[u8], action: &str) -> Option<Vec<(String, String)>> {
     let text = std::str::from_utf8(form_body).ok()?;
     let pairs: Vec<(String, String)> = text
         .split('&')
@@ -216,19 +213,10 @@ pub fn parse_terminate_instances(form_body: &[u8]) -> Option<Vec<String>> {
             (url_decode(k), url_decode(v))
         })
         .collect();
-    if !pairs
+    pairs
         .iter()
-        .any(|(k, v)| k == "Action" && v == "TerminateInstances")
-    {
-        return None;
-    }
-    Some(
-        pairs
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("InstanceId."))
-            .map(|(_, v)| v)
-            .collect(),
-    )
+        .any(|(k, v)| k == "Action" && v == action)
+        .then_some(pairs)
 }
 
 /// Decodes `application/x-www-form-urlencoded` text.

@@ -132,6 +132,14 @@ async fn every_route_and_every_error_class() {
         (422, "IdempotencyKeyReused"),
         "{body}"
     );
+    // Another caller's key of the same text is another key: not the first answer, but a create
+    // of its own (here refused, the name being taken).
+    let bob = [
+        ("idempotency-key", "create-edge-api-1"),
+        ("authorization", "AWS4-HMAC-SHA256 Credential=AKIDBOB/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0123abcd"),
+    ];
+    let (code, body) = stack.api_with("POST", "/clusters", Some(&spec), &bob).await;
+    assert_eq!((code, error_of(&body).0), (409, "NameTaken"), "{body}");
     let (code, body) = stack.api("POST", "/clusters", Some(&spec)).await;
     assert_eq!(
         (code, error_of(&body)),

@@ -234,10 +234,14 @@ impl Stack {
         body: Option<Vec<u8>>,
         extra: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut headers = vec![
-            ("authorization", API_AUTH),
-            ("x-amz-date", "20260101T000000Z"),
-        ];
+        // An `authorization` in `extra` signs as another caller.
+        let mut headers = vec![("x-amz-date", "20260101T000000Z")];
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            headers.push(("authorization", API_AUTH));
+        }
         headers.extend_from_slice(extra);
         self.request_bytes(method, &format!("/api{path}"), body, &headers)
             .await

@@ -3,6 +3,7 @@
 //! [`mecplane::api::ApiRequest`], answers it with [`mecplane::api::handle`], and converts back.
 //! Everything else lives in the library, where it is tested against the fakes.
 
+use lambda_http::request::RequestContext;
 use lambda_http::{run, service_fn, Body, Error, Request, RequestExt, Response};
 use mecplane::api::{self, ApiConfig, ApiContext, ApiRequest, ApiResponse};
 use mecplane::aws::{dynamodb::Dynamo, sfn::StepFunctions, ssm::Ssm};
@@ -48,12 +49,21 @@ fn into_api_request(req: Request) -> ApiRequest {
                 .map(|v| (k.as_str().to_string(), v.to_string()))
         })
         .collect();
+    let caller = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone()),
+        _ => None,
+    };
     ApiRequest {
         method: req.method().as_str().to_string(),
         path,
         query,
         headers,
         body: req.body().to_vec(),
+        caller,
     }
 }
 
@@ -94,7 +104,9 @@ mod tests {
             "requestContext": {
                 "accountId": "123456789012", "apiId": "api", "domainName": "example.com", "domainPrefix": "example",
                 "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
-                "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "01/Jan/2025:00:00:00 +0000", "timeEpoch": 0
+                "requestId": "r", "routeKey": "$default", "stage": "$default", "time": "01/Jan/2025:00:00:00 +0000", "timeEpoch": 0,
+                "authorizer": {"iam": {"accessKey": "AKIDALICE", "accountId": "123456789012", "callerId": "AIDALICE",
+                    "userArn": "arn:aws:iam::123456789012:user/alice", "userId": "AIDALICE"}}
             },
             "body": body,
             "isBase64Encoded": base64,
@@ -126,6 +138,11 @@ mod tests {
             ]
         );
         assert_eq!(req.header("Idempotency-Key"), Some("k-1"));
+        assert_eq!(
+            req.caller.as_deref(),
+            Some("arn:aws:iam::123456789012:user/alice"),
+            "the signing principal, for idempotency keys"
+        );
         assert!(req.body.is_empty());
 
         let req = into_api_request(event(

@@ -201,7 +201,8 @@ pub fn build_event(
                 "callerId": caller.access_key,
                 "cognitoIdentity": null,
                 "principalOrgId": null,
-                "userArn": format!("arn:aws:iam::{account}:user/local"),
+                // One local principal per access key, so callers are told apart as on AWS.
+                "userArn": format!("arn:aws:iam::{account}:user/{}", caller.access_key),
                 "userId": caller.access_key,
             }}),
         );

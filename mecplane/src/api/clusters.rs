@@ -68,7 +68,10 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
         if let KeyClaim::Existing {
             cluster_id,
             request_hash,
-        } = ctx.store.claim_key(&key.key, &id, &hash).await?
+        } = ctx
+            .store
+            .claim_key(&key.scoped(req.caller.as_deref()), &id, &hash)
+            .await?
         {
             if request_hash != hash {
                 return Err(ApiError::unprocessable(

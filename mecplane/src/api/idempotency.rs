@@ -1,7 +1,9 @@
 //! Idempotency keys for `POST /clusters`: the `Idempotency-Key` header (as in the IETF
 //! httpapi draft) or the body's `client_token` (as EKS's `clientRequestToken`). A key binds to the
 //! first request's cluster id and a hash of that request; a retry with the same key and the same
-//! request gets the first answer, the same key with a different request is refused.
+//! request gets the first answer, the same key with a different request is refused. Keys belong
+//! to the IAM principal that signed the request: another caller's key of the same text is another
+//! key.
 
 use crate::spec::ClusterRequest;
 
@@ -20,6 +22,17 @@ pub const MAX_KEY_LEN: usize = 64;
 pub struct IdempotencyKey {
     pub key: String,
     pub field: &'static str,
+}
+
+impl IdempotencyKey {
+    /// The key as stored: the caller's principal, then the key (the key alone when the caller
+    /// is unknown).
+    pub fn scoped(&self, caller: Option<&str>) -> String {
+        match caller {
+            Some(principal) => format!("{principal}#{}", self.key),
+            None => self.key.clone(),
+        }
+    }
 }
 
 /// The request's key, if it carries one. Both places may carry one only if they agree.

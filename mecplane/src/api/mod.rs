@@ -46,6 +46,9 @@ pub struct ApiRequest {
     /// Header names in any case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The IAM principal that signed the request (API Gateway's `authorizer.iam.userArn`), when
+    /// known; idempotency keys belong to it.
+    pub caller: Option<String>,
 }
 
 impl ApiRequest {

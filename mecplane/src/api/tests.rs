@@ -349,6 +349,25 @@ async fn twenty_concurrent_creates_of_one_name_make_one_cluster() {
     assert_eq!(ctx.executions.started().len(), 1);
 }
 
+#[tokio::test]
+async fn idempotency_keys_belong_to_the_caller() {
+    let ctx = ctx();
+    let as_caller = |name: &str, caller: &str| ApiRequest {
+        caller: Some(caller.into()),
+        ..with_key(post(&format!(r#"{{"name": "{name}"}}"#)), "same-key")
+    };
+    let alice = handle(&ctx, as_caller("edge-a", "arn:aws:iam::1:user/alice")).await;
+    assert_eq!(alice.status, 202);
+    // Bob's "same-key" is not Alice's: a cluster of his own, not Alice's answer nor a 422.
+    let bob = handle(&ctx, as_caller("edge-b", "arn:aws:iam::1:user/bob")).await;
+    assert_eq!(bob.status, 202, "{}", String::from_utf8_lossy(&bob.body));
+    assert_ne!(body(&alice)["id"], body(&bob)["id"]);
+    // Alice's retry still answers her first cluster.
+    let again = handle(&ctx, as_caller("edge-a", "arn:aws:iam::1:user/alice")).await;
+    assert_eq!(body(&again)["id"], body(&alice)["id"]);
+    assert_eq!(ctx.store.records().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_retries_with_one_key_get_one_answer() {
     let ctx = Arc::new(ctx());

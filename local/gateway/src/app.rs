@@ -1,5 +1,5 @@
 //! The public router and its shared state, in the order of docs/architecture.md:
-//! Lambda Invoke, `/api`, `/_sim`, `/_local/functions` and `/_local/calls` (the gateway's own inspection), then the fallback (SSM Run Command → simulator, `RunInstances`
+//! Lambda Invoke, `/api`, `/_sim`, `/_local/functions` and `/_local/calls` (the gateway's own inspection), then the fallback (SSM Run Command → simulator, EC2
 //! faults, everything else → moto). The Runtime API is not here: each sandbox has its own listener.
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Everything that is not a Lambda invocation, `/api` or `/_sim`: SSM Run Command targets go to the
-//! node simulator, EC2 `RunInstances` asks the simulator for an injected fault first, and the rest
+//! node simulator, EC2 form calls ask the simulator for an injected fault first (`RunInstances`, `TerminateInstances`), and the rest
 //! is forwarded to moto unchanged (method, path, query, headers, body), streaming the answer back.
 //!
 //! DynamoDB calls are forwarded one at a time. DynamoDB makes a conditional write atomic and a
@@ -17,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mecplane_nodesim::Simulator;
 
-use crate::apigw::percent_decode;
 use crate::app::AppState;
 
 /// One DynamoDB call at a time (see the module docs).
@@ -26,7 +25,7 @@ static DYNAMODB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The `X-Amz-Target` prefix of every DynamoDB operation.
 const DYNAMODB_TARGET: &str = "DynamoDB_20120810.";
 
-/// Largest form body buffered to look for `Action=RunInstances`.
+/// Largest form body buffered to look for an injected EC2 fault.
 const FORM_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Largest SSM JSON request handed to the simulator.
@@ -139,15 +138,6 @@ fn bad_gateway(msg: &str) -> Response {
         .into_response()
 }
 
-/// Whether a form body is an EC2 `RunInstances` call.
-pub fn is_run_instances(form: &[u8]) -> bool {
-    String::from_utf8_lossy(form).split('&').any(|pair| {
-        pair.split_once('=').is_some_and(|(k, v)| {
-            percent_decode(k) == "Action" && percent_decode(v) == "RunInstances"
-        })
-    })
-}
-
 fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
@@ -155,7 +145,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
 }
 
-/// The fallback route: simulator for SSM Run Command, fault check for `RunInstances`, else moto.
+/// The fallback route: simulator for SSM Run Command, EC2 fault check, else moto.
 pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let target = parts
@@ -192,12 +182,7 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         };
         app.calls.record(&parts.headers, &bytes);
         if let Some(sim) = app.sim.as_ref() {
-            let fault = if is_run_instances(&bytes) {
-                sim.run_instances_fault(&bytes).await
-            } else {
-                sim.terminate_instances_fault(&bytes).await
-            };
-            if let Some(fault) = fault {
+            if let Some(fault) = sim.ec2_fault(&bytes).await {
                 return fault;
             }
         }
@@ -220,20 +205,5 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
     {
         Ok(resp) => resp,
         Err(e) => bad_gateway(&e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_run_instances() {
-        assert!(is_run_instances(
-            b"Action=RunInstances&Version=2016-11-15&MinCount=1"
-        ));
-        assert!(is_run_instances(b"Version=2016-11-15&Action=RunInstances"));
-        assert!(!is_run_instances(b"Action=DescribeInstances"));
-        assert!(!is_run_instances(b"X=Action%3DRunInstances"));
     }
 }

@@ -266,6 +266,8 @@ mod tests {
         assert_eq!(tags.cluster_name.as_deref(), Some("demo"));
         assert_eq!(tags.role.as_deref(), Some("worker"));
         assert!(parse_run_instances(b"Action=DescribeInstances").is_none());
+        assert!(parse_run_instances(b"Version=2016-11-15&Action=RunInstances").is_some());
+        assert!(parse_run_instances(b"X=Action%3DRunInstances").is_none());
     }
 
     #[test]

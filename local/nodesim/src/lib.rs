@@ -169,18 +169,13 @@ impl Simulator {
         ssm_api::handle(&self.core, target, region, &body).await
     }
 
-    /// For an EC2 `RunInstances` form body: `Some(error)` when an `insufficient_capacity` fault matches.
-    pub async fn run_instances_fault(&self, form_body: &[u8]) -> Option<axum::response::Response> {
-        ec2_fault::run_instances_fault(&self.core.faults, form_body)
-    }
-
-    /// For an EC2 `TerminateInstances` form body: `Some(error)` when a `terminate_fails` fault
-    /// matches one of its instances.
-    pub async fn terminate_instances_fault(
-        &self,
-        form_body: &[u8],
-    ) -> Option<axum::response::Response> {
-        ec2_fault::terminate_instances_fault(&self.core.faults, &self.core.agents, form_body)
+    /// For any EC2 query-protocol form body: `Some(error)` when it is a `RunInstances` an
+    /// `insufficient_capacity` fault matches, or a `TerminateInstances` of an instance a
+    /// `terminate_fails` fault matches; `None` for everything else (forward it).
+    pub async fn ec2_fault(&self, form_body: &[u8]) -> Option<axum::response::Response> {
+        ec2_fault::run_instances_fault(&self.core.faults, form_body).or_else(|| {
+            ec2_fault::terminate_instances_fault(&self.core.faults, &self.core.agents, form_body)
+        })
     }
 
     /// The `/_sim/*` control and inspection API.

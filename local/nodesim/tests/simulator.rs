@@ -119,7 +119,7 @@ async fn gateway(
             .and_then(|c| c.split('/').nth(2));
         return sim.handle_ssm(target, region, body).await;
     }
-    if let Some(resp) = sim.run_instances_fault(&body).await {
+    if let Some(resp) = sim.ec2_fault(&body).await {
         return resp;
     }
     (

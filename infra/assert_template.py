@@ -205,26 +205,49 @@ def check_roles(resources: dict, globals_: dict) -> list[str]:
     return problems
 
 
-def check_functions(resources: dict, names: list[str]) -> list[str]:
+def binary_handlers(functions_main: Path) -> list[str]:
+    """The handler names the one `bootstrap` binary serves (`HANDLERS` in functions/src/main.rs)."""
+    text = functions_main.read_text()
+    table = text[text.index("pub const HANDLERS"):]
+    table = table[: table.index("];")]
+    return re.findall(r'\("([a-z0-9-]+)",', table)
+
+
+def check_functions(resources: dict, globals_: dict, names: list[str], handlers: list[str]) -> list[str]:
+    """Every function of the contract, each serving its own handler of the one binary, all sharing
+    one code location and build (so `sam build` compiles and links once)."""
     problems = []
     if not names:
         return ["no functions found in the contract's Functions table"]
+    fn_globals = globals_.get("Function") or {}
+    if fn_globals.get("CodeUri") != "../functions":
+        problems.append(f"Globals.Function.CodeUri {fn_globals.get('CodeUri')!r}, want ../functions (one artifact)")
     expected = {f"{pascal(n)}Function": n for n in names}
     present = {k for k, r in resources.items() if r.get("Type") == "AWS::Serverless::Function"}
+    metadata = set()
     for logical, name in sorted(expected.items()):
         r = resources.get(logical)
         if r is None or r.get("Type") != "AWS::Serverless::Function":
             problems.append(f"{logical} ({name}) is missing")
             continue
         props, meta = r.get("Properties", {}), r.get("Metadata", {})
-        if props.get("CodeUri") != f"../functions/{name}":
-            problems.append(f"{logical}: CodeUri {props.get('CodeUri')!r}, want ../functions/{name}")
+        if "CodeUri" in props:
+            problems.append(f"{logical}: a CodeUri of its own ({props['CodeUri']!r}) builds a second artifact")
+        if props.get("Handler") != name:
+            problems.append(f"{logical}: Handler {props.get('Handler')!r}, want {name}")
+        if name not in handlers:
+            problems.append(f"{logical}: handler {name} is not in functions/src/main.rs HANDLERS")
         if meta.get("BuildMethod") != "rust-cargolambda":
             problems.append(f"{logical}: Metadata.BuildMethod is not rust-cargolambda")
-        if (meta.get("BuildProperties") or {}).get("Binary") != name:
-            problems.append(f"{logical}: Metadata.BuildProperties.Binary is not {name}")
+        if (meta.get("BuildProperties") or {}).get("Binary") != "bootstrap":
+            problems.append(f"{logical}: Metadata.BuildProperties.Binary is not bootstrap")
+        metadata.add(repr(sorted(meta.items())))
+    if len(metadata) > 1:
+        problems.append("functions differ in Metadata: sam build would build more than once")
     for extra in sorted(present - set(expected)):
         problems.append(f"{extra} is not in the contract (docs/architecture.md)")
+    for handler in sorted(set(handlers) - set(names)):
+        problems.append(f"handler {handler} of functions/src/main.rs has no function in the contract")
     return problems
 
 
@@ -376,7 +399,8 @@ def main() -> int:
     report.check("Resource \"*\" only for actions without resource-level permissions", check_star_resources(template))
     report.check("every HTTP API route is AWS_IAM", check_http_api(resources))
     report.check("every function and state machine has a role of its own", check_roles(resources, globals_))
-    report.check("functions match the contract (CodeUri, Binary)", check_functions(resources, names))
+    handlers = binary_handlers(args.template.resolve().parent.parent / "functions" / "src" / "main.rs")
+    report.check("functions match the contract: one artifact, a handler each", check_functions(resources, globals_, names, handlers))
     report.check("environment per the contract", check_environment(resources, globals_))
     report.check("state machine substitutions: each used, each defined, invoke = definition",
                  check_state_machines(resources, args.template.resolve().parent, stage_functions))

@@ -8,6 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 NAME="${MECPLANE_DEMO_NAME:-demo-edge}"
 MECCTL="${MECPLANE_MECCTL:-target/debug/mecctl}"
+# mecctl reads the local stack's env file only when told to (as `mecctl --local` does).
+export MECCTL_ENV_FILE="$ROOT/.mecplane/local.env"
 export MECPLANE_AGENT_DELAY_MS="${MECPLANE_AGENT_DELAY_MS:-3000}"
 trap 'local/down.sh' EXIT
 local/up.sh

@@ -10,7 +10,7 @@ Reads the template with a YAML loader that keeps CloudFormation short tags (!Ref
 - creates each AWS::Serverless::StateMachine (and AWS::StepFunctions::StateMachine) from its
   DefinitionUri / Definition, replacing every ${Name} of DefinitionSubstitutions: a function
   (!GetAtt XFunction.Arn / !Ref XFunction) becomes
-  arn:aws:lambda:<region>:123456789012:function:<basename of its CodeUri>; any ${...} left over is an
+  arn:aws:lambda:<region>:123456789012:function:<its Handler>; any ${...} left over is an
   error. Name = the Name property when literal, else the logical id; an existing machine is updated;
 - creates AWS::IAM::InstanceProfile resources (the node instance profile).
 
@@ -140,20 +140,16 @@ class Context:
         return res
 
     def function_name(self, logical_id: str) -> str:
-        """The local function name of an AWS::Serverless::Function: its CodeUri basename."""
+        """The local function name of an AWS::Serverless::Function: its Handler (the wiring of the
+        one `bootstrap` binary it serves, passed to it as _HANDLER)."""
         res = self.resource(logical_id)
         if res.get("Type") not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             raise ProvisionError(f"{logical_id} is not a function")
         props = res.get("Properties") or {}
-        code_uri = props.get("CodeUri", self.globals.get("CodeUri"))
-        if isinstance(code_uri, str) and code_uri.strip("./"):
-            return Path(code_uri.rstrip("/")).name
-        name = props.get("FunctionName")
-        if isinstance(name, str):
-            return name
-        # RegisterFunction -> register, ResolveAmiFunction -> resolve-ami
-        base = logical_id[: -len("Function")] if logical_id.endswith("Function") else logical_id
-        return re.sub(r"(?<!^)(?=[A-Z])", "-", base).lower()
+        handler = props.get("Handler", self.globals.get("Handler"))
+        if not isinstance(handler, str) or not handler.strip():
+            raise ProvisionError(f"{logical_id} has no Handler")
+        return handler.strip()
 
     def function_arn(self, logical_id: str) -> str:
         name = self.function_name(logical_id)

@@ -22,8 +22,9 @@ failed=0
 # A clean copy of everything the checks read, at $1.
 clean_copy() {
     local dst="$1"
-    mkdir -p "$dst/infra" "$dst/docs" "$dst/statemachine" "$dst/mecplane/scripts" "$dst/local"
+    mkdir -p "$dst/infra" "$dst/docs" "$dst/statemachine" "$dst/mecplane/scripts" "$dst/local" "$dst/functions/src"
     cp "$REPO/infra/template.yaml" "$dst/infra/"
+    cp "$REPO/functions/src/main.rs" "$dst/functions/src/"
     cp "$REPO/docs/architecture.md" "$dst/docs/"
     shopt -s nullglob
     local asl=("$REPO"/statemachine/*.asl.json) scripts=("$REPO"/mecplane/scripts/*.sh)
@@ -162,6 +163,22 @@ expect fail "ssm:SendCommand on Resource \"*\"" assert "resource-level"
 new_case pass-role
 edit "$CASE/$T" 's.replace("Resource: !GetAtt NodeRole.Arn", "Resource: !GetAtt ApiRole.Arn", 1)'
 expect fail "iam:PassRole on another role" assert "PassRole"
+
+new_case own-code-uri
+edit "$CASE/$T" 's.replace("      Handler: verify\n", "      Handler: verify\n      CodeUri: ../functions/verify\n", 1)'
+expect fail "a function with a code location of its own" assert "second artifact"
+
+new_case unknown-handler
+edit "$CASE/$T" 's.replace("      Handler: verify\n", "      Handler: verifyy\n", 1)'
+expect fail "a Handler the binary does not serve" assert "not in functions/src/main.rs"
+
+new_case handler-without-function
+edit "$CASE/functions/src/main.rs" 's.replace("pub const HANDLERS: &[(&str, Start)] = &[\n", "pub const HANDLERS: &[(&str, Start)] = &[\n    (\"orphan\", || Box::pin(api::serve())),\n", 1)'
+expect fail "a handler with no function in the template" assert "handler orphan"
+
+new_case other-binary
+edit "$CASE/$T" 's.replace("        Binary: bootstrap\n", "        Binary: verify\n", 1)'
+expect fail "a function building another binary" assert "Binary is not bootstrap"
 
 new_case missing-substitution
 "$PY" - "$CASE/$CREATE" <<'EOF'

@@ -3,8 +3,6 @@
 //! `errorType`, exactly the string the state machines' `Retry`/`Catch` `ErrorEquals` match, so the
 //! names are stable API: [`StageError::NAMES`] lists them and a test checks the ASL against it.
 
-use lambda_runtime::Diagnostic;
-
 use crate::spec::ValidationError;
 
 /// An AWS call's outcome, classified for the stages.
@@ -134,9 +132,10 @@ impl From<CloudError> for StageError {
     }
 }
 
-impl From<StageError> for Diagnostic {
+#[cfg(feature = "lambda")]
+impl From<StageError> for lambda_runtime::Diagnostic {
     fn from(e: StageError) -> Self {
-        Diagnostic {
+        lambda_runtime::Diagnostic {
             error_type: e.name().into(),
             error_message: e.to_string(),
         }
@@ -172,7 +171,12 @@ mod tests {
         ];
         let names: Vec<&str> = samples.iter().map(|e| e.name()).collect();
         assert_eq!(names, StageError::NAMES);
-        let d: Diagnostic = StageError::NameTaken("edge".into()).into();
+    }
+
+    #[cfg(feature = "lambda")]
+    #[test]
+    fn stage_errors_are_lambda_diagnostics_named_for_the_asl() {
+        let d: lambda_runtime::Diagnostic = StageError::NameTaken("edge".into()).into();
         assert_eq!(d.error_type, "NameTaken");
         assert_eq!(d.error_message, "a cluster named 'edge' already exists");
     }

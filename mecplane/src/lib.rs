@@ -14,12 +14,15 @@
 //! - Stages: [`stages`] — one plain async function per provisioning stage, generic over the ports.
 //! - Errors: [`error`] — `CloudError` from adapters, `StageError` to Step Functions.
 //! - HTTP API: [`api`] — the routes of the `api` function as plain functions over the ports.
-//! - Lambda wiring: [`lambda`] — configuration and the tracing set-up each binary calls once.
+//! - Settings: [`config`] — the deployment settings the stages read from the environment.
+//!
+//! The Lambda wiring (one small file per function, one `bootstrap` binary) lives in `functions/`;
+//! feature `lambda` adds what it needs here (`StageError` as a Lambda `Diagnostic`).
 
 pub mod api;
 pub mod clock;
+pub mod config;
 pub mod error;
-pub mod lambda;
 pub mod microk8s;
 pub mod ports;
 pub mod record;

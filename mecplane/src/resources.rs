@@ -40,6 +40,14 @@ pub fn kubeconfig_parameter(cluster_id: &str) -> String {
     format!("{PARAMETER_ROOT}/{cluster_id}/kubeconfig")
 }
 
+/// The idempotency key of a node command, sent as its SSM comment: the same key means the same
+/// command, so a retried stage adopts the command it already sent instead of sending another.
+/// `step` names what the command does (`bootstrap`, `join`, …), `of` what makes it unique (the
+/// instance it runs on, or the poll it belongs to).
+pub fn command_key(cluster_id: &str, step: &str, of: impl std::fmt::Display) -> String {
+    format!("mecplane {cluster_id} {step} {of}")
+}
+
 /// Every parameter a cluster may own (what teardown deletes).
 pub fn cluster_parameters(cluster_id: &str) -> Vec<String> {
     vec![

@@ -82,7 +82,7 @@ pub struct ClusterSpec {
 }
 
 /// What the deployment allows and defaults (from the function's environment).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// The region used when a request names none.
     pub default_region: String,

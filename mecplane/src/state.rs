@@ -424,3 +424,44 @@ pub struct DeleteOutput {
     pub cluster_id: String,
     pub status: crate::record::Status,
 }
+
+/// Where the cluster a stage input is about lives: the region whose EC2 and SSM Run Command the
+/// stage talks to. Empty means the control plane's own region (an input that is not yet about a
+/// placed cluster, such as a registration).
+pub trait InRegion {
+    /// The cluster's region, or `""` for the control plane's own.
+    fn region(&self) -> &str;
+}
+
+impl InRegion for CreateState {
+    fn region(&self) -> &str {
+        &self.spec.region
+    }
+}
+
+impl InRegion for TeardownState {
+    fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+impl InRegion for FailedInput {
+    fn region(&self) -> &str {
+        match self {
+            FailedInput::Cleanup(state) => state.region(),
+            FailedInput::Create(state) => state.region(),
+        }
+    }
+}
+
+impl InRegion for RegisterEvent {
+    fn region(&self) -> &str {
+        ""
+    }
+}
+
+impl InRegion for BeginDeleteEvent {
+    fn region(&self) -> &str {
+        ""
+    }
+}

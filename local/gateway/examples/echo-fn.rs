@@ -7,7 +7,8 @@
 //! - an API Gateway event whose `body` is `{"respond": <value>}` — answer `<value>` (to test the
 //!   response mapping).
 //!
-//! Otherwise answers `{"echo": <event>, "function": <AWS_LAMBDA_FUNCTION_NAME>, "pid": <pid>,
+//! Otherwise answers `{"echo": <event>, "function": <AWS_LAMBDA_FUNCTION_NAME>, "handler":
+//! <_HANDLER>, "pid": <pid>,
 //! "request_id": <id>, "invoked_arn": <arn>, "table": <MECPLANE_TABLE>}`.
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
@@ -42,6 +43,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
     Ok(json!({
         "echo": payload,
         "function": std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
+        "handler": std::env::var("_HANDLER").unwrap_or_default(),
         "pid": std::process::id(),
         "request_id": ctx.request_id,
         "invoked_arn": ctx.invoked_function_arn,

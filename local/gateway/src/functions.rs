@@ -70,10 +70,12 @@ pub struct PoolSettings {
 /// Per-function settings.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
-    /// Function name (== binary name).
+    /// Function name.
     pub name: String,
-    /// The executable.
+    /// The executable (the one `bootstrap` binary of every function).
     pub binary: PathBuf,
+    /// `_HANDLER`: which of the binary's functions the process serves (the template's `Handler`).
+    pub handler: String,
     /// Timeout of one invocation.
     pub timeout: Duration,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`.
@@ -405,6 +407,7 @@ impl FunctionPool {
         cmd.envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .envs(self.settings.env.iter().map(|(k, v)| (k, v)))
             .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+            .env("_HANDLER", &self.spec.handler)
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             // The SDK adds `app/<name>` to its User-Agent: how /_local/calls knows the caller.
             .env("AWS_SDK_UA_APP_ID", name)

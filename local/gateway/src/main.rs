@@ -276,6 +276,9 @@ fn build_functions(
         ),
         ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        // moto answers operations it lacks with HTML 500s: not worth an SDK retry here (Step
+        // Functions still retries the stage as the state machine says).
+        ("AWS_MAX_ATTEMPTS".into(), "1".into()),
         (
             "MECPLANE_TABLE".into(),
             provisioned.table.clone().unwrap_or_default(),
@@ -302,7 +305,8 @@ fn build_functions(
         region: args.region.clone(),
         account: ACCOUNT_ID.to_string(),
     });
-    let names = config::function_names(args)?;
+    let names = config::function_names(args, provisioned.functions.keys());
+    let binary = args.function_binary();
     let specs = names
         .into_iter()
         .map(|name| {
@@ -312,8 +316,8 @@ fn build_functions(
                 .cloned()
                 .unwrap_or_default();
             FunctionSpec {
-                binary: std::path::absolute(args.functions_dir.join(&name))
-                    .unwrap_or_else(|_| args.functions_dir.join(&name)),
+                binary: binary.clone(),
+                handler: name.clone(),
                 timeout: from_template
                     .timeout
                     .map(Duration::from_secs)

@@ -6,8 +6,10 @@ pub mod ec2;
 pub mod sfn;
 pub mod ssm;
 
-use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
+// Throttling and transient error codes: the SDK's own retry classification, so they never drift
+// from what its retries do.
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 // Every service crate re-exports the same `aws_smithy_runtime_api::client::result::SdkError`
 // (with `HttpResponse` as its response type); this one names it for all adapters.
 use aws_sdk_sfn::error::SdkError;
@@ -16,21 +18,13 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::error::CloudError;
 
-/// Loads the SDK configuration once: region, credentials and `AWS_ENDPOINT_URL` from the
-/// environment. Against a local endpoint (the local stack) SDK retries are off — moto answers
-/// unimplemented operations with HTML 500s that are not worth retrying — and Step Functions owns
-/// retries everywhere else: the SDK retries throttling twice before a stage reports `Transient`.
+/// Loads the SDK configuration once: region, credentials, endpoint and retries from the
+/// environment, the SDK's own defaults otherwise (standard retries, three attempts: the SDK
+/// retries throttling twice before a stage reports `Transient` and Step Functions takes over).
+/// Nothing here knows about the local stack; it sets `AWS_ENDPOINT_URL` and `AWS_MAX_ATTEMPTS=1`
+/// for the functions it hosts.
 pub async fn load_config() -> aws_config::SdkConfig {
-    let local = std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| !v.is_empty());
-    let retry = if local {
-        RetryConfig::disabled()
-    } else {
-        RetryConfig::standard().with_max_attempts(3)
-    };
-    aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(retry)
-        .load()
-        .await
+    aws_config::load_defaults(BehaviorVersion::latest()).await
 }
 
 /// Clients of one regional service (EC2, SSM Run Command, the public AMI parameters) for the
@@ -79,23 +73,6 @@ impl<C: Clone> Regional<C> {
             .clone()
     }
 }
-
-/// Error codes AWS services answer when a caller is throttled.
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceeded",
-    "ProvisionedThroughputExceededException",
-    "TransactionInProgressException",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "EC2ThrottledException",
-];
 
 /// Error codes of server-side faults (also reported with a 5xx status, but not always).
 const SERVER_CODES: &[&str] = &[
@@ -195,7 +172,10 @@ pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> 
     } else {
         format!("{code}: {message}")
     };
-    if THROTTLING_CODES.contains(&code) || SERVER_CODES.contains(&code) {
+    if THROTTLING_ERRORS.contains(&code)
+        || TRANSIENT_ERRORS.contains(&code)
+        || SERVER_CODES.contains(&code)
+    {
         return CloudError::Transient(text);
     }
     match code {
@@ -271,7 +251,9 @@ mod tests {
             ("ThrottlingException", "", 400, |e| matches!(e, CloudError::Transient(_))),
             ("RequestLimitExceeded", "", 503, |e| matches!(e, CloudError::Transient(_))),
             ("ProvisionedThroughputExceededException", "", 400, |e| matches!(e, CloudError::Transient(_))),
-            ("ProvisionedThroughputExceeded", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("BandwidthLimitExceeded", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("LimitExceededException", "", 400, |e| matches!(e, CloudError::Transient(_))),
+            ("RequestTimeout", "", 400, |e| matches!(e, CloudError::Transient(_))),
             ("SomethingBroke", "", 502, |e| matches!(e, CloudError::Transient(_))),
             ("InternalError", "", 400, |e| matches!(e, CloudError::Transient(_))),
             ("InvalidInstanceId", "", 400, |e| matches!(e, CloudError::AgentNotReady(_))),

@@ -1,6 +1,7 @@
 //! Stage `activate`: the cluster is up; the record becomes `ACTIVE` and the execution's output
 //! says what was made.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::ClusterStore;
 use crate::record::{Phase, Status};
@@ -12,10 +13,11 @@ use super::records;
 pub const STAGE: &str = "activate";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(
-    store: &S,
+pub async fn run<E, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     state: CreateState,
 ) -> Result<CreateOutput, StageError> {
+    let store = ports.store;
     records::enter(store, &state.cluster_id, STAGE).await?;
     let record = records::modify(store, &state.cluster_id, |r| {
         if !r.status.can_become(Status::Active) {

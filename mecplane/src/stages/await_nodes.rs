@@ -3,6 +3,7 @@
 //! polls; past `timing.nodes_timeout_seconds` the stage fails with `NodesNotReady`, naming the
 //! instances that never came up. An instance that terminated fails it at once.
 
+use super::Ports;
 use crate::clock;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, InstanceState, Instances, NodeCommands};
@@ -20,12 +21,11 @@ pub fn stage(role: Role) -> &'static str {
 }
 
 /// Runs one poll for `state.target`.
-pub async fn run<I: Instances, C: NodeCommands, S: ClusterStore>(
-    instances: &I,
-    commands: &C,
-    store: &S,
+pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (instances, commands, store) = (ports.ec2, ports.ssm, ports.store);
     let role = state.target_role();
     let stage = stage(role);
     records::enter(store, &state.cluster_id, stage).await?;
@@ -113,11 +113,11 @@ mod tests {
         let (cloud, store, state) = fixtures::launched(1, 0).await;
         let id = cloud.live_instances()[0].instance.instance_id.clone();
         cloud.set_online(&id, false);
-        let polled = run(&cloud, &cloud, &store, state).await.unwrap();
+        let polled = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
         assert!(!polled.poll.done);
         assert!(polled.poll.deadline.is_some());
         cloud.set_online(&id, true);
-        let done = run(&cloud, &cloud, &store, polled).await.unwrap();
+        let done = run(&fixtures::ports(&cloud, &store), polled).await.unwrap();
         assert!(done.poll.done && done.poll.deadline.is_none());
         assert_eq!(store.records()[0].nodes[0].state, NodeState::Running);
     }
@@ -128,7 +128,9 @@ mod tests {
         let id = cloud.live_instances()[0].instance.instance_id.clone();
         cloud.set_online(&id, false);
         state.poll.deadline = Some(clock::now_epoch() - 1);
-        let err = run(&cloud, &cloud, &store, state).await.unwrap_err();
+        let err = run(&fixtures::ports(&cloud, &store), state)
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "NodesNotReady");
         assert!(err.to_string().contains(&id) && err.to_string().contains("SSM agent not online"));
     }
@@ -139,7 +141,10 @@ mod tests {
         let id = cloud.live_instances()[0].instance.instance_id.clone();
         cloud.set_state(&id, crate::ports::InstanceState::Terminated);
         assert_eq!(
-            run(&cloud, &cloud, &store, state).await.unwrap_err().name(),
+            run(&fixtures::ports(&cloud, &store), state)
+                .await
+                .unwrap_err()
+                .name(),
             "InstanceTerminated"
         );
     }

@@ -2,6 +2,7 @@
 //! terminated (the security group can only go once their network interfaces have). Past
 //! `timing.terminate_timeout_seconds` it fails with `TeardownTimedOut`.
 
+use super::Ports;
 use crate::clock;
 use crate::error::StageError;
 use crate::ports::{InstanceState, Instances};
@@ -11,10 +12,11 @@ use crate::state::TeardownState;
 pub const STAGE: &str = "await-terminated";
 
 /// Runs one poll.
-pub async fn run<I: Instances>(
-    instances: &I,
+pub async fn run<E: Instances, R, P, S>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: TeardownState,
 ) -> Result<TeardownState, StageError> {
+    let instances = ports.ec2;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.terminate_timeout_seconds);
     let remaining: Vec<String> = instances

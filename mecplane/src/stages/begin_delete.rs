@@ -2,6 +2,7 @@
 //! twice, on a `FAILED` cluster, and on one already `DELETING` or `DELETED`; a cluster still
 //! `CREATING` is refused (`InvalidState`) — its create execution owns it until it ends.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::ClusterStore;
 use crate::record::{Phase, Status};
@@ -15,10 +16,11 @@ use super::records;
 pub const STAGE: &str = "begin-delete";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(
-    store: &S,
+pub async fn run<E, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     event: BeginDeleteEvent,
 ) -> Result<TeardownState, StageError> {
+    let store = ports.store;
     let input: DeleteInput =
         serde_json::from_value(event.input.clone()).map_err(|e| ValidationError {
             field: "input".into(),
@@ -100,17 +102,26 @@ mod tests {
     #[tokio::test]
     async fn by_name_or_id_and_twice() {
         let (_cloud, store, state) = fixtures::registered(1, 0).await;
-        let err = run(&store, event(json!({"name": state.spec.name})))
-            .await
-            .unwrap_err();
+        let err = run(
+            &fixtures::records(&store),
+            event(json!({"name": state.spec.name})),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.name(), "InvalidState", "a CREATING cluster is refused");
         fixtures::set_status(&store, &state.cluster_id, Status::Failed).await;
-        let a = run(&store, event(json!({"name": state.spec.name})))
-            .await
-            .unwrap();
-        let b = run(&store, event(json!({"id": state.cluster_id})))
-            .await
-            .unwrap();
+        let a = run(
+            &fixtures::records(&store),
+            event(json!({"name": state.spec.name})),
+        )
+        .await
+        .unwrap();
+        let b = run(
+            &fixtures::records(&store),
+            event(json!({"id": state.cluster_id})),
+        )
+        .await
+        .unwrap();
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(store.records()[0].status, Status::Deleting);
     }
@@ -119,18 +130,21 @@ mod tests {
     async fn bad_and_unknown_input() {
         let store = crate::fakes::FakeStore::default();
         assert_eq!(
-            run(&store, event(json!({}))).await.unwrap_err().name(),
-            "ValidationError"
-        );
-        assert_eq!(
-            run(&store, event(json!({"id": "nope"})))
+            run(&fixtures::records(&store), event(json!({})))
                 .await
                 .unwrap_err()
                 .name(),
             "ValidationError"
         );
         assert_eq!(
-            run(&store, event(json!({"name": "ghost"})))
+            run(&fixtures::records(&store), event(json!({"id": "nope"})))
+                .await
+                .unwrap_err()
+                .name(),
+            "ValidationError"
+        );
+        assert_eq!(
+            run(&fixtures::records(&store), event(json!({"name": "ghost"})))
                 .await
                 .unwrap_err()
                 .name(),

@@ -13,8 +13,8 @@ use crate::resources;
 use crate::scripts::Script;
 use crate::state::CreateState;
 
-use super::commands::{self, Progress, Wanted};
-use super::{nodes, records};
+use super::commands::{self, Wanted};
+use super::{nodes, records, Ports};
 
 /// The stage's name in events and the record.
 pub const STAGE: &str = "bootstrap";
@@ -36,13 +36,11 @@ pub(crate) async fn ensure_token<P: Parameters>(
 }
 
 /// Runs one poll.
-pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
-    commands: &C,
-    instances: &I,
-    params: &P,
-    store: &S,
+pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.command_timeout_seconds);
@@ -59,13 +57,10 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
     .flatten()
     .collect();
     let wanted = Wanted {
-        cluster_id: &state.cluster_id,
+        cluster_id: state.cluster_id.clone(),
         instance_id: first.instance_id.clone(),
         script: Script::Bootstrap,
-        key: format!(
-            "mecplane {} bootstrap {}",
-            state.cluster_id, first.instance_id
-        ),
+        key: resources::command_key(&state.cluster_id, "bootstrap", &first.instance_id),
         env: vec![
             ("MK8S_CHANNEL", state.spec.microk8s_channel.clone()),
             ("MK8S_ADDONS", state.spec.addons.join(",")),
@@ -83,24 +78,23 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
         timeout_seconds: state.timing.command_timeout_seconds,
         secrets: Vec::new(),
     };
-    match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
-        Progress::Running(pending) => state.command = Some(pending),
-        Progress::Done { .. } => {
-            state.command = None;
-            state.poll.finish();
-            records::modify(store, &state.cluster_id, |r| {
-                r.set_node_state(&first.instance_id, NodeState::Joined);
-                Ok(true)
-            })
-            .await?;
-            let detail = format!(
-                "MicroK8s {} on {} with add-ons {}",
-                state.spec.microk8s_channel,
-                first.instance_id,
-                state.spec.addons.join(",")
-            );
-            records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
-        }
+    if commands::poll(commands, instances, &mut state, wanted, now)
+        .await?
+        .is_some()
+    {
+        state.poll.finish();
+        records::modify(store, &state.cluster_id, |r| {
+            r.set_node_state(&first.instance_id, NodeState::Joined);
+            Ok(true)
+        })
+        .await?;
+        let detail = format!(
+            "MicroK8s {} on {} with add-ons {}",
+            state.spec.microk8s_channel,
+            first.instance_id,
+            state.spec.addons.join(",")
+        );
+        records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
     }
     Ok(state)
 }
@@ -114,16 +108,16 @@ mod tests {
     #[tokio::test]
     async fn bootstraps_once_and_keeps_the_token_out_of_the_state() {
         let (cloud, store, state) = fixtures::online(1, 0).await;
-        let sent = run(&cloud, &cloud, &cloud, &store, state.clone())
+        let sent = run(&fixtures::ports(&cloud, &store), state.clone())
             .await
             .unwrap();
         assert!(!sent.poll.done && sent.command.is_some());
         // A retry with the same input adopts the command already sent instead of sending another
         // (the fake finishes a command on its first poll, so the adopted one is already done).
-        let retried = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
+        let retried = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
         assert!(retried.poll.done && retried.command.is_none());
         assert_eq!(cloud.commands_of("bootstrap").len(), 1);
-        let first = run(&cloud, &cloud, &cloud, &store, sent).await.unwrap();
+        let first = run(&fixtures::ports(&cloud, &store), sent).await.unwrap();
         assert_eq!(cloud.commands_of("bootstrap").len(), 1);
         assert!(first.poll.done && first.command.is_none());
         let token = cloud.parameters()[&resources::join_token_parameter(&first.cluster_id)].clone();
@@ -146,8 +140,10 @@ mod tests {
             stdout: String::new(),
             stderr: "error: snap \"microk8s\" has no channel 1.99/stable\n".into(),
         });
-        let sent = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
-        let err = run(&cloud, &cloud, &cloud, &store, sent).await.unwrap_err();
+        let sent = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        let err = run(&fixtures::ports(&cloud, &store), sent)
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "CommandFailed");
         assert!(err.to_string().contains("bootstrap on i-") && err.to_string().contains("exit 1"));
         assert!(err.to_string().contains("has no channel"));

@@ -6,7 +6,7 @@
 use crate::error::StageError;
 use crate::ports::{CommandStatus, Instances, NodeCommands};
 use crate::scripts::{self, Script};
-use crate::state::PendingCommand;
+use crate::state::{CreateState, PendingCommand};
 
 use super::nodes;
 
@@ -14,8 +14,8 @@ use super::nodes;
 const LOST_GRACE_SECONDS: i64 = 120;
 
 /// One command a stage wants run.
-pub(crate) struct Wanted<'a> {
-    pub cluster_id: &'a str,
+pub(crate) struct Wanted {
+    pub cluster_id: String,
     pub instance_id: String,
     pub script: Script,
     /// The idempotency key (SSM comment): the same key means the same command.
@@ -33,12 +33,35 @@ pub(crate) enum Progress {
     Done { stdout: String },
 }
 
+/// The poll every command stage makes: drives the state's pending command (or sends `wanted`).
+/// While it runs the state holds it and the answer is `None` (the stage returns the state, and
+/// Step Functions waits before the next poll); once done the state holds no command and the
+/// answer is its output.
+pub(crate) async fn poll<C: NodeCommands, I: Instances>(
+    commands: &C,
+    instances: &I,
+    state: &mut CreateState,
+    wanted: Wanted,
+    now: i64,
+) -> Result<Option<String>, StageError> {
+    match drive(commands, instances, state.command.as_ref(), wanted, now).await? {
+        Progress::Running(pending) => {
+            state.command = Some(pending);
+            Ok(None)
+        }
+        Progress::Done { stdout } => {
+            state.command = None;
+            Ok(Some(stdout))
+        }
+    }
+}
+
 /// Sends the wanted command if it was never sent, or polls it.
 pub(crate) async fn drive<C: NodeCommands, I: Instances>(
     commands: &C,
     instances: &I,
     pending: Option<&PendingCommand>,
-    wanted: Wanted<'_>,
+    wanted: Wanted,
     now: i64,
 ) -> Result<Progress, StageError> {
     let pending =
@@ -71,7 +94,7 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
                         )
                         .await?;
                     tracing::info!(
-                        cluster = wanted.cluster_id,
+                        cluster = wanted.cluster_id.as_str(),
                         instance = wanted.instance_id.as_str(),
                         script = wanted.script.name(),
                         command_id,
@@ -103,7 +126,7 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
         CommandStatus::Running => {
             // SSM keeps a command to a terminated instance in progress until its timeouts pass;
             // looking at the instance fails the stage at once instead.
-            if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+            if nodes::is_gone(instances, &wanted.cluster_id, &wanted.instance_id).await? {
                 return Err(StageError::InstanceTerminated(format!(
                     "{what}: the instance was terminated"
                 )));
@@ -117,7 +140,7 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
             Ok(Progress::Running(pending))
         }
         CommandStatus::TimedOut => {
-            if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+            if nodes::is_gone(instances, &wanted.cluster_id, &wanted.instance_id).await? {
                 return Err(StageError::InstanceTerminated(format!(
                     "{what}: the instance was terminated"
                 )));
@@ -133,7 +156,7 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
             stdout,
             stderr,
         } => {
-            if nodes::is_gone(instances, wanted.cluster_id, &wanted.instance_id).await? {
+            if nodes::is_gone(instances, &wanted.cluster_id, &wanted.instance_id).await? {
                 return Err(StageError::InstanceTerminated(format!(
                     "{what}: the instance was terminated"
                 )));
@@ -162,7 +185,7 @@ mod tests {
         cloud.respond_with(|_, _| CommandStatus::Running);
         let instance_id = cloud.instances()[0].instance.instance_id.clone();
         let wanted = || Wanted {
-            cluster_id: &state.cluster_id,
+            cluster_id: state.cluster_id.clone(),
             instance_id: instance_id.clone(),
             script: Script::Bootstrap,
             key: "mecplane test bootstrap".into(),

@@ -1,6 +1,7 @@
 //! Stage `delete-parameters`: deletes the cluster's SecureString parameters (join token,
 //! kubeconfig); missing ones are fine.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, Parameters};
 use crate::record::Phase;
@@ -13,11 +14,11 @@ use super::records;
 pub const STAGE: &str = "delete-parameters";
 
 /// Runs the stage.
-pub async fn run<P: Parameters, S: ClusterStore>(
-    params: &P,
-    store: &S,
+pub async fn run<E, R, P: Parameters, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     state: TeardownState,
 ) -> Result<TeardownState, StageError> {
+    let (params, store) = (ports.secrets, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let names = resources::cluster_parameters(&state.cluster_id);
     params.delete(&names).await?;

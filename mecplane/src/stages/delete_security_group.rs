@@ -2,6 +2,7 @@
 //! of terminated instances linger it fails with `DependencyViolation`, which the state machine
 //! retries with backoff; a group already gone is success.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, SecurityGroups};
 use crate::record::Phase;
@@ -13,11 +14,11 @@ use super::records;
 pub const STAGE: &str = "delete-security-group";
 
 /// Runs the stage.
-pub async fn run<G: SecurityGroups, S: ClusterStore>(
-    groups: &G,
-    store: &S,
+pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     state: TeardownState,
 ) -> Result<TeardownState, StageError> {
+    let (groups, store) = (ports.ec2, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let detail = match groups.find_group(&state.cluster_id).await? {
         Some(id) => {

@@ -1,5 +1,6 @@
 //! Stage `finish-delete`: everything is gone; the record becomes `DELETED` and its name is free.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::ClusterStore;
 use crate::record::{Phase, Status};
@@ -11,10 +12,11 @@ use super::records;
 pub const STAGE: &str = "finish-delete";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(
-    store: &S,
+pub async fn run<E, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     state: TeardownState,
 ) -> Result<DeleteOutput, StageError> {
+    let store = ports.store;
     let record = records::modify(store, &state.cluster_id, |r| {
         if !r.status.can_become(Status::Deleted) {
             return Err(StageError::InvalidState(format!(

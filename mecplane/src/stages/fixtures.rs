@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::StageConfig;
 use crate::fakes::{FakeCloud, FakeStore};
-use crate::lambda::StageConfig;
 use crate::ports::ClusterStore;
 use crate::record::{ClusterRecord, Role, Status};
 use crate::spec::{ClusterRequest, ClusterSpec, Policy};
@@ -12,7 +12,7 @@ use crate::state::{CreateState, Timing};
 
 pub(crate) use crate::fakes::default_outcome;
 
-use super::{await_nodes, launch_nodes, resolve_ami, security_group};
+use super::{await_nodes, launch_nodes, resolve_ami, security_group, Ports};
 
 pub(crate) fn spec(control_planes: u32, workers: u32) -> ClusterSpec {
     ClusterRequest {
@@ -30,7 +30,29 @@ pub(crate) fn config() -> StageConfig {
     StageConfig {
         table: "t".into(),
         node_instance_profile: "mecplane-node".into(),
-        ami_parameter_prefix: crate::lambda::DEFAULT_AMI_PARAMETER_PREFIX.into(),
+        ami_parameter_prefix: crate::config::DEFAULT_AMI_PARAMETER_PREFIX.into(),
+        policy: Policy::default(),
+    }
+}
+
+static CONFIG: std::sync::LazyLock<StageConfig> = std::sync::LazyLock::new(config);
+
+/// The ports of a stage that only touches records.
+pub(crate) fn records(store: &FakeStore) -> Ports<'_, (), (), (), FakeStore> {
+    Ports::records_only(store, &CONFIG)
+}
+
+/// The fakes lent to a stage: one fake cloud for EC2, SSM and the secrets, with [`config`].
+pub(crate) fn ports<'a>(
+    cloud: &'a FakeCloud,
+    store: &'a FakeStore,
+) -> Ports<'a, FakeCloud, FakeCloud, FakeCloud, FakeStore> {
+    Ports {
+        ec2: cloud,
+        ssm: cloud,
+        secrets: cloud,
+        store,
+        config: &CONFIG,
     }
 }
 
@@ -66,10 +88,12 @@ pub(crate) async fn ready_to_launch(
         &resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec),
         "ami-0abc",
     );
-    let state = resolve_ami::run(&cloud, &store, &config, state)
+    let state = resolve_ami::run(&ports(&cloud, &store), state)
         .await
         .unwrap();
-    let state = security_group::run(&cloud, &store, state).await.unwrap();
+    let state = security_group::run(&ports(&cloud, &store), state)
+        .await
+        .unwrap();
     (cloud, store, state)
 }
 
@@ -79,7 +103,7 @@ pub(crate) async fn launched(
 ) -> (FakeCloud, FakeStore, CreateState) {
     let (cloud, store, mut state) = ready_to_launch(control_planes, workers).await;
     state.target = Some(Role::ControlPlane);
-    let state = launch_nodes::run(&cloud, &store, &config(), state)
+    let state = launch_nodes::run(&ports(&cloud, &store), state)
         .await
         .unwrap();
     (cloud, store, state)
@@ -90,7 +114,7 @@ pub(crate) async fn online(
     workers: u32,
 ) -> (FakeCloud, FakeStore, CreateState) {
     let (cloud, store, state) = launched(control_planes, workers).await;
-    let state = await_nodes::run(&cloud, &cloud, &store, state)
+    let state = await_nodes::run(&ports(&cloud, &store), state)
         .await
         .unwrap();
     assert!(state.poll.done);
@@ -107,8 +131,8 @@ pub(crate) async fn add_workers(
     state.spec.workers = count;
     let mut s = state.clone();
     s.target = Some(Role::Worker);
-    let s = launch_nodes::run(cloud, store, &config(), s).await.unwrap();
-    let s = await_nodes::run(cloud, cloud, store, s).await.unwrap();
+    let s = launch_nodes::run(&ports(cloud, store), s).await.unwrap();
+    let s = await_nodes::run(&ports(cloud, store), s).await.unwrap();
     assert!(s.poll.done);
     *state = CreateState {
         target: state.target,

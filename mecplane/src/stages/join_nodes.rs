@@ -9,11 +9,12 @@ use crate::error::StageError;
 use crate::microk8s;
 use crate::ports::{ClusterStore, Instance, Instances, NodeCommands, Parameters};
 use crate::record::{NodeState, Phase, Role};
+use crate::resources;
 use crate::scripts::Script;
 use crate::state::{CreateState, PendingCommand};
 
-use super::commands::{self, Progress, Wanted};
-use super::{bootstrap, nodes, records};
+use super::commands::{self, Wanted};
+use super::{bootstrap, nodes, records, Ports};
 
 /// The stage's name for a role.
 pub fn stage(role: Role) -> &'static str {
@@ -28,6 +29,39 @@ fn token_fresh(issued_at: Option<i64>, ttl: u32, now: i64) -> bool {
     issued_at.is_some_and(|t| now - t < i64::from(ttl / 2))
 }
 
+/// What one pass of the stage does next: the pure decision, from the state, the role's nodes
+/// (`candidates`) and the time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Finish (or adopt) the command already pending.
+    Resume(PendingCommand),
+    /// Every candidate has joined: the stage is done.
+    Finished,
+    /// The token was never issued or has used half its life: (re)issue it before the next join.
+    IssueToken,
+    /// Join this node (the first candidate not joined yet).
+    Join(String),
+}
+
+/// Decides the next step: a pending command first, then the next node to join, with a fresh
+/// token; nodes join in the order given (index order), one at a time.
+pub(crate) fn next_step(state: &CreateState, candidates: &[Instance], now: i64) -> Step {
+    if let Some(pending) = &state.command {
+        return Step::Resume(pending.clone());
+    }
+    let Some(next) = candidates
+        .iter()
+        .find(|i| !state.joined.contains(&i.instance_id))
+    else {
+        return Step::Finished;
+    };
+    if token_fresh(state.token_issued_at, state.timing.token_ttl_seconds, now) {
+        Step::Join(next.instance_id.clone())
+    } else {
+        Step::IssueToken
+    }
+}
+
 struct Ctx<'a> {
     cluster_id: &'a str,
     first: &'a Instance,
@@ -36,9 +70,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn issue(&self, key: String) -> Wanted<'_> {
+    fn issue(&self, key: String) -> Wanted {
         Wanted {
-            cluster_id: self.cluster_id,
+            cluster_id: self.cluster_id.to_string(),
             instance_id: self.first.instance_id.clone(),
             script: Script::IssueToken,
             key,
@@ -51,12 +85,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn join(&self, instance_id: &str, role: Role) -> Result<Wanted<'_>, StageError> {
+    fn join(&self, instance_id: &str, role: Role) -> Result<Wanted, StageError> {
         Ok(Wanted {
-            cluster_id: self.cluster_id,
+            cluster_id: self.cluster_id.to_string(),
             instance_id: instance_id.to_string(),
             script: Script::Join,
-            key: format!("mecplane {} join {instance_id}", self.cluster_id),
+            key: resources::command_key(self.cluster_id, "join", instance_id),
             env: vec![
                 ("MK8S_CHANNEL", self.state.spec.microk8s_channel.clone()),
                 (
@@ -85,7 +119,7 @@ impl Ctx<'_> {
     }
 
     /// The wanted command a pending one belongs to.
-    fn resume(&self, pending: &PendingCommand, role: Role) -> Result<Wanted<'_>, StageError> {
+    fn resume(&self, pending: &PendingCommand, role: Role) -> Result<Wanted, StageError> {
         if pending.script == Script::IssueToken.name() {
             Ok(self.issue(pending.key.clone()))
         } else {
@@ -95,13 +129,11 @@ impl Ctx<'_> {
 }
 
 /// Runs one poll for `state.target`: finishes what is pending, then starts the next command.
-pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
-    commands: &C,
-    instances: &I,
-    params: &P,
-    store: &S,
+pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
     let role = state.target_role();
     let stage = stage(role);
     records::enter(store, &state.cluster_id, stage).await?;
@@ -140,58 +172,44 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
 
     // Each pass finishes one command or leaves one running; bounded so a bug cannot spin.
     for _ in 0..(2 * candidates.len() + 4) {
-        let (wanted, pending) = match state.command.clone() {
-            Some(pending) => (ctx.resume(&pending, role)?, Some(pending)),
-            None => {
-                let Some(next) = candidates
-                    .iter()
-                    .find(|i| !state.joined.contains(&i.instance_id))
-                else {
-                    state.poll.finish();
-                    let detail = format!("{} {} node(s) joined", candidates.len(), role.as_str());
-                    records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
-                    return Ok(state);
-                };
-                if token_fresh(state.token_issued_at, state.timing.token_ttl_seconds, now) {
-                    (ctx.join(&next.instance_id, role)?, None)
-                } else {
-                    state.token_issued_at = Some(now);
-                    (
-                        ctx.issue(format!("mecplane {} token {now}", state.cluster_id)),
-                        None,
-                    )
-                }
+        let wanted = match next_step(&state, &candidates, now) {
+            Step::Resume(pending) => ctx.resume(&pending, role)?,
+            Step::Finished => {
+                state.poll.finish();
+                let detail = format!("{} {} node(s) joined", candidates.len(), role.as_str());
+                records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
+                return Ok(state);
+            }
+            Step::Join(instance_id) => ctx.join(&instance_id, role)?,
+            Step::IssueToken => {
+                state.token_issued_at = Some(now);
+                ctx.issue(resources::command_key(&state.cluster_id, "token", now))
             }
         };
         let script = wanted.script;
         let instance_id = wanted.instance_id.clone();
-        match commands::drive(commands, instances, pending.as_ref(), wanted, now).await? {
-            Progress::Running(p) => {
-                state.command = Some(p);
-                return Ok(state);
-            }
-            Progress::Done { stdout } => {
-                state.command = None;
-                if script == Script::Join {
-                    state.joined.push(instance_id.clone());
-                    records::modify(store, &state.cluster_id, |r| {
-                        r.set_node_state(&instance_id, NodeState::Joined);
-                        Ok(true)
-                    })
-                    .await?;
-                    let how = crate::scripts::result_of(&stdout)
-                        .and_then(|r| r.get("join").cloned())
-                        .unwrap_or_else(|| "joined".into());
-                    records::note(
-                        store,
-                        &state.cluster_id,
-                        stage,
-                        Phase::Progress,
-                        format!("{instance_id} {how} as {}", role.as_str()),
-                    )
-                    .await?;
-                }
-            }
+        let Some(stdout) = commands::poll(commands, instances, &mut state, wanted, now).await?
+        else {
+            return Ok(state);
+        };
+        if script == Script::Join {
+            state.joined.push(instance_id.clone());
+            records::modify(store, &state.cluster_id, |r| {
+                r.set_node_state(&instance_id, NodeState::Joined);
+                Ok(true)
+            })
+            .await?;
+            let how = crate::scripts::result_of(&stdout)
+                .and_then(|r| r.get("join").cloned())
+                .unwrap_or_else(|| "joined".into());
+            records::note(
+                store,
+                &state.cluster_id,
+                stage,
+                Phase::Progress,
+                format!("{instance_id} {how} as {}", role.as_str()),
+            )
+            .await?;
         }
     }
     Err(StageError::Internal("join made no progress".into()))
@@ -200,18 +218,62 @@ pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(id: &str) -> Instance {
+        Instance {
+            instance_id: id.into(),
+            role: Some(Role::Worker),
+            index: None,
+            state: crate::ports::InstanceState::Running,
+            private_ip: None,
+            public_ip: None,
+            private_dns: None,
+        }
+    }
+
+    #[test]
+    fn next_step_finishes_pending_work_then_joins_in_order_with_a_fresh_token() {
+        let mut state = CreateState::new(
+            "c-1".into(),
+            fixtures::spec(1, 2),
+            crate::state::Timing::default(),
+        );
+        let ttl = i64::from(state.timing.token_ttl_seconds);
+        let nodes = [node("i-a"), node("i-b")];
+        // No token yet: issue one first.
+        assert_eq!(next_step(&state, &nodes, 1000), Step::IssueToken);
+        // A fresh token: join the first node not joined.
+        state.token_issued_at = Some(1000);
+        assert_eq!(next_step(&state, &nodes, 1001), Step::Join("i-a".into()));
+        state.joined.push("i-a".into());
+        assert_eq!(next_step(&state, &nodes, 1001), Step::Join("i-b".into()));
+        // Half the token's life gone: issue again before joining.
+        assert_eq!(next_step(&state, &nodes, 1000 + ttl / 2), Step::IssueToken);
+        // A pending command comes first, whatever else is true.
+        let pending = PendingCommand {
+            command_id: "cmd-1".into(),
+            instance_id: "i-b".into(),
+            script: "join".into(),
+            key: "k".into(),
+            sent_at: 1001,
+        };
+        state.command = Some(pending.clone());
+        assert_eq!(next_step(&state, &nodes, 1000 + ttl), Step::Resume(pending));
+        state.command = None;
+        state.joined.push("i-b".into());
+        assert_eq!(next_step(&state, &nodes, 1000 + ttl), Step::Finished);
+        assert_eq!(next_step(&state, &[], 0), Step::Finished, "nothing to join");
+    }
     use crate::ports::CommandStatus;
     use crate::stages::fixtures;
 
-    async fn drive_to_done<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
-        c: &C,
-        i: &I,
-        p: &P,
-        s: &S,
+    async fn drive_to_done(
+        c: &crate::fakes::FakeCloud,
+        s: &crate::fakes::FakeStore,
         mut state: CreateState,
     ) -> CreateState {
         for _ in 0..20 {
-            state = run(c, i, p, s, state).await.unwrap();
+            state = run(&fixtures::ports(c, s), state).await.unwrap();
             if state.poll.done {
                 return state;
             }
@@ -223,7 +285,7 @@ mod tests {
     async fn control_planes_join_one_at_a_time_without_worker_flag() {
         let (cloud, store, mut state) = fixtures::online(3, 0).await;
         state.target = Some(Role::ControlPlane);
-        let done = drive_to_done(&cloud, &cloud, &cloud, &store, state).await;
+        let done = drive_to_done(&cloud, &store, state).await;
         assert_eq!(done.joined.len(), 2);
         let joins = cloud.commands_of("join");
         assert_eq!(joins.len(), 2);
@@ -246,19 +308,19 @@ mod tests {
         state.target = Some(Role::Worker);
         // The commands stay in progress, so each poll leaves one pending.
         cloud.respond_with(|_, _| CommandStatus::Running);
-        let first = run(&cloud, &cloud, &cloud, &store, state.clone())
+        let first = run(&fixtures::ports(&cloud, &store), state.clone())
             .await
             .unwrap();
-        let again = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
+        let again = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
         assert_eq!(first.command.as_ref().unwrap().script, "issue-token");
         assert_eq!(again.command.as_ref().unwrap().script, "issue-token");
         cloud.respond_with(fixtures::default_outcome);
         let mut s = first;
         for _ in 0..3 {
-            s = run(&cloud, &cloud, &cloud, &store, s.clone())
+            s = run(&fixtures::ports(&cloud, &store), s.clone())
                 .await
                 .unwrap();
-            let _ = run(&cloud, &cloud, &cloud, &store, s.clone())
+            let _ = run(&fixtures::ports(&cloud, &store), s.clone())
                 .await
                 .unwrap();
         }
@@ -318,7 +380,7 @@ mod tests {
         mut state: CreateState,
     ) -> StageError {
         for _ in 0..10 {
-            match run(cloud, cloud, cloud, store, state).await {
+            match run(&fixtures::ports(cloud, store), state).await {
                 Ok(s) => state = s,
                 Err(e) => return e,
             }

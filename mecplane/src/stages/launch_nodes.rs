@@ -4,13 +4,12 @@
 //! succeeded but did not return launches nothing.
 
 use crate::error::StageError;
-use crate::lambda::StageConfig;
 use crate::ports::{ClusterStore, Instance, Instances, LaunchRequest};
 use crate::record::{Node, NodeState, Phase, Role};
 use crate::resources;
 use crate::state::CreateState;
 
-use super::{nodes, records};
+use super::{nodes, records, Ports};
 
 /// The stage's name for a role.
 pub fn stage(role: Role) -> &'static str {
@@ -45,12 +44,11 @@ pub fn plan(wanted: u32, existing: &[Instance]) -> LaunchPlan {
 }
 
 /// Runs the stage for `state.target`.
-pub async fn run<I: Instances, S: ClusterStore>(
-    instances: &I,
-    store: &S,
-    config: &StageConfig,
+pub async fn run<E: Instances, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (instances, store, config) = (ports.ec2, ports.store, ports.config);
     let role = state.target_role();
     let stage = stage(role);
     records::enter(store, &state.cluster_id, stage).await?;
@@ -200,10 +198,10 @@ mod tests {
         let (cloud, store, state) = fixtures::ready_to_launch(1, 2).await;
         let mut workers = state.clone();
         workers.target = Some(Role::Worker);
-        run(&cloud, &store, &fixtures::config(), workers.clone())
+        run(&fixtures::ports(&cloud, &store), workers.clone())
             .await
             .unwrap();
-        run(&cloud, &store, &fixtures::config(), workers)
+        run(&fixtures::ports(&cloud, &store), workers)
             .await
             .unwrap();
         let launched = cloud.live_instances();
@@ -226,7 +224,7 @@ mod tests {
         cloud.fail_next_launch(CloudError::InsufficientCapacity(
             "no t4g.medium in us-east-1a".into(),
         ));
-        let err = run(&cloud, &store, &fixtures::config(), state)
+        let err = run(&fixtures::ports(&cloud, &store), state)
             .await
             .unwrap_err();
         assert_eq!(err.name(), "InsufficientCapacity");

@@ -9,7 +9,7 @@ use crate::ports::ClusterStore;
 use crate::record::{Failure, Phase, Status};
 use crate::state::{CreateState, FailedInput, StepError, TeardownReason, TeardownState};
 
-use super::records;
+use super::{records, Ports};
 
 /// The stage's name in events.
 pub const STAGE: &str = "mark-failed";
@@ -18,13 +18,13 @@ pub const STAGE: &str = "mark-failed";
 pub const CLEANUP_INCOMPLETE: &str = "cleanup incomplete";
 
 /// Runs the stage on either input.
-pub async fn handle<S: ClusterStore>(
-    store: &S,
+pub async fn handle<E, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     input: FailedInput,
 ) -> Result<TeardownState, StageError> {
     match input {
-        FailedInput::Create(state) => run(store, *state).await,
-        FailedInput::Cleanup(state) => cleanup_failed(store, state).await,
+        FailedInput::Create(state) => failed_create(ports.store, *state).await,
+        FailedInput::Cleanup(state) => cleanup_failed(ports.store, state).await,
     }
 }
 
@@ -62,7 +62,7 @@ pub async fn cleanup_failed<S: ClusterStore>(
 }
 
 /// Runs the stage for a failed create.
-pub async fn run<S: ClusterStore>(
+pub async fn failed_create<S: ClusterStore>(
     store: &S,
     state: CreateState,
 ) -> Result<TeardownState, StageError> {
@@ -146,8 +146,8 @@ mod tests {
             error: "CommandFailed".into(),
             cause: r#"{"errorType":"CommandFailed","errorMessage":"bootstrap on i-1 failed (Failed, exit 1): no space"}"#.into(),
         });
-        let teardown = run(&store, state.clone()).await.unwrap();
-        run(&store, state).await.unwrap();
+        let teardown = failed_create(&store, state.clone()).await.unwrap();
+        failed_create(&store, state).await.unwrap();
         let record = &store.records()[0];
         assert_eq!(record.status, Status::Failed);
         let failure = record.failure.clone().unwrap();
@@ -172,7 +172,7 @@ mod tests {
         // state: one function, told apart by shape.
         let create: FailedInput =
             serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
-        let mut teardown = handle(&store, create).await.unwrap();
+        let mut teardown = handle(&fixtures::records(&store), create).await.unwrap();
         teardown.cleanup_error = Some(StepError {
             error: "AwsError".into(),
             cause:
@@ -182,8 +182,10 @@ mod tests {
         let cleanup: FailedInput =
             serde_json::from_value(serde_json::to_value(&teardown).unwrap()).unwrap();
         assert!(matches!(cleanup, FailedInput::Cleanup(_)));
-        let out = handle(&store, cleanup.clone()).await.unwrap();
-        handle(&store, cleanup).await.unwrap();
+        let out = handle(&fixtures::records(&store), cleanup.clone())
+            .await
+            .unwrap();
+        handle(&fixtures::records(&store), cleanup).await.unwrap();
         assert_eq!(out, teardown, "the state passes through");
         let record = &store.records()[0];
         let reason = &record.failure.as_ref().unwrap().reason;

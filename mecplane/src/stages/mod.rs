@@ -31,6 +31,42 @@ mod commands;
 mod nodes;
 mod records;
 
+use crate::config::StageConfig;
+
+/// What a stage works with, as one value: the ports of the cluster's region, the control plane's
+/// own secrets and records, and the deployment settings. A Lambda builds its clients once per
+/// cold start and lends them here per invocation (the regional ones for the cluster's region);
+/// tests lend the fakes. A stage names bounds only for the ports it uses; a Lambda whose stage
+/// needs no EC2 or SSM passes `&()` for them.
+pub struct Ports<'a, E, R, P, S> {
+    /// EC2 in the cluster's region: instances ([`crate::ports::Instances`]) and the security
+    /// group ([`crate::ports::SecurityGroups`]).
+    pub ec2: &'a E,
+    /// SSM in the cluster's region: Run Command on the nodes ([`crate::ports::NodeCommands`]) and
+    /// the public AMI parameters ([`crate::ports::Parameters`]).
+    pub ssm: &'a R,
+    /// Parameter Store in the control plane's region: the cluster's secrets (join token,
+    /// kubeconfig).
+    pub secrets: &'a P,
+    /// The cluster records ([`crate::ports::ClusterStore`]).
+    pub store: &'a S,
+    /// The deployment settings.
+    pub config: &'a StageConfig,
+}
+
+impl<'a, S> Ports<'a, (), (), (), S> {
+    /// The ports of a stage that only reads and writes records.
+    pub fn records_only(store: &'a S, config: &'a StageConfig) -> Self {
+        Ports {
+            ec2: &(),
+            ssm: &(),
+            secrets: &(),
+            store,
+            config,
+        }
+    }
+}
+
 #[cfg(test)]
 mod fixtures;
 
@@ -42,8 +78,8 @@ mod pipeline_tests {
     use super::*;
     use crate::fakes::{FakeCloud, FakeStore};
     use crate::record::{Role, Status};
+    use crate::resources;
     use crate::state::{BeginDeleteEvent, CreateState, RegisterEvent, TeardownState};
-    use crate::{resources, spec::Policy};
     use serde_json::json;
 
     async fn twice<F, Fut, T>(f: F) -> T
@@ -76,47 +112,32 @@ mod pipeline_tests {
         let cloud = FakeCloud::new();
         let store = FakeStore::default();
         let config = fixtures::config();
-        let policy = Policy::default();
+        let ports = fixtures::ports(&cloud, &store);
         let input = json!({"name": "edge", "control_planes": 3, "workers": 2});
         let ev = || RegisterEvent {
             input: input.clone(),
             execution_arn: "arn:create".into(),
         };
-        let state = twice(|| register::run(&store, &policy, ev())).await;
+        let state = twice(|| register::run(&ports, ev())).await;
         cloud.put_public(
             &resolve_ami::ami_parameter(&config.ami_parameter_prefix, &state.spec),
             "ami-1",
         );
-        let state = twice(|| resolve_ami::run(&cloud, &store, &config, state.clone())).await;
-        let state = twice(|| security_group::run(&cloud, &store, state.clone())).await;
+        let state = twice(|| resolve_ami::run(&ports, state.clone())).await;
+        let state = twice(|| security_group::run(&ports, state.clone())).await;
         let mut state = state;
         for role in [Role::ControlPlane, Role::Worker] {
             state.target = Some(role);
-            state = twice(|| launch_nodes::run(&cloud, &store, &config, state.clone())).await;
-            state = poll_until_done(state, |s| async {
-                await_nodes::run(&cloud, &cloud, &store, s).await
-            })
-            .await;
+            state = twice(|| launch_nodes::run(&ports, state.clone())).await;
+            state = poll_until_done(state, |s| async { await_nodes::run(&ports, s).await }).await;
             if role == Role::ControlPlane {
-                state = poll_until_done(state, |s| async {
-                    bootstrap::run(&cloud, &cloud, &cloud, &store, s).await
-                })
-                .await;
+                state = poll_until_done(state, |s| async { bootstrap::run(&ports, s).await }).await;
             }
-            state = poll_until_done(state, |s| async {
-                join_nodes::run(&cloud, &cloud, &cloud, &store, s).await
-            })
-            .await;
+            state = poll_until_done(state, |s| async { join_nodes::run(&ports, s).await }).await;
         }
-        state = poll_until_done(state, |s| async {
-            verify::run(&cloud, &cloud, &store, s).await
-        })
-        .await;
-        state = poll_until_done(state, |s| async {
-            store_kubeconfig::run(&cloud, &cloud, &cloud, &store, s).await
-        })
-        .await;
-        let out = twice(|| activate::run(&store, state.clone())).await;
+        state = poll_until_done(state, |s| async { verify::run(&ports, s).await }).await;
+        state = poll_until_done(state, |s| async { store_kubeconfig::run(&ports, s).await }).await;
+        let out = twice(|| activate::run(&ports, state.clone())).await;
         assert_eq!(out.status, Status::Active);
         assert_eq!(out.nodes, 5);
         assert_eq!(cloud.live_instances().len(), 5, "one instance set");
@@ -153,13 +174,13 @@ mod pipeline_tests {
             input: json!({"name": "edge", "timing": {"poll_seconds": 1}}),
             execution_arn: "arn:delete".into(),
         };
-        let t: TeardownState = twice(|| begin_delete::run(&store, del())).await;
-        let t = twice(|| terminate_nodes::run(&cloud, &store, t.clone())).await;
-        let t = twice(|| await_terminated::run(&cloud, t.clone())).await;
+        let t: TeardownState = twice(|| begin_delete::run(&ports, del())).await;
+        let t = twice(|| terminate_nodes::run(&ports, t.clone())).await;
+        let t = twice(|| await_terminated::run(&ports, t.clone())).await;
         assert!(t.poll.done);
-        let t = twice(|| delete_security_group::run(&cloud, &store, t.clone())).await;
-        let t = twice(|| delete_parameters::run(&cloud, &store, t.clone())).await;
-        let done = twice(|| finish_delete::run(&store, t.clone())).await;
+        let t = twice(|| delete_security_group::run(&ports, t.clone())).await;
+        let t = twice(|| delete_parameters::run(&ports, t.clone())).await;
+        let done = twice(|| finish_delete::run(&ports, t.clone())).await;
         assert_eq!(done.status, Status::Deleted);
         assert!(cloud.live_instances().is_empty());
         assert!(cloud.groups().is_empty());
@@ -169,8 +190,7 @@ mod pipeline_tests {
             .all(|k| !k.starts_with(resources::PARAMETER_ROOT)));
         // The name is free again.
         let again = register::run(
-            &store,
-            &policy,
+            &ports,
             RegisterEvent {
                 input: input.clone(),
                 execution_arn: "arn:create-2".into(),

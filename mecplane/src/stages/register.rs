@@ -6,11 +6,11 @@
 //! finds the record it wrote). A name held by another cluster fails with `NameTaken` and leaves
 //! the other cluster untouched.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::ClusterStore;
 use crate::record::{ClusterRecord, Phase, Status};
 use crate::resources;
-use crate::spec::Policy;
 use crate::state::{CreateInput, CreateState, RegisterEvent};
 
 use super::records;
@@ -19,11 +19,11 @@ use super::records;
 pub const STAGE: &str = "register";
 
 /// Runs the stage.
-pub async fn run<S: ClusterStore>(
-    store: &S,
-    policy: &Policy,
+pub async fn run<E, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     event: RegisterEvent,
 ) -> Result<CreateState, StageError> {
+    let (store, policy) = (ports.store, &ports.config.policy);
     match CreateInput::parse(&event.input)? {
         CreateInput::Registered {
             cluster_id, timing, ..
@@ -92,6 +92,8 @@ pub async fn run<S: ClusterStore>(
 mod tests {
     use super::*;
     use crate::fakes::FakeStore;
+    use crate::spec::Policy;
+    use crate::stages::fixtures;
     use serde_json::json;
 
     fn event(input: serde_json::Value, arn: &str) -> RegisterEvent {
@@ -105,15 +107,13 @@ mod tests {
     async fn console_input_registers_once_even_when_retried() {
         let store = FakeStore::default();
         let first = run(
-            &store,
-            &Policy::default(),
+            &fixtures::records(&store),
             event(json!({"name": "edge", "workers": 2}), "arn:e1"),
         )
         .await
         .unwrap();
         let again = run(
-            &store,
-            &Policy::default(),
+            &fixtures::records(&store),
             event(json!({"name": "edge", "workers": 2}), "arn:e1"),
         )
         .await
@@ -128,15 +128,13 @@ mod tests {
     async fn a_second_execution_with_the_same_name_loses() {
         let store = FakeStore::default();
         run(
-            &store,
-            &Policy::default(),
+            &fixtures::records(&store),
             event(json!({"name": "edge"}), "arn:e1"),
         )
         .await
         .unwrap();
         let err = run(
-            &store,
-            &Policy::default(),
+            &fixtures::records(&store),
             event(json!({"name": "edge"}), "arn:e2"),
         )
         .await
@@ -150,8 +148,7 @@ mod tests {
     async fn bad_input_names_the_field() {
         let store = FakeStore::default();
         let err = run(
-            &store,
-            &Policy::default(),
+            &fixtures::records(&store),
             event(json!({"name": "edge", "workers": 99}), "arn:e1"),
         )
         .await
@@ -179,12 +176,12 @@ mod tests {
             .await
             .unwrap();
         let input = json!({"cluster_id": "c-0000000000000001", "spec": spec, "timing": {"poll_seconds": 1}});
-        let state = run(&store, &Policy::default(), event(input.clone(), "arn:e1"))
+        let state = run(&fixtures::records(&store), event(input.clone(), "arn:e1"))
             .await
             .unwrap();
         assert_eq!(state.timing.poll_seconds, 1);
         assert_eq!(store.records()[0].execution_arn.as_deref(), Some("arn:e1"));
-        let err = run(&store, &Policy::default(), event(input, "arn:other"))
+        let err = run(&fixtures::records(&store), event(input, "arn:other"))
             .await
             .unwrap_err();
         assert_eq!(err.name(), "InvalidState");

@@ -1,8 +1,8 @@
 //! Stage `resolve-ami`: finds the Ubuntu AMI for the cluster's release and architecture in the
 //! public SSM parameters Canonical publishes.
 
+use super::Ports;
 use crate::error::StageError;
-use crate::lambda::StageConfig;
 use crate::ports::{ClusterStore, Parameters};
 use crate::record::Phase;
 use crate::spec::{Arch, ClusterSpec};
@@ -32,12 +32,11 @@ pub fn ami_parameter(prefix: &str, spec: &ClusterSpec) -> String {
 }
 
 /// Runs the stage.
-pub async fn run<P: Parameters, S: ClusterStore>(
-    params: &P,
-    store: &S,
-    config: &StageConfig,
+pub async fn run<E, R: Parameters, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (params, store, config) = (ports.ssm, ports.store, ports.config);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let path = ami_parameter(&config.ami_parameter_prefix, &state.spec);
     let ami = params.get(&path).await?.ok_or_else(|| {
@@ -79,14 +78,14 @@ mod tests {
             "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"
         );
         cloud.put_public(&path, "ami-0123");
-        let out = run(&cloud, &store, &config, state).await.unwrap();
+        let out = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
         assert_eq!(out.ami_id.as_deref(), Some("ami-0123"));
     }
 
     #[tokio::test]
     async fn a_missing_image_is_a_named_failure() {
         let (cloud, store, state) = fixtures::registered(1, 0).await;
-        let err = run(&cloud, &store, &fixtures::config(), state)
+        let err = run(&fixtures::ports(&cloud, &store), state)
             .await
             .unwrap_err();
         assert_eq!(err.name(), "AmiNotFound");

@@ -2,6 +2,7 @@
 //! needs — its ports open between the cluster's own nodes (self-referencing rules), the API
 //! (16443) open only to the CIDRs the user named, and nothing else: never 22.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::microk8s;
 use crate::ports::{ClusterStore, IngressRule, IngressSource, SecurityGroups};
@@ -58,11 +59,11 @@ pub fn missing_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<In
 }
 
 /// Runs the stage.
-pub async fn run<G: SecurityGroups, S: ClusterStore>(
-    groups: &G,
-    store: &S,
+pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (groups, store) = (ports.ec2, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let group_id = match groups.find_group(&state.cluster_id).await? {
         Some(id) => id,
@@ -115,8 +116,10 @@ mod tests {
     async fn rules_are_exact_and_never_open_ssh() {
         let (cloud, store, mut state) = fixtures::registered(1, 0).await;
         state.spec.api_allowed_cidrs = vec!["203.0.113.0/24".into()];
-        let out = run(&cloud, &store, state.clone()).await.unwrap();
-        let again = run(&cloud, &store, state).await.unwrap();
+        let out = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap();
+        let again = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
         assert_eq!(out.security_group_id, again.security_group_id);
         let groups = cloud.groups();
         assert_eq!(groups.len(), 1, "one group however often the stage runs");

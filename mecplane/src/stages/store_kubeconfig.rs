@@ -11,8 +11,8 @@ use crate::resources;
 use crate::scripts::{self, Script};
 use crate::state::CreateState;
 
-use super::commands::{self, Progress, Wanted};
-use super::{nodes, records};
+use super::commands::{self, Wanted};
+use super::{nodes, records, Ports};
 
 /// The stage's name in events and the record.
 pub const STAGE: &str = "store-kubeconfig";
@@ -37,38 +37,27 @@ pub fn with_server(kubeconfig: &str, endpoint: &str) -> String {
 }
 
 /// Runs one poll.
-pub async fn run<C: NodeCommands, I: Instances, P: Parameters, S: ClusterStore>(
-    commands: &C,
-    instances: &I,
-    params: &P,
-    store: &S,
+pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.command_timeout_seconds);
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
     let wanted = Wanted {
-        cluster_id: &state.cluster_id,
+        cluster_id: state.cluster_id.clone(),
         instance_id: first.instance_id.clone(),
         script: Script::Kubeconfig,
-        key: format!(
-            "mecplane {} kubeconfig {}",
-            state.cluster_id, first.instance_id
-        ),
+        key: resources::command_key(&state.cluster_id, "kubeconfig", &first.instance_id),
         env: Vec::new(),
         timeout_seconds: 120.min(state.timing.command_timeout_seconds),
         secrets: Vec::new(),
     };
-    let stdout =
-        match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
-            Progress::Running(p) => {
-                state.command = Some(p);
-                return Ok(state);
-            }
-            Progress::Done { stdout } => stdout,
-        };
-    state.command = None;
+    let Some(stdout) = commands::poll(commands, instances, &mut state, wanted, now).await? else {
+        return Ok(state);
+    };
     let payload = scripts::payload_of(&stdout);
     if !payload.contains("clusters:") {
         return Err(StageError::CommandFailed(format!(
@@ -122,8 +111,8 @@ mod tests {
     #[tokio::test]
     async fn stored_as_secure_string_and_never_in_state_or_events() {
         let (cloud, store, state) = fixtures::online(1, 0).await;
-        let sent = run(&cloud, &cloud, &cloud, &store, state).await.unwrap();
-        let out = run(&cloud, &cloud, &cloud, &store, sent).await.unwrap();
+        let sent = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        let out = run(&fixtures::ports(&cloud, &store), sent).await.unwrap();
         let name = out.kubeconfig_parameter.clone().unwrap();
         let (value, secure) = cloud.parameters()[&name].clone();
         assert!(secure);

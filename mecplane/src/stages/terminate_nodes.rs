@@ -1,6 +1,7 @@
 //! Stage `terminate-nodes`: terminates every instance tagged for the cluster — found by tag, not
 //! from the record, so instances the record never learned of go too.
 
+use super::Ports;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, Instances};
 use crate::record::{NodeState, Phase};
@@ -12,11 +13,11 @@ use super::records;
 pub const STAGE: &str = "terminate-nodes";
 
 /// Runs the stage.
-pub async fn run<I: Instances, S: ClusterStore>(
-    instances: &I,
-    store: &S,
+pub async fn run<E: Instances, R, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     state: TeardownState,
 ) -> Result<TeardownState, StageError> {
+    let (instances, store) = (ports.ec2, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let live: Vec<String> = instances
         .find(&state.cluster_id)

@@ -6,33 +6,33 @@ use crate::clock;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, Instances, NodeCommands};
 use crate::record::{NodeState, Phase};
+use crate::resources;
 use crate::scripts::{self, Script};
 use crate::state::CreateState;
 
-use super::commands::{self, Progress, Wanted};
-use super::{nodes, records};
+use super::commands::{self, Wanted};
+use super::{nodes, records, Ports};
 
 /// The stage's name in events and the record.
 pub const STAGE: &str = "verify";
 
 /// Runs one poll.
-pub async fn run<C: NodeCommands, I: Instances, S: ClusterStore>(
-    commands: &C,
-    instances: &I,
-    store: &S,
+pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
+    ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
+    let (instances, commands, store) = (ports.ec2, ports.ssm, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
     let now = clock::now_epoch();
     let expected = (state.spec.control_planes + state.spec.workers) as usize;
     let key = match &state.command {
         Some(p) if p.script == Script::Verify.name() => p.key.clone(),
-        _ => format!("mecplane {} verify {}", state.cluster_id, state.poll.polls),
+        _ => resources::command_key(&state.cluster_id, "verify", state.poll.polls),
     };
     state.poll.tick(now, state.timing.ready_timeout_seconds);
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
     let wanted = Wanted {
-        cluster_id: &state.cluster_id,
+        cluster_id: state.cluster_id.clone(),
         instance_id: first.instance_id.clone(),
         script: Script::Verify,
         key,
@@ -40,15 +40,9 @@ pub async fn run<C: NodeCommands, I: Instances, S: ClusterStore>(
         timeout_seconds: 120.min(state.timing.command_timeout_seconds),
         secrets: Vec::new(),
     };
-    let stdout =
-        match commands::drive(commands, instances, state.command.as_ref(), wanted, now).await? {
-            Progress::Running(p) => {
-                state.command = Some(p);
-                return Ok(state);
-            }
-            Progress::Done { stdout } => stdout,
-        };
-    state.command = None;
+    let Some(stdout) = commands::poll(commands, instances, &mut state, wanted, now).await? else {
+        return Ok(state);
+    };
     let reports = scripts::nodes_of(&stdout);
     let ready: Vec<&scripts::NodeReport> = reports.iter().filter(|n| n.ready).collect();
     if ready.len() >= expected {
@@ -101,8 +95,8 @@ mod tests {
     #[tokio::test]
     async fn all_ready_finishes_and_marks_nodes() {
         let (cloud, store, state) = fixtures::online(1, 0).await;
-        let sent = run(&cloud, &cloud, &store, state).await.unwrap();
-        let out = run(&cloud, &cloud, &store, sent).await.unwrap();
+        let sent = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        let out = run(&fixtures::ports(&cloud, &store), sent).await.unwrap();
         assert!(out.poll.done);
         assert_eq!(store.records()[0].nodes[0].state, NodeState::Ready);
     }
@@ -111,12 +105,14 @@ mod tests {
     async fn not_ready_polls_again_then_fails_naming_nodes() {
         let (cloud, store, state) = fixtures::online(1, 0).await;
         cloud.respond_with(|_, _| CommandStatus::Success { stdout: "NODE ip-10-0-0-9 NotReady 10.0.0.9 control-plane\nMECPLANE_RESULT nodes=1 ready=0\n".into() });
-        let sent = run(&cloud, &cloud, &store, state).await.unwrap();
-        let polled = run(&cloud, &cloud, &store, sent).await.unwrap();
+        let sent = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        let polled = run(&fixtures::ports(&cloud, &store), sent).await.unwrap();
         assert!(!polled.poll.done && polled.command.is_none());
-        let mut resent = run(&cloud, &cloud, &store, polled).await.unwrap();
+        let mut resent = run(&fixtures::ports(&cloud, &store), polled).await.unwrap();
         resent.poll.deadline = Some(clock::now_epoch() - 1);
-        let err = run(&cloud, &cloud, &store, resent).await.unwrap_err();
+        let err = run(&fixtures::ports(&cloud, &store), resent)
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "NodesNotReady");
         assert!(err.to_string().contains("ip-10-0-0-9"));
         assert_eq!(

@@ -1,0 +1,37 @@
+//! The deployment settings the stages read from the function's environment (set by
+//! `infra/template.yaml`, or by the local stack from the same template).
+
+use crate::spec::Policy;
+
+/// The public SSM parameter tree holding Ubuntu's AMI ids.
+pub const DEFAULT_AMI_PARAMETER_PREFIX: &str = "/aws/service/canonical/ubuntu/server";
+
+/// Deployment settings the stages need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageConfig {
+    /// The DynamoDB table (`MECPLANE_TABLE`).
+    pub table: String,
+    /// The instance profile nodes are launched with (`MECPLANE_NODE_INSTANCE_PROFILE`).
+    pub node_instance_profile: String,
+    /// Where Ubuntu's AMI parameters live (`MECPLANE_AMI_PARAMETER_PREFIX`).
+    pub ami_parameter_prefix: String,
+    /// What a spec may ask for and its defaults (regions, instance type).
+    pub policy: Policy,
+}
+
+impl StageConfig {
+    /// Reads the environment; a missing table is an error because nothing works without it.
+    pub fn from_env() -> Result<Self, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Ok(StageConfig {
+            table: var("MECPLANE_TABLE").ok_or("MECPLANE_TABLE is not set")?,
+            node_instance_profile: var("MECPLANE_NODE_INSTANCE_PROFILE")
+                .unwrap_or_else(|| "mecplane-node".into()),
+            ami_parameter_prefix: var("MECPLANE_AMI_PARAMETER_PREFIX")
+                .unwrap_or_else(|| DEFAULT_AMI_PARAMETER_PREFIX.into())
+                .trim_end_matches('/')
+                .to_string(),
+            policy: Policy::from_env(),
+        })
+    }
+}

@@ -1,0 +1,299 @@
+//! Failure paths end to end: each fault is injected into the node simulator (or EC2), the create
+//! runs on the real state machine, and the test checks what the user sees (the execution's named
+//! error, the record's stage and reason) and what is left behind (nothing, unless the spec says
+//! `retain_on_failure`).
+
+use std::time::Duration;
+
+use crate::support::stack::{fast_timing, Stack, CLUSTER_REGIONS};
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(240);
+
+struct Case {
+    name: &'static str,
+    fault: Value,
+    workers: u32,
+    /// Where the cluster lives: rollback and delete must work outside the control plane's region.
+    region: &'static str,
+    retain: bool,
+    error: &'static str,
+    stage: &'static str,
+    reason_contains: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "f-offline",
+            fault: json!({"cluster_name": "f-offline", "role": "worker", "fault": "agent_offline"}),
+            workers: 1,
+            region: CLUSTER_REGIONS[0],
+            retain: false,
+            error: "NodesNotReady",
+            stage: "await-workers",
+            reason_contains: "SSM agent not online",
+        },
+        Case {
+            name: "f-bootstrap",
+            fault: json!({"cluster_name": "f-bootstrap", "fault": "command_fails", "script": "bootstrap"}),
+            workers: 0,
+            region: CLUSTER_REGIONS[1],
+            retain: false,
+            error: "CommandFailed",
+            stage: "bootstrap",
+            reason_contains: "bootstrap on i-",
+        },
+        Case {
+            name: "f-token",
+            fault: json!({"cluster_name": "f-token", "role": "control-plane", "fault": "expire_tokens"}),
+            workers: 1,
+            region: CLUSTER_REGIONS[0],
+            retain: false,
+            error: "CommandFailed",
+            stage: "join-workers",
+            reason_contains: "join on i-",
+        },
+        Case {
+            name: "f-capacity",
+            fault: json!({"cluster_name": "f-capacity", "role": "worker", "fault": "insufficient_capacity"}),
+            workers: 2,
+            region: CLUSTER_REGIONS[0],
+            retain: false,
+            error: "InsufficientCapacity",
+            stage: "launch-workers",
+            reason_contains: "",
+        },
+        Case {
+            name: "f-terminated",
+            fault: json!({"cluster_name": "f-terminated", "role": "control-plane", "fault": "terminate_during_command", "script": "bootstrap"}),
+            workers: 0,
+            region: CLUSTER_REGIONS[0],
+            retain: false,
+            error: "InstanceTerminated",
+            stage: "bootstrap",
+            reason_contains: "terminated",
+        },
+        Case {
+            name: "f-retained",
+            fault: json!({"cluster_name": "f-retained", "fault": "command_fails", "script": "bootstrap"}),
+            workers: 1,
+            region: CLUSTER_REGIONS[1],
+            retain: true,
+            error: "CommandFailed",
+            stage: "bootstrap",
+            reason_contains: "bootstrap on i-",
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fault_fails_named_and_leaves_nothing_behind() {
+    let stack = Stack::start(300).await;
+    let mut timing = fast_timing();
+    timing["nodes_timeout_seconds"] = json!(8);
+
+    // GIVEN one fault per cluster, and every create started from the console with just a spec
+    let mut started = Vec::new();
+    for case in cases() {
+        stack.fault(case.fault.clone()).await;
+        let spec = json!({"name": case.name, "workers": case.workers, "region": case.region,
+                          "retain_on_failure": case.retain});
+        let arn = stack
+            .start_create(case.name, json!({"spec": spec, "timing": timing}))
+            .await;
+        started.push((case, arn));
+    }
+
+    for (case, arn) in started {
+        // WHEN its execution ends
+        let ended = stack.wait_execution(&arn, TIMEOUT).await;
+
+        // THEN it failed with the named error, and the record says where and why
+        assert_eq!(ended.status, "FAILED", "{}: {ended:?}", case.name);
+        assert_eq!(
+            ended.error.as_deref(),
+            Some(case.error),
+            "{}: {ended:?}\n{}",
+            case.name,
+            stack.logs()
+        );
+        let record = stack.record(case.name).await;
+        assert_eq!(record["status"], "FAILED", "{}: {record}", case.name);
+        assert_eq!(
+            record["failure"]["stage"], case.stage,
+            "{}: {record}",
+            case.name
+        );
+        assert_eq!(record["failure"]["error"], case.error, "{}", case.name);
+        let reason = record["failure"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(case.reason_contains),
+            "{}: reason {reason:?}",
+            case.name
+        );
+        let id = record["id"].as_str().unwrap().to_string();
+
+        // AND nothing is left behind, unless the spec asked to keep it
+        let (instances, groups, params) = stack.leftovers(&id).await;
+        if case.retain {
+            // The control plane that failed to bootstrap is kept; workers launch only after a
+            // bootstrap succeeds, so there are none.
+            assert_eq!(instances.len(), 1, "{}: instances retained", case.name);
+            assert_eq!(groups.len(), 1, "{}: security group retained", case.name);
+            assert!(
+                !params.is_empty(),
+                "{}: token parameter retained",
+                case.name
+            );
+            // A FAILED cluster can be deleted, and then nothing is left.
+            let del = stack
+                .start_delete(
+                    "delete-f-retained",
+                    json!({"name": case.name, "timing": fast_timing()}),
+                )
+                .await;
+            assert_eq!(
+                stack.wait_execution(&del, TIMEOUT).await.status,
+                "SUCCEEDED"
+            );
+            assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+        } else {
+            assert_eq!(
+                (instances, groups, params),
+                (vec![], vec![], vec![]),
+                "{}: leftovers",
+                case.name
+            );
+        }
+    }
+    // The failure and rollback paths call only what the functions' roles allow.
+    stack.assert_calls_allowed_by_template().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_console_input_fails_validation_and_registers_nothing() {
+    let stack = Stack::start(300).await;
+    let arn = stack
+        .start_create("bad-input", json!({"name": "Bad_Name", "workers": 2}))
+        .await;
+    let ended = stack.wait_execution(&arn, TIMEOUT).await;
+    assert_eq!(ended.status, "FAILED");
+    assert_eq!(ended.error.as_deref(), Some("ValidationError"));
+    assert!(ended.cause.unwrap_or_default().contains("name"));
+    let (status, list) = stack.api("GET", "/clusters", None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["clusters"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_stopped_by_hand_can_be_deleted_and_leaves_nothing() {
+    // Agents that take a minute to come online keep the create waiting on its control plane.
+    let stack = Stack::start(60_000).await;
+    let (status, created) = stack
+        .api("POST", "/clusters", Some(&json!({"name": "f-stopped"})))
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let arn = created["execution_arn"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.record(&id).await["stage"] != "await-control-planes" {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // GIVEN its create execution stopped from the console, with an instance already launched
+    stack
+        .sfn()
+        .stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("StopExecution");
+    assert_eq!(stack.wait_execution(&arn, TIMEOUT).await.status, "ABORTED");
+    assert_eq!(stack.leftovers(&id).await.0.len(), 1, "one control plane");
+    assert_eq!(stack.record(&id).await["status"], "CREATING");
+
+    // WHEN the user deletes it
+    let (code, deleting) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
+
+    // THEN the delete is accepted, the record says what happened to the create, and nothing is left
+    assert_eq!(code, 202, "{deleting}");
+    assert_eq!(deleting["status"], "DELETING");
+    assert_eq!(deleting["failure"]["error"], "CreateInterrupted");
+    assert!(deleting["failure"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("ABORTED"));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.record(&id).await["status"] != "DELETED" {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cleanup_that_cannot_finish_is_said_and_a_delete_finishes_it() {
+    let stack = Stack::start(300).await;
+    // GIVEN a bootstrap that fails, and instances that refuse to be terminated
+    stack
+        .fault(
+            json!({"cluster_name": "f-cleanup", "fault": "command_fails", "script": "bootstrap"}),
+        )
+        .await;
+    stack
+        .fault(json!({"cluster_name": "f-cleanup", "fault": "terminate_fails"}))
+        .await;
+    let arn = stack
+        .start_create(
+            "f-cleanup",
+            json!({"spec": {"name": "f-cleanup"}, "timing": fast_timing()}),
+        )
+        .await;
+
+    // WHEN the create fails and its cleanup cannot finish
+    let ended = stack.wait_execution(&arn, TIMEOUT).await;
+
+    // THEN the execution reports the original error, and the record says the cleanup is
+    // incomplete and what to do, instead of claiming it removed everything
+    assert_eq!(ended.status, "FAILED");
+    assert_eq!(ended.error.as_deref(), Some("CommandFailed"), "{ended:?}");
+    let record = stack.record("f-cleanup").await;
+    assert_eq!(record["status"], "FAILED");
+    assert_eq!(record["failure"]["error"], "CommandFailed");
+    let reason = record["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cleanup incomplete") && reason.contains("UnauthorizedOperation"),
+        "{reason}"
+    );
+    let id = record["id"].as_str().unwrap().to_string();
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    assert!(
+        events
+            .to_string()
+            .contains("delete the cluster to remove the rest"),
+        "{events}"
+    );
+    let (instances, groups, _) = stack.leftovers(&id).await;
+    assert_eq!(
+        (instances.len(), groups.len()),
+        (1, 1),
+        "what is left is real"
+    );
+
+    // AND once terminating works again, a delete removes the rest
+    let (code, body) = stack.request("DELETE", "/_sim/faults", None, &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
+    assert_eq!(code, 202, "{body}");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.record(&id).await["status"] != "DELETED" {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+    stack.assert_calls_allowed_by_template().await;
+}

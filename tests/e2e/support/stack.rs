@@ -1,0 +1,482 @@
+//! A whole local stack per test: `mecplane-local` on free ports with its own moto, the real
+//! function binaries and state machines, and the node simulator — plus the clients and helpers
+//! the end-to-end tests use to drive it and to look at what it left behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// Where cargo put the binaries.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("debug")
+}
+
+/// A running local stack; stopped (SIGTERM, then waited for) when dropped.
+pub struct Stack {
+    child: Child,
+    pub state_dir: PathBuf,
+    pub env: HashMap<String, String>,
+    pub sdk: aws_config::SdkConfig,
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+}
+
+/// What an execution ended with.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub status: String,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// The regions the test stacks let clusters live in (the first is the control plane's own).
+pub const CLUSTER_REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+
+impl Stack {
+    /// Starts a stack whose SSM agents come online `agent_delay_ms` after launch.
+    pub async fn start(agent_delay_ms: u64) -> Stack {
+        let root = repo_root();
+        let state_dir = std::env::temp_dir().join(format!("mecplane-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&state_dir).expect("state dir");
+        let gateway = bin_dir().join("mecplane-local");
+        assert!(
+            gateway.exists(),
+            "{} missing: run `cargo build --workspace --bins` first",
+            gateway.display()
+        );
+        let log = std::fs::File::create(state_dir.join("gateway.log")).expect("log");
+        let child = Command::new(&gateway)
+            .args(["--port", "0", "--moto-port", "0"])
+            .arg("--spawn-moto")
+            .arg(root.join(".venv/bin/moto_server"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--repo-root")
+            .arg(&root)
+            .arg("--functions-dir")
+            .arg(bin_dir())
+            .arg("--function-env-file")
+            .arg(root.join("local/functions.env"))
+            .args(["--agent-delay-ms", &agent_delay_ms.to_string()])
+            .args(["--region", CLUSTER_REGIONS[0]])
+            .args(["--cluster-regions", &CLUSTER_REGIONS.join(",")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start mecplane-local");
+        let mut stack = Stack {
+            child,
+            state_dir: state_dir.clone(),
+            env: HashMap::new(),
+            sdk: aws_config::SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .build(),
+            http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http(),
+        };
+        let env_file = state_dir.join("local.env");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !env_file.exists() {
+            if let Ok(Some(status)) = stack.child.try_wait() {
+                panic!(
+                    "mecplane-local exited ({status}): {}",
+                    std::fs::read_to_string(state_dir.join("gateway.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "local stack not ready after 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = std::fs::read_to_string(&env_file).expect("local.env");
+        stack.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        stack.sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(stack.env["AWS_REGION"].clone()))
+            .endpoint_url(stack.endpoint())
+            .credentials_provider(Credentials::for_tests())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        stack
+    }
+
+    /// The gateway (every AWS API).
+    pub fn endpoint(&self) -> String {
+        self.env["AWS_ENDPOINT_URL"].clone()
+    }
+
+    pub fn create_machine(&self) -> String {
+        self.env["MECPLANE_CREATE_STATE_MACHINE_ARN"].clone()
+    }
+
+    pub fn delete_machine(&self) -> String {
+        self.env["MECPLANE_DELETE_STATE_MACHINE_ARN"].clone()
+    }
+
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk)
+    }
+
+    /// An EC2 client for another region (clusters may live outside the control plane's).
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        let config = self
+            .sdk
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        aws_sdk_ec2::Client::new(&config)
+    }
+
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.sdk)
+    }
+
+    pub fn sfn(&self) -> aws_sdk_sfn::Client {
+        aws_sdk_sfn::Client::new(&self.sdk)
+    }
+
+    /// A request to the gateway; `path` starts with `/`. Returns status and JSON (or a JSON string).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let payload = body.map(|b| serde_json::to_vec(b).expect("json"));
+        self.request_bytes(method, path, payload, headers).await
+    }
+
+    /// A request with a raw body (sent as `application/json` when present), for bodies that are
+    /// not JSON or are too large.
+    pub async fn request_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.endpoint()));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let payload = body.map(Bytes::from).unwrap_or_default();
+        let resp = self
+            .http
+            .request(req.body(Full::new(payload)).expect("request"))
+            .await
+            .expect("gateway answers");
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    /// A request to the HTTP API with a SigV4-shaped Authorization header (the local API
+    /// Gateway checks its presence, as AWS_IAM auth requires one).
+    pub async fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.api_with(method, path, body, &[]).await
+    }
+
+    pub async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let payload = body.map(|b| serde_json::to_vec(b).expect("json"));
+        self.api_bytes(method, path, payload, extra).await
+    }
+
+    /// [`Stack::api_with`] with a raw body.
+    pub async fn api_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
+        // An `authorization` in `extra` signs as another caller.
+        let mut headers = vec![("x-amz-date", "20260101T000000Z")];
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            headers.push(("authorization", API_AUTH));
+        }
+        headers.extend_from_slice(extra);
+        self.request_bytes(method, &format!("/api{path}"), body, &headers)
+            .await
+    }
+
+    /// Adds a node simulator fault rule (docs/architecture.md).
+    pub async fn fault(&self, rule: Value) {
+        let (status, body) = self.request("POST", "/_sim/faults", Some(&rule), &[]).await;
+        assert!(status < 300, "fault rule refused: {status} {body}");
+    }
+
+    /// Every simulated instance with its stand-in state.
+    pub async fn sim_instances(&self) -> Vec<Value> {
+        let (status, body) = self.request("GET", "/_sim/instances", None, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        match body {
+            Value::Array(items) => items,
+            Value::Object(mut m) => m
+                .remove("instances")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default(),
+            other => panic!("unexpected /_sim/instances answer {other}"),
+        }
+    }
+
+    /// The simulator's join log, oldest first: every join attempt (role, hostname, flags, result),
+    /// kept on the first control plane of each cluster, which holds the datastore.
+    pub async fn joins_log(&self) -> Vec<Value> {
+        let mut log: Vec<Value> = self
+            .sim_instances()
+            .await
+            .iter()
+            .flat_map(|i| {
+                i["state"]["joins_log"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        log.sort_by_key(|e| e["time"].as_i64());
+        log
+    }
+
+    /// Starts a create execution the way a person does from the console: just the spec.
+    pub async fn start_create(&self, name: &str, input: Value) -> String {
+        self.sfn()
+            .start_execution()
+            .state_machine_arn(self.create_machine())
+            .name(name)
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("start create")
+            .execution_arn
+    }
+
+    pub async fn start_delete(&self, name: &str, input: Value) -> String {
+        self.sfn()
+            .start_execution()
+            .state_machine_arn(self.delete_machine())
+            .name(name)
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("start delete")
+            .execution_arn
+    }
+
+    /// Waits for an execution to end.
+    pub async fn wait_execution(&self, arn: &str, timeout: Duration) -> Ended {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let d = self
+                .sfn()
+                .describe_execution()
+                .execution_arn(arn)
+                .send()
+                .await
+                .expect("describe execution");
+            let status = d.status().as_str().to_string();
+            if status != "RUNNING" {
+                return Ended {
+                    status,
+                    output: d.output().and_then(|o| serde_json::from_str(o).ok()),
+                    error: d.error().map(str::to_string),
+                    cause: d.cause().map(str::to_string),
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution {arn} still running after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The cluster's record as the API shows it.
+    pub async fn record(&self, id_or_name: &str) -> Value {
+        let (status, body) = self
+            .api("GET", &format!("/clusters/{id_or_name}"), None)
+            .await;
+        assert_eq!(status, 200, "GET /clusters/{id_or_name}: {body}");
+        body
+    }
+
+    /// What is left of a cluster in the cloud, in every cluster region: live instances, security
+    /// groups, parameters.
+    pub async fn leftovers(&self, cluster_id: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let filter = aws_sdk_ec2::types::Filter::builder()
+            .name("tag:mecplane:cluster")
+            .values(cluster_id)
+            .build();
+        let (mut live, mut groups) = (Vec::new(), Vec::new());
+        for region in CLUSTER_REGIONS {
+            let ec2 = self.ec2_in(region);
+            let reservations = ec2
+                .describe_instances()
+                .filters(filter.clone())
+                .max_results(1000)
+                .send()
+                .await
+                .expect("describe instances");
+            live.extend(
+                reservations
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter(|i| {
+                        i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated")
+                    })
+                    .filter_map(|i| i.instance_id().map(str::to_string)),
+            );
+            let found = ec2
+                .describe_security_groups()
+                .filters(filter.clone())
+                .send()
+                .await
+                .expect("describe groups");
+            groups.extend(
+                found
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string)),
+            );
+        }
+        let params = self
+            .ssm()
+            .get_parameters_by_path()
+            .path(format!("/mecplane/clusters/{cluster_id}"))
+            .recursive(true)
+            .send()
+            .await
+            .expect("parameters");
+        let params = params
+            .parameters()
+            .iter()
+            .filter_map(|p| p.name().map(str::to_string))
+            .collect();
+        (live, groups, params)
+    }
+
+    /// Panics naming every AWS call a function made that its role in `infra/template.yaml` does
+    /// not allow (what would fail with AccessDenied on AWS).
+    pub async fn assert_calls_allowed_by_template(&self) {
+        let (status, body) = self.request("GET", "/_local/calls", None, &[]).await;
+        assert_eq!(status, 200, "GET /_local/calls: {body}");
+        let calls = &body["calls"];
+        assert!(
+            calls.as_object().is_some_and(|c| !c.is_empty()),
+            "the gateway saw no calls from any function: {calls}"
+        );
+        let template = std::fs::read_to_string(repo_root().join("infra/template.yaml"))
+            .expect("infra/template.yaml");
+        let missing = super::iam::missing_permissions(&template, calls);
+        assert!(
+            missing.is_empty(),
+            "calls the functions' roles do not allow:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    /// Every line every function logged (what CloudWatch Logs would hold), for secret checks.
+    pub fn function_logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(dir) = std::fs::read_dir(self.state_dir.join("logs")) {
+            for entry in dir.flatten() {
+                if entry.file_name() != "gateway.log" {
+                    out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
+    /// The gateway's log and every function's, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let mut out =
+            std::fs::read_to_string(self.state_dir.join("gateway.log")).unwrap_or_default();
+        if let Ok(dir) = std::fs::read_dir(self.state_dir.join("logs")) {
+            for entry in dir.flatten() {
+                out.push_str(&format!("\n== {}\n", entry.path().display()));
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                out.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.state_dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SigV4-shaped `Authorization` header: the local API Gateway checks its shape, as AWS_IAM
+/// auth requires one (the signature itself is not verified locally).
+pub const API_AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000";
+
+/// A cluster spec for tests, fast timings included.
+pub fn spec(name: &str, control_planes: u32, workers: u32) -> Value {
+    json!({"name": name, "control_planes": control_planes, "workers": workers, "api_allowed_cidrs": ["203.0.113.0/24"]})
+}
+
+/// Execution input timing for the local stack: poll every second, short deadlines.
+pub fn fast_timing() -> Value {
+    json!({"poll_seconds": 1, "nodes_timeout_seconds": 20, "command_timeout_seconds": 60, "ready_timeout_seconds": 30, "token_ttl_seconds": 600, "terminate_timeout_seconds": 30})
+}

@@ -19,8 +19,8 @@ Exit codes:
   130  interrupted (Ctrl-C stops waiting, not the cluster)
 
 Endpoint: --endpoint, else MECCTL_ENDPOINT, else the config file (--config, MECCTL_CONFIG or
-~/.config/mecctl/config.json: {\"endpoint\": \"https://…/\", \"region\": \"eu-west-1\"}), else the
-local stack's .mecplane/local.env (MECPLANE_API_URL) in this directory or above it.
+~/.config/mecctl/config.json: {\"endpoint\": \"https://…/\", \"region\": \"eu-west-1\"}), else,
+only when asked, the local stack's env file (--local: ./.mecplane/local.env; or --env-file).
 Requests are signed with SigV4 (service execute-api) using the standard AWS credential chain.";
 
 #[derive(Debug, Parser)]
@@ -36,8 +36,12 @@ pub struct Cli {
     /// Config file with "endpoint" and "region".
     #[arg(long, global = true, env = "MECCTL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The local stack's env file (default: .mecplane/local.env here or above).
-    #[arg(long, global = true)]
+    /// Talk to the local stack (`make up`): read its endpoint and test credentials from
+    /// ./.mecplane/local.env (same as --env-file .mecplane/local.env).
+    #[arg(long, global = true, conflicts_with = "env_file")]
+    pub local: bool,
+    /// The local stack's env file to read the endpoint and test credentials from.
+    #[arg(long, global = true, env = "MECCTL_ENV_FILE")]
     pub env_file: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
@@ -192,17 +196,13 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 
 /// `90`, `90s`, `15m`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 90s, 15m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("'{s}' is not a duration like 90s, 15m or 1h")),
-    };
-    Ok(Duration::from_secs(secs))
+    // A bare number is seconds; anything else is humantime's (90s, 15m, 1h30m, 2h).
+    let text = s.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{s}' is not a duration like 90s, 15m or 1h30m: {e}"))
 }
 
 #[cfg(test)]
@@ -214,7 +214,8 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("soon").is_err() && parse_duration("5d").is_err());
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err() && parse_duration("5 parsecs").is_err());
         assert_eq!(parse_tag("env=edge"), Ok(("env".into(), "edge".into())));
         assert!(parse_tag("env").is_err());
     }

@@ -1,5 +1,6 @@
 //! Where mecctl sends its requests: the endpoint and signing region from flags, environment, a
-//! config file, or the local stack's env file — in that order of precedence.
+//! config file, or — only when asked (`--local`, `--env-file`) — the local stack's env file, in
+//! that order of precedence. Nothing is read from the working directory unasked.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ pub struct Target {
 }
 
 impl Sources {
-    /// Reads the config file and the local env file named (or found) and the environment.
+    /// Reads the config file, the local env file when one is named, and the environment.
     pub fn load(
         flag_endpoint: Option<String>,
         flag_region: Option<String>,
@@ -59,7 +60,6 @@ impl Sources {
             }
             _ => None,
         };
-        let env_file = env_file.or_else(find_local_env);
         let local = match env_file {
             Some(path) => Some(read_env_file(&path)?),
             None => None,
@@ -90,7 +90,7 @@ impl Sources {
         } else {
             return Err(Failure::new(
                 2,
-                "no endpoint: pass --endpoint, set MECCTL_ENDPOINT, write ~/.config/mecctl/config.json, or start the local stack (make up)",
+                "no endpoint: pass --endpoint, set MECCTL_ENDPOINT, write ~/.config/mecctl/config.json, or pass --local with the local stack up (make up)",
             ));
         };
         // The API answers only in the region it is deployed in: a flag names it, else an
@@ -139,23 +139,13 @@ fn default_config_path() -> Option<PathBuf> {
     Some(base.join("mecctl").join("config.json"))
 }
 
-/// `.mecplane/local.env` in the current directory or one above it.
-fn find_local_env() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok()?;
-    cwd.ancestors()
-        .map(|d| d.join(".mecplane").join("local.env"))
-        .find(|p| p.is_file())
-}
-
+/// The local stack's env file (`KEY=VALUE` lines, as `make up` writes it).
 fn read_env_file(path: &Path) -> Result<HashMap<String, String>, Failure> {
-    let text = std::fs::read_to_string(path)
+    let entries = dotenvy::from_path_iter(path)
         .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    entries
+        .map(|entry| entry.map_err(|e| Failure::other(format!("{}: {e}", path.display()))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -233,5 +223,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(no_region.resolve(false).unwrap_err().code, 2);
+    }
+
+    #[test]
+    fn the_local_env_file_is_read_with_dotenv_rules() {
+        let dir = std::env::temp_dir().join(format!("mecctl-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("local.env");
+        std::fs::write(
+            &path,
+            "# the local stack\nMECPLANE_API_URL=http://127.0.0.1:47500/api\nexport AWS_REGION='us-east-1'\n",
+        )
+        .unwrap();
+        let env = read_env_file(&path).unwrap();
+        assert_eq!(env["MECPLANE_API_URL"], "http://127.0.0.1:47500/api");
+        assert_eq!(env["AWS_REGION"], "us-east-1");
+        assert!(read_env_file(&dir.join("missing.env")).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

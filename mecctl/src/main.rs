@@ -29,7 +29,10 @@ async fn run(cli: Cli) -> Result<(), exit::Failure> {
         cli.endpoint.clone(),
         cli.api_region.clone(),
         cli.config.clone(),
-        cli.env_file.clone(),
+        cli.env_file.clone().or_else(|| {
+            cli.local
+                .then(|| std::path::PathBuf::from(".mecplane").join("local.env"))
+        }),
     )?;
     let has_env_credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
         || std::env::var_os("AWS_PROFILE").is_some();

@@ -9,14 +9,21 @@
 //! is not verified); bodies over 10 MB get 413; a failing function gets 500
 //! `{"message":"Internal Server Error"}`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use aws_lambda_events::apigw::{
+    ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
+    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext,
+    ApiGatewayV2httpRequestContextHttpDescription,
+};
+use aws_lambda_events::query_map::QueryMap;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::app::AppState;
@@ -66,38 +73,25 @@ pub fn parse_sigv4(header: &str) -> Option<Caller> {
     }
 }
 
-/// Decodes `%XX` escapes and `+` (form encoding).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
+/// Decodes a query string as API Gateway does for `queryStringParameters`: form decoding (`+` and
+/// `%XX`, malformed escapes kept as they are) by `form_urlencoded`, a key without `=` gets `""`,
+/// and a repeated key keeps every value in order (serialized comma-joined).
+pub fn query_parameters(raw: &str) -> QueryMap {
+    let mut params: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        params
+            .entry(k.into_owned())
+            .or_default()
+            .push(v.into_owned());
     }
-    String::from_utf8_lossy(&out).into_owned()
+    QueryMap::from(params)
 }
 
 /// The parts of an HTTP request the event is built from.
 #[derive(Debug, Clone)]
 pub struct HttpRequest<'a> {
     /// Method.
-    pub method: &'a str,
+    pub method: &'a Method,
     /// Path after `/api` (at least `/`).
     pub path: &'a str,
     /// The raw query string (without `?`).
@@ -112,130 +106,111 @@ pub struct HttpRequest<'a> {
     pub source_ip: String,
 }
 
-/// Builds the payload format 2.0 event.
+/// Builds the payload format 2.0 event as the `aws_lambda_events` type the `api` function
+/// deserializes (through `lambda_http`), so both sides agree on the JSON by construction.
+///
+/// The crate's serializer also writes the members it knows for other payloads (`type`,
+/// `methodArn`, `identitySource`, `authorizationToken`, `resource` as `null`, `stageVariables` as
+/// `{}`, and the deprecated top-level `httpMethod`, set here to the request's method); API Gateway
+/// leaves them out, and readers of payload 2.0 ignore them.
 pub fn build_event(
     req: &HttpRequest<'_>,
     caller: Option<&Caller>,
     account: &str,
     request_id: &str,
     now: OffsetDateTime,
-) -> Value {
-    let mut headers = Map::new();
-    let mut cookies: Vec<Value> = Vec::new();
-    for (name, value) in req.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        let name = name.as_str().to_ascii_lowercase();
-        if name == "cookie" {
-            cookies.extend(
-                value
-                    .split(';')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(|c| Value::String(c.to_string())),
-            );
+) -> ApiGatewayV2httpRequest {
+    // One comma-joined value per (lowercase) name; `cookie` goes to `cookies` instead.
+    let mut headers = HeaderMap::new();
+    let mut cookies: Vec<String> = Vec::new();
+    for name in req.headers.keys() {
+        let values = req
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if name == header::COOKIE {
+            for value in values {
+                cookies.extend(
+                    value
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string),
+                );
+            }
             continue;
         }
-        match headers.get_mut(&name) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            _ => {
-                headers.insert(name, Value::String(value));
-            }
-        }
-    }
-    let mut query = Map::new();
-    for pair in req.query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k), percent_decode(v));
-        match query.get_mut(&k) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&v);
-            }
-            _ => {
-                query.insert(k, Value::String(v));
-            }
+        let joined = values.collect::<Vec<_>>().join(",");
+        // The parts were valid header values, so the joined (lossy UTF-8) text is one too.
+        if let Ok(value) = HeaderValue::from_str(&joined) {
+            headers.insert(name.clone(), value);
         }
     }
     let domain = req
         .headers
-        .get("host")
+        .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost")
         .to_string();
     let user_agent = req
         .headers
-        .get("user-agent")
+        .get(header::USER_AGENT)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let time_str = format_clf(now);
-    let epoch_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
 
-    let mut context = json!({
-        "accountId": account,
-        "apiId": "local",
-        "domainName": domain,
-        "domainPrefix": domain.split('.').next().unwrap_or(""),
-        "http": {
-            "method": req.method,
-            "path": req.path,
-            "protocol": req.protocol,
-            "sourceIp": req.source_ip,
-            "userAgent": user_agent,
-        },
-        "requestId": request_id,
-        "routeKey": "$default",
-        "stage": "$default",
-        "time": time_str,
-        "timeEpoch": epoch_ms,
+    let mut http = ApiGatewayV2httpRequestContextHttpDescription::default();
+    http.method = req.method.clone();
+    http.path = Some(req.path.to_string());
+    http.protocol = Some(req.protocol.to_string());
+    http.source_ip = Some(req.source_ip.clone());
+    http.user_agent = Some(user_agent);
+
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.route_key = Some("$default".into());
+    context.account_id = Some(account.to_string());
+    context.stage = Some("$default".into());
+    context.request_id = Some(request_id.to_string());
+    context.apiid = Some("local".into());
+    context.domain_prefix = domain.split('.').next().map(str::to_string);
+    context.domain_name = Some(domain);
+    context.time = Some(format_clf(now));
+    context.time_epoch = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    context.http = http;
+    context.authorizer = caller.map(|caller| {
+        let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+        iam.access_key = Some(caller.access_key.clone());
+        iam.account_id = Some(account.to_string());
+        iam.caller_id = Some(caller.access_key.clone());
+        // One local principal per access key, so callers are told apart as on AWS.
+        iam.user_arn = Some(format!("arn:aws:iam::{account}:user/{}", caller.access_key));
+        iam.user_id = Some(caller.access_key.clone());
+        let mut authorizer = ApiGatewayRequestAuthorizer::default();
+        authorizer.iam = Some(iam);
+        authorizer
     });
-    if let (Some(caller), Some(obj)) = (caller, context.as_object_mut()) {
-        obj.insert(
-            "authorizer".into(),
-            json!({"iam": {
-                "accessKey": caller.access_key,
-                "accountId": account,
-                "callerId": caller.access_key,
-                "cognitoIdentity": null,
-                "principalOrgId": null,
-                // One local principal per access key, so callers are told apart as on AWS.
-                "userArn": format!("arn:aws:iam::{account}:user/{}", caller.access_key),
-                "userId": caller.access_key,
-            }}),
-        );
+
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".into());
+    event.route_key = Some("$default".into());
+    event.raw_path = Some(req.path.to_string());
+    event.raw_query_string = Some(req.query.to_string());
+    event.cookies = (!cookies.is_empty()).then_some(cookies);
+    event.headers = headers;
+    event.query_string_parameters = query_parameters(req.query);
+    event.request_context = context;
+    // Deprecated (a Custom Authorizer v1 member) but always serialized; make it tell the truth.
+    #[allow(deprecated)]
+    {
+        event.http_method = req.method.clone();
     }
-
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": req.path,
-        "rawQueryString": req.query,
-        "headers": headers,
-        "requestContext": context,
-        "isBase64Encoded": false,
-    });
-    if let Some(obj) = event.as_object_mut() {
-        if !cookies.is_empty() {
-            obj.insert("cookies".into(), Value::Array(cookies));
-        }
-        if !query.is_empty() {
-            obj.insert("queryStringParameters".into(), Value::Object(query));
-        }
-        if !req.body.is_empty() {
-            match std::str::from_utf8(req.body) {
-                Ok(text) => {
-                    obj.insert("body".into(), Value::String(text.to_string()));
-                }
-                Err(_) => {
-                    obj.insert(
-                        "body".into(),
-                        Value::String(base64::engine::general_purpose::STANDARD.encode(req.body)),
-                    );
-                    obj.insert("isBase64Encoded".into(), Value::Bool(true));
-                }
+    if !req.body.is_empty() {
+        match std::str::from_utf8(req.body) {
+            Ok(text) => event.body = Some(text.to_string()),
+            Err(_) => {
+                event.body = Some(base64::engine::general_purpose::STANDARD.encode(req.body));
+                event.is_base64_encoded = true;
             }
         }
     }
@@ -408,7 +383,7 @@ pub async fn handle(
     let protocol = format!("{:?}", parts.version);
     let request_id = uuid::Uuid::new_v4().to_string();
     let http = HttpRequest {
-        method: parts.method.as_str(),
+        method: &parts.method,
         path,
         query: parts.uri.query().unwrap_or(""),
         protocol: &protocol,
@@ -427,8 +402,15 @@ pub async fn handle(
         tracing::warn!("no `api` function is hosted");
         return internal_error();
     };
+    let event = match serde_json::to_vec(&event) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serialize the API Gateway event");
+            return internal_error();
+        }
+    };
     let arn = function_arn(&app.region, app.account, API_FUNCTION, None);
-    let (_, outcome) = pool.invoke(Bytes::from(event.to_string()), arn, None).await;
+    let (_, outcome) = pool.invoke(Bytes::from(event), arn, None).await;
     let payload = match outcome {
         Outcome::Success(p) => p,
         Outcome::Error(e) => {
@@ -487,11 +469,15 @@ mod tests {
     }
 
     #[test]
-    fn decodes_percent() {
-        assert_eq!(percent_decode("a%20b+c%2Fd"), "a b c/d");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%41"), "A");
+    fn decodes_query_parameters() {
+        let q = query_parameters("a=a%20b+c%2Fd&b=100%&c=%zz&d=%41&e&&a=2");
+        assert_eq!(q.all("a"), Some(vec!["a b c/d", "2"]));
+        assert_eq!(q.first("b"), Some("100%"));
+        assert_eq!(q.first("c"), Some("%zz"));
+        assert_eq!(q.first("d"), Some("A"));
+        assert_eq!(q.first("e"), Some(""));
+        assert_eq!(q.iter().count(), 6);
+        assert!(query_parameters("").is_empty());
     }
 
     fn sample_headers() -> HeaderMap {
@@ -505,13 +491,14 @@ mod tests {
         h
     }
 
-    #[test]
-    fn builds_v2_event() {
+    const QUERY: &str = "name=my%20c&tag=a&tag=b&flag";
+
+    fn sample_event() -> ApiGatewayV2httpRequest {
         let headers = sample_headers();
         let req = HttpRequest {
-            method: "POST",
+            method: &Method::POST,
             path: "/clusters",
-            query: "name=my%20c&tag=a&tag=b&flag",
+            query: QUERY,
             protocol: "HTTP/1.1",
             headers: &headers,
             body: br#"{"x":1}"#,
@@ -519,40 +506,105 @@ mod tests {
         };
         let caller = parse_sigv4(AUTH);
         let now = OffsetDateTime::from_unix_timestamp(1_584_039_838).unwrap();
-        let ev = build_event(&req, caller.as_ref(), "123456789012", "rid", now);
+        build_event(&req, caller.as_ref(), "123456789012", "rid", now)
+    }
+
+    /// The event as the `api` function receives it.
+    fn to_json(ev: &ApiGatewayV2httpRequest) -> Value {
+        serde_json::to_value(ev).expect("the event serializes")
+    }
+
+    #[test]
+    fn builds_v2_event() {
+        let ev = to_json(&sample_event());
         assert_eq!(ev["version"], "2.0");
         assert_eq!(ev["routeKey"], "$default");
         assert_eq!(ev["rawPath"], "/clusters");
-        assert_eq!(ev["rawQueryString"], "name=my%20c&tag=a&tag=b&flag");
-        assert_eq!(ev["queryStringParameters"]["name"], "my c");
-        assert_eq!(ev["queryStringParameters"]["tag"], "a,b");
-        assert_eq!(ev["queryStringParameters"]["flag"], "");
+        assert_eq!(ev["rawQueryString"], QUERY);
+        assert_eq!(
+            ev["queryStringParameters"],
+            json!({"name": "my c", "tag": "a,b", "flag": ""})
+        );
         assert_eq!(ev["headers"]["x-multi"], "a,b");
         assert_eq!(ev["headers"]["host"], "127.0.0.1:47500");
+        assert_eq!(ev["headers"]["authorization"], AUTH);
         assert!(ev["headers"].get("cookie").is_none());
         assert_eq!(ev["cookies"], json!(["s=1", "t=2"]));
         assert_eq!(ev["body"], r#"{"x":1}"#);
         assert_eq!(ev["isBase64Encoded"], false);
         assert!(ev.get("pathParameters").is_none());
         let ctx = &ev["requestContext"];
+        assert_eq!(ctx["routeKey"], "$default");
+        assert_eq!(ctx["accountId"], "123456789012");
         assert_eq!(ctx["apiId"], "local");
         assert_eq!(ctx["stage"], "$default");
         assert_eq!(ctx["requestId"], "rid");
+        assert_eq!(ctx["domainName"], "127.0.0.1:47500");
+        assert_eq!(ctx["domainPrefix"], "127");
         assert_eq!(ctx["http"]["method"], "POST");
         assert_eq!(ctx["http"]["path"], "/clusters");
+        assert_eq!(ctx["http"]["protocol"], "HTTP/1.1");
         assert_eq!(ctx["http"]["sourceIp"], "127.0.0.1");
         assert_eq!(ctx["http"]["userAgent"], "mecctl/0.1");
         assert_eq!(ctx["time"], "12/Mar/2020:19:03:58 +0000");
         assert_eq!(ctx["timeEpoch"], 1_584_039_838_000i64);
-        assert_eq!(ctx["authorizer"]["iam"]["accessKey"], "AKIDEXAMPLE");
-        assert_eq!(ctx["authorizer"]["iam"]["accountId"], "123456789012");
+        assert_eq!(
+            ctx["authorizer"],
+            json!({"iam": {
+                "accessKey": "AKIDEXAMPLE",
+                "accountId": "123456789012",
+                "callerId": "AKIDEXAMPLE",
+                "principalOrgId": null,
+                "userArn": "arn:aws:iam::123456789012:user/AKIDEXAMPLE",
+                "userId": "AKIDEXAMPLE",
+            }})
+        );
+    }
+
+    #[test]
+    fn lambda_http_reads_the_event() {
+        use lambda_http::{Body as LambdaBody, RequestExt};
+
+        let text = serde_json::to_string(&sample_event()).unwrap();
+        let req = lambda_http::request::from_str(&text).expect("lambda_http accepts the event");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/clusters");
+        assert_eq!(req.uri().query(), Some(QUERY));
+        assert_eq!(req.headers()["x-multi"], "a,b");
+        assert_eq!(req.headers()["cookie"], "s=1; t=2");
+        assert_eq!(req.raw_http_path(), "/clusters");
+        let q = req.query_string_parameters();
+        assert_eq!(q.first("name"), Some("my c"));
+        assert_eq!(q.all("tag"), Some(vec!["a", "b"]));
+        assert_eq!(req.body(), &LambdaBody::Text(r#"{"x":1}"#.into()));
+        let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
+            req.request_context_ref()
+        else {
+            panic!("not an API Gateway v2 request");
+        };
+        let iam = ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .unwrap();
+        assert_eq!(iam.access_key.as_deref(), Some("AKIDEXAMPLE"));
+        assert_eq!(
+            iam.user_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:user/AKIDEXAMPLE")
+        );
+        assert_eq!(ctx.http.source_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(ctx.request_id.as_deref(), Some("rid"));
+
+        // And the typed event survives the trip through JSON unchanged.
+        let back: ApiGatewayV2httpRequest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, sample_event());
     }
 
     #[test]
     fn binary_body_is_base64() {
         let headers = HeaderMap::new();
         let req = HttpRequest {
-            method: "PUT",
+            method: &Method::PUT,
             path: "/",
             query: "",
             protocol: "HTTP/1.1",
@@ -560,12 +612,24 @@ mod tests {
             body: &[0xff, 0x00, 0x80],
             source_ip: "127.0.0.1".into(),
         };
-        let ev = build_event(&req, None, "123456789012", "r", OffsetDateTime::UNIX_EPOCH);
+        let ev = to_json(&build_event(
+            &req,
+            None,
+            "123456789012",
+            "r",
+            OffsetDateTime::UNIX_EPOCH,
+        ));
         assert_eq!(ev["isBase64Encoded"], true);
         assert_eq!(ev["body"], "/wCA");
+        assert_eq!(ev["rawQueryString"], "");
+        assert_eq!(ev["requestContext"]["domainName"], "localhost");
+        assert_eq!(ev["requestContext"]["http"]["method"], "PUT");
         assert!(ev["requestContext"].get("authorizer").is_none());
         assert!(ev.get("queryStringParameters").is_none());
         assert!(ev.get("cookies").is_none());
+
+        let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
+        assert_eq!(req.body().as_ref(), &[0xff, 0x00, 0x80]);
     }
 
     #[test]

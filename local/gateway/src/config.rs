@@ -1,7 +1,7 @@
 //! The gateway's command line (every flag also has a `MECPLANE_*` environment variable) and the
 //! paths derived from it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -57,11 +57,16 @@ pub struct Args {
     #[arg(long, env = "MECPLANE_REPO_ROOT", default_value = ".")]
     pub repo_root: PathBuf,
 
-    /// The directory holding the function binaries (a cargo target dir such as target/debug).
+    /// The directory holding the function binary (a cargo target dir such as target/debug).
     #[arg(long, env = "MECPLANE_FUNCTIONS_DIR", default_value = "target/debug")]
     pub functions_dir: PathBuf,
 
-    /// A function to host (repeatable). Default: every directory under <repo-root>/functions.
+    /// The one binary every function runs (default <functions-dir>/bootstrap); each process gets
+    /// its function's handler as `_HANDLER`, as Lambda gives a custom runtime its `Handler`.
+    #[arg(long, env = "MECPLANE_FUNCTION_BINARY")]
+    pub function_binary: Option<PathBuf>,
+
+    /// A function to host (repeatable). Default: every function of the template, by its Handler.
     #[arg(long = "function", value_name = "NAME")]
     pub functions: Vec<String>,
 
@@ -191,55 +196,59 @@ impl Args {
         self.state_dir.join("logs")
     }
 
+    /// The one binary every function runs, absolute.
+    pub fn function_binary(&self) -> PathBuf {
+        let binary = self
+            .function_binary
+            .clone()
+            .unwrap_or_else(|| self.functions_dir.join("bootstrap"));
+        std::path::absolute(&binary).unwrap_or(binary)
+    }
+
     /// `<state-dir>/local.env`.
     pub fn env_file(&self) -> PathBuf {
         self.state_dir.join("local.env")
     }
 }
 
-/// The function names to host: `--function` values, else every directory under `<repo>/functions`.
-pub fn function_names(args: &Args) -> std::io::Result<Vec<String>> {
-    if !args.functions.is_empty() {
-        let mut names = args.functions.clone();
-        names.sort();
-        names.dedup();
-        return Ok(names);
-    }
-    discover_functions(&args.repo_root.join("functions"))
-}
-
-fn discover_functions(dir: &Path) -> std::io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            if let Some(name) = entry.file_name().to_str() {
-                if !name.starts_with('.') {
-                    names.push(name.to_string());
-                }
-            }
-        }
-    }
+/// The function names to host: `--function` values, else every function of the template (its
+/// Handler, as `local/provision.py` reports it).
+pub fn function_names<'a>(
+    args: &Args,
+    template: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = if args.functions.is_empty() {
+        template.into_iter().cloned().collect()
+    } else {
+        args.functions.clone()
+    };
     names.sort();
-    Ok(names)
+    names.dedup();
+    names
 }
 
-/// Parses `KEY=VALUE` lines; blank lines and `#` comments are skipped, `export ` is allowed and
-/// one pair of surrounding quotes is removed.
+/// Parses a dotenv text (`KEY=VALUE` lines; blank lines and `#` comments skipped, `export `
+/// allowed, quotes removed) with `dotenvy`. A line `dotenvy` rejects is skipped with a warning.
+///
+/// `dotenvy`'s rules, where they differ from a plain split at `=`: keys are
+/// `[A-Za-z_][A-Za-z0-9_.]*`; an unquoted value ends at whitespace (` # comment` may follow, any
+/// other text makes the line an error); `$NAME` / `${NAME}` in unquoted and double-quoted values
+/// is replaced by an earlier key of the text or else the process environment (single quotes keep
+/// it literal); double quotes take `\\`, `\"`, `\$` and `\n` escapes; a quoted value may span
+/// lines.
 pub fn parse_env_lines(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            Some((k.trim().to_string(), v.to_string()))
+    dotenvy::from_read_iter(text.as_bytes())
+        .filter_map(|item| match item {
+            Ok(pair) => Some(pair),
+            // The error quotes the line, which may hold a secret: log only where it failed.
+            Err(dotenvy::Error::LineParse(_, at)) => {
+                tracing::warn!(at, "skipping a malformed env line");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a malformed env line");
+                None
+            }
         })
         .collect()
 }
@@ -257,6 +266,17 @@ mod tests {
                 ("A".into(), "1".into()),
                 ("B".into(), "two words".into()),
                 ("C".into(), "x=y".into())
+            ]
+        );
+        // dotenvy semantics: an unquoted value stops at ` #`, unquoted text after a space is an
+        // error (the line is skipped), `$KEY` expands an earlier key, single quotes keep it.
+        let parsed = parse_env_lines("D=v # note\nE=two words\nF=${D}x\nG='$D'\n");
+        assert_eq!(
+            parsed,
+            vec![
+                ("D".into(), "v".into()),
+                ("F".into(), "vx".into()),
+                ("G".into(), "$D".into())
             ]
         );
     }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
 const SIGV4: &str = "AWS4-HMAC-SHA256 Credential=AKIDLOCAL/20250101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=00ff";
@@ -67,8 +68,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A SAM template whose create state machine calls `echo-fn` with Retry/Catch on `CustomError`, a
-/// bin directory where `echo-fn` and `api` are the example binary.
+/// A SAM template with the functions `echo-fn` and `api` whose create state machine calls `echo-fn`
+/// with Retry/Catch on `CustomError`, a bin directory whose `bootstrap` (the one binary of every
+/// function) is the example binary.
 fn write_fixture(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir.join("infra")).unwrap();
     std::fs::create_dir_all(dir.join("statemachine")).unwrap();
@@ -93,11 +95,15 @@ Resources:
   EchoFnFunction:
     Type: AWS::Serverless::Function
     Properties:
-      CodeUri: ../functions/echo-fn
+      Handler: echo-fn
       Environment:
         Variables:
           FROM_TEMPLATE: yes-it-is
           MECPLANE_TABLE: !Ref ClustersTable
+  ApiFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: api
   CreateClusterStateMachine:
     Type: AWS::Serverless::StateMachine
     Properties:
@@ -137,21 +143,18 @@ Resources:
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let echo = echo_fn();
-    for name in ["echo-fn", "api"] {
-        std::os::unix::fs::symlink(&echo, bin.join(name)).unwrap();
-    }
+    std::os::unix::fs::symlink(&echo, bin.join("bootstrap")).unwrap();
     (dir.join("infra/template.yaml"), bin)
 }
 
 fn read_env(path: &Path, deadline: Duration, child: &mut Child) -> HashMap<String, String> {
     let start = Instant::now();
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return text
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        // local.env appears atomically, complete, so the first successful open is the whole file.
+        if let Ok(iter) = dotenvy::from_path_iter(path) {
+            return iter
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{} is not a dotenv file: {e}", path.display()));
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!("gateway exited before it was ready: {status}");
@@ -261,8 +264,14 @@ impl Http {
     }
 }
 
+/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
 fn encode(s: &str) -> String {
-    s.replace(':', "%3A").replace('$', "%24")
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,6 +327,10 @@ async fn gateway_hosts_functions_and_drives_step_functions() {
     let v = r.json();
     assert_eq!(v["echo"], json!({"hello": 1}));
     assert_eq!(v["function"], "echo-fn");
+    assert_eq!(
+        v["handler"], "echo-fn",
+        "the process is told its handler (_HANDLER)"
+    );
     assert_eq!(v["table"], "mecplane-ClustersTable");
     pids.push(v["pid"].as_u64().unwrap() as u32);
 

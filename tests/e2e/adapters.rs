@@ -57,8 +57,8 @@ fn launch_request(
 }
 
 /// A moto server where nodes can be launched (the node instance profile exists).
-fn ec2_moto() -> Moto {
-    let moto = Moto::start();
+async fn ec2_moto() -> Moto {
+    let moto = Moto::start().await;
     moto.create_instance_profile("mecplane-node");
     moto
 }
@@ -76,7 +76,7 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn ec2_launch_tags_finds_and_terminates_instances() {
-    let moto = ec2_moto();
+    let moto = ec2_moto().await;
     let config = moto.sdk_config().await;
     let ec2 = Ec2::new(&config);
     let raw = aws_sdk_ec2::Client::new(&config);
@@ -227,7 +227,7 @@ async fn ec2_launch_tags_finds_and_terminates_instances() {
 
 #[tokio::test]
 async fn ec2_find_pages_past_100_reservations() {
-    let moto = ec2_moto();
+    let moto = ec2_moto().await;
     let config = moto.sdk_config().await;
     let ec2 = Ec2::new(&config);
     let cluster = "c-00000000000000c3";
@@ -259,7 +259,7 @@ async fn ec2_find_pages_past_100_reservations() {
 
 #[tokio::test]
 async fn ec2_security_group_lifecycle() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let config = moto.sdk_config().await;
     let ec2 = Ec2::new(&config);
     let raw = aws_sdk_ec2::Client::new(&config);
@@ -399,7 +399,7 @@ async fn ec2_security_group_lifecycle() {
 
 #[tokio::test]
 async fn ssm_parameters_round_trip() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let config = moto.sdk_config().await;
     let ssm = Ssm::new(&config);
     let raw = aws_sdk_ssm::Client::new(&config);
@@ -502,7 +502,7 @@ async fn ssm_parameters_round_trip() {
 
 #[tokio::test]
 async fn ssm_run_command_shape() {
-    let moto = ec2_moto();
+    let moto = ec2_moto().await;
     let config = moto.sdk_config().await;
     let ec2 = Ec2::new(&config);
     let ssm = Ssm::new(&config);
@@ -621,7 +621,7 @@ async fn store(moto: &Moto) -> Dynamo {
 
 #[tokio::test]
 async fn dynamo_records_names_and_versions() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let db = store(&moto).await;
 
     let a = record("c-000000000000000a", "edge", "eu-west-1");
@@ -715,7 +715,7 @@ async fn dynamo_records_names_and_versions() {
 
 #[tokio::test]
 async fn dynamo_lists_newest_first_filtered_and_paged() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let db = store(&moto).await;
 
     // 120 records: every third in eu-west-1, and of those every other one ACTIVE.
@@ -802,7 +802,7 @@ async fn dynamo_lists_newest_first_filtered_and_paged() {
 
 #[tokio::test]
 async fn dynamo_events_and_idempotency_keys() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let db = store(&moto).await;
     let a = record("c-000000000000000a", "edge", "eu-west-1");
     assert!(db.create(&a).await.unwrap());
@@ -909,7 +909,7 @@ async fn dynamo_events_and_idempotency_keys() {
 
 #[tokio::test]
 async fn dynamo_missing_table_is_not_found() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let db = Dynamo::new(&moto.sdk_config().await, "no-such-table");
     assert!(matches!(
         db.get("c-000000000000000a").await,
@@ -922,13 +922,16 @@ async fn dynamo_missing_table_is_not_found() {
 
 #[tokio::test]
 async fn sfn_named_executions_are_idempotent() {
-    let moto = Moto::start();
+    let moto = Moto::start().await;
     let config = moto.sdk_config().await;
     let raw = aws_sdk_sfn::Client::new(&config);
     let machine = raw
         .create_state_machine()
         .name("create-cluster")
-        .definition(r#"{"StartAt":"Wait","States":{"Wait":{"Type":"Pass","End":true}}}"#)
+        // moto runs executions: a long Wait keeps this one running until the test stops it.
+        .definition(
+            r#"{"StartAt":"Wait","States":{"Wait":{"Type":"Wait","Seconds":600,"End":true}}}"#,
+        )
         .role_arn("arn:aws:iam::123456789012:role/mecplane-sfn")
         .send()
         .await
@@ -952,10 +955,7 @@ async fn sfn_named_executions_are_idempotent() {
         arn
     );
     let status = sfn.status(&arn).await.unwrap();
-    assert!(matches!(
-        status,
-        mecplane::ports::ExecutionStatus::Running | mecplane::ports::ExecutionStatus::Succeeded
-    ));
+    assert_eq!(status, mecplane::ports::ExecutionStatus::Running);
 
     // After it ended Step Functions answers ExecutionAlreadyExists: still the same execution.
     raw.stop_execution()

@@ -1,90 +1,38 @@
-//! A private moto server for a test: started on a free 127.0.0.1 port, awaited until it answers
-//! HTTP, and killed when the [`Moto`] value is dropped.
-//!
-//! The server binary is `$MECPLANE_MOTO_SERVER`, else the workspace's `.venv/bin/moto_server`.
+//! A private moto server for a test, started the one way the tests start anything: by
+//! `mecplane-local` ([`Gateway::launch`]) with its own moto on a free port, no node simulator and
+//! nothing provisioned; the tests talk to moto directly. Stopped when the [`Moto`] is dropped.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 
-/// How long a starting server may take to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+use super::stack::Gateway;
 
-/// A running moto server; dropping it kills the server.
-#[derive(Debug)]
+/// A running moto server; dropping it stops it.
 pub struct Moto {
-    child: Child,
+    /// The gateway that owns the moto process (it dies with the gateway).
+    _gateway: Gateway,
     port: u16,
-}
-
-/// The moto server binary.
-pub fn moto_server_path() -> PathBuf {
-    match std::env::var_os("MECPLANE_MOTO_SERVER") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server"),
-    }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
-/// Whether an HTTP server on `addr` answers a request.
-fn answers(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /moto-api/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
 }
 
 impl Moto {
     /// Starts a moto server and waits until it answers. Panics when it cannot (tests need it).
-    pub fn start() -> Moto {
-        let path = moto_server_path();
-        assert!(
-            path.exists(),
-            "moto_server not found at {} (set MECPLANE_MOTO_SERVER)",
-            path.display()
-        );
-        // A port can be taken between choosing and binding it: try a few.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(&path)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                if answers(addr) {
-                    return Moto { child, port };
-                }
-                if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+    pub async fn start() -> Moto {
+        let args: Vec<std::ffi::OsString> =
+            vec!["--sim".into(), "off".into(), "--skip-provision".into()];
+        let gateway = Gateway::launch(&args).await;
+        let port = gateway.env["MECPLANE_MOTO_ENDPOINT"]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("MECPLANE_MOTO_ENDPOINT names moto's port");
+        Moto {
+            _gateway: gateway,
+            port,
         }
-        panic!("moto_server did not come up");
     }
 
     /// The server's base URL (`http://127.0.0.1:<port>`).
@@ -152,19 +100,5 @@ impl Moto {
 
 /// Percent-encodes a form value.
 fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

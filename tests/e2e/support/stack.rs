@@ -29,9 +29,95 @@ pub fn bin_dir() -> PathBuf {
         .join("debug")
 }
 
-/// A running local stack; stopped (SIGTERM, then waited for) when dropped.
-pub struct Stack {
+/// A running `mecplane-local` (the one way the tests start moto and the stack): it spawns its own
+/// moto on a free port and writes `local.env` when ready. Stopped (SIGTERM, then waited for; moto
+/// dies with it) when dropped.
+pub struct Gateway {
     child: Child,
+    /// Its state directory (local.env, logs), removed when it stops cleanly.
+    pub state_dir: PathBuf,
+    /// `local.env`, as written by the gateway.
+    pub env: HashMap<String, String>,
+}
+
+impl Gateway {
+    /// Starts `mecplane-local` on free ports with its own moto and `args`, and waits for its
+    /// `local.env`.
+    pub async fn launch(args: &[std::ffi::OsString]) -> Gateway {
+        let root = repo_root();
+        let state_dir = std::env::temp_dir().join(format!("mecplane-e2e-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&state_dir).expect("state dir");
+        let gateway = bin_dir().join("mecplane-local");
+        assert!(
+            gateway.exists(),
+            "{} missing: run `cargo build --workspace --bins` first",
+            gateway.display()
+        );
+        let log = std::fs::File::create(state_dir.join("gateway.log")).expect("log");
+        let mut child = Command::new(&gateway)
+            .args(["--port", "0", "--moto-port", "0"])
+            .arg("--spawn-moto")
+            .arg(root.join(".venv/bin/moto_server"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--repo-root")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start mecplane-local");
+        let env_file = state_dir.join("local.env");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !env_file.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "mecplane-local exited ({status}): {}",
+                    std::fs::read_to_string(state_dir.join("gateway.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "local stack not ready after 90 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let env = dotenvy::from_path_iter(&env_file)
+            .expect("local.env")
+            .map(|entry| entry.expect("a KEY=VALUE line"))
+            .collect();
+        Gateway {
+            child,
+            state_dir,
+            env,
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.state_dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running local stack; stopped when dropped.
+pub struct Stack {
+    /// Kept for the stack's lifetime: dropping it stops the stack.
+    _gateway: Gateway,
     pub state_dir: PathBuf,
     pub env: HashMap<String, String>,
     pub sdk: aws_config::SdkConfig,
@@ -57,66 +143,29 @@ impl Stack {
     /// Starts a stack whose SSM agents come online `agent_delay_ms` after launch.
     pub async fn start(agent_delay_ms: u64) -> Stack {
         let root = repo_root();
-        let state_dir = std::env::temp_dir().join(format!("mecplane-e2e-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&state_dir).expect("state dir");
-        let gateway = bin_dir().join("mecplane-local");
-        assert!(
-            gateway.exists(),
-            "{} missing: run `cargo build --workspace --bins` first",
-            gateway.display()
-        );
-        let log = std::fs::File::create(state_dir.join("gateway.log")).expect("log");
-        let child = Command::new(&gateway)
-            .args(["--port", "0", "--moto-port", "0"])
-            .arg("--spawn-moto")
-            .arg(root.join(".venv/bin/moto_server"))
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("--repo-root")
-            .arg(&root)
-            .arg("--functions-dir")
-            .arg(bin_dir())
-            .arg("--function-env-file")
-            .arg(root.join("local/functions.env"))
-            .args(["--agent-delay-ms", &agent_delay_ms.to_string()])
-            .args(["--region", CLUSTER_REGIONS[0]])
-            .args(["--cluster-regions", &CLUSTER_REGIONS.join(",")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start mecplane-local");
+        let args: Vec<std::ffi::OsString> = vec![
+            "--functions-dir".into(),
+            bin_dir().into(),
+            "--function-env-file".into(),
+            root.join("local/functions.env").into(),
+            "--agent-delay-ms".into(),
+            agent_delay_ms.to_string().into(),
+            "--region".into(),
+            CLUSTER_REGIONS[0].into(),
+            "--cluster-regions".into(),
+            CLUSTER_REGIONS.join(",").into(),
+        ];
+        let gateway = Gateway::launch(&args).await;
         let mut stack = Stack {
-            child,
-            state_dir: state_dir.clone(),
-            env: HashMap::new(),
+            state_dir: gateway.state_dir.clone(),
+            env: gateway.env.clone(),
+            _gateway: gateway,
             sdk: aws_config::SdkConfig::builder()
                 .behavior_version(BehaviorVersion::latest())
                 .build(),
             http: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http(),
         };
-        let env_file = state_dir.join("local.env");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !env_file.exists() {
-            if let Ok(Some(status)) = stack.child.try_wait() {
-                panic!(
-                    "mecplane-local exited ({status}): {}",
-                    std::fs::read_to_string(state_dir.join("gateway.log")).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "local stack not ready after 90 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let text = std::fs::read_to_string(&env_file).expect("local.env");
-        stack.env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
         stack.sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(stack.env["AWS_REGION"].clone()))
             .endpoint_url(stack.endpoint())
@@ -445,25 +494,6 @@ impl Stack {
             }
         }
         out
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.state_dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -11,10 +11,14 @@ use serde_json::Value;
 /// Runs mecctl with the stack's endpoint and test credentials, in a scratch HOME and directory
 /// (so no config file or local env file of the developer is read).
 async fn mecctl(stack: &Stack, home: &Path, args: &[&str]) -> Output {
+    let endpoint = format!("{}/api", stack.endpoint());
+    mecctl_raw(home, &[args, &["--endpoint", &endpoint]].concat()).await
+}
+
+/// Runs mecctl with exactly `args`, the test credentials and nothing else of the environment.
+async fn mecctl_raw(home: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(stack::bin_dir().join("mecctl"))
         .args(args)
-        .arg("--endpoint")
-        .arg(format!("{}/api", stack.endpoint()))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", home)
@@ -39,7 +43,20 @@ fn err(o: &Output) -> String {
 async fn a_user_session_with_mecctl() {
     let stack = Stack::start(300).await;
     let home: PathBuf = stack.state_dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(home.join(".mecplane")).unwrap();
+
+    // The local stack's env file is read only when asked: present in the working directory,
+    // it is ignored without --local (no endpoint: a usage error) and used with it.
+    std::fs::copy(
+        stack.state_dir.join("local.env"),
+        home.join(".mecplane/local.env"),
+    )
+    .unwrap();
+    let unasked = mecctl_raw(&home, &["list"]).await;
+    assert_eq!(unasked.status.code(), Some(2), "{}", err(&unasked));
+    assert!(err(&unasked).contains("no endpoint"), "{}", err(&unasked));
+    let asked = mecctl_raw(&home, &["--local", "list"]).await;
+    assert_eq!(asked.status.code(), Some(0), "{}", err(&asked));
 
     // create --wait: progress on stderr, the ACTIVE summary on stdout, exit 0
     let created = mecctl(

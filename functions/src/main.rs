@@ -116,6 +116,8 @@ mod tests {
                 "{err}"
             );
         }
-        assert!(handler(Some("nope")).expect_err("unknown").contains("'nope'"));
+        assert!(handler(Some("nope"))
+            .expect_err("unknown")
+            .contains("'nope'"));
     }
 }

@@ -10,7 +10,7 @@ STAMPS      := .mecplane/stamps
 CARGO       ?= cargo
 export MECPLANE_FUNCTIONS_DIR ?= target/debug
 
-.PHONY: help setup setup-apt setup-python setup-infra build up down demo test test-unit test-e2e \
+.PHONY: help setup setup-apt setup-python setup-infra build up down demo test test-rust test-infra test-unit test-e2e \
         lint fmt clippy check-infra bench sam-build deploy destroy clean
 
 help: ## List the targets
@@ -81,8 +81,17 @@ test-unit: ## Unit tests of every crate
 test-e2e: setup-apt setup-python build ## End-to-end tests against local stacks started on free ports
 	$(CARGO) test -p mecplane-tests -- --test-threads 2
 
-test: setup lint check-infra test-unit test-e2e ## Everything CI runs
+test: setup-apt ## Everything CI runs (the Rust checks and the infra checks side by side)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-rust test-infra
 	@echo "make test: all checks passed"
+
+# The two branches of `make test`, each sequential inside: the infra checks are single-threaded
+# Python, so they fill the cores the Rust build leaves idle (linking, the SDK's largest crates).
+test-rust:
+	@$(MAKE) --no-print-directory -j1 setup-python lint test-unit test-e2e
+
+test-infra:
+	@$(MAKE) --no-print-directory -j1 check-infra
 
 bench: setup-apt setup-python ## Release sizes, cold start and local create/delete timings
 	@local/bench.sh

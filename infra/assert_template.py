@@ -235,8 +235,8 @@ def check_functions(resources: dict, globals_: dict, names: list[str], handlers:
             problems.append(f"{logical}: a CodeUri of its own ({props['CodeUri']!r}) builds a second artifact")
         if props.get("Handler") != name:
             problems.append(f"{logical}: Handler {props.get('Handler')!r}, want {name}")
-        if name not in handlers:
-            problems.append(f"{logical}: handler {name} is not in functions/src/main.rs HANDLERS")
+        if props.get("Handler") not in handlers:
+            problems.append(f"{logical}: handler {props.get('Handler')!r} is not in functions/src/main.rs HANDLERS")
         if meta.get("BuildMethod") != "rust-cargolambda":
             problems.append(f"{logical}: Metadata.BuildMethod is not rust-cargolambda")
         if (meta.get("BuildProperties") or {}).get("Binary") != "bootstrap":

@@ -53,6 +53,9 @@ def is_local(uri: object) -> bool:
 
 def prepare(template: dict, base: Path) -> dict:
     """Inline local state-machine definitions; point local code at a fake bucket."""
+    fn_globals = (template.get("Globals") or {}).get("Function") or {}
+    if is_local(fn_globals.get("CodeUri")):
+        fn_globals["CodeUri"] = f"s3://{FAKE_BUCKET}/{fn_globals['CodeUri'].strip('./')}"
     resources = template.get("Resources", {})
     for logical_id, resource in resources.items():
         kind = resource.get("Type")

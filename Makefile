@@ -106,4 +106,4 @@ destroy: ## Remove the deployed stack
 	infra/destroy.sh
 
 clean: down ## Remove build output, venvs and local state
-	rm -rf target $(VENV) $(VENV_INFRA) $(VENV_ST) node_modules .mecplane
+	rm -rf target $(VENV) $(VENV_INFRA) $(VENV_ST) .venv-bench node_modules .mecplane

@@ -1,18 +1,41 @@
 #!/usr/bin/env bash
-# make bench: release-build a few functions (the workspace's Lambda profile), build the debug
-# workspace the local stack runs, start the stack, run local/bench.py, stop the stack on exit.
-# MECPLANE_BENCH_FUNCTIONS picks the functions (default: api register launch-nodes).
+# make bench: release-build the one function binary (`bootstrap`: every handler) and the reference
+# Rust function (functions/examples/reference.rs) with the workspace's Lambda profile, set up the
+# Python peer's venv (.venv-bench: boto3 + awslambdaric, pinned in local/requirements-bench.txt),
+# build the debug workspace the local stack runs, start the stack, run local/bench.py (figures in
+# its docstring), stop the stack on exit.
+# Environment: MECPLANE_BENCH_COLD_RUNS (default 10), MECPLANE_BENCH_CLUSTERS (default 3),
+# MECPLANE_BENCH_PIPELINE=0 (skip the create/delete part), MECPLANE_BENCH_PYTHON (default
+# python3.11, else python3), CARGO, and what local/up.sh reads.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CARGO="${CARGO:-cargo}"
-export MECPLANE_BENCH_FUNCTIONS="${MECPLANE_BENCH_FUNCTIONS:-api register launch-nodes}"
-packages=()
-for f in $MECPLANE_BENCH_FUNCTIONS; do packages+=(-p "$f"); done
-echo "==> cargo build --release ${packages[*]} (LTO: minutes per function on 2 cores)"
+
+# The Python peer: a venv of its own, rebuilt when its requirements change (wheels only).
+VENV_BENCH=.venv-bench
+STAMP=.mecplane/stamps/venv-bench
+REQS=local/requirements-bench.txt
+if [[ ! -x "$VENV_BENCH/bin/python" || ! -f "$STAMP" || "$REQS" -nt "$STAMP" ]]; then
+  python="${MECPLANE_BENCH_PYTHON:-}"
+  if [[ -z "$python" ]]; then
+    python=python3.11
+    command -v "$python" >/dev/null || python=python3
+  fi
+  echo "==> Python venv $VENV_BENCH ($("$python" --version 2>&1), boto3 + awslambdaric, pinned)"
+  rm -rf "$VENV_BENCH"
+  "$python" -m venv "$VENV_BENCH"
+  "$VENV_BENCH/bin/pip" install -q --disable-pip-version-check --only-binary=:all: -r "$REQS"
+  mkdir -p "$(dirname "$STAMP")"
+  touch "$STAMP"
+fi
+
+echo "==> cargo build --release -p mecplane-functions --bin bootstrap --example reference (cold: ~20 min on 2 cores)"
 start=$(date +%s)
-"$CARGO" build --release "${packages[@]}"
-echo "    release build took $(( $(date +%s) - start ))s"
+"$CARGO" build --release -p mecplane-functions --bin bootstrap --example reference
+MECPLANE_BENCH_BUILD_SECONDS=$(( $(date +%s) - start ))
+export MECPLANE_BENCH_BUILD_SECONDS
+echo "    release build took ${MECPLANE_BENCH_BUILD_SECONDS}s"
 "$CARGO" build --workspace --bins
 export MECPLANE_AGENT_DELAY_MS="${MECPLANE_AGENT_DELAY_MS:-0}"
 trap 'local/down.sh' EXIT

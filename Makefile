@@ -10,7 +10,7 @@ STAMPS      := .mecplane/stamps
 CARGO       ?= cargo
 export MECPLANE_FUNCTIONS_DIR ?= target/debug
 
-.PHONY: help setup setup-apt setup-python setup-infra build up down demo test test-rust test-infra test-unit test-e2e \
+.PHONY: help setup setup-apt setup-python setup-infra build build-all up down demo test test-rust test-infra test-unit test-e2e test-all \
         lint fmt clippy check-infra bench sam-build deploy destroy clean
 
 help: ## List the targets
@@ -75,11 +75,19 @@ check-infra: setup-apt setup-infra ## Offline checks of the SAM template, state 
 	infra/check.sh
 	infra/tests/test_checks.sh
 
-test-unit: ## Unit tests of every crate
-	$(CARGO) test --workspace --exclude mecplane-tests
+# Every cargo command of `make test` selects the whole workspace with all targets: one feature
+# set, so the AWS SDK compiles once (a narrower selection resolves other features and recompiles it).
+build-all: ## Build every target of the workspace (bins, tests, examples) once
+	$(CARGO) build --workspace --all-targets
 
-test-e2e: setup-apt setup-python build ## End-to-end tests against local stacks started on free ports
-	$(CARGO) test -p mecplane-tests -- --test-threads 2
+test-unit: build-all ## Unit tests of every crate
+	$(CARGO) test --workspace --lib --bins --test stack --test simulator
+
+test-e2e: setup-apt setup-python build-all ## End-to-end tests against local stacks started on free ports
+	$(CARGO) test --workspace --test e2e -- --test-threads 2
+
+test-all: setup-apt setup-python build-all ## Unit and end-to-end tests in one run
+	$(CARGO) test --workspace -- --test-threads 2
 
 test: setup-apt ## Everything CI runs (the Rust checks and the infra checks side by side)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-rust test-infra
@@ -88,7 +96,7 @@ test: setup-apt ## Everything CI runs (the Rust checks and the infra checks side
 # The two branches of `make test`, each sequential inside: the infra checks are single-threaded
 # Python, so they fill the cores the Rust build leaves idle (linking, the SDK's largest crates).
 test-rust:
-	@$(MAKE) --no-print-directory -j1 setup-python lint test-unit test-e2e
+	@$(MAKE) --no-print-directory -j1 setup-python lint test-all
 
 test-infra:
 	@$(MAKE) --no-print-directory -j1 check-infra

@@ -39,7 +39,13 @@ static CONFIG: std::sync::LazyLock<StageConfig> = std::sync::LazyLock::new(confi
 
 /// The ports of a stage that only touches records.
 pub(crate) fn records(store: &FakeStore) -> Ports<'_, (), (), (), FakeStore> {
-    Ports::records_only(store, &CONFIG)
+    Ports {
+        ec2: &(),
+        ssm: &(),
+        secrets: &(),
+        store,
+        config: &CONFIG,
+    }
 }
 
 /// The fakes lent to a stage: one fake cloud for EC2, SSM and the secrets, with [`config`].

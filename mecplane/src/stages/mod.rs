@@ -36,8 +36,7 @@ use crate::config::StageConfig;
 /// What a stage works with, as one value: the ports of the cluster's region, the control plane's
 /// own secrets and records, and the deployment settings. A Lambda builds its clients once per
 /// cold start and lends them here per invocation (the regional ones for the cluster's region);
-/// tests lend the fakes. A stage names bounds only for the ports it uses; a Lambda whose stage
-/// needs no EC2 or SSM passes `&()` for them.
+/// tests lend the fakes. A stage names bounds only for the ports it uses.
 pub struct Ports<'a, E, R, P, S> {
     /// EC2 in the cluster's region: instances ([`crate::ports::Instances`]) and the security
     /// group ([`crate::ports::SecurityGroups`]).
@@ -52,19 +51,6 @@ pub struct Ports<'a, E, R, P, S> {
     pub store: &'a S,
     /// The deployment settings.
     pub config: &'a StageConfig,
-}
-
-impl<'a, S> Ports<'a, (), (), (), S> {
-    /// The ports of a stage that only reads and writes records.
-    pub fn records_only(store: &'a S, config: &'a StageConfig) -> Self {
-        Ports {
-            ec2: &(),
-            ssm: &(),
-            secrets: &(),
-            store,
-            config,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,21 @@ SSM_CORE = "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 REQUIRED_ENV = ["MECPLANE_TABLE", "MECPLANE_NODE_INSTANCE_PROFILE", "MECPLANE_AMI_PARAMETER_PREFIX"]
 API_ENV = ["MECPLANE_CREATE_STATE_MACHINE_ARN", "MECPLANE_DELETE_STATE_MACHINE_ARN"]
 
+# What every Task of both state machines retries: the stages' transient errors, Lambda's service
+# trouble, and a Lambda that timed out — a timeout is retried, not a reason to tear a cluster down.
+RETRIED_BY_EVERY_TASK = [
+    "Transient",
+    "RecordConflict",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "Sandbox.Timedout",
+    "Lambda.ClientExecutionTimeoutException",
+]
+MARK_FAILED = "${MarkFailedFunctionArn}"
+TERMINATE_NODES = "${TerminateNodesFunctionArn}"
+
 
 def pascal(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("-"))
@@ -135,6 +150,8 @@ def check_actions(template: dict) -> list[str]:
 def check_star_resources(template: dict) -> list[str]:
     problems = []
     for where, st in statements(template):
+        if ".KeyPolicy." in where or st.get("Effect") == "Deny":
+            continue  # a key policy's "*" is the key itself (check_secrets_key); a Deny only narrows
         if "*" in as_list(st.get("Resource")):
             bad = [a for a in as_list(st.get("Action")) if a not in NO_RESOURCE_LEVEL_ACTIONS]
             if bad:
@@ -327,6 +344,161 @@ def check_state_machines(resources: dict, base: Path, stage_functions: list[str]
     return problems
 
 
+def machine_definitions(resources: dict, base: Path) -> dict[str, dict]:
+    """The state machines' definitions that load, by DefinitionUri (the other checks report the rest)."""
+    out = {}
+    for r in resources.values():
+        if r.get("Type") != "AWS::Serverless::StateMachine":
+            continue
+        uri = (r.get("Properties") or {}).get("DefinitionUri")
+        if not isinstance(uri, str):
+            continue
+        try:
+            out[uri] = json.loads((base / uri).resolve().read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def check_task_retries(definitions: dict[str, dict]) -> list[str]:
+    problems = []
+    if not definitions:
+        return ["no state machine definition loaded"]
+    for uri, d in sorted(definitions.items()):
+        for name, st in (d.get("States") or {}).items():
+            if st.get("Type") != "Task":
+                continue
+            retried = {e for r in st.get("Retry") or [] for e in r.get("ErrorEquals") or []}
+            missing = [e for e in RETRIED_BY_EVERY_TASK if e not in retried]
+            if missing:
+                problems.append(f"{uri}: Task {name} does not retry {', '.join(missing)}")
+    return problems
+
+
+def next_task(states: dict, name: str | None) -> str | None:
+    """Follows Next, and a Choice's Default, through Pass and Choice states to the first other state."""
+    for _ in range(len(states) + 1):
+        st = states.get(name) or {}
+        if st.get("Type") == "Pass":
+            name = st.get("Next")
+        elif st.get("Type") == "Choice":
+            name = st.get("Default")
+        else:
+            return name
+    return name
+
+
+def check_mark_failed_cleanup(definitions: dict[str, dict]) -> list[str]:
+    """The Task that records a failed create (MarkFailed, whose success path goes on to terminate
+    the nodes) must lead to that cleanup from its Catch too: a failure inside it still removes
+    what was made, and the execution still fails with the error that failed the create."""
+    problems = []
+    recorders = 0
+    for uri, d in sorted(definitions.items()):
+        states = d.get("States") or {}
+
+        def resource(name: str | None, states: dict = states) -> str | None:
+            return (states.get(name) or {}).get("Resource")
+
+        for name, st in states.items():
+            if st.get("Type") != "Task" or st.get("Resource") != MARK_FAILED:
+                continue
+            if resource(next_task(states, st.get("Next"))) != TERMINATE_NODES:
+                continue  # records a cleanup that failed: the cleanup has run already
+            recorders += 1
+            catches = st.get("Catch") or []
+            if not catches:
+                problems.append(f"{uri}: {name} has no Catch: a failure inside it skips the cleanup")
+            for catch in catches:
+                to = next_task(states, catch.get("Next"))
+                if resource(to) != TERMINATE_NODES:
+                    problems.append(f"{uri}: a failure inside {name} goes to {to}, not to the cleanup")
+        if any(st.get("Resource") == MARK_FAILED for st in states.values()):
+            if not any(st.get("Type") == "Fail" and st.get("ErrorPath") == "$.error.Error"
+                       for st in states.values()):
+                problems.append(f"{uri}: no Fail state reports $.error (the error that failed the create)")
+    if recorders == 0:
+        problems.append("no MarkFailed Task goes on to the cleanup")
+    return problems
+
+
+def resource_text(res) -> str:
+    """A Resource entry as text: a literal, or the string of its !Sub."""
+    if isinstance(res, dict) and "Fn::Sub" in res:
+        sub = res["Fn::Sub"]
+        return sub if isinstance(sub, str) else str(sub[0])
+    return res if isinstance(res, str) else json.dumps(res)
+
+
+def check_launch_guardrails(template: dict, resources: dict, globals_: dict) -> list[str]:
+    """The cost guardrails the API enforces and the launch role's conditions agree: every
+    ec2:RunInstances grant on instances is bound to AllowedInstanceTypes (ec2:InstanceType), the
+    functions read the same parameter, the default type is among the allowed ones, and every
+    grant on images is bound to AmiOwners (ec2:Owner)."""
+    problems = []
+    params = template.get("Parameters") or {}
+    allowed = params.get("AllowedInstanceTypes")
+    if not allowed or allowed.get("Type") != "CommaDelimitedList":
+        problems.append("Parameter AllowedInstanceTypes (CommaDelimitedList) is missing")
+    else:
+        default = str((params.get("DefaultInstanceType") or {}).get("Default"))
+        types = [t.strip() for t in str(allowed.get("Default", "")).split(",")]
+        if default not in types:
+            problems.append(f"DefaultInstanceType {default} is not in AllowedInstanceTypes' default {types}")
+    for name in ("MaxRootVolumeGib", "MaxNodesPerCluster", "MaxClustersPerPrincipal", "OwnClustersOnly", "AmiOwners"):
+        if "Default" not in (params.get(name) or {}):
+            problems.append(f"Parameter {name} (with a Default) is missing")
+    env = ((globals_.get("Function") or {}).get("Environment") or {}).get("Variables") or {}
+    want = {"Fn::Join": [",", {"Ref": "AllowedInstanceTypes"}]}
+    if env.get("MECPLANE_ALLOWED_INSTANCE_TYPES") != want:
+        problems.append("Globals.Function.Environment MECPLANE_ALLOWED_INSTANCE_TYPES is not !Join [\",\", !Ref AllowedInstanceTypes]")
+    for var, param in (("MECPLANE_MAX_ROOT_VOLUME_GIB", "MaxRootVolumeGib"), ("MECPLANE_MAX_NODES", "MaxNodesPerCluster")):
+        if env.get(var) != {"Ref": param}:
+            problems.append(f"Globals.Function.Environment {var} is not !Ref {param}")
+    api_env = ((resources.get("ApiFunction", {}).get("Properties", {}).get("Environment") or {}).get("Variables")) or {}
+    for var, param in (("MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL", "MaxClustersPerPrincipal"),
+                       ("MECPLANE_OWN_CLUSTERS_ONLY", "OwnClustersOnly")):
+        if api_env.get(var) != {"Ref": param}:
+            problems.append(f"ApiFunction environment {var} is not !Ref {param}")
+    instance_grants = image_grants = 0
+    for where, st in statements(template):
+        if st.get("Effect") != "Allow" or "ec2:RunInstances" not in as_list(st.get("Action")):
+            continue
+        targets = [resource_text(r) for r in as_list(st.get("Resource"))]
+        equals = (st.get("Condition") or {}).get("StringEquals") or {}
+        if any(t.endswith(":instance/*") or t == "*" for t in targets):
+            instance_grants += 1
+            if equals.get("ec2:InstanceType") != {"Ref": "AllowedInstanceTypes"}:
+                problems.append(f"{where}: ec2:RunInstances on instances without "
+                                "StringEquals ec2:InstanceType: !Ref AllowedInstanceTypes")
+        if any(":image/" in t or t == "*" for t in targets):
+            image_grants += 1
+            if equals.get("ec2:Owner") != {"Ref": "AmiOwners"}:
+                problems.append(f"{where}: ec2:RunInstances on images without StringEquals ec2:Owner: !Ref AmiOwners")
+    if instance_grants == 0 or image_grants == 0:
+        problems.append("no ec2:RunInstances grant on instances and images found")
+    return problems
+
+
+def check_kubeconfig_scope(template: dict) -> list[str]:
+    """A statement about kubeconfigs (its Sid names one) reaches only `.../<cluster>/kubeconfig`
+    parameters, never a cluster's whole parameter path (its join token, its transport key)."""
+    problems = []
+    found = 0
+    for where, st in statements(template):
+        if "kubeconfig" not in str(st.get("Sid", "")).lower():
+            continue
+        if not any(str(a).lower().startswith("ssm:") for a in as_list(st.get("Action"))):
+            continue
+        found += 1
+        for res in as_list(st.get("Resource")):
+            if not resource_text(res).endswith(":parameter/mecplane/clusters/*/kubeconfig"):
+                problems.append(f"{where} ({st.get('Sid')}): Resource {resource_text(res)!r}, want .../mecplane/clusters/*/kubeconfig")
+    if found == 0:
+        problems.append("no SSM statement whose Sid names the kubeconfig")
+    return problems
+
+
 def check_pass_role(template: dict, resources: dict) -> list[str]:
     problems = []
     for where, st in statements(template):
@@ -344,8 +516,107 @@ def check_pass_role(template: dict, resources: dict) -> list[str]:
         managed = [m.get("Fn::Sub", m) if isinstance(m, dict) else m for m in props.get("ManagedPolicyArns", [])]
         if managed != [SSM_CORE]:
             problems.append(f"{NODE_ROLE}: managed policies {managed}, want only AmazonSSMManagedInstanceCore")
-        if props.get("Policies"):
-            problems.append(f"{NODE_ROLE}: inline policies; the node role has SSM core only")
+        for policy in props.get("Policies") or []:
+            allows = [st for st in as_list((policy.get("PolicyDocument") or {}).get("Statement"))
+                      if st.get("Effect") != "Deny"]
+            if allows:
+                problems.append(f"{NODE_ROLE}: inline policy {policy.get('PolicyName')} allows "
+                                f"{[st.get('Sid') for st in allows]}; the node role may only be narrowed")
+    return problems
+
+
+# Who may use the secrets key, through SSM, for which parameters (suffix under
+# /mecplane/clusters/*/): store-kubeconfig writes kubeconfigs and its transport keys, the API reads
+# kubeconfigs, bootstrap writes (and re-reads) join tokens, join-nodes reads them. Nobody else.
+SECRETS_KEY_USERS = {
+    ("BootstrapRole", "join-token"): {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"},
+    ("JoinNodesRole", "join-token"): {"kms:Decrypt"},
+    ("StoreKubeconfigRole", "kubeconfig"): {"kms:Encrypt", "kms:GenerateDataKey"},
+    ("StoreKubeconfigRole", "transport-key"): {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"},
+    ("ApiRole", "kubeconfig"): {"kms:Decrypt"},
+}
+KMS_USE = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext",
+           "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:CreateGrant"}
+
+
+def check_secrets_key(template: dict, resources: dict, globals_: dict) -> list[str]:
+    """Three layers keep a node (and so a pod) from the project's secrets: the stages write every
+    SecureString with a key of the template, whose policy lets only the roles that need it use it,
+    only through SSM and only for their parameters; the node role denies itself the parameters and
+    the key; nodes launch with an IMDS hop limit of 1, enforced by the launch role."""
+    problems = []
+    key = resources.get("SecretsKey") or {}
+    if key.get("Type") != "AWS::KMS::Key":
+        return ["no AWS::KMS::Key SecretsKey"]
+    props = key.get("Properties") or {}
+    if props.get("EnableKeyRotation") is not True:
+        problems.append("SecretsKey: EnableKeyRotation is not true")
+    alias = next((r for r in resources.values() if r.get("Type") == "AWS::KMS::Alias"
+                  and (r.get("Properties") or {}).get("TargetKeyId") == {"Ref": "SecretsKey"}), None)
+    env = ((globals_.get("Function") or {}).get("Environment") or {}).get("Variables") or {}
+    if alias is None:
+        problems.append("no AWS::KMS::Alias targeting SecretsKey")
+    elif env.get("MECPLANE_SECRETS_KEY") != alias["Properties"].get("AliasName"):
+        problems.append("Globals.Function.Environment MECPLANE_SECRETS_KEY is not SecretsKey's alias")
+    granted = {}
+    for i, st in enumerate(as_list((props.get("KeyPolicy") or {}).get("Statement"))):
+        where = f"SecretsKey.KeyPolicy[{i}] ({st.get('Sid')})"
+        if st.get("Effect") != "Allow":
+            continue
+        actions = set(as_list(st.get("Action")))
+        principal = (st.get("Principal") or {}).get("AWS")
+        role = getatt_target(principal)
+        if role is None:
+            if actions & KMS_USE:
+                problems.append(f"{where}: {sorted(actions & KMS_USE)} for {principal}, not a role of the template")
+            continue
+        cond = st.get("Condition") or {}
+        via = resource_text((cond.get("StringEquals") or {}).get("kms:ViaService"))
+        arn = resource_text((cond.get("StringLike") or {}).get("kms:EncryptionContext:PARAMETER_ARN"))
+        if not via.startswith("ssm."):
+            problems.append(f"{where}: no StringEquals kms:ViaService ssm.<region>")
+        marker = ":parameter/mecplane/clusters/*/"
+        suffix = arn.split(marker, 1)[1] if marker in arn else None
+        if suffix is None:
+            problems.append(f"{where}: no StringLike kms:EncryptionContext:PARAMETER_ARN .../mecplane/clusters/*/<name>")
+            continue
+        granted.setdefault((role, suffix), set()).update(actions)
+    for grant, actions in granted.items():
+        want = SECRETS_KEY_USERS.get(grant)
+        if want is None or not actions <= want:
+            problems.append(f"SecretsKey: {grant[0]} may {sorted(actions)} on {grant[1]}; allowed: {sorted(want or [])}")
+    for grant in SECRETS_KEY_USERS:
+        if grant not in granted:
+            problems.append(f"SecretsKey: {grant[0]} cannot use the key for {grant[1]}")
+
+    node = (resources.get(NODE_ROLE) or {}).get("Properties") or {}
+    denies = [st for policy in node.get("Policies") or []
+              for st in as_list((policy.get("PolicyDocument") or {}).get("Statement")) if st.get("Effect") == "Deny"]
+    denied_params = any("ssm:GetParameter" in as_list(st.get("Action")) and
+                        any(resource_text(r).endswith(":parameter/mecplane/*") for r in as_list(st.get("Resource")))
+                        for st in denies)
+    alias_name = (alias or {}).get("Properties", {}).get("AliasName")
+    denied_key = any("kms:Decrypt" in as_list(st.get("Action")) and as_list(st.get("Resource")) == ["*"] and
+                     ((st.get("Condition") or {}).get("ForAnyValue:StringEquals") or {}).get("kms:ResourceAliases")
+                     == alias_name for st in denies)
+    if not denied_params:
+        problems.append(f"{NODE_ROLE}: no Deny of ssm:GetParameter on .../parameter/mecplane/*")
+    if not denied_key:
+        problems.append(f"{NODE_ROLE}: no Deny of kms:Decrypt on the key of SecretsKey's alias (kms:ResourceAliases)")
+
+    launches = 0
+    for where, st in statements(template):
+        if st.get("Effect") != "Allow" or "ec2:RunInstances" not in as_list(st.get("Action")):
+            continue
+        if not any(resource_text(r).endswith(":instance/*") or r == "*" for r in as_list(st.get("Resource"))):
+            continue
+        launches += 1
+        hop = ((st.get("Condition") or {}).get("NumericEquals") or {}).get("ec2:MetadataHttpPutResponseHopLimit")
+        if str(hop) != "1":
+            problems.append(f"{where}: ec2:RunInstances on instances without NumericEquals "
+                            "ec2:MetadataHttpPutResponseHopLimit: 1")
+    if launches == 0:
+        problems.append("no ec2:RunInstances grant on instances found")
     return problems
 
 
@@ -404,7 +675,14 @@ def main() -> int:
     report.check("environment per the contract", check_environment(resources, globals_))
     report.check("state machine substitutions: each used, each defined, invoke = definition",
                  check_state_machines(resources, args.template.resolve().parent, stage_functions))
+    definitions = machine_definitions(resources, args.template.resolve().parent)
+    report.check("every Task retries transient errors and Lambda timeouts", check_task_retries(definitions))
+    report.check("a failure inside MarkFailed still runs the cleanup", check_mark_failed_cleanup(definitions))
     report.check("iam:PassRole only on the node role; node role has SSM core only", check_pass_role(template, resources))
+    report.check("cost guardrails: the API's limits and the launch role's ec2:InstanceType/ec2:Owner agree",
+                 check_launch_guardrails(template, resources, globals_))
+    report.check("kubeconfig statements name only */kubeconfig parameters", check_kubeconfig_scope(template))
+    report.check("secrets: KMS key policy, node role Deny, IMDS hop limit 1", check_secrets_key(template, resources, globals_))
     report.check("ClustersTable per the contract", check_table(resources))
     report.check("every log group has a retention", check_log_groups(resources))
     if report.failures:

@@ -37,6 +37,13 @@ NAME_PREFIX="$(setting MECPLANE_NAME_PREFIX TF_VAR_name_prefix)"
 DEFAULT_INSTANCE_TYPE="$(setting MECPLANE_DEFAULT_INSTANCE_TYPE TF_VAR_default_instance_type)"
 AMI_PARAMETER_PREFIX="$(setting MECPLANE_AMI_PARAMETER_PREFIX TF_VAR_ami_parameter_prefix)"
 LOG_RETENTION_DAYS="$(setting MECPLANE_LOG_RETENTION_DAYS TF_VAR_log_retention_days)"
+# Cost guardrails and access (see infra/README.md, Settings).
+ALLOWED_INSTANCE_TYPES="$(region_list "$(setting MECPLANE_ALLOWED_INSTANCE_TYPES TF_VAR_allowed_instance_types)")"
+MAX_ROOT_VOLUME_GIB="$(setting MECPLANE_MAX_ROOT_VOLUME_GIB TF_VAR_max_root_volume_gib)"
+MAX_NODES_PER_CLUSTER="$(setting MECPLANE_MAX_NODES_PER_CLUSTER TF_VAR_max_nodes_per_cluster)"
+MAX_CLUSTERS_PER_PRINCIPAL="$(setting MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL TF_VAR_max_clusters_per_principal)"
+OWN_CLUSTERS_ONLY="$(setting MECPLANE_OWN_CLUSTERS_ONLY TF_VAR_own_clusters_only)"
+AMI_OWNERS="$(region_list "$(setting MECPLANE_AMI_OWNERS TF_VAR_ami_owners)")"
 PROFILE="$(setting MECPLANE_PROFILE TF_VAR_profile)"
 PROFILE="${PROFILE:-${AWS_PROFILE:-}}"
 
@@ -58,6 +65,12 @@ parameter_overrides() {
     [[ -n "$DEFAULT_INSTANCE_TYPE" ]] && p+=("DefaultInstanceType=$DEFAULT_INSTANCE_TYPE")
     [[ -n "$AMI_PARAMETER_PREFIX" ]] && p+=("AmiParameterPrefix=$AMI_PARAMETER_PREFIX")
     [[ -n "$LOG_RETENTION_DAYS" ]] && p+=("LogRetentionDays=$LOG_RETENTION_DAYS")
+    [[ -n "$ALLOWED_INSTANCE_TYPES" ]] && p+=("AllowedInstanceTypes=$ALLOWED_INSTANCE_TYPES")
+    [[ -n "$MAX_ROOT_VOLUME_GIB" ]] && p+=("MaxRootVolumeGib=$MAX_ROOT_VOLUME_GIB")
+    [[ -n "$MAX_NODES_PER_CLUSTER" ]] && p+=("MaxNodesPerCluster=$MAX_NODES_PER_CLUSTER")
+    [[ -n "$MAX_CLUSTERS_PER_PRINCIPAL" ]] && p+=("MaxClustersPerPrincipal=$MAX_CLUSTERS_PER_PRINCIPAL")
+    [[ -n "$OWN_CLUSTERS_ONLY" ]] && p+=("OwnClustersOnly=$OWN_CLUSTERS_ONLY")
+    [[ -n "$AMI_OWNERS" ]] && p+=("AmiOwners=$AMI_OWNERS")
     # Nothing set prints nothing (an empty line would reach sam as an empty override).
     [[ ${#p[@]} -eq 0 ]] || printf '%s\n' "${p[@]}"
 }

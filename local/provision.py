@@ -12,7 +12,9 @@ Reads the template with a YAML loader that keeps CloudFormation short tags (!Ref
   (!GetAtt XFunction.Arn / !Ref XFunction) becomes
   arn:aws:lambda:<region>:123456789012:function:<its Handler>; any ${...} left over is an
   error. Name = the Name property when literal, else the logical id; an existing machine is updated;
-- creates AWS::IAM::InstanceProfile resources (the node instance profile).
+- creates AWS::IAM::InstanceProfile resources (the node instance profile);
+- creates each AWS::KMS::Alias and the AWS::KMS::Key it targets (the secrets key), once: an
+  existing alias is kept.
 
 Prints one JSON object on stdout:
   {"table": name, "tables": {logical: name}, "state_machines": {logical: arn},
@@ -432,6 +434,27 @@ def ensure_instance_profile(iam, name: str) -> None:
         pass
 
 
+def kms_aliases(ctx: "Context") -> list[tuple[str, str]]:
+    """(alias name, its key's description) of every AWS::KMS::Alias targeting a key of the template."""
+    out = []
+    for _, res in ctx.of_type("AWS::KMS::Alias"):
+        props = res.get("Properties") or {}
+        target = intrinsic(props.get("TargetKeyId"))
+        if not (isinstance(target, Tag) and target.tag == "Ref"):
+            raise ProvisionError(f"KMS alias {props.get('AliasName')!r}: TargetKeyId is not a !Ref")
+        key = ctx.resource(target.value)
+        description = (key.get("Properties") or {}).get("Description", target.value)
+        out.append((str(ctx.resolve(props.get("AliasName"), "KMS alias")), str(description)))
+    return out
+
+
+def ensure_kms_alias(kms, alias: str, description: str) -> None:
+    names = {a["AliasName"] for page in kms.get_paginator("list_aliases").paginate() for a in page["Aliases"]}
+    if alias not in names:
+        key = kms.create_key(Description=description)["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=alias, TargetKeyId=key)
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -487,6 +510,7 @@ def main(argv: list[str]) -> int:
             kind = props.get("Type", props.get("StateMachineType", "STANDARD"))
             machines.append((lid, name, state_machine_definition(ctx, lid, res), kind if isinstance(kind, str) else "STANDARD"))
         profiles = [ctx.instance_profile_name(lid) for lid, _ in ctx.of_type("AWS::IAM::InstanceProfile")]
+        aliases = kms_aliases(ctx)
 
         if not args.dry_run:
             import boto3
@@ -503,6 +527,8 @@ def main(argv: list[str]) -> int:
                 out["state_machines"][lid] = ensure_state_machine(sfn, name, definition, kind)
             for name in profiles:
                 ensure_instance_profile(iam, name)
+            for alias, description in aliases:
+                ensure_kms_alias(client("kms"), alias, description)
             for region in regions:
                 ec2, ssm = (boto3.client(svc, region_name=region, endpoint_url=args.endpoint_url, config=cfg)
                             for svc in ("ec2", "ssm"))

@@ -46,7 +46,7 @@ impl Cloud {
         Ok(Cloud {
             ec2: Regional::new(&sdk, Ec2::new),
             ssm: Regional::new(&sdk, Ssm::new),
-            secrets: Ssm::new(&sdk),
+            secrets: Ssm::new(&sdk).with_secrets_key(config.secrets_key.clone()),
             store: Dynamo::new(&sdk, &config.table),
             config,
         })

@@ -147,6 +147,23 @@ new_case default-authorizer
 edit "$CASE/$T" 's.replace("        DefaultAuthorizer: AWS_IAM\n", "", 1)'
 expect fail "an HTTP API without the IAM default authorizer" assert "DefaultAuthorizer"
 
+new_case any-instance-type
+edit "$CASE/$T" 's.replace("                    ec2:InstanceType: !Ref AllowedInstanceTypes\n", "", 1)'
+expect fail "ec2:RunInstances on instances of any type" assert "ec2:InstanceType"
+
+new_case any-ami-owner
+edit "$CASE/$T" 's.replace("                    ec2:Owner: !Ref AmiOwners\n", "", 1)'
+expect fail "ec2:RunInstances from anyone's AMI" assert "ec2:Owner"
+
+new_case default-type-not-allowed
+edit "$CASE/$T" 's.replace("    Default: t4g.medium\n", "    Default: p5.48xlarge\n", 1)'
+expect fail "a default instance type the guardrail refuses" assert "not in AllowedInstanceTypes"
+
+new_case kubeconfig-whole-cluster
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+edit "$CASE/$T" 's.replace("parameter/mecplane/clusters/*/kubeconfig\"\n              - Sid: StartClusterExecutions", "parameter/mecplane/clusters/*\"\n              - Sid: StartClusterExecutions", 1)'
+expect fail "a kubeconfig read on every parameter of a cluster" assert "want .../mecplane/clusters/*/kubeconfig"
+
 new_case shared-role
 edit "$CASE/$T" 's.replace("Role: !GetAtt ActivateRole.Arn", "Role: !GetAtt MarkFailedRole.Arn", 1)'
 expect fail "two functions sharing a role" assert "shared by"
@@ -196,6 +213,15 @@ new_case next-missing
 asl_edit "$CASE/$CREATE" 'd["States"][d["StartAt"]].pop("End", None); d["States"][d["StartAt"]]["Next"] = "NoSuchState"'
 expect fail "a Next to a missing state" asl "INVALID"
 
+new_case no-timeout-retry
+asl_edit "$CASE/statemachine/delete-cluster.asl.json" 'next(r for s in d["States"].values() for r in s.get("Retry", []) if "Sandbox.Timedout" in r["ErrorEquals"])["ErrorEquals"].remove("Sandbox.Timedout")'
+expect fail "a Task that does not retry a Lambda timeout" assert "does not retry Sandbox.Timedout"
+
+new_case mark-failed-skips-cleanup
+# shellcheck disable=SC2016  # the ${...} is the definition's placeholder, not the shell's
+asl_edit "$CASE/$CREATE" 'next(s for s in d["States"].values() if s.get("Resource") == "${MarkFailedFunctionArn}")["Catch"][0]["Next"] = "CreateFailed"'
+expect fail "a failure inside MarkFailed that skips the cleanup" assert "not to the cleanup"
+
 new_case bad-state-type
 start="$(first_state "$CASE/$CREATE")"
 asl_edit "$CASE/$CREATE" "d['States']['$start']['Type'] = 'Taskk'"
@@ -208,6 +234,35 @@ expect fail "a DefinitionUri file that does not exist" cfn-lint-transformed "doe
 new_case invalid-property
 edit "$CASE/$T" 's.replace("      BillingMode: PAY_PER_REQUEST\n", "      BillingMode: PAY_PER_REQUEST\n      Colour: blue\n", 1)'
 expect fail "an invalid property" cfn-lint "E3002"
+
+new_case key-for-another-role
+edit "$CASE/$T" 's.replace("AWS: !GetAtt JoinNodesRole.Arn", "AWS: !GetAtt LaunchNodesRole.Arn", 1)'
+expect fail "the secrets key usable by a role that needs no secret" assert "LaunchNodesRole may"
+
+new_case key-root-decrypts
+edit "$CASE/$T" 's.replace("              - kms:CreateAlias\n", "              - kms:CreateAlias\n              - kms:Decrypt\n", 1)'
+expect fail "the account root may decrypt with the secrets key" assert "not a role of the template"
+
+new_case key-outside-ssm
+edit "$CASE/$T" 's.replace("kms:ViaService: !Sub \"ssm.", "kms:ViaService: !Sub \"lambda.", 1)'
+expect fail "a key grant usable outside SSM" assert "kms:ViaService"
+
+new_case node-reads-parameters
+edit "$CASE/$T" 's.replace("parameter/mecplane/*\"\n              - Sid: DenyProjectKey", "parameter/other/*\"\n              - Sid: DenyProjectKey", 1)'
+expect fail "a node role without the Deny on the project's parameters" assert "no Deny of ssm:GetParameter"
+
+new_case node-allows-something
+edit "$CASE/$T" 's.replace("              - Sid: DenyProjectKey\n                Effect: Deny", "              - Sid: DenyProjectKey\n                Effect: Allow", 1)'
+expect fail "an Allow in the node role's inline policy" assert "may only be narrowed"
+
+new_case hop-limit-two
+edit "$CASE/$T" 's.replace("ec2:MetadataHttpPutResponseHopLimit: 1", "ec2:MetadataHttpPutResponseHopLimit: 2", 1)'
+expect fail "nodes launchable with an IMDS hop limit of 2" assert "MetadataHttpPutResponseHopLimit: 1"
+
+new_case secrets-default-key
+# shellcheck disable=SC2016  # the template's own ${NamePrefix}
+edit "$CASE/$T" 's.replace("        MECPLANE_SECRETS_KEY: !Sub \"alias/${NamePrefix}-secrets\"\n", "", 1)'
+expect fail "stages writing SecureStrings with the account's aws/ssm key" assert "MECPLANE_SECRETS_KEY"
 
 new_case missing-resource
 edit "$CASE/$T" 's.replace("Role: !GetAtt VerifyRole.Arn", "Role: !GetAtt NoSuchRole.Arn", 1)'

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # mecplane-script: bootstrap
 # Installs MicroK8s on the first control-plane node. Safe to run twice.
-# Environment: MK8S_CHANNEL (e.g. 1.32/stable), MK8S_ADDONS (comma list), EXTRA_SANS (comma list),
-# WAIT_TIMEOUT (seconds).
+# Environment: MK8S_CHANNEL (e.g. 1.32/stable), MK8S_ADDONS (space-separated list of add-ons, each
+# `name` or `name:arguments`, as `metallb:10.0.0.10-10.0.0.20,10.0.1.0/24`: the arguments, commas
+# included, are one argument of `microk8s enable`), EXTRA_SANS (comma list), WAIT_TIMEOUT (seconds).
 set -euo pipefail
 
 fail() { echo "bootstrap: $*" >&2; exit 1; }
@@ -13,7 +14,11 @@ MK8S_ADDONS=${MK8S_ADDONS:-}
 EXTRA_SANS=${EXTRA_SANS:-}
 [[ $MK8S_CHANNEL =~ ^[0-9]+\.[0-9]+/(stable|candidate|beta|edge)$ ]] || fail "MK8S_CHANNEL '$MK8S_CHANNEL' is not <major>.<minor>/<risk>"
 [[ $WAIT_TIMEOUT =~ ^[1-9][0-9]*$ ]] || fail "WAIT_TIMEOUT '$WAIT_TIMEOUT' is not a positive number of seconds"
-[[ -z $MK8S_ADDONS || $MK8S_ADDONS =~ ^[a-z0-9-]+(,[a-z0-9-]+)*$ ]] || fail "MK8S_ADDONS '$MK8S_ADDONS' is not a comma list of add-on names"
+ADDON_RE='^[a-z0-9-]+(:[A-Za-z0-9=_.,/:-]+)?$'
+read -ra ADDONS <<<"$MK8S_ADDONS"
+for addon in "${ADDONS[@]}"; do
+  [[ $addon =~ $ADDON_RE ]] || fail "MK8S_ADDONS item '$addon' is not an add-on name with optional :arguments"
+done
 [[ -z $EXTRA_SANS || $EXTRA_SANS =~ ^[A-Za-z0-9.:-]+(,[A-Za-z0-9.:-]+)*$ ]] || fail "EXTRA_SANS '$EXTRA_SANS' is not a comma list of IPs or DNS names"
 
 LAUNCH_CONFIG=/var/snap/microk8s/common/.microk8s.yaml
@@ -34,10 +39,13 @@ write_launch_config() {
       IFS=, read -ra items <<<"$EXTRA_SANS"
       for item in "${items[@]}"; do echo "  - $item"; done
     fi
-    if [[ -n $MK8S_ADDONS ]]; then
+    if (( ${#ADDONS[@]} )); then
+      # MicroK8s runs `microk8s enable <name> <args...>` for each entry.
       echo "addons:"
-      IFS=, read -ra items <<<"$MK8S_ADDONS"
-      for item in "${items[@]}"; do echo "  - name: $item"; done
+      for item in "${ADDONS[@]}"; do
+        echo "  - name: ${item%%:*}"
+        if [[ $item == *:* ]]; then echo "    args: [\"${item#*:}\"]"; fi
+      done
     fi
   } >"$LAUNCH_CONFIG.tmp"
   mv "$LAUNCH_CONFIG.tmp" "$LAUNCH_CONFIG"

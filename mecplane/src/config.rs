@@ -15,6 +15,9 @@ pub struct StageConfig {
     pub node_instance_profile: String,
     /// Where Ubuntu's AMI parameters live (`MECPLANE_AMI_PARAMETER_PREFIX`).
     pub ami_parameter_prefix: String,
+    /// The KMS key the stages' SecureStrings are encrypted with (`MECPLANE_SECRETS_KEY`; unset:
+    /// the account's `aws/ssm` key).
+    pub secrets_key: Option<String>,
     /// What a spec may ask for and its defaults (regions, instance type).
     pub policy: Policy,
 }
@@ -31,6 +34,7 @@ impl StageConfig {
                 .unwrap_or_else(|| DEFAULT_AMI_PARAMETER_PREFIX.into())
                 .trim_end_matches('/')
                 .to_string(),
+            secrets_key: var("MECPLANE_SECRETS_KEY"),
             policy: Policy::from_env(),
         })
     }

@@ -115,18 +115,21 @@ impl StageError {
     }
 }
 
+/// A stage's error message reaches the execution history and the record's `failure.reason`:
+/// AWS's message loses its ARNs and account ids on the way ([`crate::redact::aws_details`]).
 impl From<CloudError> for StageError {
     fn from(e: CloudError) -> Self {
+        let public = |m: String| crate::redact::aws_details(&m);
         match e {
-            CloudError::Transient(m) => StageError::Transient(m),
+            CloudError::Transient(m) => StageError::Transient(public(m)),
             CloudError::AgentNotReady(m) => {
-                StageError::Transient(format!("SSM agent not ready: {m}"))
+                StageError::Transient(format!("SSM agent not ready: {}", public(m)))
             }
             CloudError::ConditionFailed => StageError::RecordConflict,
-            CloudError::InsufficientCapacity(m) => StageError::InsufficientCapacity(m),
-            CloudError::DependencyViolation(m) => StageError::DependencyViolation(m),
+            CloudError::InsufficientCapacity(m) => StageError::InsufficientCapacity(public(m)),
+            CloudError::DependencyViolation(m) => StageError::DependencyViolation(public(m)),
             e @ (CloudError::NotFound(_) | CloudError::Rejected(_) | CloudError::Other(_)) => {
-                StageError::Cloud(e.to_string())
+                StageError::Cloud(public(e.to_string()))
             }
         }
     }
@@ -230,7 +233,9 @@ mod asl_tests {
     fn every_error_the_machines_match_is_one_the_stages_emit() {
         let ours: Vec<String> = asl_names()
             .into_iter()
-            .filter(|n| !n.starts_with("States.") && !n.starts_with("Lambda."))
+            .filter(|n| {
+                !n.starts_with("States.") && !n.starts_with("Lambda.") && !n.starts_with("Sandbox.")
+            })
             .collect();
         assert!(!ours.is_empty());
         for name in &ours {
@@ -239,6 +244,106 @@ mod asl_tests {
                 "the ASL matches {name}, which no stage emits"
             );
         }
+    }
+
+    fn machine(file: &str) -> serde_json::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../statemachine/").to_string() + file;
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json")
+    }
+
+    /// The errors every Task retries like `Transient`: the stages' own, Lambda's service trouble,
+    /// and a Lambda that timed out (`Sandbox.Timedout`, `Lambda.ClientExecutionTimeoutException`)
+    /// — a timeout is a reason to try again, not to tear the cluster down.
+    const RETRIED_BY_EVERY_TASK: [&str; 8] = [
+        "Transient",
+        "RecordConflict",
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "Sandbox.Timedout",
+        "Lambda.ClientExecutionTimeoutException",
+    ];
+
+    #[test]
+    fn every_task_retries_transient_errors_and_lambda_timeouts() {
+        for file in ["create-cluster.asl.json", "delete-cluster.asl.json"] {
+            let m = machine(file);
+            let states = m["States"].as_object().expect("States");
+            let tasks: Vec<_> = states.iter().filter(|(_, s)| s["Type"] == "Task").collect();
+            assert!(!tasks.is_empty(), "{file}");
+            for (name, task) in tasks {
+                let retried: BTreeSet<&str> = task["Retry"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|r| r["ErrorEquals"].as_array().into_iter().flatten())
+                    .filter_map(|n| n.as_str())
+                    .collect();
+                for error in RETRIED_BY_EVERY_TASK {
+                    assert!(
+                        retried.contains(error),
+                        "{file}: Task {name} does not retry {error}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Follows `Next` and a Choice's `Default` through Pass and Choice states to the first Task or
+    /// terminal state.
+    fn next_task<'a>(states: &'a serde_json::Value, mut name: &'a str) -> &'a str {
+        for _ in 0..states.as_object().map_or(0, |s| s.len()) {
+            let state = &states[name];
+            name = match state["Type"].as_str() {
+                Some("Pass") => state["Next"].as_str().unwrap_or(name),
+                Some("Choice") => state["Default"].as_str().unwrap_or(name),
+                _ => return name,
+            };
+        }
+        name
+    }
+
+    #[test]
+    fn a_failure_inside_mark_failed_still_runs_the_cleanup() {
+        let m = machine("create-cluster.asl.json");
+        let states = &m["States"];
+        let resource = |name: &str| states[name]["Resource"].as_str().unwrap_or_default();
+        // MarkFailed: the Task that records a failed create and goes on to the cleanup (the one
+        // that records a failed cleanup goes on to the end).
+        let mark_failed = states
+            .as_object()
+            .expect("States")
+            .iter()
+            .filter(|(_, s)| s["Type"] == "Task")
+            .filter(|(_, s)| s["Resource"] == "${MarkFailedFunctionArn}")
+            .map(|(name, _)| name.as_str())
+            .find(|name| {
+                resource(next_task(states, name_next(states, name)))
+                    == "${TerminateNodesFunctionArn}"
+            })
+            .expect("a MarkFailed Task that goes on to the cleanup");
+        let catches = states[mark_failed]["Catch"].as_array().expect("Catch");
+        assert!(!catches.is_empty());
+        for catch in catches {
+            let to = next_task(states, catch["Next"].as_str().expect("Next"));
+            assert_eq!(
+                resource(to),
+                "${TerminateNodesFunctionArn}",
+                "a failure inside {mark_failed} goes to {to}, not to the cleanup"
+            );
+        }
+        // The execution still ends with a named error: the one that failed the create.
+        let fail = states
+            .as_object()
+            .expect("States")
+            .values()
+            .find(|s| s["Type"] == "Fail" && s["ErrorPath"] == "$.error.Error");
+        assert!(fail.is_some(), "a Fail state reporting $.error");
+    }
+
+    fn name_next<'a>(states: &'a serde_json::Value, name: &str) -> &'a str {
+        states[name]["Next"].as_str().unwrap_or_default()
     }
 
     #[test]

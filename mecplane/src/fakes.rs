@@ -175,14 +175,23 @@ impl FakeCloud {
     }
 }
 
+/// The kubeconfig the fake `kubeconfig` script seals (with the secrets a real one has).
+pub const FAKE_KUBECONFIG: &str = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://10.0.0.1:16443\n  name: microk8s-cluster\nusers:\n- name: admin\n  user:\n    token: secret-admin-token\n";
+
 /// What a command prints by default (see [`FakeCloud::new`]).
 pub fn default_outcome(cmd: &FakeCommand, instances: &[FakeInstance]) -> CommandStatus {
     match cmd.script.as_str() {
         "verify" => {
-            let cluster = instances.iter().find(|i| i.instance.instance_id == cmd.instance_id).map(|i| i.cluster_id.clone());
+            let cluster = instances
+                .iter()
+                .find(|i| i.instance.instance_id == cmd.instance_id)
+                .map(|i| i.cluster_id.clone());
             let mut out = String::new();
             let mut n = 0;
-            for i in instances.iter().filter(|i| Some(&i.cluster_id) == cluster.as_ref() && !i.instance.state.is_gone()) {
+            for i in instances
+                .iter()
+                .filter(|i| Some(&i.cluster_id) == cluster.as_ref() && !i.instance.state.is_gone())
+            {
                 n += 1;
                 out.push_str(&format!(
                     "NODE ip-{} Ready {} {}\n",
@@ -194,10 +203,29 @@ pub fn default_outcome(cmd: &FakeCommand, instances: &[FakeInstance]) -> Command
             out.push_str(&format!("MECPLANE_RESULT nodes={n} ready={n}\n"));
             CommandStatus::Success { stdout: out }
         }
-        "kubeconfig" => CommandStatus::Success {
-            stdout: "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0E=\n    server: https://10.0.0.1:16443\n  name: microk8s-cluster\nusers:\n- name: admin\n  user:\n    token: secret-admin-token\nMECPLANE_RESULT kubeconfig=ok\n".into(),
+        "kubeconfig" => {
+            // Sealed to the stage's public key, as scripts/kubeconfig.sh does with openssl.
+            let public = cmd
+                .text
+                .lines()
+                .find_map(|l| l.strip_prefix("export TRANSPORT_KEY="))
+                .map(|v| v.trim_matches('\''))
+                .unwrap_or_default();
+            match crate::sealed::seal(public, FAKE_KUBECONFIG) {
+                Ok(line) => CommandStatus::Success {
+                    stdout: format!("{line}\nMECPLANE_RESULT kubeconfig=sealed\n"),
+                },
+                Err(e) => CommandStatus::Failed {
+                    status: "Failed".into(),
+                    exit_code: 1,
+                    stdout: String::new(),
+                    stderr: format!("kubeconfig: {e}"),
+                },
+            }
+        }
+        other => CommandStatus::Success {
+            stdout: format!("MECPLANE_RESULT {other}=ok\n"),
         },
-        other => CommandStatus::Success { stdout: format!("MECPLANE_RESULT {other}=ok\n") },
     }
 }
 

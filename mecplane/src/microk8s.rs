@@ -46,8 +46,54 @@ const ADDONS_AMD64_ONLY: &[&str] = &["gpu", "istio", "nfs", "kata"];
 
 /// Whether `addon` (possibly `name:args`, as `metallb:10.0.0.1-10.0.0.9`) exists on `arch`.
 pub fn addon_available(addon: &str, arch: Arch) -> bool {
-    let name = addon.split(':').next().unwrap_or(addon);
+    let name = addon_name(addon);
     ADDONS_ANY_ARCH.contains(&name) || (arch == Arch::Amd64 && ADDONS_AMD64_ONLY.contains(&name))
+}
+
+/// The add-on's name: what comes before the first `:`.
+pub fn addon_name(addon: &str) -> &str {
+    addon.split_once(':').map_or(addon, |(name, _)| name)
+}
+
+/// The bytes an add-on's arguments may hold (MicroK8s' `name:args` syntax, as
+/// `metallb:10.0.0.10-10.0.0.20,10.0.1.0/24`): nothing a shell, YAML or the list separator of
+/// [`addons_env`] would read.
+fn is_addon_arg_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-:.,/=_".contains(&b)
+}
+
+/// Checks the shape of an add-on as a spec lists it, `name` or `name:args`, and splits it. The
+/// arguments (everything after the first `:`, commas included) are one argument of
+/// `microk8s enable`, as MicroK8s reads `name:args`; the node script writes them into the launch
+/// configuration's `args`.
+pub fn validate_addon(addon: &str) -> Result<(&str, Option<&str>), String> {
+    let (name, args) = match addon.split_once(':') {
+        Some((name, args)) => (name, Some(args)),
+        None => (addon, None),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_ok {
+        return Err("must be an add-on name (lowercase letters, digits and '-'), optionally with :arguments".into());
+    }
+    if let Some(args) = args {
+        if args.is_empty() || args.len() > 200 || !args.bytes().all(is_addon_arg_byte) {
+            return Err(
+                "arguments after ':' must be 1 to 200 characters: letters, digits and - : . , / = _"
+                    .into(),
+            );
+        }
+    }
+    Ok((name, args))
+}
+
+/// The `MK8S_ADDONS` value of the bootstrap script: the add-ons separated by spaces, so that a
+/// comma inside arguments (`metallb:10.0.0.10-10.0.0.20,10.0.1.0/24`) does not split the list.
+pub fn addons_env(addons: &[String]) -> String {
+    addons.join(" ")
 }
 
 /// Parses `X.Y/stable` (or `/candidate`, `/beta`, `/edge`) into its minor version.
@@ -84,5 +130,32 @@ mod tests {
         assert!(!addon_available("gpu", Arch::Arm64));
         assert!(addon_available("gpu", Arch::Amd64));
         assert!(!addon_available("kubeflow", Arch::Amd64));
+    }
+
+    #[test]
+    fn addon_arguments_are_split_at_the_first_colon() {
+        assert_eq!(validate_addon("dns"), Ok(("dns", None)));
+        assert_eq!(
+            validate_addon("metallb:10.0.0.10-10.0.0.20,10.0.1.0/24"),
+            Ok(("metallb", Some("10.0.0.10-10.0.0.20,10.0.1.0/24")))
+        );
+        assert_eq!(
+            validate_addon("dns:1.1.1.1,8.8.8.8"),
+            Ok(("dns", Some("1.1.1.1,8.8.8.8")))
+        );
+        for bad in [
+            "",
+            ":x",
+            "dns:",
+            "DNS",
+            "dns:a b",
+            "dns:a'b",
+            "dns:$(x)",
+            "dns:\"a\"",
+            "a,b",
+        ] {
+            assert!(validate_addon(bad).is_err(), "{bad}");
+        }
+        assert_eq!(addon_name("metallb:10.0.0.1-10.0.0.9"), "metallb");
     }
 }

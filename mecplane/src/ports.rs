@@ -228,7 +228,8 @@ pub trait ClusterStore: Send + Sync {
     /// Writes `record` with `version + 1` if the stored version is still `record.version`
     /// (`ConditionFailed` otherwise) and returns what was written. Moving to `DELETED` releases the name.
     async fn update(&self, record: &ClusterRecord) -> Result<ClusterRecord, CloudError>;
-    /// Newest first, filtered, paginated.
+    /// Newest first, filtered, paginated. Reads a bounded part of the table per call, so a page
+    /// may hold fewer than `limit` records (even none) and still carry a `next_token`.
     async fn list(
         &self,
         filter: &ListFilter,

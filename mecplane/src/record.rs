@@ -148,6 +148,11 @@ pub struct ClusterRecord {
     /// The delete execution, once one started.
     #[serde(default)]
     pub delete_execution_arn: Option<String>,
+    /// Which delete attempt `delete_execution_arn` is: 1 for the first delete execution the API
+    /// started (`<id>-delete`), one more each time a `DELETE` resumes a delete whose execution
+    /// ended without finishing (`<id>-delete-<n>`); 0 before the API started any.
+    #[serde(default)]
+    pub delete_attempt: u32,
     #[serde(default)]
     pub failure: Option<Failure>,
     /// The API endpoint written into the kubeconfig.
@@ -158,6 +163,10 @@ pub struct ClusterRecord {
     pub kubeconfig_parameter: Option<String>,
     #[serde(default)]
     pub security_group_id: Option<String>,
+    /// The IAM principal that asked for the cluster through the API (API Gateway's
+    /// `authorizer.iam.userArn`); absent for a cluster started from the console.
+    #[serde(default)]
+    pub created_by: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -177,10 +186,12 @@ impl ClusterRecord {
             nodes: Vec::new(),
             execution_arn,
             delete_execution_arn: None,
+            delete_attempt: 0,
             failure: None,
             endpoint: None,
             kubeconfig_parameter: None,
             security_group_id: None,
+            created_by: None,
             created_at: now.clone(),
             updated_at: now,
             version: 1,

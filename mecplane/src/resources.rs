@@ -40,6 +40,12 @@ pub fn kubeconfig_parameter(cluster_id: &str) -> String {
     format!("{PARAMETER_ROOT}/{cluster_id}/kubeconfig")
 }
 
+/// The SecureString parameter holding the private half of the one-time key the kubeconfig is
+/// sealed to on its way out of the node (`sealed`); deleted once the kubeconfig is stored.
+pub fn transport_key_parameter(cluster_id: &str) -> String {
+    format!("{PARAMETER_ROOT}/{cluster_id}/transport-key")
+}
+
 /// The idempotency key of a node command, sent as its SSM comment: the same key means the same
 /// command, so a retried stage adopts the command it already sent instead of sending another.
 /// `step` names what the command does (`bootstrap`, `join`, …), `of` what makes it unique (the
@@ -53,6 +59,7 @@ pub fn cluster_parameters(cluster_id: &str) -> Vec<String> {
     vec![
         join_token_parameter(cluster_id),
         kubeconfig_parameter(cluster_id),
+        transport_key_parameter(cluster_id),
     ]
 }
 

@@ -145,6 +145,131 @@ mod tests {
         assert!(text.contains("# mecplane-script: join"));
     }
 
+    /// Runs the bootstrap script as SSM would (`sh -c` of the rendered command) with stand-ins
+    /// for `snap` and `microk8s` and the launch configuration in a scratch directory; answers
+    /// the script's exit status and the `(name, args)` of the launch configuration's add-ons.
+    fn bootstrap_addons(
+        dir: &std::path::Path,
+        addons: &[String],
+    ) -> (bool, Vec<(String, Vec<String>)>) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (name, body) in [
+            ("snap", "#!/bin/sh\n[ \"$1\" = list ] && exit 1\nexit 0\n"),
+            ("microk8s", "#!/bin/sh\nexit 0\n"),
+        ] {
+            let path = bin.join(name);
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let config = dir.join("launch.yaml");
+        let _ = std::fs::remove_file(&config);
+        let env = crate::microk8s::addons_env(addons);
+        let text = Script::Bootstrap.render(&[
+            ("MK8S_CHANNEL", "1.32/stable"),
+            ("MK8S_ADDONS", &env),
+            ("EXTRA_SANS", "10.0.0.1"),
+            ("WAIT_TIMEOUT", "30"),
+        ]);
+        let default = "LAUNCH_CONFIG=/var/snap/microk8s/common/.microk8s.yaml\n";
+        assert!(
+            text.contains(default),
+            "the script names its launch configuration"
+        );
+        let text = text.replace(default, &format!("LAUNCH_CONFIG={}\n", config.display()));
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&text)
+            .env("PATH", path)
+            .output()
+            .expect("sh runs");
+        if !out.status.success() {
+            return (false, Vec::new());
+        }
+        let mut found: Vec<(String, Vec<String>)> = Vec::new();
+        for line in std::fs::read_to_string(&config).unwrap().lines() {
+            if let Some(name) = line.strip_prefix("  - name: ") {
+                found.push((name.to_string(), Vec::new()));
+            } else if let Some(args) = line.strip_prefix("    args: ") {
+                // A flow sequence of double-quoted strings is also JSON.
+                found.last_mut().unwrap().1 = serde_json::from_str(args).expect("args: [\"…\"]");
+            }
+        }
+        (true, found)
+    }
+
+    #[test]
+    fn the_bootstrap_script_takes_every_add_on_list_validate_accepts() {
+        use crate::spec::{ClusterRequest, Policy};
+        let dir = std::env::temp_dir().join(format!("mecplane-addons-{}", std::process::id()));
+        let names = [
+            "dns",
+            "metallb",
+            "hostpath-storage",
+            "gpu",
+            "Dns",
+            "",
+            "no-such",
+        ];
+        let args = [
+            None,
+            Some(""),
+            Some("10.0.0.10-10.0.0.20"),
+            Some("10.0.0.10-10.0.0.20,10.0.1.0/24"),
+            Some("1.1.1.1,8.8.8.8"),
+            Some("--size=20Gi"),
+            Some("a:b:c"),
+            Some("_./,-="),
+            Some("a b"),
+            Some("x'y"),
+            Some("$(id)"),
+        ];
+        let mut accepted = 0;
+        for name in names {
+            for arg in args {
+                let addon = match arg {
+                    Some(a) => format!("{name}:{a}"),
+                    None => name.to_string(),
+                };
+                for list in [
+                    vec![addon.clone()],
+                    vec!["rbac".into(), addon.clone(), "helm3".into()],
+                ] {
+                    let request = ClusterRequest {
+                        name: Some("a".into()),
+                        instance_type: Some("t3.medium".into()),
+                        addons: Some(list.clone()),
+                        ..Default::default()
+                    };
+                    let Ok(spec) = request.validate(&Policy::default()) else {
+                        continue;
+                    };
+                    accepted += 1;
+                    let (ok, found) = bootstrap_addons(&dir, &spec.addons);
+                    assert!(ok, "the script refused {list:?}, which validate accepts");
+                    let want: Vec<(String, Vec<String>)> = list
+                        .iter()
+                        .map(|a| match a.split_once(':') {
+                            Some((n, x)) => (n.to_string(), vec![x.to_string()]),
+                            None => (a.clone(), Vec::new()),
+                        })
+                        .collect();
+                    assert_eq!(found, want, "{list:?}");
+                }
+            }
+        }
+        assert!(accepted >= 20, "only {accepted} lists were valid");
+        // The script still refuses what validate refuses.
+        assert!(!bootstrap_addons(&dir, &["dns:$(id)".into()]).0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[test]
     fn results_and_nodes_are_parsed() {
         let out = "x\nNODE ip-10-0-0-1 Ready 10.0.0.1 control-plane\nNODE ip-10-0-0-2 NotReady 10.0.0.2 worker\nMECPLANE_RESULT nodes=2 ready=1\n";

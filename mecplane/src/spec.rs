@@ -22,6 +22,23 @@ pub const MAX_WORKERS: u32 = 50;
 pub const CONTROL_PLANE_COUNTS: &[u32] = &[1, 3];
 /// Longest cluster name: it is used in `Name` tags such as `<name>-worker-49`.
 pub const MAX_NAME_LEN: usize = 40;
+/// Instance types a deployment allows unless it says otherwise: small arm64 and amd64 types.
+pub const DEFAULT_ALLOWED_INSTANCE_TYPES: &[&str] = &[
+    "t3.medium",
+    "t3.large",
+    "t4g.medium",
+    "t4g.large",
+    "m6i.large",
+    "m7g.large",
+    "c6i.large",
+    "c7g.large",
+];
+/// Largest root volume a deployment allows unless it says otherwise.
+pub const DEFAULT_MAX_ROOT_VOLUME_GIB: u32 = 100;
+/// Most nodes (control planes + workers) of one cluster unless the deployment says otherwise.
+pub const DEFAULT_MAX_NODES: u32 = 10;
+/// Most live clusters one principal may have unless the deployment says otherwise.
+pub const DEFAULT_MAX_CLUSTERS_PER_PRINCIPAL: u32 = 10;
 
 /// A cluster request as a user writes it. Unknown fields are rejected so a typo is not ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +54,11 @@ pub struct ClusterRequest {
     pub addons: Option<Vec<String>>,
     pub subnet_id: Option<String>,
     pub api_allowed_cidrs: Option<Vec<String>>,
+    /// Must be `true` for `api_allowed_cidrs` to hold `0.0.0.0/0` (the whole internet); not
+    /// part of the spec, whose CIDRs show the decision. Left out when unset, so idempotency hashes
+    /// of requests without it stay what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_api_from_anywhere: Option<bool>,
     pub root_volume_gib: Option<u32>,
     pub tags: Option<BTreeMap<String, String>>,
     pub retain_on_failure: Option<bool>,
@@ -90,24 +112,64 @@ pub struct Policy {
     pub allowed_regions: Vec<String>,
     /// The instance type used when a request names none.
     pub default_instance_type: String,
+    /// Instance types a spec may name; empty means any well-formed type.
+    pub allowed_instance_types: Vec<String>,
+    /// The largest root volume, in GiB.
+    pub max_root_volume_gib: u32,
+    /// The most nodes (control planes + workers) of one cluster.
+    pub max_nodes: u32,
+    /// The most live clusters one principal may have (the API answers `409` beyond it).
+    pub max_clusters_per_principal: u32,
+    /// Whether a principal sees only the clusters it created (others answer `404`).
+    pub own_clusters_only: bool,
 }
 
 impl Policy {
-    /// Reads `AWS_REGION`, `MECPLANE_ALLOWED_REGIONS` (comma list) and `MECPLANE_DEFAULT_INSTANCE_TYPE`.
+    /// Reads `AWS_REGION`, `MECPLANE_ALLOWED_REGIONS` (comma list), `MECPLANE_DEFAULT_INSTANCE_TYPE`
+    /// and the cost guardrails `MECPLANE_ALLOWED_INSTANCE_TYPES` (comma list; the template also
+    /// binds the launch role's `ec2:InstanceType` condition to it),
+    /// `MECPLANE_MAX_ROOT_VOLUME_GIB`, `MECPLANE_MAX_NODES`, `MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL`
+    /// and `MECPLANE_OWN_CLUSTERS_ONLY` (`true`/`false`). An unset or unreadable guardrail keeps
+    /// its default.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect()
+        };
+        let number = |k: &str, default: u32| {
+            var(k).map_or(default, |v| match v.trim().parse() {
+                Ok(n) => n,
+                Err(_) => {
+                    tracing::warn!(var = k, value = %v, default, "not a number; using the default");
+                    default
+                }
+            })
+        };
+        let defaults = Policy::default();
         Policy {
             default_region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
             allowed_regions: var("MECPLANE_ALLOWED_REGIONS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|r| r.trim().to_string())
-                        .filter(|r| !r.is_empty())
-                        .collect()
-                })
+                .map(list)
                 .unwrap_or_default(),
             default_instance_type: var("MECPLANE_DEFAULT_INSTANCE_TYPE")
                 .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into()),
+            allowed_instance_types: var("MECPLANE_ALLOWED_INSTANCE_TYPES")
+                .map(list)
+                .unwrap_or(defaults.allowed_instance_types),
+            max_root_volume_gib: number(
+                "MECPLANE_MAX_ROOT_VOLUME_GIB",
+                defaults.max_root_volume_gib,
+            ),
+            max_nodes: number("MECPLANE_MAX_NODES", defaults.max_nodes),
+            max_clusters_per_principal: number(
+                "MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL",
+                defaults.max_clusters_per_principal,
+            ),
+            own_clusters_only: var("MECPLANE_OWN_CLUSTERS_ONLY")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         }
     }
 }
@@ -118,6 +180,14 @@ impl Default for Policy {
             default_region: "us-east-1".into(),
             allowed_regions: Vec::new(),
             default_instance_type: DEFAULT_INSTANCE_TYPE.into(),
+            allowed_instance_types: DEFAULT_ALLOWED_INSTANCE_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
+            max_root_volume_gib: DEFAULT_MAX_ROOT_VOLUME_GIB,
+            max_nodes: DEFAULT_MAX_NODES,
+            max_clusters_per_principal: DEFAULT_MAX_CLUSTERS_PER_PRINCIPAL,
+            own_clusters_only: false,
         }
     }
 }
@@ -173,6 +243,26 @@ impl ClusterRequest {
             .clone()
             .unwrap_or_else(|| policy.default_instance_type.clone());
         let arch = instance_arch(&instance_type).map_err(|m| invalid("instance_type", m))?;
+        if !policy.allowed_instance_types.is_empty()
+            && !policy.allowed_instance_types.contains(&instance_type)
+        {
+            return Err(invalid(
+                "instance_type",
+                format!(
+                    "must be one of {} (this deployment's allowed instance types)",
+                    policy.allowed_instance_types.join(", ")
+                ),
+            ));
+        }
+        if control_planes + workers > policy.max_nodes {
+            return Err(invalid(
+                "workers",
+                format!(
+                    "{control_planes} control plane(s) + {workers} worker(s) is more than this deployment's limit of {} nodes per cluster",
+                    policy.max_nodes
+                ),
+            ));
+        }
 
         let ubuntu_release = self
             .ubuntu_release
@@ -206,24 +296,15 @@ impl ClusterRequest {
         }
         for (i, addon) in addons.iter().enumerate() {
             let field = format!("addons[{i}]");
-            if addon.is_empty()
-                || !addon
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-:.,/".contains(&b))
-            {
-                return Err(invalid(
-                    field,
-                    "must be an add-on name, optionally with :arguments",
-                ));
-            }
+            let (name, _) = microk8s::validate_addon(addon).map_err(|m| invalid(&field, m))?;
             if !microk8s::addon_available(addon, arch) {
                 return Err(invalid(
                     field,
-                    format!("'{addon}' is not a MicroK8s add-on on {}", arch.as_str()),
+                    format!("'{name}' is not a MicroK8s add-on on {}", arch.as_str()),
                 ));
             }
-            if addons[..i].contains(addon) {
-                return Err(invalid(field, format!("'{addon}' is listed twice")));
+            if addons[..i].iter().any(|a| microk8s::addon_name(a) == name) {
+                return Err(invalid(field, format!("'{name}' is listed twice")));
             }
         }
 
@@ -242,12 +323,23 @@ impl ClusterRequest {
             return Err(invalid("api_allowed_cidrs", "at most 20 CIDRs"));
         }
         for (i, cidr) in api_allowed_cidrs.iter().enumerate() {
-            validate_cidr(cidr).map_err(|m| invalid(format!("api_allowed_cidrs[{i}]"), m))?;
+            let field = format!("api_allowed_cidrs[{i}]");
+            validate_cidr(cidr).map_err(|m| invalid(&field, m))?;
+            if cidr.ends_with("/0") && self.allow_api_from_anywhere != Some(true) {
+                return Err(invalid(
+                    field,
+                    "0.0.0.0/0 opens the Kubernetes API to the whole internet: name narrower CIDRs, or set allow_api_from_anywhere to true to mean it",
+                ));
+            }
         }
 
         let root_volume_gib = self.root_volume_gib.unwrap_or(DEFAULT_ROOT_VOLUME_GIB);
-        if !(8..=16384).contains(&root_volume_gib) {
-            return Err(invalid("root_volume_gib", "must be between 8 and 16384"));
+        let max_volume = policy.max_root_volume_gib.clamp(8, 16384);
+        if !(8..=max_volume).contains(&root_volume_gib) {
+            return Err(invalid(
+                "root_volume_gib",
+                format!("must be between 8 and {max_volume} (this deployment's limit)"),
+            ));
         }
 
         let tags = self.tags.clone().unwrap_or_default();
@@ -312,7 +404,13 @@ pub fn validate_name(name: &str) -> Result<(), ValidationError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
+    if ok && crate::resources::is_cluster_id(name) {
+        // `DELETE /clusters/<name>` must never reach another cluster by its id.
+        Err(invalid(
+            "name",
+            "must not look like a cluster id (c- and 16 hex digits)",
+        ))
+    } else if ok {
         Ok(())
     } else {
         Err(invalid(
@@ -533,6 +631,88 @@ mod tests {
         }
         .validate(&policy)
         .is_ok());
+    }
+
+    #[test]
+    fn cost_guardrails_name_the_field_and_the_limit() {
+        let policy = Policy::default();
+        let err = |req: ClusterRequest| req.validate(&policy).unwrap_err();
+        let e = err(ClusterRequest {
+            instance_type: Some("m7i.48xlarge".into()),
+            ..request("a")
+        });
+        assert_eq!(e.field, "instance_type");
+        assert!(e.message.contains("t3.medium") && e.message.contains("c7g.large"));
+        let e = err(ClusterRequest {
+            root_volume_gib: Some(101),
+            ..request("a")
+        });
+        assert_eq!(e.field, "root_volume_gib");
+        assert!(e.message.contains("100"), "{}", e.message);
+        let e = err(ClusterRequest {
+            control_planes: Some(3),
+            workers: Some(8),
+            ..request("a")
+        });
+        assert_eq!(e.field, "workers");
+        assert!(e.message.contains("limit of 10 nodes"), "{}", e.message);
+        for ok in [
+            ClusterRequest {
+                control_planes: Some(3),
+                workers: Some(7),
+                root_volume_gib: Some(100),
+                instance_type: Some("c6i.large".into()),
+                ..request("a")
+            },
+            request("b"),
+        ] {
+            assert!(ok.validate(&policy).is_ok());
+        }
+        // A policy may allow any type (empty list), larger volumes and more nodes.
+        let open = Policy {
+            allowed_instance_types: Vec::new(),
+            max_root_volume_gib: 500,
+            max_nodes: 53,
+            ..Policy::default()
+        };
+        assert!(ClusterRequest {
+            instance_type: Some("m7i.48xlarge".into()),
+            root_volume_gib: Some(500),
+            control_planes: Some(3),
+            workers: Some(50),
+            ..request("a")
+        }
+        .validate(&open)
+        .is_ok());
+        assert!(DEFAULT_ALLOWED_INSTANCE_TYPES.contains(&DEFAULT_INSTANCE_TYPE));
+    }
+
+    #[test]
+    fn the_whole_internet_needs_an_explicit_flag() {
+        let open = |flag| ClusterRequest {
+            api_allowed_cidrs: Some(vec!["203.0.113.0/24".into(), "0.0.0.0/0".into()]),
+            allow_api_from_anywhere: flag,
+            ..request("a")
+        };
+        for flag in [None, Some(false)] {
+            let e = open(flag).validate(&Policy::default()).unwrap_err();
+            assert_eq!(e.field, "api_allowed_cidrs[1]");
+            assert!(e.message.contains("allow_api_from_anywhere"));
+        }
+        let spec = open(Some(true)).validate(&Policy::default()).unwrap();
+        assert_eq!(spec.api_allowed_cidrs[1], "0.0.0.0/0");
+    }
+
+    #[test]
+    fn a_name_shaped_like_a_cluster_id_is_refused() {
+        let e = request("c-0123456789abcdef")
+            .validate(&Policy::default())
+            .unwrap_err();
+        assert_eq!(e.field, "name");
+        assert!(e.message.contains("cluster id"));
+        assert!(request("c-0123456789abcdeg")
+            .validate(&Policy::default())
+            .is_ok());
     }
 
     #[test]

@@ -34,7 +34,10 @@ impl Default for Timing {
             nodes_timeout_seconds: 900,
             command_timeout_seconds: 900,
             ready_timeout_seconds: 600,
-            token_ttl_seconds: 900,
+            // Short: the token travels in SendCommand parameters (readable through ListCommands).
+            // A join is sent with at least half of it left (join_nodes::token_fresh), and a
+            // token older than that is replaced first.
+            token_ttl_seconds: 300,
             terminate_timeout_seconds: 900,
         }
     }
@@ -148,16 +151,18 @@ pub struct StepError {
 }
 
 impl StepError {
-    /// The human-readable reason: the `errorMessage` inside a Lambda error's cause, or the cause.
+    /// The human-readable reason: the `errorMessage` inside a Lambda error's cause, or the cause;
+    /// without ARNs or account ids (a cause from Lambda or Step Functions itself may carry them).
     pub fn reason(&self) -> String {
         #[derive(Deserialize)]
         struct LambdaCause {
             #[serde(rename = "errorMessage")]
             error_message: String,
         }
-        serde_json::from_str::<LambdaCause>(&self.cause)
+        let reason = serde_json::from_str::<LambdaCause>(&self.cause)
             .map(|c| c.error_message)
-            .unwrap_or_else(|_| self.cause.clone())
+            .unwrap_or_else(|_| self.cause.clone());
+        crate::redact::aws_details(&reason)
     }
 }
 

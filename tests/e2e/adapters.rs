@@ -714,6 +714,54 @@ async fn dynamo_records_names_and_versions() {
 }
 
 #[tokio::test]
+async fn dynamo_list_reads_a_bounded_part_of_the_index_per_call() {
+    let moto = Moto::start().await;
+    let db = store(&moto).await;
+
+    // GIVEN one ACTIVE cluster, older than 300 that are not ACTIVE (one call reads at most 300)
+    for n in 0..301u32 {
+        let mut r = record(&format!("c-{n:016x}"), &format!("edge-{n}"), "us-east-1");
+        r.created_at = format!(
+            "2024-05-01T{:02}:{:02}:{:02}Z",
+            n / 3600,
+            n / 60 % 60,
+            n % 60
+        );
+        assert!(db.create(&r).await.unwrap());
+        if n == 0 {
+            db.update(&ClusterRecord {
+                status: Status::Active,
+                ..r
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let active = ListFilter {
+        status: Some(Status::Active),
+        region: None,
+    };
+
+    // WHEN it is listed: the first call reads a bounded part and answers with a token, nothing
+    // found yet (unbounded, it would read the whole index in one answer)
+    let first = db.list(&active, None, 10).await.unwrap();
+    assert!(first.records.is_empty(), "{:?}", first.records);
+    let token = first.next_token.expect("a token to go on");
+
+    // THEN the next call finds it and ends the listing
+    let second = db.list(&active, Some(&token), 10).await.unwrap();
+    assert_eq!(
+        second
+            .records
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        [format!("c-{:016x}", 0)]
+    );
+    assert_eq!(second.next_token, None);
+}
+
+#[tokio::test]
 async fn dynamo_lists_newest_first_filtered_and_paged() {
     let moto = Moto::start().await;
     let db = store(&moto).await;

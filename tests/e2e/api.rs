@@ -307,3 +307,65 @@ async fn twenty_racing_posts_make_one_cluster_and_the_list_pages() {
     }
     stack.assert_calls_allowed_by_template().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_addon_with_arguments_reaches_microk8s_and_the_creator_is_recorded() {
+    let stack = Stack::start(300).await;
+
+    // GIVEN a cluster asking for an add-on whose arguments hold a comma
+    let mut spec = stack::spec("edge-args", 1, 0);
+    spec["addons"] = json!(["dns", "metallb:10.0.0.10-10.0.0.20,10.0.1.0/24"]);
+    let (code, created) = stack.api("POST", "/clusters", Some(&spec)).await;
+    assert_eq!(code, 202, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+
+    // THEN the record names the principal that signed the request
+    let creator = created["created_by"].as_str().unwrap_or_default();
+    assert!(
+        creator.starts_with("arn:aws:iam::") && creator.contains(":user/"),
+        "{created}"
+    );
+
+    // AND the cluster becomes ACTIVE with MicroK8s enabling metallb with its one argument
+    let record = wait_status(&stack, &id, "ACTIVE").await;
+    assert_eq!(record["created_by"], creator);
+    let sim = stack.sim_instances().await;
+    let node = sim
+        .iter()
+        .find(|i| i["cluster_name"] == "edge-args")
+        .expect("the node");
+    let dump = node.to_string();
+    assert!(
+        dump.contains("metallb 10.0.0.10-10.0.0.20,10.0.1.0/24"),
+        "metallb's argument, comma and all: {dump}"
+    );
+    assert!(
+        node.to_string().contains("\"dns\"") && dump.contains("\"metallb\""),
+        "{dump}"
+    );
+
+    // AND names shaped like ids, 0.0.0.0/0 without the flag and over-limit requests are 422,
+    // a path no cluster could have is 404
+    for (body, field) in [
+        (json!({"name": "c-0123456789abcdef"}), "name"),
+        (
+            json!({"name": "open", "api_allowed_cidrs": ["0.0.0.0/0"]}),
+            "api_allowed_cidrs[0]",
+        ),
+        (
+            json!({"name": "big", "instance_type": "m7i.48xlarge"}),
+            "instance_type",
+        ),
+    ] {
+        let (code, answer) = stack.api("POST", "/clusters", Some(&body)).await;
+        assert_eq!(
+            (code, error_of(&answer)),
+            (422, ("ValidationError", Some(field))),
+            "{answer}"
+        );
+    }
+    let long = "x".repeat(3000);
+    let (code, answer) = stack.api("GET", &format!("/clusters/{long}"), None).await;
+    assert_eq!(code, 404, "{answer}");
+    stack.assert_calls_allowed_by_template().await;
+}

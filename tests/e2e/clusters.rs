@@ -90,6 +90,11 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
             Some("required"),
             "IMDSv2"
         );
+        assert_eq!(
+            metadata.http_put_response_hop_limit(),
+            Some(1),
+            "no pod reaches the node's credentials"
+        );
         for mapping in i.block_device_mappings() {
             let volume_id = mapping.ebs().and_then(|e| e.volume_id()).expect("volume");
             let volume = ec2
@@ -229,6 +234,65 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     for (secret, what) in [(&token, "join token"), (&key, "kubeconfig key")] {
         assert!(!logs.contains(secret.as_str()), "{what} in the logs");
         assert!(!history.contains(secret.as_str()), "{what} in the history");
+    }
+
+    // AND every secret is a SecureString under the project's KMS key, and the one-time transport
+    // key is gone once the kubeconfig is stored
+    let described = stack
+        .ssm()
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Path")
+                .values(format!("/mecplane/clusters/{id}"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut names: Vec<_> = described
+        .parameters()
+        .iter()
+        .map(|p| {
+            assert_eq!(
+                p.r#type().map(|t| t.as_str()),
+                Some("SecureString"),
+                "{p:?}"
+            );
+            assert_eq!(p.key_id(), Some("alias/mecplane-secrets"), "{p:?}");
+            p.name()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["join-token", "kubeconfig"]);
+
+    // AND no command output holds a secret in clear (SSM keeps it 30 days for every reader)
+    let outputs = stack.command_outputs().await;
+    assert!(
+        outputs.iter().any(|o| o.contains("MECPLANE_SEALED v1 ")),
+        "the kubeconfig command's sealed output is read: {outputs:?}"
+    );
+    for output in &outputs {
+        for secret in [
+            "client-key-data",
+            "client-certificate-data",
+            "certificate-authority-data",
+            "BEGIN CERTIFICATE",
+            "token:",
+            key.as_str(),
+            token.as_str(),
+        ] {
+            assert!(
+                !output.contains(secret),
+                "{secret} in a command output: {output}"
+            );
+        }
     }
 
     // AND in the simulator every node is a Ready member, the workers joined with --worker

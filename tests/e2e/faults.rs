@@ -271,6 +271,32 @@ async fn a_cleanup_that_cannot_finish_is_said_and_a_delete_finishes_it() {
     let (_, events) = stack
         .api("GET", &format!("/clusters/{id}/events"), None)
         .await;
+    // AND EC2's refusal named the caller's role ARN and the account: neither reaches the record,
+    // the API or the execution history (the simulator words it as EC2 does)
+    let history = stack
+        .sfn()
+        .get_execution_history()
+        .execution_arn(&arn)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let (_, shown) = stack.api("GET", &format!("/clusters/{id}"), None).await;
+    // (the record and the history name the project's own executions and functions by ARN: that
+    // is theirs to show; what may not show is the refusal's caller, account and details)
+    for (what, text) in [
+        ("failure", record["failure"].to_string()),
+        ("API failure", shown["failure"].to_string()),
+        ("events", events.to_string()),
+    ] {
+        for leak in ["123456789012", "assumed-role", "arn:aws:"] {
+            assert!(!text.contains(leak), "{leak} in the {what}: {text}");
+        }
+    }
+    let history = format!("{:?}", history.events());
+    for leak in ["assumed-role", "arn:aws:sts", "instance/i-"] {
+        assert!(!history.contains(leak), "{leak} in the history: {history}");
+    }
     assert!(
         events
             .to_string()
@@ -295,5 +321,149 @@ async fn a_cleanup_that_cannot_finish_is_said_and_a_delete_finishes_it() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+    stack.assert_calls_allowed_by_template().await;
+}
+
+/// Polls the record until its status is `want`.
+async fn wait_status(stack: &Stack, id: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let record = stack.record(id).await;
+        if record["status"] == want {
+            return record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} still {} (want {want}): {record}\n{}",
+            record["status"],
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_delete_is_resumed_by_the_next_delete_until_nothing_is_left() {
+    let stack = Stack::start(300).await;
+    let (status, created) = stack
+        .api(
+            "POST",
+            "/clusters",
+            Some(&json!({"name": "f-resume", "workers": 0})),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_status(&stack, &id, "ACTIVE").await;
+
+    // GIVEN a delete that fails: the instances refuse to be terminated
+    stack
+        .fault(json!({"cluster_name": "f-resume", "fault": "terminate_fails"}))
+        .await;
+    let (code, deleting) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
+    assert_eq!(code, 202, "{deleting}");
+    let first = deleting["delete_execution_arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(first.ends_with(&format!(":{id}-delete")), "{first}");
+    let ended = stack.wait_execution(&first, TIMEOUT).await;
+    assert_eq!(ended.status, "FAILED", "{ended:?}");
+    assert_eq!(stack.record(&id).await["status"], "DELETING");
+    assert_eq!(
+        stack.leftovers(&id).await.0.len(),
+        1,
+        "the instance is left"
+    );
+
+    // WHEN terminating works again and the cluster is deleted again
+    let (code, body) = stack.request("DELETE", "/_sim/faults", None, &[]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, resumed) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
+
+    // THEN a new delete execution resumes the teardown, the history says so, and nothing is left
+    assert_eq!(code, 202, "{resumed}");
+    assert_eq!(resumed["status"], "DELETING");
+    assert_eq!(resumed["delete_attempt"], 2, "{resumed}");
+    let second = resumed["delete_execution_arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(second.ends_with(&format!(":{id}-delete-2")), "{second}");
+    assert_eq!(
+        stack.wait_execution(&second, TIMEOUT).await.status,
+        "SUCCEEDED",
+        "{}",
+        stack.logs()
+    );
+    wait_status(&stack, &id, "DELETED").await;
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    assert!(events.to_string().contains("delete resumed"), "{events}");
+    // Deleting it again is the same answer, and starts nothing.
+    let (code, done) = stack.api("DELETE", &format!("/clusters/{id}"), None).await;
+    assert_eq!((code, done["status"].as_str()), (202, Some("DELETED")));
+    assert_eq!(done["delete_execution_arn"].as_str(), Some(second.as_str()));
+    stack.assert_calls_allowed_by_template().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_inside_mark_failed_still_runs_the_cleanup() {
+    // Agents that come online after a few seconds keep the create waiting on its control plane.
+    let stack = Stack::start(4_000).await;
+    stack
+        .fault(json!({"cluster_name": "f-unrecorded", "fault": "command_fails", "script": "bootstrap"}))
+        .await;
+    let (status, created) = stack
+        .api(
+            "POST",
+            "/clusters",
+            Some(&json!({"name": "f-unrecorded", "workers": 0})),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let arn = created["execution_arn"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.record(&id).await["stage"] != "await-control-planes" {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // GIVEN a record the create cannot mark FAILED (another writer moved it where FAILED cannot
+    // follow, standing in for a table that refuses MarkFailed's write)
+    let store =
+        mecplane::aws::dynamodb::Dynamo::new(&stack.sdk, stack.env["MECPLANE_TABLE"].clone());
+    let mut record = mecplane::ports::ClusterStore::get(&store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, mecplane::record::Status::Creating);
+    record.status = mecplane::record::Status::Active;
+    mecplane::ports::ClusterStore::update(&store, &record)
+        .await
+        .expect("record moved to ACTIVE");
+
+    // WHEN the bootstrap fails and MarkFailed fails too
+    let ended = stack.wait_execution(&arn, TIMEOUT).await;
+
+    // THEN the execution still fails with the error that failed the create, and the cleanup ran:
+    // nothing is left
+    assert_eq!(ended.status, "FAILED", "{ended:?}");
+    assert_eq!(ended.error.as_deref(), Some("CommandFailed"), "{ended:?}");
+    let record = stack.record(&id).await;
+    assert_eq!(
+        record["status"], "ACTIVE",
+        "MarkFailed could not write: {record}"
+    );
+    assert_eq!(record["failure"], Value::Null, "{record}");
+    assert_eq!(
+        stack.leftovers(&id).await,
+        (vec![], vec![], vec![]),
+        "{}",
+        stack.logs()
+    );
     stack.assert_calls_allowed_by_template().await;
 }

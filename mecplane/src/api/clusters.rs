@@ -4,13 +4,15 @@
 //! Each is safe to repeat. A create with an idempotency key answers a retry with the first
 //! request's cluster, and finishes the first request's work if it was cut short (the execution is
 //! named after the cluster id, so starting it again is a no-op). A delete of a cluster already
-//! `DELETING` starts the same-named delete execution again only if none is recorded, and a delete
-//! of a `DELETED` cluster answers `202` with the record — the outcome the caller wanted.
+//! `DELETING` starts the delete execution if none is recorded, starts the next attempt
+//! (`<id>-delete-2`, …) if the recorded one has ended without finishing, and otherwise starts
+//! nothing; a delete of a `DELETED` cluster answers `202` with the record — the outcome the caller
+//! wanted. A `CREATING` cluster whose create never started, or has ended, can be deleted too.
 
 use serde::Serialize;
 
 use crate::error::CloudError;
-use crate::ports::{ClusterStore, ExecutionStatus, Executions, KeyClaim, Parameters};
+use crate::ports::{ClusterStore, ExecutionStatus, Executions, KeyClaim, ListFilter, Parameters};
 use crate::record::{ClusterRecord, Event, Failure, Phase, Status};
 use crate::resources;
 use crate::spec::ClusterSpec;
@@ -43,9 +45,41 @@ struct DeleteExecutionInput<'a> {
     timing: &'a Timing,
 }
 
-/// The delete execution's name for a cluster.
-pub fn delete_execution_name(cluster_id: &str) -> String {
-    format!("{cluster_id}-delete")
+/// The delete execution's name for a cluster's `attempt`-th delete: `<id>-delete` for the first,
+/// `<id>-delete-<n>` for each resume after an execution that ended without finishing.
+pub fn delete_execution_name(cluster_id: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        format!("{cluster_id}-delete")
+    } else {
+        format!("{cluster_id}-delete-{attempt}")
+    }
+}
+
+/// The attempt a delete execution's ARN names (`<id>-delete` 1, `<id>-delete-<n>` n), or 0 for an
+/// execution the API did not name (started from the console).
+fn delete_attempt_of(cluster_id: &str, execution_arn: &str) -> u32 {
+    let name = execution_arn.rsplit(':').next().unwrap_or_default();
+    let Some(rest) = name.strip_prefix(cluster_id) else {
+        return 0;
+    };
+    match rest {
+        "-delete" => 1,
+        _ => rest
+            .strip_prefix("-delete-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// How Step Functions names an execution's end, for reasons and events.
+fn status_name(status: &ExecutionStatus) -> &'static str {
+    match status {
+        ExecutionStatus::Running => "RUNNING",
+        ExecutionStatus::Succeeded => "SUCCEEDED",
+        ExecutionStatus::Failed => "FAILED",
+        ExecutionStatus::TimedOut => "TIMED_OUT",
+        ExecutionStatus::Aborted => "ABORTED",
+    }
 }
 
 /// `202 Accepted` with the record and its `Location`.
@@ -90,7 +124,11 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
         }
     }
 
-    let record = ClusterRecord::new(id.clone(), spec, None);
+    if let Some(principal) = req.caller.as_deref() {
+        limit_clusters_of(ctx, principal).await?;
+    }
+    let mut record = ClusterRecord::new(id.clone(), spec, None);
+    record.created_by = req.caller.clone();
     if ctx.store.create(&record).await? {
         tracing::info!(cluster_id = %id, name = %record.spec.name, "cluster registered");
         note(
@@ -122,9 +160,47 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
     .with_field("name"))
 }
 
+/// The most records read to count one principal's clusters (100 per page).
+const COUNT_PAGES: usize = 50;
+
+/// `409 TooManyClusters` when `principal` already has as many live clusters as the deployment
+/// allows (`Policy::max_clusters_per_principal`, counted by `created_by`). A guardrail against
+/// runaway cost, not a transaction: two creates racing at the limit may both pass.
+async fn limit_clusters_of<S: ClusterStore, E, P>(
+    ctx: &ApiContext<S, E, P>,
+    principal: &str,
+) -> Result<(), ApiError> {
+    let limit = ctx.config.policy.max_clusters_per_principal;
+    let (mut live, mut token) = (0u32, None::<String>);
+    for _ in 0..COUNT_PAGES {
+        let page = ctx
+            .store
+            .list(&ListFilter::default(), token.as_deref(), 100)
+            .await?;
+        live += page
+            .records
+            .iter()
+            .filter(|r| r.status.is_live() && r.created_by.as_deref() == Some(principal))
+            .count() as u32;
+        token = page.next_token;
+        if token.is_none() || live >= limit {
+            break;
+        }
+    }
+    if live >= limit {
+        return Err(ApiError::conflict(
+            codes::TOO_MANY_CLUSTERS,
+            format!(
+                "you have {live} live cluster(s); this deployment allows {limit} per principal — delete one first"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Starts the create execution of a `CREATING` record that has none yet, and answers `202`. A
 /// record past that point is answered as it is.
-async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>(
+pub(super) async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     record: ClusterRecord,
 ) -> Result<ApiResponse, ApiError> {
@@ -149,9 +225,10 @@ async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>(
         Err(e) => return Err(create_not_started(ctx, &record.id, e).await),
     };
     tracing::info!(cluster_id = %record.id, execution_arn = %arn, "create execution started");
-    // The register stage may have bound the execution already (it writes the same ARN).
+    // The register stage may have bound the execution already (it writes the same ARN). A delete
+    // may have taken the record meanwhile: then the register stage refuses this execution.
     let record = modify(&ctx.store, &record.id, |r| {
-        let changed = r.execution_arn.is_none();
+        let changed = r.execution_arn.is_none() && r.status == Status::Creating;
         if changed {
             r.execution_arn = Some(arn.clone());
         }
@@ -165,23 +242,37 @@ async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>(
 /// before it could record a result — would block its own delete for ever. Such a record becomes
 /// `FAILED` (with what Step Functions says), so the delete can clean up whatever was launched.
 /// While the execution runs, the record is returned as it is (and the delete answers 409).
+///
+/// So does a CREATING record no execution owns: the request that registered it ended before it
+/// started one (or before it recorded the one it started). Nothing can have been launched for it:
+/// the register stage binds its execution to the record before any other stage runs, and refuses
+/// a record that is no longer CREATING — so whichever comes first, the delete or a late create,
+/// wins, and the other stands back (the condition below is re-checked on every write).
 async fn fail_interrupted_create<S: ClusterStore, E: Executions, P>(
     ctx: &ApiContext<S, E, P>,
     record: ClusterRecord,
 ) -> Result<ClusterRecord, ApiError> {
-    let Some(arn) = record.execution_arn.clone() else {
-        return Ok(record);
+    let (owner, reason) = match record.execution_arn.clone() {
+        Some(arn) => {
+            let status = ctx.executions.status(&arn).await?;
+            if status == ExecutionStatus::Running {
+                return Ok(record);
+            }
+            let ended = status_name(&status);
+            (
+                Some(arn),
+                format!("the create execution ended {ended} without recording a result"),
+            )
+        }
+        None => (
+            None,
+            "the create execution was never started: the request that registered the cluster \
+             ended before starting it"
+                .to_string(),
+        ),
     };
-    let ended = match ctx.executions.status(&arn).await? {
-        ExecutionStatus::Running => return Ok(record),
-        ExecutionStatus::Succeeded => "SUCCEEDED",
-        ExecutionStatus::Failed => "FAILED",
-        ExecutionStatus::TimedOut => "TIMED_OUT",
-        ExecutionStatus::Aborted => "ABORTED",
-    };
-    let reason = format!("the create execution ended {ended} without recording a result");
     let failed = modify(&ctx.store, &record.id, |r| {
-        let mark = r.status == Status::Creating;
+        let mark = r.status == Status::Creating && r.execution_arn == owner;
         if mark {
             r.status = Status::Failed;
             r.failure = Some(Failure {
@@ -198,7 +289,7 @@ async fn fail_interrupted_create<S: ClusterStore, E: Executions, P>(
         .as_ref()
         .is_some_and(|f| f.error == CREATE_INTERRUPTED)
     {
-        tracing::warn!(cluster_id = %failed.id, %arn, "create execution ended {ended}; cluster FAILED");
+        tracing::warn!(cluster_id = %failed.id, execution_arn = ?owner, %reason, "cluster FAILED");
         note(&ctx.store, &failed.id, Phase::Failed, reason).await;
     }
     Ok(failed)
@@ -247,6 +338,14 @@ async fn create_not_started<S: ClusterStore, E, P>(
 /// The cluster with this id, or else the live cluster with this name; `404` otherwise. A deleted
 /// cluster stays readable by id; its name is free for a new cluster.
 pub async fn find<S: ClusterStore>(store: &S, id_or_name: &str) -> Result<ClusterRecord, ApiError> {
+    // Neither an id nor a name a cluster could have (a 2 KB path, say): not a question for the
+    // table, whose key limits would answer it with an error.
+    if !resources::is_cluster_id(id_or_name) && crate::spec::validate_name(id_or_name).is_err() {
+        return Err(ApiError::not_found(format!(
+            "no cluster with id or name '{}'",
+            id_or_name.chars().take(64).collect::<String>()
+        )));
+    }
     if resources::is_cluster_id(id_or_name) {
         if let Some(record) = store.get(id_or_name).await? {
             return Ok(record);
@@ -316,10 +415,42 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
             record.id
         )));
     }
-    if record.delete_execution_arn.is_some() {
-        return Ok(accepted(&record));
-    }
-    // A delete cut short after it recorded DELETING starts the execution here, on the retry.
+    let Some(previous) = record.delete_execution_arn.clone() else {
+        // A delete cut short after it recorded DELETING starts the execution here, on the retry.
+        return start_delete(ctx, record, None).await;
+    };
+    // A delete whose execution has ended without finishing (a step failed, or it was stopped or
+    // timed out) would leave the cluster DELETING for ever: this DELETE resumes it with the next
+    // attempt. While the execution runs (or once it has succeeded) there is nothing to start.
+    let ended = match ctx.executions.status(&previous).await {
+        Ok(ExecutionStatus::Running | ExecutionStatus::Succeeded) => return Ok(accepted(&record)),
+        Ok(status) => status_name(&status),
+        // Step Functions forgets executions some time after they end.
+        Err(CloudError::NotFound(_)) => "and is no longer known",
+        Err(e) => return Err(e.into()),
+    };
+    start_delete(ctx, record, Some((previous, ended))).await
+}
+
+/// Starts a delete execution for a `DELETING` record and records it: the first attempt, or —
+/// given the recorded execution and how it ended — the next. Concurrent calls start the same
+/// execution (same name, same input) and record it once.
+async fn start_delete<S: ClusterStore, E: Executions, P>(
+    ctx: &ApiContext<S, E, P>,
+    record: ClusterRecord,
+    previous: Option<(String, &str)>,
+) -> Result<ApiResponse, ApiError> {
+    let attempt = match &previous {
+        // After a delete started from the console (attempt 0) the API's next one is the second.
+        Some((arn, _)) => {
+            record
+                .delete_attempt
+                .max(delete_attempt_of(&record.id, arn))
+                .max(1)
+                + 1
+        }
+        None => record.delete_attempt.max(1),
+    };
     let input = serde_json::to_string(&DeleteExecutionInput {
         id: &record.id,
         timing: &ctx.config.timing,
@@ -328,7 +459,7 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
         tracing::error!(error = %e, "could not serialize the execution input");
         ApiError::internal()
     })?;
-    let name = delete_execution_name(&record.id);
+    let name = delete_execution_name(&record.id, attempt);
     let arn = match ctx
         .executions
         .start(&ctx.config.delete_state_machine_arn, &name, &input)
@@ -343,15 +474,33 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
             )));
         }
     };
-    tracing::info!(cluster_id = %record.id, execution_arn = %arn, "delete execution started");
+    tracing::info!(cluster_id = %record.id, execution_arn = %arn, attempt, "delete execution started");
+    let expected = previous.as_ref().map(|(arn, _)| arn.clone());
+    let mut recorded = false;
     let record = modify(&ctx.store, &record.id, |r| {
-        let changed = r.delete_execution_arn.is_none() && r.status == Status::Deleting;
+        // The execution's begin-delete stage may have recorded it already (not its attempt).
+        let ours = r.delete_execution_arn.as_deref() == Some(arn.as_str());
+        let take = r.status == Status::Deleting && (ours || r.delete_execution_arn == expected);
+        recorded = take && !ours;
+        let changed = take && (!ours || r.delete_attempt < attempt);
         if changed {
             r.delete_execution_arn = Some(arn.clone());
+            r.delete_attempt = attempt;
         }
         changed
     })
     .await?;
+    if let (true, Some((previous, ended))) = (recorded, previous) {
+        let previous = previous.rsplit(':').next().unwrap_or(&previous);
+        tracing::warn!(cluster_id = %record.id, %previous, ended, attempt, "delete resumed");
+        note(
+            &ctx.store,
+            &record.id,
+            Phase::Started,
+            format!("delete resumed (attempt {attempt}, execution {name}): the previous delete execution {previous} ended {ended}"),
+        )
+        .await;
+    }
     Ok(accepted(&record))
 }
 

@@ -34,6 +34,8 @@ pub mod codes {
     pub const CLUSTER_BUSY: &str = "ClusterBusy";
     /// 409: the kubeconfig exists only while the cluster is `ACTIVE`.
     pub const CLUSTER_NOT_ACTIVE: &str = "ClusterNotActive";
+    /// 409: the principal already has as many live clusters as the deployment allows.
+    pub const TOO_MANY_CLUSTERS: &str = "TooManyClusters";
     /// 413: the body is larger than [`crate::api::MAX_BODY_BYTES`].
     pub const PAYLOAD_TOO_LARGE: &str = "PayloadTooLarge";
     /// 503: AWS throttled or failed; retry after `Retry-After` seconds.
@@ -52,6 +54,7 @@ pub mod codes {
         NAME_TAKEN,
         CLUSTER_BUSY,
         CLUSTER_NOT_ACTIVE,
+        TOO_MANY_CLUSTERS,
         PAYLOAD_TOO_LARGE,
         SERVICE_UNAVAILABLE,
         INTERNAL,

@@ -196,19 +196,25 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     req: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let route = routes::route(&req.method, &req.path)?;
+    let mut route = routes::route(&req.method, &req.path)?;
     if req.body.len() > MAX_BODY_BYTES {
         return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+    }
+    if ctx.config.policy.own_clusters_only {
+        route = own_cluster_only(ctx, req, route).await?;
     }
     match route {
         Route::Healthz => Ok(ApiResponse::json(200, &serde_json::json!({"status": "ok"}))),
         Route::CreateCluster => clusters::create(ctx, req).await,
         Route::ListClusters => {
             let query = pagination::parse_query(&req.query)?;
-            Ok(ApiResponse::json(
-                200,
-                &pagination::list(&ctx.store, &query).await?,
-            ))
+            let mut page = pagination::list(&ctx.store, &query).await?;
+            if ctx.config.policy.own_clusters_only {
+                // A page may come out shorter than max_results; next_token still goes on.
+                page.clusters
+                    .retain(|r| r.created_by.is_some() && r.created_by == req.caller);
+            }
+            Ok(ApiResponse::json(200, &page))
         }
         Route::GetCluster(id) => Ok(ApiResponse::json(
             200,
@@ -218,4 +224,28 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
         Route::ClusterEvents(id) => clusters::events(&ctx.store, &id).await,
         Route::ClusterKubeconfig(id) => clusters::kubeconfig(ctx, req, &id).await,
     }
+}
+
+/// With `OwnClustersOnly`, a route on one cluster reaches only a cluster the caller created: any
+/// other answers `404`, as if it did not exist. The route goes on by the id it resolved to, so a
+/// name cannot move to another cluster between the check and the operation.
+async fn own_cluster_only<S: ClusterStore, E, P>(
+    ctx: &ApiContext<S, E, P>,
+    req: &ApiRequest,
+    route: Route,
+) -> Result<Route, ApiError> {
+    let (id, rebuild): (&str, fn(String) -> Route) = match &route {
+        Route::GetCluster(id) => (id, Route::GetCluster),
+        Route::DeleteCluster(id) => (id, Route::DeleteCluster),
+        Route::ClusterEvents(id) => (id, Route::ClusterEvents),
+        Route::ClusterKubeconfig(id) => (id, Route::ClusterKubeconfig),
+        _ => return Ok(route),
+    };
+    let record = clusters::find(&ctx.store, id).await?;
+    if record.created_by.is_none() || record.created_by != req.caller {
+        return Err(ApiError::not_found(format!(
+            "no cluster with id or name '{id}'"
+        )));
+    }
+    Ok(rebuild(record.id))
 }

@@ -526,6 +526,131 @@ async fn a_create_that_ended_without_a_result_can_be_deleted() {
 }
 
 #[tokio::test]
+async fn a_create_never_started_can_be_deleted() {
+    // GIVEN a CREATING record no execution owns: the API that wrote it died before StartExecution
+    let elsewhere = ctx();
+    let mut orphan = create(&elsewhere, "orphan").await;
+    orphan.execution_arn = None;
+    orphan.version = 1;
+    let ctx = ctx();
+    assert!(ctx.store.create(&orphan).await.unwrap());
+
+    // WHEN it is deleted
+    let r = handle(&ctx, ApiRequest::new("DELETE", "/clusters/orphan")).await;
+
+    // THEN the delete is accepted, the record says the create never started, and only the delete
+    // execution runs
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let deleting: ClusterRecord = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(deleting.status, Status::Deleting);
+    let failure = deleting.failure.expect("failure recorded");
+    assert_eq!(failure.error, "CreateInterrupted");
+    assert!(
+        failure.reason.contains("never started"),
+        "{}",
+        failure.reason
+    );
+    let started = ctx.executions.started();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].state_machine_arn, DELETE_ARN);
+
+    // AND a late replay of the create starts nothing and answers the record as it is
+    let replay = finish_create_for_tests(&ctx, &orphan.id).await;
+    assert_eq!(replay["status"], "DELETING");
+    assert_eq!(ctx.executions.started().len(), 1);
+}
+
+/// Replays the create of a stored record (what a retried `POST` with its key does).
+async fn finish_create_for_tests(ctx: &Ctx, id: &str) -> Value {
+    let record = ctx.store.get(id).await.unwrap().unwrap();
+    let r = clusters::finish_create(ctx, record).await.unwrap();
+    body(&r)
+}
+
+#[tokio::test]
+async fn a_failed_delete_is_resumed_by_the_next_delete() {
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    set_status(&ctx.store, &rec.id, Status::Active).await;
+    let delete = || handle(&ctx, ApiRequest::new("DELETE", "/clusters/edge"));
+    let deletes = || -> Vec<String> {
+        ctx.executions
+            .started()
+            .into_iter()
+            .filter(|e| e.state_machine_arn == DELETE_ARN)
+            .map(|e| e.name)
+            .collect()
+    };
+    let first: ClusterRecord = serde_json::from_slice(&delete().await.body).unwrap();
+    assert_eq!(deletes(), [format!("{}-delete", rec.id)]);
+    assert_eq!(first.delete_attempt, 1);
+
+    // While it runs, a DELETE starts nothing.
+    assert_eq!(delete().await.status, 202);
+    assert_eq!(deletes().len(), 1);
+
+    // GIVEN the delete execution failed (a step failed): the record stays DELETING
+    let failed_arn = first.delete_execution_arn.clone().unwrap();
+    ctx.executions
+        .set_status(&failed_arn, ExecutionStatus::Failed);
+
+    // WHEN the cluster is deleted again
+    let r = delete().await;
+
+    // THEN the next attempt starts under a new name, the record follows it, and the history says
+    // the delete was resumed
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let resumed: ClusterRecord = serde_json::from_slice(&r.body).unwrap();
+    let second = format!("{}-delete-2", rec.id);
+    assert_eq!(deletes(), [format!("{}-delete", rec.id), second.clone()]);
+    assert_eq!(resumed.status, Status::Deleting);
+    assert_eq!(resumed.delete_attempt, 2);
+    let second_arn = resumed.delete_execution_arn.clone().unwrap();
+    assert!(second_arn.ends_with(&format!(":{second}")), "{second_arn}");
+    let events = ctx.store.events(&rec.id).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.detail.contains("delete resumed")
+            && e.detail.contains("FAILED")
+            && e.detail.contains(&second)),
+        "{events:?}"
+    );
+
+    // Running again: nothing more; timed out or stopped: the attempt after.
+    assert_eq!(delete().await.status, 202);
+    assert_eq!(deletes().len(), 2);
+    for (n, how) in [
+        (3, ExecutionStatus::TimedOut),
+        (4, ExecutionStatus::Aborted),
+    ] {
+        let arn = ctx
+            .store
+            .get(&rec.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .delete_execution_arn;
+        ctx.executions.set_status(&arn.unwrap(), how);
+        let r: ClusterRecord = serde_json::from_slice(&delete().await.body).unwrap();
+        assert_eq!(r.delete_attempt, n);
+        assert_eq!(deletes().last(), Some(&format!("{}-delete-{n}", rec.id)));
+    }
+
+    // A delete execution started from the console that failed is resumed the same way.
+    let console = ctx
+        .executions
+        .start(DELETE_ARN, "from-the-console", "{}")
+        .await
+        .unwrap();
+    let mut r = ctx.store.get(&rec.id).await.unwrap().unwrap();
+    r.delete_execution_arn = Some(console.clone());
+    ctx.store.update(&r).await.unwrap();
+    ctx.executions.set_status(&console, ExecutionStatus::Failed);
+    let r: ClusterRecord = serde_json::from_slice(&delete().await.body).unwrap();
+    assert_eq!(r.delete_attempt, 5);
+    assert_eq!(deletes().last(), Some(&format!("{}-delete-5", rec.id)));
+}
+
+#[tokio::test]
 async fn delete_moves_to_deleting_and_starts_the_delete_execution() {
     let ctx = ctx();
     let rec = create(&ctx, "edge").await;
@@ -1003,7 +1128,12 @@ mod openapi {
             serde_json::to_value(Event::now("c-1", "api", crate::record::Phase::Started, ""))
                 .unwrap();
         assert_eq!(properties("Event"), json_keys(&event));
-        let request = serde_json::to_value(crate::spec::ClusterRequest::default()).unwrap();
+        // allow_api_from_anywhere is left out of the JSON when unset (idempotency hashes).
+        let request = serde_json::to_value(crate::spec::ClusterRequest {
+            allow_api_from_anywhere: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(properties("ClusterRequest"), json_keys(&request));
         let list = body(&handle(&ctx, get("/clusters")).await);
         assert_eq!(properties("ClusterList"), json_keys(&list));
@@ -1030,6 +1160,136 @@ mod openapi {
         assert_eq!(
             properties("Health"),
             json_keys(&body(&handle(&ctx, get("/healthz")).await))
+        );
+    }
+}
+
+fn as_principal(mut req: ApiRequest, principal: &str) -> ApiRequest {
+    req.caller = Some(format!("arn:aws:iam::123456789012:user/{principal}"));
+    req
+}
+
+#[tokio::test]
+async fn the_creator_is_recorded_and_clusters_per_principal_are_limited() {
+    let mut ctx = ctx();
+    ctx.config.policy.max_clusters_per_principal = 2;
+    for name in ["a", "b"] {
+        let r = handle(
+            &ctx,
+            as_principal(post(&json!({"name": name}).to_string()), "alice"),
+        )
+        .await;
+        assert_eq!(r.status, 202);
+        assert_eq!(
+            body(&r)["created_by"],
+            "arn:aws:iam::123456789012:user/alice"
+        );
+    }
+    let got = handle(&ctx, get("/clusters/a")).await;
+    assert_eq!(
+        body(&got)["created_by"],
+        "arn:aws:iam::123456789012:user/alice"
+    );
+    let r = handle(&ctx, as_principal(post(r#"{"name": "c"}"#), "alice")).await;
+    assert_eq!(error_of(&r), (409, "TooManyClusters".into(), None));
+    assert!(body(&r)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("allows 2"));
+    // Another principal has a limit of its own; a deleted cluster no longer counts.
+    let r = handle(&ctx, as_principal(post(r#"{"name": "c"}"#), "bob")).await;
+    assert_eq!(r.status, 202);
+    let a = ctx.store.find_by_name("a").await.unwrap().unwrap();
+    set_status(&ctx.store, &a.id, Status::Deleted).await;
+    let r = handle(&ctx, as_principal(post(r#"{"name": "d"}"#), "alice")).await;
+    assert_eq!(r.status, 202);
+}
+
+#[tokio::test]
+async fn own_clusters_only_hides_the_clusters_of_others() {
+    let mut ctx = ctx();
+    ctx.config.policy.own_clusters_only = true;
+    let r = handle(&ctx, as_principal(post(r#"{"name": "edge"}"#), "alice")).await;
+    let id = body(&r)["id"].as_str().unwrap().to_string();
+    set_status(&ctx.store, &id, Status::Active).await;
+    for path in [
+        "/clusters/edge".to_string(),
+        format!("/clusters/{id}"),
+        format!("/clusters/{id}/events"),
+        format!("/clusters/{id}/kubeconfig"),
+    ] {
+        let r = handle(&ctx, as_principal(get(&path), "bob")).await;
+        assert_eq!(error_of(&r).0, 404, "{path}");
+        let own = handle(&ctx, as_principal(get(&path), "alice")).await;
+        assert_ne!(own.status, 404, "{path}");
+    }
+    let r = handle(
+        &ctx,
+        as_principal(ApiRequest::new("DELETE", "/clusters/edge"), "bob"),
+    )
+    .await;
+    assert_eq!(error_of(&r).0, 404);
+    assert_eq!(
+        ctx.store.get(&id).await.unwrap().unwrap().status,
+        Status::Active
+    );
+    let list = |who| handle(&ctx, as_principal(get("/clusters"), who));
+    assert_eq!(body(&list("bob").await)["clusters"], json!([]));
+    assert_eq!(body(&list("alice").await)["clusters"][0]["id"], id.as_str());
+    let r = handle(
+        &ctx,
+        as_principal(ApiRequest::new("DELETE", "/clusters/edge"), "alice"),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+}
+
+#[tokio::test]
+async fn a_path_no_cluster_could_have_is_404_without_asking_the_table() {
+    let broken = ApiContext {
+        store: DownStore(CloudError::Other("key too long".into())),
+        executions: FakeExecutions::default(),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    let long = "a".repeat(3000);
+    for req in [
+        get(&format!("/clusters/{long}")),
+        get(&format!("/clusters/{long}/events")),
+        get("/clusters/Edge%20One/kubeconfig"),
+        ApiRequest::new("DELETE", &format!("/clusters/{long}")),
+    ] {
+        assert_eq!(error_of(&handle(&broken, req).await).0, 404);
+    }
+}
+
+#[tokio::test]
+async fn a_name_shaped_like_an_id_is_422() {
+    let r = handle(&ctx(), post(r#"{"name": "c-0123456789abcdef"}"#)).await;
+    assert_eq!(
+        error_of(&r),
+        (422, "ValidationError".into(), Some("name".into()))
+    );
+}
+
+#[tokio::test]
+async fn cost_guardrails_are_422_naming_the_field() {
+    let ctx = ctx();
+    for (req, field) in [
+        (
+            r#"{"name": "a", "instance_type": "p5.48xlarge"}"#,
+            "instance_type",
+        ),
+        (
+            r#"{"name": "a", "root_volume_gib": 2000}"#,
+            "root_volume_gib",
+        ),
+        (r#"{"name": "a", "workers": 12}"#, "workers"),
+    ] {
+        assert_eq!(
+            error_of(&handle(&ctx, post(req)).await),
+            (422, "ValidationError".into(), Some(field.into())),
+            "{req}"
         );
     }
 }

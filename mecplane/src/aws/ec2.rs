@@ -25,6 +25,10 @@ use crate::resources::{security_group_name, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_I
 
 /// The root device of Ubuntu's AMIs.
 const ROOT_DEVICE: &str = "/dev/sda1";
+/// IMDSv2 answers only within one network hop: a pod's packets cross a second (the CNI bridge),
+/// so no pod reaches the node role's credentials. The launch role's IAM condition
+/// (`ec2:MetadataHttpPutResponseHopLimit`) refuses any other value.
+pub const METADATA_HOP_LIMIT: i32 = 1;
 /// The largest `DescribeInstances` page.
 const DESCRIBE_PAGE: i32 = 1000;
 /// Instances per `TerminateInstances` call.
@@ -312,7 +316,7 @@ impl Instances for Ec2 {
         let metadata = InstanceMetadataOptionsRequest::builder()
             .http_tokens(HttpTokensState::Required)
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
-            .http_put_response_hop_limit(2)
+            .http_put_response_hop_limit(METADATA_HOP_LIMIT)
             .build();
         let out = self
             .client

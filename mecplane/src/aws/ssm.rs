@@ -37,19 +37,28 @@ const STANDARD_TIER_MAX: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Ssm {
     client: Client,
+    /// The KMS key SecureStrings are written with (`None`: the account's `aws/ssm` key).
+    secrets_key: Option<String>,
 }
 
 impl Ssm {
     /// Builds the SSM client from the shared configuration.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Ssm {
-            client: Client::new(config),
-        }
+        Ssm::from_client(Client::new(config))
     }
 
     /// Wraps a client built elsewhere.
     pub fn from_client(client: Client) -> Self {
-        Ssm { client }
+        Ssm {
+            client,
+            secrets_key: None,
+        }
+    }
+
+    /// Writes SecureStrings with this KMS key (id, ARN or `alias/…`).
+    pub fn with_secrets_key(mut self, key: Option<String>) -> Self {
+        self.secrets_key = key;
+        self
     }
 
     async fn get_parameter(&self, name: &str, decrypt: bool) -> Result<Option<String>, CloudError> {
@@ -269,6 +278,7 @@ impl Parameters for Ssm {
             .name(name)
             .value(value)
             .r#type(ParameterType::SecureString)
+            .set_key_id(self.secrets_key.clone())
             .overwrite(true)
             .tier(tier_for(value.len()))
             .send()

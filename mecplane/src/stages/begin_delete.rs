@@ -1,6 +1,11 @@
 //! Stage `begin-delete`: finds the cluster by id or name and moves it to `DELETING`. Safe to run
 //! twice, on a `FAILED` cluster, and on one already `DELETING` or `DELETED`; a cluster still
 //! `CREATING` is refused (`InvalidState`) — its create execution owns it until it ends.
+//!
+//! On a cluster already `DELETING` whose recorded delete execution is another one (one that
+//! failed, resumed by a new `DELETE` or an execution started from the console), this execution
+//! takes the record over and the history says the delete was resumed: every delete stage is
+//! idempotent, so the teardown carries on from wherever the last one stopped.
 
 use super::Ports;
 use crate::error::StageError;
@@ -50,12 +55,21 @@ pub async fn run<E, R, P, S: ClusterStore>(
     };
     let wanted = input.id.clone().or(input.name.clone()).unwrap_or_default();
     let record = record.ok_or(StageError::ClusterNotFound(wanted))?;
+    let mut resumed_from = None;
     let updated = records::modify(store, &record.id, |r| match r.status {
         Status::Creating => Err(StageError::InvalidState(format!(
             "cluster {} is CREATING; delete it once its create has finished",
             r.id
         ))),
-        Status::Deleting | Status::Deleted => Ok(false),
+        Status::Deleted => Ok(false),
+        Status::Deleting => {
+            resumed_from = None;
+            if r.delete_execution_arn.as_deref() == Some(event.execution_arn.as_str()) {
+                return Ok(false);
+            }
+            resumed_from = r.delete_execution_arn.replace(event.execution_arn.clone());
+            Ok(true)
+        }
         Status::Active | Status::Failed => {
             r.status = Status::Deleting;
             r.delete_execution_arn = Some(event.execution_arn.clone());
@@ -63,6 +77,17 @@ pub async fn run<E, R, P, S: ClusterStore>(
         }
     })
     .await?;
+    if let Some(previous) = resumed_from {
+        let previous = previous.rsplit(':').next().unwrap_or(&previous);
+        records::note(
+            store,
+            &updated.id,
+            STAGE,
+            Phase::Progress,
+            format!("delete resumed: this execution takes over from {previous}"),
+        )
+        .await?;
+    }
     if updated.status != Status::Deleted {
         records::enter(store, &updated.id, STAGE).await?;
         records::note(
@@ -124,6 +149,39 @@ mod tests {
         .unwrap();
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(store.records()[0].status, Status::Deleting);
+    }
+
+    #[tokio::test]
+    async fn a_later_execution_resumes_a_deleting_cluster_and_says_so() {
+        let (_cloud, store, state) = fixtures::registered(1, 0).await;
+        fixtures::set_status(&store, &state.cluster_id, Status::Failed).await;
+        let by = |arn: &str| BeginDeleteEvent {
+            input: json!({"id": state.cluster_id}),
+            execution_arn: arn.into(),
+        };
+        run(&fixtures::records(&store), by("arn:x:delete-1"))
+            .await
+            .unwrap();
+        // The first execution failed later on; a second one (a resumed DELETE, or the console)
+        // takes the record over, once however often it runs.
+        for _ in 0..2 {
+            run(&fixtures::records(&store), by("arn:x:delete-2"))
+                .await
+                .unwrap();
+        }
+        let record = &store.records()[0];
+        assert_eq!(record.status, Status::Deleting);
+        assert_eq!(
+            record.delete_execution_arn.as_deref(),
+            Some("arn:x:delete-2")
+        );
+        let resumed: Vec<_> = store
+            .all_events()
+            .into_iter()
+            .filter(|e| e.detail.contains("delete resumed"))
+            .collect();
+        assert_eq!(resumed.len(), 1, "{resumed:?}");
+        assert!(resumed[0].detail.contains("delete-1"), "{resumed:?}");
     }
 
     #[tokio::test]

@@ -63,7 +63,10 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
         key: resources::command_key(&state.cluster_id, "bootstrap", &first.instance_id),
         env: vec![
             ("MK8S_CHANNEL", state.spec.microk8s_channel.clone()),
-            ("MK8S_ADDONS", state.spec.addons.join(",")),
+            (
+                "MK8S_ADDONS",
+                crate::microk8s::addons_env(&state.spec.addons),
+            ),
             ("EXTRA_SANS", sans.join(",")),
             (
                 "WAIT_TIMEOUT",
@@ -147,5 +150,26 @@ mod tests {
         assert_eq!(err.name(), "CommandFailed");
         assert!(err.to_string().contains("bootstrap on i-") && err.to_string().contains("exit 1"));
         assert!(err.to_string().contains("has no channel"));
+    }
+
+    #[tokio::test]
+    async fn what_a_failing_command_printed_on_stdout_is_never_the_reason() {
+        let (cloud, store, state) = fixtures::online(1, 0).await;
+        cloud.respond_with(|_, _| CommandStatus::Failed {
+            status: "Failed".into(),
+            exit_code: 2,
+            stdout: "client-key-data: c2VjcmV0\n".into(),
+            stderr: String::new(),
+        });
+        let sent = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        let err = run(&fixtures::ports(&cloud, &store), sent)
+            .await
+            .unwrap_err();
+        assert_eq!(err.name(), "CommandFailed");
+        assert!(!err.to_string().contains("client-key-data"), "{err}");
+        assert!(
+            err.to_string().contains("exit 2): no error output"),
+            "{err}"
+        );
     }
 }

@@ -153,16 +153,18 @@ pub(crate) async fn drive<C: NodeCommands, I: Instances>(
         CommandStatus::Failed {
             status,
             exit_code,
-            stdout,
             stderr,
+            ..
         } => {
             if nodes::is_gone(instances, &wanted.cluster_id, &wanted.instance_id).await? {
                 return Err(StageError::InstanceTerminated(format!(
                     "{what}: the instance was terminated"
                 )));
             }
+            // The scripts say why they failed on stderr; stdout (what a command printed on its
+            // way) never becomes a reason.
             let output = if stderr.trim().is_empty() {
-                scripts::tail(&stdout, 3)
+                "no error output".to_string()
             } else {
                 scripts::tail(&stderr, 3)
             };

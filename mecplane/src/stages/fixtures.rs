@@ -31,6 +31,7 @@ pub(crate) fn config() -> StageConfig {
         table: "t".into(),
         node_instance_profile: "mecplane-node".into(),
         ami_parameter_prefix: crate::config::DEFAULT_AMI_PARAMETER_PREFIX.into(),
+        secrets_key: None,
         policy: Policy::default(),
     }
 }

@@ -207,6 +207,45 @@ impl Stack {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
+    /// The standard output and error of every command invocation, as any reader allowed
+    /// `ssm:ListCommandInvocations`/`GetCommandInvocation` sees them.
+    pub async fn command_outputs(&self) -> Vec<String> {
+        let ssm = self.ssm();
+        let mut outputs = Vec::new();
+        let mut pages = ssm
+            .list_command_invocations()
+            .details(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for inv in page
+                .expect("list command invocations")
+                .command_invocations()
+            {
+                let (command, instance) = (inv.command_id().unwrap(), inv.instance_id().unwrap());
+                let full = ssm
+                    .get_command_invocation()
+                    .command_id(command)
+                    .instance_id(instance)
+                    .send()
+                    .await
+                    .expect("get command invocation");
+                let plugins: Vec<_> = inv
+                    .command_plugins()
+                    .iter()
+                    .filter_map(|p| p.output())
+                    .collect();
+                outputs.push(format!(
+                    "{}\n{}\n{}",
+                    full.standard_output_content().unwrap_or_default(),
+                    full.standard_error_content().unwrap_or_default(),
+                    plugins.join("\n")
+                ));
+            }
+        }
+        outputs
+    }
+
     pub fn sfn(&self) -> aws_sdk_sfn::Client {
         aws_sdk_sfn::Client::new(&self.sdk)
     }

@@ -116,6 +116,9 @@ pub struct CreateArgs {
     /// CIDR allowed to reach the Kubernetes API on 16443 (repeat).
     #[arg(long = "allow-cidr")]
     pub api_allowed_cidrs: Vec<String>,
+    /// Mean it when an --allow-cidr is 0.0.0.0/0 (the whole internet); refused otherwise.
+    #[arg(long)]
+    pub allow_api_from_anywhere: bool,
     /// Root volume size (GiB).
     #[arg(long)]
     pub root_volume_gib: Option<u32>,

@@ -89,6 +89,9 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
     if !args.api_allowed_cidrs.is_empty() {
         req.api_allowed_cidrs = Some(args.api_allowed_cidrs.clone());
     }
+    if args.allow_api_from_anywhere {
+        req.allow_api_from_anywhere = Some(true);
+    }
     if !args.tags.is_empty() {
         let tags: BTreeMap<String, String> = args.tags.iter().cloned().collect();
         req.tags.get_or_insert_with(BTreeMap::new).extend(tags);
@@ -508,6 +511,16 @@ mod tests {
         assert_eq!(req.tags.unwrap().len(), 2);
         assert_eq!(req.api_allowed_cidrs.unwrap(), ["203.0.113.0/24"]);
         assert_eq!(req.control_planes, None, "left to the API's default");
+        assert_eq!(req.allow_api_from_anywhere, None, "not sent unless asked for");
+        let anywhere = create_request(&create_args(&[
+            "--name",
+            "open",
+            "--allow-cidr",
+            "0.0.0.0/0",
+            "--allow-api-from-anywhere",
+        ]))
+        .unwrap();
+        assert_eq!(anywhere.allow_api_from_anywhere, Some(true));
 
         std::fs::write(&file, r#"{"name": "x", "wokers": 1}"#).unwrap();
         let err = create_request(&create_args(&["-f", file.to_str().unwrap()])).unwrap_err();

@@ -33,6 +33,9 @@ pub struct Instance {
     pub state: String,
     /// Whether the agent was ever seen online (an agent that goes away is `ConnectionLost`).
     pub ever_online: bool,
+    /// The node died (the `node_dies` fault wrote `<sandbox>/dead`): it answers nothing any more,
+    /// while EC2 still reports it running.
+    pub dead: bool,
 }
 
 impl Instance {
@@ -48,6 +51,7 @@ impl Instance {
     /// Whether the agent is online at `now`.
     pub fn agent_online(&self, now: SystemTime, delay: Duration, faults: &Faults) -> bool {
         self.state == "running"
+            && !self.dead
             && now >= self.launch_time + delay
             && !faults.has(FaultKind::AgentOffline, &self.target(), None)
     }
@@ -148,6 +152,7 @@ impl Agents {
                             .map(|n| n.as_str().to_string())
                             .unwrap_or_default(),
                         ever_online: false,
+                        dead: false,
                     });
                 }
             }
@@ -163,6 +168,7 @@ impl Agents {
         }
         let mut map = self.instances.lock().expect("instances lock");
         for mut inst in found {
+            inst.dead = self.sandbox_dir(&inst.instance_id).join("dead").exists();
             if let Some(old) = map.get(&inst.instance_id) {
                 inst.ever_online = old.ever_online;
                 if old.state == "terminated" {
@@ -200,6 +206,21 @@ impl Agents {
         Ok(())
     }
 
+    /// Writes `<sandbox>/faults` of every instance: the fault rules matching it, for the stand-ins
+    /// of any node (`<net>/<ip>/faults`, see [`Faults::node_lines`]).
+    pub fn write_fault_files(&self, faults: &Faults) {
+        for inst in self.all() {
+            let mut text = faults.node_lines(&inst.target()).join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            let path = self.sandbox_dir(&inst.instance_id).join("faults");
+            if let Err(e) = write_if_changed(&path, &text) {
+                tracing::warn!(instance_id = %inst.instance_id, error = %e, "cannot write the node's fault file");
+            }
+        }
+    }
+
     /// Marks an instance terminated locally (after the simulator terminated it in moto).
     pub fn mark_terminated(&self, instance_id: &str) {
         let mut map = self.instances.lock().expect("instances lock");
@@ -209,6 +230,18 @@ impl Agents {
                 self.sandbox_dir(instance_id).join("instance-state"),
                 "terminated",
             );
+        }
+    }
+
+    /// Marks an instance's node dead (`node_dies`): its agent is offline from now on.
+    pub fn mark_dead(&self, instance_id: &str) {
+        if let Some(inst) = self
+            .instances
+            .lock()
+            .expect("instances lock")
+            .get_mut(instance_id)
+        {
+            inst.dead = true;
         }
     }
 

@@ -304,6 +304,7 @@ pub async fn run_invocation(core: Arc<Core>, cmd: CommandRec, instance_id: Strin
         ip: inst.private_ip.clone(),
         hostname: inst.hostname.clone(),
         faults: stand_in_faults,
+        script: cmd.script.clone(),
     };
     let mut child = match sandbox::spawn(&spec, &text) {
         Ok(c) => c,
@@ -340,8 +341,22 @@ pub async fn run_invocation(core: Arc<Core>, cmd: CommandRec, instance_id: Strin
         });
     }
 
-    let waited =
-        tokio::time::timeout(Duration::from_secs(cmd.execution_timeout), child.wait()).await;
+    // Waits for the end or the execution timeout; a node that dies meanwhile (`node_dies` writes
+    // `<sandbox>/dead`) loses its agent at once: what runs is killed, SSM keeps waiting for it.
+    let dead_marker = core.agents.sandbox_dir(&instance_id).join("dead");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(cmd.execution_timeout);
+    let waited = loop {
+        tokio::select! {
+            res = child.wait() => break Ok(res),
+            _ = tokio::time::sleep_until(deadline) => break Err(()),
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if dead_marker.exists() {
+                    core.agents.mark_dead(&instance_id);
+                    agent_lost(&core, &instance_id);
+                }
+            }
+        }
+    };
     let exit = match waited {
         Ok(res) => res.ok().map(|s| {
             use std::os::unix::process::ExitStatusExt;

@@ -32,6 +32,7 @@ async fn add_fault(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Re
     match serde_json::from_slice::<FaultRule>(&body) {
         Ok(rule) => {
             let id = core.faults.add(rule);
+            core.agents.write_fault_files(&core.faults);
             Json(json!({ "id": id })).into_response()
         }
         Err(e) => (
@@ -44,6 +45,7 @@ async fn add_fault(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Re
 
 async fn clear_faults(State(core): State<Arc<Core>>) -> Json<Value> {
     core.faults.clear();
+    core.agents.write_fault_files(&core.faults);
     Json(json!({}))
 }
 
@@ -68,6 +70,7 @@ async fn instances(State(core): State<Arc<Core>>) -> Response {
                 "index": i.index,
                 "ec2_state": i.state,
                 "agent_online": online,
+                "dead": i.dead,
                 "state": stand_in_state(&core.agents.sandbox_dir(&i.instance_id).join("var")),
             })
         })
@@ -100,7 +103,12 @@ fn read_lines(path: &Path) -> Vec<String> {
 /// - `snap/microk8s/common/sim/` — this node: `ready`, `role`, `datastore` (IP of the node holding
 ///   the cluster's shared state), `joined-to`, `extra-sans`, `join-attempts.log`.
 /// - `snap/microk8s/common/sim/cluster/` — on the datastore node: `members`, `tokens`, `addons`,
-///   `joins.log`, `lock`, `join-in-progress`.
+///   `addon-args` (`<add-on> <arguments>` from the launch configuration or `microk8s enable`),
+///   `joins.log`, `removals.log` (`<time> <hostname> <ip> <role> <flags> <result> <reason> <by>`:
+///   every `remove-node` attempt and `leave`, results `removed`, `left`, `rejected`), `left` (IPs
+///   of members that ran `leave`), `cordoned` (node names), `ca-seed`, `lock`, `join-in-progress`.
+///
+/// Next to `var`, the sandbox holds `faults` (the rules matching the node) and `dead` (`node_dies`).
 pub fn stand_in_state(var: &Path) -> Value {
     let snap = var.join("lib/snapd-sim/microk8s");
     let sim = var.join("snap/microk8s/common/sim");
@@ -127,6 +135,19 @@ pub fn stand_in_state(var: &Path) -> Value {
             })
         })
         .collect();
+    let removals: Vec<Value> = read_lines(&cluster.join("removals.log"))
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dash = |s: Option<&&str>| s.filter(|v| **v != "-").map(|v| v.to_string());
+            json!({
+                "time": f.first().and_then(|t| t.parse::<i64>().ok()),
+                "hostname": dash(f.get(1)), "ip": dash(f.get(2)), "role": dash(f.get(3)),
+                "flags": dash(f.get(4)), "result": f.get(5), "reason": dash(f.get(6)),
+                "by": dash(f.get(7)),
+            })
+        })
+        .collect();
     json!({
         "installed_channel": read_trim(&snap.join("channel")),
         "held": snap.join("held").exists(),
@@ -136,8 +157,12 @@ pub fn stand_in_state(var: &Path) -> Value {
         "joined_to": read_trim(&sim.join("joined-to")),
         "extra_sans": read_lines(&sim.join("extra-sans")),
         "addons": read_lines(&cluster.join("addons")),
+        "addon_args": read_lines(&cluster.join("addon-args")),
         "members": members,
         "joins_log": joins,
+        "removals_log": removals,
+        "left": read_lines(&cluster.join("left")),
+        "cordoned": read_lines(&cluster.join("cordoned")),
         "join_attempts": read_lines(&sim.join("join-attempts.log")),
     })
 }

@@ -49,10 +49,20 @@ pub fn terminate_instances_fault(
     if !hit {
         return None;
     }
+    // Worded as EC2 words it: the caller's ARN, the account id and an encoded message, none of
+    // which may reach a record, the API or an execution history.
     Some(ec2_error(
         StatusCode::FORBIDDEN,
         "UnauthorizedOperation",
-        "You are not authorized to perform this operation.",
+        &format!(
+            "You are not authorized to perform this operation. User: \
+             arn:aws:sts::123456789012:assumed-role/mecplane-terminate-nodes/mecplane-terminate-nodes \
+             is not authorized to perform: ec2:TerminateInstances on resource: \
+             arn:aws:ec2:us-east-1:123456789012:instance/{} because no identity-based policy allows \
+             the ec2:TerminateInstances action. Encoded authorization failure message: {}",
+            ids.first().map(String::as_str).unwrap_or("*"),
+            uuid::Uuid::new_v4().simple()
+        ),
     ))
 }
 

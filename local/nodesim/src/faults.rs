@@ -1,4 +1,12 @@
 //! Fault rules injected through `POST /_sim/faults` and how they match instances by their tags.
+//!
+//! Command faults act in the simulator (`command_fails`, `command_hangs`,
+//! `terminate_during_command`); EC2 faults in the gateway's EC2 answer (`insufficient_capacity`,
+//! `terminate_fails`); the others in the stand-ins, which see the rules matching the instance a command
+//! runs on in `MECPLANE_SIM_FAULTS` and the rules matching any node in `<net>/<ip>/faults`
+//! ([`Faults::node_lines`]): `expire_tokens`, `drain_times_out` (matched on the node being drained),
+//! `refresh_fails` and `node_dies` (both on the node running `snap refresh`). `agent_offline` and a
+//! node that died are answered by the agent registry.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -22,6 +30,18 @@ pub enum FaultKind {
     /// `TerminateInstances` of the instance is refused with `UnauthorizedOperation` (a cleanup
     /// that cannot finish).
     TerminateFails,
+    /// `microk8s kubectl drain` of the instance's node never finishes evicting its pods: it fails
+    /// after `--timeout` as kubectl does ("global timeout reached"), or runs until the command is
+    /// stopped when no timeout is given. Matched on the node being drained, wherever drain runs.
+    DrainTimesOut,
+    /// `snap refresh microk8s --channel=...` on the instance fails as snapd reports a failed
+    /// post-refresh hook; snapd's revert leaves the node on its channel.
+    RefreshFails,
+    /// The instance dies during its next `snap refresh microk8s --channel=...` (mid-update): the
+    /// refresh never finishes, the node stops answering its cluster (NotReady, unreachable for
+    /// dqlite) and its SSM agent goes `ConnectionLost`, so what ran on it ends `DeliveryTimedOut`.
+    /// EC2 still reports the instance running (a hung instance, not a terminated one).
+    NodeDies,
 }
 
 impl FaultKind {
@@ -35,6 +55,9 @@ impl FaultKind {
             FaultKind::ExpireTokens => "expire_tokens",
             FaultKind::InsufficientCapacity => "insufficient_capacity",
             FaultKind::TerminateFails => "terminate_fails",
+            FaultKind::DrainTimesOut => "drain_times_out",
+            FaultKind::RefreshFails => "refresh_fails",
+            FaultKind::NodeDies => "node_dies",
         }
     }
 }
@@ -157,6 +180,24 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The rules matching `target` as the stand-ins read them from `<net>/<ip>/faults`, one
+    /// `<fault> <script>` line per rule (`*` when the rule names no script), sorted.
+    pub fn node_lines(&self, target: &Target<'_>) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .rules
+            .lock()
+            .expect("faults lock")
+            .iter()
+            .filter(|r| r.matches(target))
+            .map(|r| format!("{} {}", r.fault.name(), r.script.as_deref().unwrap_or("*")))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// The `RunInstances` form parameters the `insufficient_capacity` fault looks at.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RunInstancesTags {
@@ -268,6 +309,53 @@ mod tests {
         assert!(parse_run_instances(b"Action=DescribeInstances").is_none());
         assert!(parse_run_instances(b"Version=2016-11-15&Action=RunInstances").is_some());
         assert!(parse_run_instances(b"X=Action%3DRunInstances").is_none());
+    }
+
+    #[test]
+    fn day2_fault_names_round_trip() {
+        for (kind, name) in [
+            (FaultKind::DrainTimesOut, "drain_times_out"),
+            (FaultKind::RefreshFails, "refresh_fails"),
+            (FaultKind::NodeDies, "node_dies"),
+        ] {
+            assert_eq!(kind.name(), name);
+            let parsed: FaultKind = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(parsed, kind);
+        }
+    }
+
+    #[test]
+    fn node_lines_list_matching_rules_with_their_script() {
+        let faults = Faults::default();
+        let rule = |fault, role: Option<&str>, script: Option<&str>| FaultRule {
+            id: String::new(),
+            cluster_name: "demo".into(),
+            role: role.map(str::to_string),
+            index: None,
+            fault,
+            script: script.map(str::to_string),
+        };
+        faults.add(rule(FaultKind::DrainTimesOut, Some("worker"), None));
+        faults.add(rule(FaultKind::RefreshFails, None, Some("upgrade")));
+        faults.add(rule(FaultKind::NodeDies, Some("control-plane"), None));
+        let worker = Target {
+            cluster_name: Some("demo"),
+            role: Some("worker"),
+            index: Some(0),
+        };
+        assert_eq!(
+            faults.node_lines(&worker),
+            vec![
+                "drain_times_out *".to_string(),
+                "refresh_fails upgrade".to_string()
+            ]
+        );
+        assert!(faults
+            .node_lines(&Target {
+                cluster_name: Some("other"),
+                ..worker
+            })
+            .is_empty());
     }
 
     #[test]

@@ -8,6 +8,18 @@
 //! Modules: [`agents`] (instances and agent liveness), [`commands`] (invocation lifecycle),
 //! [`sandbox`] (private mount namespaces), [`faults`] (rules), [`ssm_api`] (the SSM operations),
 //! [`control`] (`/_sim/*`), [`ec2_fault`] (the EC2 error answer).
+//!
+//! The stand-ins (`stand-ins/`, commands listed in their header comments) simulate MicroK8s from
+//! install to day 2: `snap install|list|refresh` (one minor at a time, no downgrade), `microk8s
+//! status|add-node|join|leave|remove-node|enable|disable|config|version` and `microk8s kubectl get
+//! nodes|cordon|uncordon|drain`, rejecting what real MicroK8s rejects (e.g. `remove-node` of a control
+//! plane still registered with dqlite without `--force`, a change that would leave dqlite without a
+//! majority of its voters, `leave` of the only voter). Faults ([`faults::FaultKind`]): `agent_offline`,
+//! `command_fails`, `command_hangs`, `terminate_during_command`, `expire_tokens`,
+//! `insufficient_capacity`, `terminate_fails`, `drain_times_out`, `refresh_fails`, `node_dies`.
+//! A node that dies (`node_dies`) writes `<sandbox>/dead`: from the next refresh its agent is
+//! `ConnectionLost`, what ran on it is killed and ends as SSM reports a lost agent
+//! (`DeliveryTimedOut`), and its cluster sees it unreachable.
 
 pub mod agents;
 pub mod commands;
@@ -69,13 +81,15 @@ pub struct Core {
 }
 
 impl Core {
-    /// Re-reads the instances from moto; instances no longer running lose their agent (what ran on
-    /// them is killed and ends as SSM reports it).
+    /// Re-reads the instances from moto; instances no longer running, and nodes that died, lose
+    /// their agent (what ran on them is killed and ends as SSM reports it). Keeps every node's fault
+    /// file current.
     pub async fn refresh_instances(self: &Arc<Self>) -> Result<(), String> {
         self.agents.refresh().await?;
         *self.last_refresh.lock().expect("refresh lock") = Some(Instant::now());
+        self.agents.write_fault_files(&self.faults);
         for inst in self.agents.all() {
-            if inst.state != "running" && inst.state != "pending" {
+            if (inst.state != "running" && inst.state != "pending") || inst.dead {
                 commands::agent_lost(self, &inst.instance_id);
             }
         }

@@ -25,6 +25,9 @@ pub struct RunSpec {
     pub hostname: String,
     /// Fault names the stand-ins honour (`MECPLANE_SIM_FAULTS`).
     pub faults: Vec<&'static str>,
+    /// The node script the command runs (`MECPLANE_SIM_SCRIPT`, empty when none), for fault rules
+    /// narrowed to a script that the stand-ins match on another node.
+    pub script: Option<String>,
 }
 
 /// The wrapper run inside the new mount namespace: bind the sandbox's var over /var, then the script.
@@ -84,6 +87,7 @@ pub fn spawn(spec: &RunSpec, text: &str) -> std::io::Result<tokio::process::Chil
     .env("MECPLANE_SIM_HOSTNAME", &spec.hostname)
     .env("MECPLANE_SIM_NET", &spec.net_dir)
     .env("MECPLANE_SIM_FAULTS", spec.faults.join(","))
+    .env("MECPLANE_SIM_SCRIPT", spec.script.as_deref().unwrap_or(""))
     .stdin(Stdio::null())
     .stdout(stdout)
     .stderr(stderr)

@@ -6,9 +6,13 @@
 #   /var/snap/microk8s/common/.microk8s.yaml launch configuration (written by the node script)
 #   /var/snap/microk8s/common/sim/           this node: ready, role, datastore, joined-to,
 #                                            extra-sans, join-attempts.log
-#   /var/snap/microk8s/common/sim/cluster/   on the datastore node: members, tokens, addons,
-#                                            joins.log, lock, join-in-progress
+#   /var/snap/microk8s/common/sim/cluster/   on the datastore node: members, tokens, addons, addon-args,
+#                                            joins.log, removals.log, left, cordoned, ca-seed, lock,
+#                                            join-in-progress
 # Other nodes are reached only through $MECPLANE_SIM_NET/<ip>/var/... (the net dir protocol).
+# Next to each node's var, in $MECPLANE_SIM_NET/<ip>/: instance-state (kept by the simulator from
+# EC2), faults (the fault rules matching that node, "<fault> <script|*>" per line, kept by the
+# simulator) and dead (written by the node_dies fault: the node stopped answering for good).
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 SIM_SNAP_DIR=/var/lib/snapd-sim/microk8s
@@ -31,12 +35,35 @@ sim_node_var() {
   printf '%s/var\n' "$dir"
 }
 
-# Whether the node with this IP is a running instance.
+# Whether the node with this IP is a running instance that still answers (not dead).
 sim_node_running() {
-  local ip=$1 state
-  state=$(cat "$(sim_net)/$ip/instance-state" 2>/dev/null || echo running)
+  local ip=$1 state dir
+  dir="$(sim_net)/$ip"
+  [[ ! -e $dir/dead ]] || return 1
+  state=$(cat "$dir/instance-state" 2>/dev/null || echo running)
   [[ $state == running ]]
 }
+
+# Whether a fault rule named $2 matches the node with IP $1 (for faults about another node, such as
+# drain_times_out of the node being drained; a rule narrowed to a script counts while that script runs).
+sim_node_has_fault() {
+  local f
+  f="$(sim_net)/$1/faults"
+  [[ -f $f ]] || return 1
+  awk -v n="$2" -v s="${MECPLANE_SIM_SCRIPT:-}" '$1 == n && ($2 == "*" || $2 == s) { found = 1 } END { exit !found }' "$f"
+}
+
+# The node_dies fault: this node stops answering for good (other nodes see it unreachable, its SSM
+# agent goes ConnectionLost and what runs on it never finishes).
+sim_die() {
+  sim_now >"$(sim_net)/$(sim_ip)/dead"
+  while :; do sleep 1; done
+}
+
+# Kubernetes version and snap revision of a channel (the simulator's latest track is 1.32).
+sim_track() { local t=${1%%/*}; [[ $t == latest ]] && t=1.32; printf '%s\n' "$t"; }
+sim_version() { printf 'v%s.0\n' "$(sim_track "$1")"; }
+sim_revision() { local t; t=$(sim_track "$1"); printf '%s\n' $((7000 + 10 * ${t#*.})); }
 
 sim_installed() { [[ -s $SIM_SNAP_DIR/channel ]]; }
 

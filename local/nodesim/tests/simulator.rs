@@ -19,6 +19,17 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A fresh RSA public key (base64 DER), as the store-kubeconfig stage passes one.
+fn transport_public_key() -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 2>/dev/null | openssl pkey -pubout -outform DER | base64 -w0")
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn script(name: &str, env: &[(&str, &str)]) -> String {
     let body =
         std::fs::read_to_string(repo_root().join(format!("mecplane/scripts/{name}.sh"))).unwrap();
@@ -493,8 +504,17 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
         "{text}"
     );
     assert!(text.contains("MECPLANE_RESULT nodes=2 ready=2"), "{text}");
-    let out = s.run(&cp, &script("kubeconfig", &[])).await;
-    assert!(stdout(&out).contains(&format!("server: https://{cp_ip}:16443")));
+    // The kubeconfig leaves the node sealed to the stage's one-time key, never in clear.
+    let key = transport_public_key();
+    let out = s
+        .run(&cp, &script("kubeconfig", &[("TRANSPORT_KEY", &key)]))
+        .await;
+    let text = stdout(&out);
+    assert!(text.contains("MECPLANE_SEALED v1 "), "{text}");
+    assert!(
+        !text.contains("server: https://") && !text.contains(&cp_ip),
+        "{text}"
+    );
 
     // The joins log on the control plane: one successful join, rejected attempts recorded.
     let inst = s.instances().await;
@@ -526,11 +546,11 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
         .await
         .unwrap();
     assert!(list.command_invocations().len() >= 4);
-    // Newest first: the kubeconfig, whose plugin Output SSM cuts at 2,500 characters.
+    // Newest first: the sealed kubeconfig, whose plugin Output SSM cuts at 2,500 characters.
     let output = list.command_invocations()[0].command_plugins()[0]
         .output()
         .unwrap_or("");
-    assert!(output.starts_with("apiVersion: v1"), "{output}");
+    assert!(output.starts_with("MECPLANE_SEALED v1 "), "{output}");
     assert_eq!(output.chars().count(), 2_500);
     s.sim.shutdown().await;
 }
@@ -671,4 +691,210 @@ fn node_scripts_converge_when_run_twice() {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The stand-in state of one instance, from `/_sim/instances`.
+async fn sim_state(s: &Stack, instance: &str) -> serde_json::Value {
+    s.instances().await["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance_id"] == instance)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn day2_operations_and_faults_through_ssm() {
+    let s = stack().await;
+    let (cp, cp_ip) = s.launch("daytwo", "control-plane", 0).await;
+    let (w0, w0_ip) = s.launch("daytwo", "worker", 0).await;
+    let (w1, w1_ip) = s.launch("daytwo", "worker", 1).await;
+    let host = |ip: &str| format!("ip-{}", ip.replace('.', "-"));
+    s.add_fault(serde_json::json!({"cluster_name": "daytwo", "role": "worker", "index": 0, "fault": "drain_times_out"})).await;
+    s.add_fault(serde_json::json!({"cluster_name": "daytwo", "role": "worker", "index": 0, "fault": "refresh_fails"})).await;
+    s.add_fault(serde_json::json!({"cluster_name": "daytwo", "role": "worker", "index": 1, "fault": "node_dies"})).await;
+    for i in [&cp, &w0, &w1] {
+        s.wait_online(i).await;
+    }
+    let ok = |out: &aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput| {
+        assert_eq!(out.status().unwrap().as_str(), "Success", "{}", stdout(out));
+        stdout(out)
+    };
+    let failed =
+        |out: &aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput| {
+            assert_eq!(out.status().unwrap().as_str(), "Failed", "{}", stdout(out));
+            assert_ne!(out.response_code(), 0);
+            stdout(out)
+        };
+    let boot = [("MK8S_CHANNEL", "1.32/stable"), ("WAIT_TIMEOUT", "30")];
+    ok(&s.run(&cp, &script("bootstrap", &boot)).await);
+    let token = [("JOIN_TOKEN", TOKEN), ("TOKEN_TTL", "600")];
+    ok(&s.run(&cp, &script("issue-token", &token)).await);
+    let join_addr = format!("{cp_ip}:25000");
+    let join = [
+        ("MK8S_CHANNEL", "1.32/stable"),
+        ("JOIN_ADDRESS", join_addr.as_str()),
+        ("JOIN_TOKEN", TOKEN),
+        ("NODE_ROLE", "worker"),
+        ("WAIT_TIMEOUT", "30"),
+    ];
+    for w in [&w0, &w1] {
+        ok(&s.run(w, &script("join", &join)).await);
+    }
+
+    // drain_times_out, matched on the drained worker though drain runs on the control plane.
+    let started = Instant::now();
+    let drain = format!(
+        "microk8s kubectl drain {} --ignore-daemonsets --delete-emptydir-data --timeout=2s",
+        host(&w0_ip)
+    );
+    let text = failed(&s.run(&cp, &drain).await);
+    assert!(text.contains("global timeout reached: 2s"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let text = ok(&s.run(&cp, "microk8s kubectl get nodes").await);
+    assert!(text.contains("Ready,SchedulingDisabled"), "{text}");
+    ok(&s
+        .run(&cp, &format!("microk8s kubectl uncordon {}", host(&w0_ip)))
+        .await);
+    assert_eq!(
+        sim_state(&s, &cp).await["state"]["cordoned"],
+        serde_json::json!([])
+    );
+
+    // snap refresh: refresh_fails on worker 0; the policy rejections; one minor on the control plane.
+    let text = failed(
+        &s.run(&w0, "snap refresh microk8s --channel=1.33/stable")
+            .await,
+    );
+    assert!(
+        text.contains("cannot perform the following tasks"),
+        "{text}"
+    );
+    let text = failed(
+        &s.run(&cp, "snap refresh microk8s --channel=1.34/stable")
+            .await,
+    );
+    assert!(text.contains("one minor version at a time"), "{text}");
+    let text = failed(
+        &s.run(&cp, "snap refresh microk8s --channel=1.31/stable")
+            .await,
+    );
+    assert!(text.contains("downgrading"), "{text}");
+    ok(&s
+        .run(&cp, "snap refresh microk8s --channel=1.33/stable")
+        .await);
+    let nodes: serde_json::Value = serde_json::from_str(
+        ok(&s.run(&cp, "microk8s kubectl get nodes -o json").await)
+            .split("\n--stderr--")
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let version = |ip: &str| {
+        nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["metadata"]["name"] == host(ip).as_str())
+            .unwrap()["status"]["nodeInfo"]["kubeletVersion"]
+            .clone()
+    };
+    assert_eq!(version(&cp_ip), "v1.33.0");
+    assert_eq!(version(&w0_ip), "v1.32.0");
+    assert_eq!(
+        sim_state(&s, &w0).await["state"]["installed_channel"],
+        "1.32/stable"
+    );
+
+    // enable with arguments on the live cluster, recorded with the cluster.
+    ok(&s
+        .run(
+            &cp,
+            "microk8s enable metallb:10.0.0.10-10.0.0.20,10.0.1.0/24",
+        )
+        .await);
+    let state = sim_state(&s, &cp).await["state"].clone();
+    assert!(state["addons"]
+        .as_array()
+        .unwrap()
+        .contains(&"metallb".into()));
+    assert_eq!(
+        state["addon_args"],
+        serde_json::json!(["metallb 10.0.0.10-10.0.0.20,10.0.1.0/24"])
+    );
+
+    // node_dies: worker 1 dies during its refresh. The invocation stays InProgress (the agent is
+    // gone) until TimeoutSeconds + executionTimeout, its agent is ConnectionLost, EC2 still says
+    // running, and the cluster sees the node NotReady.
+    let id = s
+        .send_with(
+            &w1,
+            "snap refresh microk8s --channel=1.33/stable",
+            5,
+            Some(30),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mid = s
+        .ssm
+        .get_command_invocation()
+        .command_id(&id)
+        .instance_id(&w1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mid.status().unwrap().as_str(), "InProgress");
+    let info = s.ssm.describe_instance_information().send().await.unwrap();
+    let ping = info
+        .instance_information_list()
+        .iter()
+        .find(|i| i.instance_id() == Some(w1.as_str()))
+        .and_then(|i| i.ping_status())
+        .map(|p| p.as_str().to_string());
+    assert_eq!(ping.as_deref(), Some("ConnectionLost"));
+    let err = s.send(&w1, "echo hi", 10).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidInstanceId"));
+    let w1_state = sim_state(&s, &w1).await;
+    assert_eq!(w1_state["dead"], true);
+    assert_eq!(w1_state["ec2_state"], "running");
+    let text = ok(&s.run(&cp, "microk8s kubectl get nodes").await);
+    let line = text.lines().find(|l| l.starts_with(&host(&w1_ip))).unwrap();
+    assert!(line.contains("NotReady"), "{text}");
+
+    // remove-node: an unknown node is rejected; the dead worker goes without --force (workers are
+    // not dqlite members); the removals log shows both, in order.
+    let text = failed(&s.run(&cp, "microk8s remove-node ip-10-99-99-99").await);
+    assert!(text.contains("does not exist in Kubernetes"), "{text}");
+    ok(&s
+        .run(&cp, &format!("microk8s remove-node {}", host(&w1_ip)))
+        .await);
+    let log = sim_state(&s, &cp).await["state"]["removals_log"].clone();
+    let results: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["result"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            ("rejected".to_string(), "not-a-member".to_string()),
+            ("removed".to_string(), "-".to_string())
+        ],
+        "{log}"
+    );
+    assert_eq!(log[1]["ip"], w1_ip.as_str());
+    assert_eq!(log[1]["by"], cp_ip.as_str());
+
+    let out = s.wait(&id, &w1, Duration::from_secs(60)).await;
+    assert_eq!(out.status().unwrap().as_str(), "TimedOut");
+    assert_eq!(out.status_details(), Some("DeliveryTimedOut"));
+    s.sim.shutdown().await;
 }

@@ -119,6 +119,13 @@ pub struct CreateArgs {
     /// Mean it when an --allow-cidr is 0.0.0.0/0 (the whole internet); refused otherwise.
     #[arg(long)]
     pub allow_api_from_anywhere: bool,
+    /// Open a workload port to CIDRs: PORT[-PORT][/tcp|udp]=CIDR[,CIDR...], e.g.
+    /// 443=203.0.113.0/24 or 30000-32767/udp=10.0.0.0/8 (repeat).
+    #[arg(long = "expose", value_parser = parse_expose)]
+    pub exposed_ports: Vec<mecplane::spec::ExposedPort>,
+    /// Mean it when an --expose names 0.0.0.0/0 (the whole internet); refused otherwise.
+    #[arg(long)]
+    pub expose_anywhere: bool,
     /// Root volume size (GiB).
     #[arg(long)]
     pub root_volume_gib: Option<u32>,
@@ -195,6 +202,31 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("'{s}' is not key=value"))
+}
+
+/// `443=203.0.113.0/24`, `30000-32767/udp=10.0.0.0/8,192.0.2.0/24`: the API checks the rest.
+fn parse_expose(s: &str) -> Result<mecplane::spec::ExposedPort, String> {
+    let bad = || format!("'{s}' is not PORT[-PORT][/tcp|udp]=CIDR[,CIDR...]");
+    let (ports, cidrs) = s.split_once('=').ok_or_else(bad)?;
+    let (port, protocol) = ports.split_once('/').unwrap_or((ports, "tcp"));
+    let cidrs: Vec<String> = cidrs
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
+    if port.is_empty() || cidrs.is_empty() {
+        return Err(bad());
+    }
+    Ok(mecplane::spec::ExposedPort {
+        port: match port.parse::<u32>() {
+            Ok(n) => mecplane::spec::PortValue::Number(n),
+            Err(_) => mecplane::spec::PortValue::Text(port.to_string()),
+        },
+        protocol: protocol.to_string(),
+        cidrs,
+        allow_anywhere: false,
+    })
 }
 
 /// `90`, `90s`, `15m`, `1h`.

@@ -92,6 +92,13 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
     if args.allow_api_from_anywhere {
         req.allow_api_from_anywhere = Some(true);
     }
+    if !args.exposed_ports.is_empty() {
+        let mut ports = args.exposed_ports.clone();
+        for p in &mut ports {
+            p.allow_anywhere = args.expose_anywhere && p.cidrs.iter().any(|c| c.ends_with("/0"));
+        }
+        req.exposed_ports = Some(ports);
+    }
     if !args.tags.is_empty() {
         let tags: BTreeMap<String, String> = args.tags.iter().cloned().collect();
         req.tags.get_or_insert_with(BTreeMap::new).extend(tags);
@@ -511,7 +518,10 @@ mod tests {
         assert_eq!(req.tags.unwrap().len(), 2);
         assert_eq!(req.api_allowed_cidrs.unwrap(), ["203.0.113.0/24"]);
         assert_eq!(req.control_planes, None, "left to the API's default");
-        assert_eq!(req.allow_api_from_anywhere, None, "not sent unless asked for");
+        assert_eq!(
+            req.allow_api_from_anywhere, None,
+            "not sent unless asked for"
+        );
         let anywhere = create_request(&create_args(&[
             "--name",
             "open",
@@ -521,6 +531,24 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(anywhere.allow_api_from_anywhere, Some(true));
+        let exposed = create_request(&create_args(&[
+            "--name",
+            "web",
+            "--expose",
+            "443=203.0.113.0/24",
+            "--expose",
+            "30000-32767/udp=10.0.0.0/8,0.0.0.0/0",
+            "--expose-anywhere",
+        ]))
+        .unwrap();
+        let ports = serde_json::to_value(exposed.exposed_ports.unwrap()).unwrap();
+        assert_eq!(
+            ports,
+            serde_json::json!([
+                {"port": 443, "protocol": "tcp", "cidrs": ["203.0.113.0/24"]},
+                {"port": "30000-32767", "protocol": "udp", "cidrs": ["10.0.0.0/8", "0.0.0.0/0"], "allow_anywhere": true},
+            ])
+        );
 
         std::fs::write(&file, r#"{"name": "x", "wokers": 1}"#).unwrap();
         let err = create_request(&create_args(&["-f", file.to_str().unwrap()])).unwrap_err();

@@ -345,7 +345,9 @@ impl SecurityGroups for FakeCloud {
             .ok_or_else(|| CloudError::NotFound(group_id.into()))?;
         for rule in rules {
             if !existing.iter().any(|r| {
-                r.protocol == rule.protocol && r.port == rule.port && r.source == rule.source
+                r.protocol == rule.protocol
+                    && (r.from_port, r.to_port) == (rule.from_port, rule.to_port)
+                    && r.source == rule.source
             }) {
                 existing.push(rule.clone());
             }

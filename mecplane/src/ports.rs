@@ -96,11 +96,12 @@ pub enum IngressSource {
     Cidr(String),
 }
 
-/// An ingress rule: protocol (`tcp`/`udp`), port, source, description.
+/// An ingress rule: protocol (`tcp`/`udp`), ports (`from_port..=to_port`), source, description.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IngressRule {
     pub protocol: String,
-    pub port: u16,
+    pub from_port: u16,
+    pub to_port: u16,
     pub source: IngressSource,
     pub description: String,
 }

@@ -59,11 +59,160 @@ pub struct ClusterRequest {
     /// of requests without it stay what they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_api_from_anywhere: Option<bool>,
+    /// Ports opened to the outside for the cluster's workloads. Left out when unset, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposed_ports: Option<Vec<ExposedPort>>,
     pub root_volume_gib: Option<u32>,
     pub tags: Option<BTreeMap<String, String>>,
     pub retain_on_failure: Option<bool>,
     /// Idempotency token, as EKS's `clientRequestToken`; not part of the spec.
     pub client_token: Option<String>,
+}
+
+impl ClusterRequest {
+    /// The fields left out of the JSON when unset (see the fields): with those a default request
+    /// serializes, every field a request may carry.
+    pub const OMITTED_WHEN_UNSET: &'static [&'static str] =
+        &["allow_api_from_anywhere", "exposed_ports"];
+}
+
+/// Most `exposed_ports` entries of one cluster.
+pub const MAX_EXPOSED_PORTS: usize = 20;
+/// Most security group rules the exposed ports may add (one per entry and CIDR): the group's
+/// limit is 60 inbound rules, and MicroK8s and the API take some.
+pub const MAX_EXPOSED_RULES: usize = 40;
+
+/// A port (or a range) opened to the outside for the cluster's workloads: `{"port": 443,
+/// "protocol": "tcp", "cidrs": ["203.0.113.0/24"]}`, or `"port": "30000-32767"` for the NodePort
+/// range. Never 22 and never a port MicroK8s uses between its nodes; `0.0.0.0/0` only with
+/// `allow_anywhere: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposedPort {
+    pub port: PortValue,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    pub cidrs: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_anywhere: bool,
+}
+
+fn default_protocol() -> String {
+    "tcp".into()
+}
+
+/// A port as written: a number, or a range `"from-to"` (a single number in quotes is accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortValue {
+    Number(u32),
+    Text(String),
+}
+
+impl PortValue {
+    /// The first and last port, when well-formed (1–65535, first ≤ last).
+    pub fn range(&self) -> Result<(u16, u16), String> {
+        let port = |n: u32| u16::try_from(n).ok().filter(|p| *p >= 1);
+        let bad = || "must be a port 1-65535 or a range such as \"30000-32767\"".to_string();
+        let (from, to) = match self {
+            PortValue::Number(n) => (port(*n).ok_or_else(bad)?, port(*n).ok_or_else(bad)?),
+            PortValue::Text(t) => {
+                let (a, b) = t.split_once('-').unwrap_or((t, t));
+                let parse = |v: &str| v.trim().parse::<u32>().ok().and_then(port).ok_or_else(bad);
+                (parse(a)?, parse(b)?)
+            }
+        };
+        if from > to {
+            return Err(format!("the range {from}-{to} runs backwards"));
+        }
+        Ok((from, to))
+    }
+
+    /// The canonical form: a number for one port, `"from-to"` for a range.
+    fn canonical(from: u16, to: u16) -> PortValue {
+        if from == to {
+            PortValue::Number(u32::from(from))
+        } else {
+            PortValue::Text(format!("{from}-{to}"))
+        }
+    }
+}
+
+/// Checks `exposed_ports` and returns them in canonical form.
+fn validate_exposed_ports(ports: &[ExposedPort]) -> Result<Vec<ExposedPort>, ValidationError> {
+    if ports.len() > MAX_EXPOSED_PORTS {
+        return Err(invalid(
+            "exposed_ports",
+            format!("at most {MAX_EXPOSED_PORTS} entries"),
+        ));
+    }
+    let rules: usize = ports.iter().map(|p| p.cidrs.len()).sum();
+    if rules > MAX_EXPOSED_RULES {
+        return Err(invalid(
+            "exposed_ports",
+            format!("at most {MAX_EXPOSED_RULES} port and CIDR pairs in all (the security group's rule limit)"),
+        ));
+    }
+    let mut out: Vec<ExposedPort> = Vec::new();
+    for (i, entry) in ports.iter().enumerate() {
+        let at = |field: &str| format!("exposed_ports[{i}].{field}");
+        let (from, to) = entry.port.range().map_err(|m| invalid(at("port"), m))?;
+        if (from..=to).contains(&22) {
+            return Err(invalid(
+                at("port"),
+                "22 (SSH) is never opened: nodes are reached through SSM",
+            ));
+        }
+        let protocol = entry.protocol.as_str();
+        if !matches!(protocol, "tcp" | "udp") {
+            return Err(invalid(at("protocol"), "must be tcp or udp"));
+        }
+        let internal: &[u16] = if protocol == "tcp" {
+            &microk8s::INTRA_CLUSTER_TCP
+        } else {
+            &microk8s::INTRA_CLUSTER_UDP
+        };
+        if let Some(p) = internal.iter().find(|p| (from..=to).contains(p)) {
+            let hint = if *p == microk8s::PORT_API {
+                "; the Kubernetes API is opened through api_allowed_cidrs"
+            } else {
+                ""
+            };
+            return Err(invalid(
+                at("port"),
+                format!(
+                    "{protocol} {p} is MicroK8s' own, open only between the cluster's nodes{hint}"
+                ),
+            ));
+        }
+        if entry.cidrs.is_empty() {
+            return Err(invalid(at("cidrs"), "name at least one CIDR"));
+        }
+        for (j, cidr) in entry.cidrs.iter().enumerate() {
+            let field = at(&format!("cidrs[{j}]"));
+            validate_cidr(cidr).map_err(|m| invalid(&field, m))?;
+            if cidr.ends_with("/0") && !entry.allow_anywhere {
+                return Err(invalid(
+                    field,
+                    "0.0.0.0/0 opens the port to the whole internet: name narrower CIDRs, or set allow_anywhere to true on this entry to mean it",
+                ));
+            }
+        }
+        let overlapping = out.iter().position(|o| {
+            let (a, b) = o.port.range().unwrap_or((0, 0));
+            o.protocol == protocol && a <= to && from <= b
+        });
+        if let Some(k) = overlapping {
+            return Err(invalid(at("port"), format!("overlaps exposed_ports[{k}]")));
+        }
+        out.push(ExposedPort {
+            port: PortValue::canonical(from, to),
+            protocol: protocol.to_string(),
+            cidrs: entry.cidrs.clone(),
+            allow_anywhere: entry.allow_anywhere,
+        });
+    }
+    Ok(out)
 }
 
 /// CPU architecture of the nodes, which follows from the instance type.
@@ -98,6 +247,9 @@ pub struct ClusterSpec {
     pub addons: Vec<String>,
     pub subnet_id: Option<String>,
     pub api_allowed_cidrs: Vec<String>,
+    /// Ports opened to the outside, canonical (`[]` in records written before they existed).
+    #[serde(default)]
+    pub exposed_ports: Vec<ExposedPort>,
     pub root_volume_gib: u32,
     pub tags: BTreeMap<String, String>,
     pub retain_on_failure: bool,
@@ -333,6 +485,9 @@ impl ClusterRequest {
             }
         }
 
+        let exposed_ports =
+            validate_exposed_ports(self.exposed_ports.as_deref().unwrap_or_default())?;
+
         let root_volume_gib = self.root_volume_gib.unwrap_or(DEFAULT_ROOT_VOLUME_GIB);
         let max_volume = policy.max_root_volume_gib.clamp(8, 16384);
         if !(8..=max_volume).contains(&root_volume_gib) {
@@ -388,6 +543,7 @@ impl ClusterRequest {
             addons,
             subnet_id: self.subnet_id.clone(),
             api_allowed_cidrs,
+            exposed_ports,
             root_volume_gib,
             tags,
             retain_on_failure: self.retain_on_failure.unwrap_or(false),
@@ -743,5 +899,110 @@ mod tests {
         let err =
             serde_json::from_str::<ClusterRequest>(r#"{"name":"a","wrokers":2}"#).unwrap_err();
         assert!(err.to_string().contains("wrokers"));
+    }
+
+    #[test]
+    fn exposed_ports_are_checked_and_made_canonical() {
+        let policy = Policy::default();
+        let with = |ports: serde_json::Value| -> Result<ClusterSpec, ValidationError> {
+            let req: ClusterRequest = serde_json::from_value(serde_json::json!({
+                "name": "edge",
+                "exposed_ports": ports,
+            }))
+            .expect("decodes");
+            req.validate(&policy)
+        };
+        let spec = with(serde_json::json!([
+            {"port": 443, "cidrs": ["198.51.100.0/24"]},
+            {"port": "30000-32767", "protocol": "tcp", "cidrs": ["10.0.0.0/8"]},
+            {"port": "8443", "protocol": "udp", "cidrs": ["0.0.0.0/0"], "allow_anywhere": true},
+        ]))
+        .unwrap();
+        assert_eq!(spec.exposed_ports[0].port, PortValue::Number(443));
+        assert_eq!(spec.exposed_ports[0].protocol, "tcp");
+        assert_eq!(
+            spec.exposed_ports[1].port,
+            PortValue::Text("30000-32767".into())
+        );
+        assert_eq!(spec.exposed_ports[2].port, PortValue::Number(8443));
+
+        for (ports, field, says) in [
+            (
+                serde_json::json!([{"port": 22, "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "22",
+            ),
+            (
+                serde_json::json!([{"port": "20-30", "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "22",
+            ),
+            (
+                serde_json::json!([{"port": 25000, "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "MicroK8s",
+            ),
+            (
+                serde_json::json!([{"port": 16443, "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "api_allowed_cidrs",
+            ),
+            (
+                serde_json::json!([{"port": 4789, "protocol": "udp", "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "MicroK8s",
+            ),
+            (
+                serde_json::json!([{"port": 0, "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "1-65535",
+            ),
+            (
+                serde_json::json!([{"port": 70000, "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "1-65535",
+            ),
+            (
+                serde_json::json!([{"port": "90-80", "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].port",
+                "backwards",
+            ),
+            (
+                serde_json::json!([{"port": 80, "protocol": "icmp", "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[0].protocol",
+                "tcp or udp",
+            ),
+            (
+                serde_json::json!([{"port": 80, "cidrs": []}]),
+                "exposed_ports[0].cidrs",
+                "at least one",
+            ),
+            (
+                serde_json::json!([{"port": 80, "cidrs": ["10.0.0.0/8", "0.0.0.0/0"]}]),
+                "exposed_ports[0].cidrs[1]",
+                "allow_anywhere",
+            ),
+            (
+                serde_json::json!([{"port": 80, "cidrs": ["10.0.0.300/8"]}]),
+                "exposed_ports[0].cidrs[0]",
+                "",
+            ),
+            (
+                serde_json::json!([{"port": 80, "cidrs": ["10.0.0.0/8"]}, {"port": "79-81", "cidrs": ["10.0.0.0/8"]}]),
+                "exposed_ports[1].port",
+                "overlaps exposed_ports[0]",
+            ),
+        ] {
+            let e = with(ports.clone()).unwrap_err();
+            assert_eq!(e.field, field, "{ports}: {e:?}");
+            assert!(e.message.contains(says), "{ports}: {e:?}");
+        }
+        let many: Vec<_> = (0..21)
+            .map(|i| serde_json::json!({"port": 1000 + i, "cidrs": ["10.0.0.0/8"]}))
+            .collect();
+        assert_eq!(
+            with(serde_json::json!(many)).unwrap_err().field,
+            "exposed_ports"
+        );
     }
 }

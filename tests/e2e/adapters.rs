@@ -306,7 +306,8 @@ async fn ec2_security_group_lifecycle() {
     assert!(ec2.ingress(&group).await.unwrap().is_empty());
     let rule = |protocol: &str, port, source, description: &str| IngressRule {
         protocol: protocol.into(),
-        port,
+        from_port: port,
+        to_port: port,
         source,
         description: description.into(),
     };
@@ -599,6 +600,7 @@ fn spec(name: &str, region: &str) -> ClusterSpec {
         addons: vec!["dns".into()],
         subnet_id: None,
         api_allowed_cidrs: vec![],
+        exposed_ports: vec![],
         root_volume_gib: 30,
         tags: BTreeMap::new(),
         retain_on_failure: false,

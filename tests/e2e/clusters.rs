@@ -17,6 +17,10 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     let region = stack::CLUSTER_REGIONS[1];
     let mut spec = stack::spec("edge-a", 1, 2);
     spec["region"] = json!(region);
+    spec["exposed_ports"] = json!([
+        {"port": 443, "cidrs": ["198.51.100.0/24"]},
+        {"port": "30000-32767", "protocol": "udp", "cidrs": ["198.51.100.0/24", "192.0.2.0/24"]},
+    ]);
     let (status, created) = stack.api("POST", "/clusters", Some(&spec)).await;
     assert_eq!(status, 202, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
@@ -115,7 +119,8 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
         }
     }
 
-    // AND the security group opens nothing but the MicroK8s ports, 16443 only to the named CIDR, never 22
+    // AND the security group opens nothing but the MicroK8s ports, 16443 only to the named CIDR,
+    // the exposed ports exactly as asked, never 22
     let groups = ec2
         .describe_security_groups()
         .filters(filter)
@@ -125,6 +130,7 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     assert_eq!(groups.security_groups().len(), 1);
     let group = &groups.security_groups()[0];
     let mut from_group = std::collections::BTreeSet::new();
+    let mut from_outside = std::collections::BTreeSet::new();
     for p in group.ip_permissions() {
         let protocol = p.ip_protocol().unwrap_or_default();
         let (from, to) = (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1));
@@ -132,13 +138,15 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
             protocol != "-1" && !(from..=to).contains(&22),
             "a rule covers port 22: {p:?}"
         );
-        assert_eq!(from, to, "single ports only: {p:?}");
         for range in p.ip_ranges() {
-            assert_eq!((protocol, from), ("tcp", 16443), "{p:?}");
-            assert_eq!(range.cidr_ip(), Some("203.0.113.0/24"));
+            from_outside.insert(format!(
+                "{protocol}/{from}-{to} {}",
+                range.cidr_ip().unwrap_or_default()
+            ));
         }
         for pair in p.user_id_group_pairs() {
             assert_eq!(pair.group_id(), group.group_id(), "only the group itself");
+            assert_eq!(from, to, "single ports between the nodes: {p:?}");
             from_group.insert(format!("{protocol}/{from}"));
         }
         assert!(p.ipv6_ranges().is_empty() && p.prefix_list_ids().is_empty());
@@ -156,6 +164,19 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
         from_group, expected,
         "the MicroK8s ports, from the group itself"
     );
+    assert_eq!(
+        from_outside,
+        [
+            "tcp/16443-16443 203.0.113.0/24",
+            "tcp/443-443 198.51.100.0/24",
+            "udp/30000-32767 192.0.2.0/24",
+            "udp/30000-32767 198.51.100.0/24",
+        ]
+        .map(String::from)
+        .into(),
+        "the API to its CIDR, the exposed ports to theirs"
+    );
+    assert_eq!(record["spec"]["exposed_ports"][1]["port"], "30000-32767");
 
     // AND the kubeconfig is a SecureString pointing at the first control plane's API
     let param = stack

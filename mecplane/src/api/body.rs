@@ -42,10 +42,16 @@ pub fn decode_create(body: &[u8]) -> Result<ClusterRequest, ApiError> {
 /// The fields a request may carry, as serde spells them: every field of the default request
 /// serializes (as `null`), so the list cannot drift from the struct.
 fn known_fields() -> Vec<String> {
-    match serde_json::to_value(ClusterRequest::default()) {
+    let mut known: Vec<String> = match serde_json::to_value(ClusterRequest::default()) {
         Ok(Value::Object(map)) => map.keys().cloned().collect(),
         _ => Vec::new(),
-    }
+    };
+    known.extend(
+        ClusterRequest::OMITTED_WHEN_UNSET
+            .iter()
+            .map(|f| f.to_string()),
+    );
+    known
 }
 
 /// Finds the field whose value made decoding fail, down to the element of a list or map.
@@ -87,6 +93,16 @@ mod tests {
         .unwrap();
         assert_eq!(r.workers, Some(2));
         assert_eq!(r.subnet_id, None);
+        // Fields left out of the JSON when unset are still fields a request may carry.
+        let r = decode_create(
+            br#"{"name": "edge", "allow_api_from_anywhere": true, "api_allowed_cidrs": ["0.0.0.0/0"],
+                 "exposed_ports": [{"port": 443, "cidrs": ["203.0.113.0/24"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.allow_api_from_anywhere, Some(true));
+        assert_eq!(r.exposed_ports.map(|p| p.len()), Some(1));
+        let e = rejected(r#"{"name": "edge", "exposed_ports": [{"port": 443, "cidr": []}]}"#);
+        assert_eq!(e.field.as_deref(), Some("exposed_ports[0]"), "{e:?}");
     }
 
     #[test]

@@ -1128,12 +1128,16 @@ mod openapi {
             serde_json::to_value(Event::now("c-1", "api", crate::record::Phase::Started, ""))
                 .unwrap();
         assert_eq!(properties("Event"), json_keys(&event));
-        // allow_api_from_anywhere is left out of the JSON when unset (idempotency hashes).
+        // Some fields are left out of the JSON when unset (idempotency hashes).
         let request = serde_json::to_value(crate::spec::ClusterRequest {
             allow_api_from_anywhere: Some(false),
+            exposed_ports: Some(vec![]),
             ..Default::default()
         })
         .unwrap();
+        for field in crate::spec::ClusterRequest::OMITTED_WHEN_UNSET {
+            assert!(request.get(field).is_some(), "{field} is set above");
+        }
         assert_eq!(properties("ClusterRequest"), json_keys(&request));
         let list = body(&handle(&ctx, get("/clusters")).await);
         assert_eq!(properties("ClusterList"), json_keys(&list));

@@ -176,15 +176,20 @@ fn protocol_name(p: &str) -> String {
 }
 
 /// What identifies a rule to EC2 (the description does not).
-fn rule_key(r: &IngressRule) -> (String, u16, IngressSource) {
-    (protocol_name(&r.protocol), r.port, r.source.clone())
+fn rule_key(r: &IngressRule) -> (String, u16, u16, IngressSource) {
+    (
+        protocol_name(&r.protocol),
+        r.from_port,
+        r.to_port,
+        r.source.clone(),
+    )
 }
 
 fn permission(group_id: &str, rule: &IngressRule) -> IpPermission {
     let builder = IpPermission::builder()
         .ip_protocol(protocol_name(&rule.protocol))
-        .from_port(i32::from(rule.port))
-        .to_port(i32::from(rule.port));
+        .from_port(i32::from(rule.from_port))
+        .to_port(i32::from(rule.to_port));
     match &rule.source {
         IngressSource::SameGroup => builder
             .user_id_group_pairs(
@@ -205,7 +210,7 @@ fn permission(group_id: &str, rule: &IngressRule) -> IpPermission {
     }
 }
 
-/// The single-port tcp/udp rules of a group (the only kind mecplane writes; others are skipped).
+/// The tcp/udp rules of a group (the only kind mecplane writes; others are skipped).
 fn rules_of(group_id: &str, permissions: &[IpPermission]) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for p in permissions {
@@ -216,17 +221,15 @@ fn rules_of(group_id: &str, permissions: &[IpPermission]) -> Vec<IngressRule> {
         let (Some(from), Some(to)) = (p.from_port(), p.to_port()) else {
             continue;
         };
-        let Ok(port) = u16::try_from(from) else {
+        let (Ok(from_port), Ok(to_port)) = (u16::try_from(from), u16::try_from(to)) else {
             continue;
         };
-        if from != to {
-            continue;
-        }
         for pair in p.user_id_group_pairs() {
             if pair.group_id() == Some(group_id) {
                 rules.push(IngressRule {
                     protocol: protocol.clone(),
-                    port,
+                    from_port,
+                    to_port,
                     source: IngressSource::SameGroup,
                     description: pair.description().unwrap_or_default().to_string(),
                 });
@@ -236,7 +239,8 @@ fn rules_of(group_id: &str, permissions: &[IpPermission]) -> Vec<IngressRule> {
             if let Some(cidr) = range.cidr_ip() {
                 rules.push(IngressRule {
                     protocol: protocol.clone(),
-                    port,
+                    from_port,
+                    to_port,
                     source: IngressSource::Cidr(cidr.to_string()),
                     description: range.description().unwrap_or_default().to_string(),
                 });
@@ -513,7 +517,8 @@ mod tests {
     fn rule(protocol: &str, port: u16, source: IngressSource, description: &str) -> IngressRule {
         IngressRule {
             protocol: protocol.into(),
-            port,
+            from_port: port,
+            to_port: port,
             source,
             description: description.into(),
         }
@@ -538,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn foreign_rules_are_skipped() {
+    fn foreign_rules_are_skipped_and_ranges_read() {
         let all = IpPermission::builder().ip_protocol("-1").build();
         let range = IpPermission::builder()
             .ip_protocol("tcp")
@@ -552,7 +557,18 @@ mod tests {
             .to_port(22)
             .user_id_group_pairs(UserIdGroupPair::builder().group_id("sg-other").build())
             .build();
-        assert!(rules_of("sg-1", &[all, range, other_group]).is_empty());
+        assert!(rules_of("sg-1", &[all, other_group]).is_empty());
+        // A port range (exposed_ports) is read as one rule.
+        assert_eq!(
+            rules_of("sg-1", &[range]),
+            [IngressRule {
+                protocol: "tcp".into(),
+                from_port: 1000,
+                to_port: 2000,
+                source: IngressSource::Cidr("0.0.0.0/0".into()),
+                description: String::new(),
+            }]
+        );
     }
 
     #[test]

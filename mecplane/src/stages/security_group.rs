@@ -1,6 +1,7 @@
 //! Stage `security-group`: ensures the cluster's security group with exactly the rules MicroK8s
 //! needs — its ports open between the cluster's own nodes (self-referencing rules), the API
-//! (16443) open only to the CIDRs the user named, and nothing else: never 22.
+//! (16443) open only to the CIDRs the user named, the `exposed_ports` the user asked for to the
+//! CIDRs named with each, and nothing else: never 22.
 
 use super::Ports;
 use crate::error::StageError;
@@ -21,7 +22,8 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     for port in microk8s::INTRA_CLUSTER_TCP {
         rules.push(IngressRule {
             protocol: "tcp".into(),
-            port,
+            from_port: port,
+            to_port: port,
             source: IngressSource::SameGroup,
             description: "MicroK8s, between cluster nodes".into(),
         });
@@ -29,7 +31,8 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     for port in microk8s::INTRA_CLUSTER_UDP {
         rules.push(IngressRule {
             protocol: "udp".into(),
-            port,
+            from_port: port,
+            to_port: port,
             source: IngressSource::SameGroup,
             description: "MicroK8s VXLAN, between cluster nodes".into(),
         });
@@ -37,10 +40,26 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     for cidr in &spec.api_allowed_cidrs {
         rules.push(IngressRule {
             protocol: "tcp".into(),
-            port: microk8s::PORT_API,
+            from_port: microk8s::PORT_API,
+            to_port: microk8s::PORT_API,
             source: IngressSource::Cidr(cidr.clone()),
             description: "Kubernetes API, from a CIDR the user named".into(),
         });
+    }
+    for exposed in &spec.exposed_ports {
+        // Validated with the spec: a well-formed range, never 22 nor a MicroK8s port.
+        let Ok((from_port, to_port)) = exposed.port.range() else {
+            continue;
+        };
+        for cidr in &exposed.cidrs {
+            rules.push(IngressRule {
+                protocol: exposed.protocol.clone(),
+                from_port,
+                to_port,
+                source: IngressSource::Cidr(cidr.clone()),
+                description: "a workload port the user exposed".into(),
+            });
+        }
     }
     rules
 }
@@ -50,9 +69,11 @@ pub fn missing_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<In
     desired
         .iter()
         .filter(|d| {
-            !current
-                .iter()
-                .any(|c| c.protocol == d.protocol && c.port == d.port && c.source == d.source)
+            !current.iter().any(|c| {
+                c.protocol == d.protocol
+                    && (c.from_port, c.to_port) == (d.from_port, d.to_port)
+                    && c.source == d.source
+            })
         })
         .cloned()
         .collect()
@@ -125,16 +146,63 @@ mod tests {
         assert_eq!(groups.len(), 1, "one group however often the stage runs");
         let (_, rules) = groups.values().next().unwrap();
         assert_eq!(rules.len(), 6);
-        assert!(rules.iter().all(|r| r.port != 22));
+        assert!(rules
+            .iter()
+            .all(|r| !(r.from_port..=r.to_port).contains(&22)));
         let outside: Vec<_> = rules
             .iter()
             .filter(|r| r.source != IngressSource::SameGroup)
             .collect();
         assert_eq!(outside.len(), 1);
-        assert_eq!(outside[0].port, microk8s::PORT_API);
+        assert_eq!(
+            (outside[0].from_port, outside[0].to_port),
+            (microk8s::PORT_API, microk8s::PORT_API)
+        );
         assert_eq!(
             outside[0].source,
             IngressSource::Cidr("203.0.113.0/24".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn exposed_ports_open_exactly_what_was_asked() {
+        use crate::spec::{ExposedPort, PortValue};
+        let (cloud, store, mut state) = fixtures::registered(1, 0).await;
+        state.spec.exposed_ports = vec![
+            ExposedPort {
+                port: PortValue::Number(443),
+                protocol: "tcp".into(),
+                cidrs: vec!["198.51.100.0/24".into(), "203.0.113.7/32".into()],
+                allow_anywhere: false,
+            },
+            ExposedPort {
+                port: PortValue::Text("30000-32767".into()),
+                protocol: "udp".into(),
+                cidrs: vec!["10.0.0.0/8".into()],
+                allow_anywhere: false,
+            },
+        ];
+        run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap();
+        run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        let (_, rules) = cloud.groups().into_values().next().unwrap();
+        let outside: Vec<_> = rules
+            .iter()
+            .filter_map(|r| match &r.source {
+                IngressSource::Cidr(c) => {
+                    Some((r.protocol.as_str(), r.from_port, r.to_port, c.as_str()))
+                }
+                IngressSource::SameGroup => None,
+            })
+            .collect();
+        assert_eq!(
+            outside,
+            [
+                ("tcp", 443, 443, "198.51.100.0/24"),
+                ("tcp", 443, 443, "203.0.113.7/32"),
+                ("udp", 30000, 32767, "10.0.0.0/8"),
+            ]
         );
     }
 

@@ -50,16 +50,23 @@ REQUIRED_ROUTES = {
     ("POST", "/clusters"),
     ("GET", "/clusters"),
     ("GET", "/clusters/{id}"),
+    ("PATCH", "/clusters/{id}"),
     ("DELETE", "/clusters/{id}"),
     ("GET", "/clusters/{id}/events"),
     ("GET", "/clusters/{id}/kubeconfig"),
+    ("GET", "/clusters/{id}/updates"),
+    ("GET", "/clusters/{id}/updates/{update_id}"),
     ("GET", "/healthz"),
 }
 
 NODE_ROLE = "NodeRole"
 SSM_CORE = "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 REQUIRED_ENV = ["MECPLANE_TABLE", "MECPLANE_NODE_INSTANCE_PROFILE", "MECPLANE_AMI_PARAMETER_PREFIX"]
-API_ENV = ["MECPLANE_CREATE_STATE_MACHINE_ARN", "MECPLANE_DELETE_STATE_MACHINE_ARN"]
+API_ENV = [
+    "MECPLANE_CREATE_STATE_MACHINE_ARN",
+    "MECPLANE_DELETE_STATE_MACHINE_ARN",
+    "MECPLANE_UPDATE_STATE_MACHINE_ARN",
+]
 
 # What every Task of both state machines retries: the stages' transient errors, Lambda's service
 # trouble, and a Lambda that timed out — a timeout is retried, not a reason to tear a cluster down.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make deploy`: build the one Rust binary of the 18 functions for arm64 and deploy the stack with AWS SAM.
+# `make deploy`: build the one Rust binary of the 22 functions for arm64 and deploy the stack with AWS SAM.
 #
 # The first deploy (no samconfig.toml) runs `sam deploy --guided`, which asks for the settings and
 # saves them in samconfig.toml; later deploys run `sam deploy` with it. Without a terminal (CI) the

@@ -11,14 +11,18 @@ mod api;
 mod await_nodes;
 mod await_terminated;
 mod begin_delete;
+mod begin_update;
 mod bootstrap;
 mod delete_parameters;
 mod delete_security_group;
+mod fail_update;
 mod finish_delete;
+mod finish_update;
 mod join_nodes;
 mod launch_nodes;
 mod mark_failed;
 mod register;
+mod remove_workers;
 mod resolve_ami;
 mod runtime;
 mod security_group;
@@ -41,16 +45,20 @@ pub const HANDLERS: &[(&str, Start)] = &[
     ("await-nodes", || Box::pin(await_nodes::serve())),
     ("await-terminated", || Box::pin(await_terminated::serve())),
     ("begin-delete", || Box::pin(begin_delete::serve())),
+    ("begin-update", || Box::pin(begin_update::serve())),
     ("bootstrap", || Box::pin(bootstrap::serve())),
     ("delete-parameters", || Box::pin(delete_parameters::serve())),
     ("delete-security-group", || {
         Box::pin(delete_security_group::serve())
     }),
+    ("fail-update", || Box::pin(fail_update::serve())),
     ("finish-delete", || Box::pin(finish_delete::serve())),
+    ("finish-update", || Box::pin(finish_update::serve())),
     ("join-nodes", || Box::pin(join_nodes::serve())),
     ("launch-nodes", || Box::pin(launch_nodes::serve())),
     ("mark-failed", || Box::pin(mark_failed::serve())),
     ("register", || Box::pin(register::serve())),
+    ("remove-workers", || Box::pin(remove_workers::serve())),
     ("resolve-ami", || Box::pin(resolve_ami::serve())),
     ("security-group", || Box::pin(security_group::serve())),
     ("store-kubeconfig", || Box::pin(store_kubeconfig::serve())),

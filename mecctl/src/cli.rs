@@ -12,9 +12,9 @@ Exit codes:
   1    the API or the network failed (5xx, unreachable, unexpected answer)
   2    usage error (bad flags)
   3    no such cluster (404)
-  4    conflict (409: name taken, cluster busy or not ACTIVE)
+  4    conflict (409: name taken, cluster busy or not ACTIVE; 412: the cluster changed meanwhile)
   5    the request was refused as invalid (400, 413, 422); the message names the field
-  6    the cluster ended FAILED while waiting
+  6    the cluster ended FAILED, or the update Failed, while waiting
   7    waiting timed out (the cluster carries on)
   130  interrupted (Ctrl-C stops waiting, not the cluster)
 
@@ -67,6 +67,10 @@ pub enum Command {
     Get(ClusterArg),
     /// Delete a cluster: its instances, security group and parameters.
     Delete(DeleteArgs),
+    /// Change the number of workers of an ACTIVE cluster (one change at a time).
+    Scale(ScaleArgs),
+    /// The changes made to a cluster, newest first.
+    Updates(ClusterArg),
     /// The cluster's events, oldest first.
     Events(ClusterArg),
     /// Write the cluster's kubeconfig into a kubeconfig file (merged, context named after it).
@@ -144,7 +148,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only clusters in this status (CREATING, ACTIVE, FAILED, DELETING, DELETED).
+    /// Only clusters in this status (CREATING, ACTIVE, UPDATING, FAILED, DELETING, DELETED).
     #[arg(long)]
     pub status: Option<String>,
     /// Only clusters in this region.
@@ -159,6 +163,21 @@ pub struct ListArgs {
 pub struct DeleteArgs {
     /// Cluster id (c-…) or name.
     pub cluster: String,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// Worker nodes wanted: more launches and joins workers, fewer drains and removes the
+    /// highest-index ones.
+    #[arg(long)]
+    pub workers: u32,
+    /// Change the cluster only if its record is still at this version (its ETag, e.g. 7).
+    #[arg(long)]
+    pub if_version: Option<u64>,
     #[command(flatten)]
     pub wait: WaitFlags,
 }
@@ -285,6 +304,32 @@ mod tests {
         assert!(
             Cli::try_parse_from(["mecctl", "create"]).is_err(),
             "a name or a file"
+        );
+        let cli = Cli::try_parse_from([
+            "mecctl",
+            "scale",
+            "edge",
+            "--workers",
+            "4",
+            "--wait",
+            "--timeout",
+            "10m",
+        ])
+        .unwrap();
+        let Command::Scale(args) = cli.command else {
+            panic!("scale")
+        };
+        assert_eq!((args.cluster.as_str(), args.workers), ("edge", 4));
+        assert!(args.wait.wait && args.if_version.is_none());
+        assert_eq!(args.wait.timeout, Duration::from_secs(600));
+        assert!(
+            Cli::try_parse_from(["mecctl", "scale", "edge"]).is_err(),
+            "--workers is required"
+        );
+        assert!(Cli::try_parse_from(["mecctl", "scale", "edge", "--workers", "-1"]).is_err());
+        let cli = Cli::try_parse_from(["mecctl", "updates", "edge", "-o", "json"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Updates(ClusterArg { ref cluster }) if cluster == "edge")
         );
     }
 }

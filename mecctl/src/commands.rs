@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::cli::{
-    ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs, WaitArgs, WaitFlags,
+    ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs, ScaleArgs, WaitArgs,
+    WaitFlags,
 };
 use crate::client::{encode, ApiClient};
 use crate::exit::{self, Failure};
@@ -244,6 +245,82 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<(), Failure> {
     accepted(ctx, &record, &args.wait, Accepted::Delete).await
 }
 
+/// `PATCH /clusters/{id}` with `{"workers": N}`: prints the record (`200`: nothing to change), or
+/// the update started (`202`), or with `--wait` follows it until it ends.
+pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<(), Failure> {
+    let body = json!({ "workers": args.workers });
+    let tag = args.if_version.map(|v| format!("\"{v}\""));
+    let headers: Vec<(&str, &str)> = tag.iter().map(|t| ("if-match", t.as_str())).collect();
+    let (status, record) = ctx
+        .api
+        .call("PATCH", &cluster_path(&args.cluster), Some(&body), &headers)
+        .await?;
+    let (id, name) = id_and_name(&record);
+    match status {
+        200 => {
+            ctx.print(&record, |_| {
+                format!(
+                    "cluster {name} ({id}) already has {} worker(s): nothing to change\n",
+                    args.workers
+                )
+            });
+            Ok(())
+        }
+        202 => {
+            let update = newest_update(&record);
+            let update_id = update["id"].as_str().unwrap_or_default().to_string();
+            if !args.wait.wait {
+                ctx.print(&record, |_| {
+                    format!(
+                        "cluster {name} ({id}) UPDATING: update {update_id} {}; follow it with `mecctl updates {name}`\n",
+                        output::update_change(update)
+                    )
+                });
+                return Ok(());
+            }
+            eprintln!(
+                "cluster {name} ({id}) update {update_id} {} (Ctrl-C stops waiting, not the update)",
+                output::update_change(update)
+            );
+            follow_until(ctx, &id, &name, &[], &args.wait, true, Some(&update_id)).await
+        }
+        _ => Err(Failure::from_answer(status, &record)),
+    }
+}
+
+/// The newest update of a record (the one a `202` started).
+fn newest_update(record: &Value) -> &Value {
+    record["updates"]
+        .as_array()
+        .and_then(|u| u.last())
+        .unwrap_or(&Value::Null)
+}
+
+/// The update `update_id` of a record.
+fn update_of<'a>(record: &'a Value, update_id: &str) -> Option<&'a Value> {
+    record["updates"]
+        .as_array()?
+        .iter()
+        .find(|u| u["id"] == update_id)
+}
+
+/// `GET /clusters/{id}/updates`: ID KIND CHANGE STATUS STARTED FINISHED REASON.
+pub async fn updates(ctx: &Ctx, args: &ClusterArg) -> Result<(), Failure> {
+    let answer = ctx
+        .expect(
+            "GET",
+            &format!("{}/updates", cluster_path(&args.cluster)),
+            None,
+            &[],
+            200,
+        )
+        .await?;
+    ctx.print(&answer, |v| {
+        output::update_table(v["updates"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+    });
+    Ok(())
+}
+
 pub async fn wait(ctx: &Ctx, args: &WaitArgs) -> Result<(), Failure> {
     let record = ctx
         .expect("GET", &cluster_path(&args.cluster), None, &[], 200)
@@ -304,6 +381,20 @@ async fn follow(
     flags: &WaitFlags,
     only_new: bool,
 ) -> Result<(), Failure> {
+    follow_until(ctx, id, name, until, flags, only_new, None).await
+}
+
+/// [`follow`], or — given an update id — until that update has ended and the cluster is no longer
+/// `UPDATING`; an update that ended `Failed` is a failure (exit 6) naming its reason.
+async fn follow_until(
+    ctx: &Ctx,
+    id: &str,
+    name: &str,
+    until: &[&str],
+    flags: &WaitFlags,
+    only_new: bool,
+    update: Option<&str>,
+) -> Result<(), Failure> {
     let watching = async {
         let start = Instant::now();
         let mut seen = if only_new {
@@ -355,7 +446,14 @@ async fn follow(
                 eprintln!("[{:>5}s] status {now}", start.elapsed().as_secs());
                 last_status = now.clone();
             }
-            if until.contains(&now.as_str()) || now == "FAILED" {
+            let settled = match update {
+                Some(update_id) => {
+                    now != "UPDATING"
+                        && update_of(&record, update_id).is_none_or(|u| u["status"] != "InProgress")
+                }
+                None => until.contains(&now.as_str()) || now == "FAILED",
+            };
+            if settled {
                 return Ok(record);
             }
             if start.elapsed() >= flags.timeout {
@@ -390,6 +488,30 @@ async fn follow(
         Vec::new()
     };
     ctx.print(&record, |r| output::cluster_detail(r, &events, now));
+    if let Some(update_id) = update {
+        let u = update_of(&record, update_id).unwrap_or(&Value::Null);
+        let status = u["status"].as_str().unwrap_or("unknown");
+        if status != "Successful" {
+            let f = &u["failure"];
+            return Err(Failure::new(
+                exit::CLUSTER_FAILED,
+                format!(
+                    "update {update_id} of cluster {name} {status}{}; the cluster is {}",
+                    match f["reason"].as_str() {
+                        Some(reason) => format!(
+                            " in {}: {}: {reason}",
+                            f["stage"].as_str().unwrap_or("?"),
+                            f["error"].as_str().unwrap_or("?")
+                        ),
+                        None => String::new(),
+                    },
+                    record["status"].as_str().unwrap_or("?")
+                ),
+            ));
+        }
+        eprintln!("update {update_id} of cluster {name} Successful");
+        return Ok(());
+    }
     if record["status"] == "FAILED" {
         let f = &record["failure"];
         return Err(Failure::new(
@@ -454,6 +576,107 @@ mod tests {
             }
         });
         format!("http://{addr}")
+    }
+
+    /// An API on 127.0.0.1 that answers a PATCH of cluster c-1 with `202` and `records[0]`, and
+    /// its GETs with the records in turn (the last one from then on); events are always empty.
+    /// The requests it got go to the returned list.
+    async fn scripted_api(
+        records: Vec<Value>,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut gets = 0;
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0; 16384];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                log.lock().unwrap().push(request.clone());
+                let (status, body) = if request.starts_with("GET /clusters/c-1/events") {
+                    ("200 OK", r#"{"events": []}"#.to_string())
+                } else if request.starts_with("PATCH /clusters/edge") {
+                    ("202 Accepted", records[0].to_string())
+                } else {
+                    gets += 1;
+                    ("200 OK", records[gets.min(records.len()) - 1].to_string())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn cluster(status: &str, update_status: &str, failure: Value) -> Value {
+        json!({"id": "c-1", "status": status, "spec": {"name": "edge", "workers": 2},
+               "updates": [
+                 {"id": "u-0", "kind": "scale", "params": {"workers": {"from": 1, "to": 2}}, "status": "Successful"},
+                 {"id": "u-1", "kind": "scale", "params": {"workers": {"from": 2, "to": 4}},
+                  "status": update_status, "failure": failure}]})
+    }
+
+    fn scale_args(argv: &[&str]) -> ScaleArgs {
+        let mut full = vec!["mecctl", "scale", "edge"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Scale(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[tokio::test]
+    async fn scale_follows_the_update_until_it_ends() {
+        let (endpoint, seen) = scripted_api(vec![
+            cluster("UPDATING", "InProgress", Value::Null),
+            cluster("UPDATING", "InProgress", Value::Null),
+            cluster("ACTIVE", "Successful", Value::Null),
+        ])
+        .await;
+        let ctx = ctx_for(endpoint).await;
+        scale(
+            &ctx,
+            &scale_args(&["--workers", "4", "--wait", "--if-version", "7"]),
+        )
+        .await
+        .expect("the update ended Successful");
+        let seen = seen.lock().unwrap();
+        let patch = seen.iter().find(|r| r.starts_with("PATCH")).unwrap();
+        assert!(patch.ends_with(r#"{"workers":4}"#), "{patch}");
+        assert!(
+            patch.to_ascii_lowercase().contains("if-match: \"7\""),
+            "{patch}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_update_exits_6_with_its_reason() {
+        let failure =
+            json!({"stage": "join-workers", "error": "CommandFailed", "reason": "join refused"});
+        let (endpoint, _) = scripted_api(vec![
+            cluster("UPDATING", "InProgress", Value::Null),
+            cluster("ACTIVE", "Failed", failure),
+        ])
+        .await;
+        let ctx = ctx_for(endpoint).await;
+        let err = scale(&ctx, &scale_args(&["--workers", "4", "--wait"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, exit::CLUSTER_FAILED, "{}", err.message);
+        assert!(
+            err.message.contains("update u-1 of cluster edge Failed in join-workers: CommandFailed: join refused; the cluster is ACTIVE"),
+            "{}",
+            err.message
+        );
+        // Without --wait, the 202 is the answer.
+        scale(&ctx, &scale_args(&["--workers", "4"])).await.unwrap();
     }
 
     async fn ctx_for(endpoint: String) -> Ctx {

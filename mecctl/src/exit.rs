@@ -37,7 +37,7 @@ impl Failure {
     pub fn from_answer(status: u16, body: &Value) -> Self {
         let code = match status {
             404 => NOT_FOUND,
-            409 => CONFLICT,
+            409 | 412 => CONFLICT,
             400 | 413 | 422 => INVALID,
             _ => API,
         };

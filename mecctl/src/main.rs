@@ -46,6 +46,8 @@ async fn run(cli: Cli) -> Result<(), exit::Failure> {
         Command::List(args) => commands::list(&ctx, args).await,
         Command::Get(args) => commands::get(&ctx, args).await,
         Command::Delete(args) => commands::delete(&ctx, args).await,
+        Command::Scale(args) => commands::scale(&ctx, args).await,
+        Command::Updates(args) => commands::updates(&ctx, args).await,
         Command::Events(args) => commands::events(&ctx, args).await,
         Command::Kubeconfig(args) => commands::kubeconfig(&ctx, args).await,
         Command::Wait(args) => commands::wait(&ctx, args).await,

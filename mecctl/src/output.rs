@@ -185,6 +185,60 @@ pub fn event_table(events: &[Value]) -> String {
     table(&["TIME", "STAGE", "PHASE", "DETAIL"], &rows)
 }
 
+/// What an update changes, from its `params`: `workers 2 -> 4`.
+pub fn update_change(update: &Value) -> String {
+    let Some(params) = update["params"].as_object() else {
+        return "-".into();
+    };
+    let mut parts: Vec<String> = params
+        .iter()
+        .map(|(field, v)| match (v.get("from"), v.get("to")) {
+            (Some(from), Some(to)) => format!("{field} {} -> {}", text(from), text(to)),
+            _ => format!("{field} {}", text(v)),
+        })
+        .collect();
+    if parts.is_empty() {
+        parts.push("-".into());
+    }
+    parts.join(", ")
+}
+
+/// `GET /clusters/{id}/updates`: ID KIND CHANGE STATUS STARTED FINISHED REASON, newest first.
+pub fn update_table(updates: &[Value]) -> String {
+    if updates.is_empty() {
+        return "No updates.\n".into();
+    }
+    let time = |v: &Value| match v.as_str() {
+        Some(t) => t.get(..19).unwrap_or(t).replace('T', " "),
+        None => "-".into(),
+    };
+    let rows: Vec<Vec<String>> = updates
+        .iter()
+        .map(|u| {
+            let f = &u["failure"];
+            let reason = match f["reason"].as_str() {
+                Some(reason) => format!("{}: {reason}", text(&f["error"])),
+                None => "-".into(),
+            };
+            vec![
+                text(&u["id"]),
+                text(&u["kind"]),
+                update_change(u),
+                text(&u["status"]),
+                time(&u["started_at"]),
+                time(&u["finished_at"]),
+                reason,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "KIND", "CHANGE", "STATUS", "STARTED", "FINISHED", "REASON",
+        ],
+        &rows,
+    )
+}
+
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -241,6 +295,31 @@ mod tests {
         r["failure"] = json!({"stage": "bootstrap", "error": "CommandFailed", "reason": "exit 1"});
         let out = cluster_detail(&r, &[], now);
         assert!(out.contains("Failure:     CommandFailed in bootstrap: exit 1"));
+    }
+
+    #[test]
+    fn updates_table_shows_the_change_and_the_reason() {
+        let updates = vec![
+            json!({"id": "u-2", "kind": "scale", "params": {"workers": {"from": 4, "to": 1}},
+                   "status": "Failed", "started_at": "2026-11-23T10:10:00.5Z", "finished_at": "2026-11-23T10:12:00Z",
+                   "failure": {"stage": "drain-workers", "error": "DrainTimedOut", "reason": "pods would not leave"}}),
+            json!({"id": "u-1", "kind": "scale", "params": {"workers": {"from": 2, "to": 4}},
+                   "status": "InProgress", "started_at": "2026-11-23T10:00:00Z", "finished_at": null, "failure": null}),
+        ];
+        let out = update_table(&updates);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[0].starts_with("ID   KIND   CHANGE          STATUS      STARTED"),
+            "{out}"
+        );
+        assert!(lines[1].contains("u-2  scale  workers 4 -> 1  Failed      2026-11-23 10:10:00  2026-11-23 10:12:00  DrainTimedOut: pods would not leave"), "{out}");
+        assert!(
+            lines[2].contains("u-1  scale  workers 2 -> 4  InProgress  2026-11-23 10:00:00  -"),
+            "{out}"
+        );
+        assert_eq!(update_table(&[]), "No updates.\n");
+        assert_eq!(update_change(&json!({"params": {}})), "-");
     }
 
     #[test]

@@ -267,7 +267,11 @@ mod asl_tests {
 
     #[test]
     fn every_task_retries_transient_errors_and_lambda_timeouts() {
-        for file in ["create-cluster.asl.json", "delete-cluster.asl.json"] {
+        for file in [
+            "create-cluster.asl.json",
+            "delete-cluster.asl.json",
+            "update-cluster.asl.json",
+        ] {
             let m = machine(file);
             let states = m["States"].as_object().expect("States");
             let tasks: Vec<_> = states.iter().filter(|(_, s)| s["Type"] == "Task").collect();

@@ -5,12 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::ClusterSpec;
 
-/// Where a cluster is in its life. `CREATING → ACTIVE | FAILED`, `ACTIVE | FAILED → DELETING → DELETED`.
+/// Where a cluster is in its life. `CREATING → ACTIVE | FAILED`, `ACTIVE → UPDATING → ACTIVE`,
+/// `ACTIVE | FAILED → DELETING → DELETED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Creating,
     Active,
+    /// A change (an [`Update`]) runs on the live cluster; back to `Active` when it ends, whether
+    /// it succeeded or failed.
+    Updating,
     Failed,
     Deleting,
     Deleted,
@@ -18,9 +22,10 @@ pub enum Status {
 
 impl Status {
     /// Every status, for listings and validation.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Creating,
         Status::Active,
+        Status::Updating,
         Status::Failed,
         Status::Deleting,
         Status::Deleted,
@@ -31,6 +36,7 @@ impl Status {
         match self {
             Status::Creating => "CREATING",
             Status::Active => "ACTIVE",
+            Status::Updating => "UPDATING",
             Status::Failed => "FAILED",
             Status::Deleting => "DELETING",
             Status::Deleted => "DELETED",
@@ -51,6 +57,8 @@ impl Status {
                 (self, next),
                 (Creating, Active)
                     | (Creating, Failed)
+                    | (Active, Updating)
+                    | (Updating, Active)
                     | (Active, Deleting)
                     | (Failed, Deleting)
                     | (Deleting, Deleted)
@@ -131,6 +139,55 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// What kind of change an [`Update`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateKind {
+    /// `workers` changes: nodes launched and joined, or drained, removed and terminated.
+    Scale,
+    /// `microk8s_channel` moves one minor up, node by node.
+    Upgrade,
+    /// `addons` enabled or disabled.
+    Addons,
+    /// One node replaced by a new one with the same role and index.
+    ReplaceNode,
+}
+
+/// How an [`Update`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum UpdateStatus {
+    InProgress,
+    Successful,
+    Failed,
+}
+
+/// One change to a live cluster, as EKS records its updates: what was asked, by whom, how it
+/// went. A failed update never destroys the cluster: the record returns to `ACTIVE` and the
+/// update says `Failed` with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Update {
+    /// `u-` and 16 lowercase hex characters.
+    pub id: String,
+    pub kind: UpdateKind,
+    /// What was asked, e.g. `{"workers": {"from": 2, "to": 4}}`.
+    pub params: serde_json::Value,
+    pub status: UpdateStatus,
+    /// The update execution (`<cluster id>-update-<update id>`).
+    #[serde(default)]
+    pub execution_arn: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub failure: Option<Failure>,
+}
+
+/// The most updates a record keeps (the oldest go first).
+pub const MAX_UPDATES_KEPT: usize = 50;
+
 /// The cluster record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterRecord {
@@ -155,6 +212,9 @@ pub struct ClusterRecord {
     pub delete_attempt: u32,
     #[serde(default)]
     pub failure: Option<Failure>,
+    /// The changes made to the live cluster, oldest first (at most [`MAX_UPDATES_KEPT`]).
+    #[serde(default)]
+    pub updates: Vec<Update>,
     /// The API endpoint written into the kubeconfig.
     #[serde(default)]
     pub endpoint: Option<String>,
@@ -188,6 +248,7 @@ impl ClusterRecord {
             delete_execution_arn: None,
             delete_attempt: 0,
             failure: None,
+            updates: Vec::new(),
             endpoint: None,
             kubeconfig_parameter: None,
             security_group_id: None,
@@ -268,6 +329,8 @@ mod tests {
                     || [
                         (Creating, Active),
                         (Creating, Failed),
+                        (Active, Updating),
+                        (Updating, Active),
                         (Active, Deleting),
                         (Failed, Deleting),
                         (Deleting, Deleted),

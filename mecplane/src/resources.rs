@@ -68,6 +68,42 @@ pub fn new_cluster_id() -> String {
     format!("c-{:016x}", rand::random::<u64>())
 }
 
+/// A new random update id: `u-` and 16 lowercase hex characters.
+pub fn new_update_id() -> String {
+    format!("u-{:016x}", rand::random::<u64>())
+}
+
+/// Whether `id` has the shape of an update id.
+pub fn is_update_id(id: &str) -> bool {
+    id.len() == 18
+        && id.starts_with("u-")
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The name of the update execution of one update: `<cluster id>-update-<update id>`.
+pub fn update_execution_name(cluster_id: &str, update_id: &str) -> String {
+    format!("{cluster_id}-update-{update_id}")
+}
+
+/// The ARN of execution `name` of a state machine:
+/// `arn:<partition>:states:<region>:<account>:stateMachine:<machine>` →
+/// `arn:<partition>:states:<region>:<account>:execution:<machine>:<name>`.
+pub fn execution_arn(state_machine_arn: &str, name: &str) -> Option<String> {
+    let parts: Vec<&str> = state_machine_arn.splitn(7, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "states", region, account, "stateMachine", machine]
+            if !machine.contains(':') =>
+        {
+            Some(format!(
+                "arn:{partition}:states:{region}:{account}:execution:{machine}:{name}"
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// A cluster id derived from a seed (a Step Functions execution ARN), so that a retried stage
 /// derives the same id and registers the same cluster.
 pub fn cluster_id_from_seed(seed: &str) -> String {

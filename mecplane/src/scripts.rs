@@ -12,6 +12,7 @@ pub enum Script {
     Join,
     Verify,
     Kubeconfig,
+    RemoveNode,
 }
 
 impl Script {
@@ -23,6 +24,7 @@ impl Script {
             Script::Join => "join",
             Script::Verify => "verify",
             Script::Kubeconfig => "kubeconfig",
+            Script::RemoveNode => "remove-node",
         }
     }
 
@@ -34,6 +36,7 @@ impl Script {
             Script::Join => include_str!("../scripts/join.sh"),
             Script::Verify => include_str!("../scripts/verify.sh"),
             Script::Kubeconfig => include_str!("../scripts/kubeconfig.sh"),
+            Script::RemoveNode => include_str!("../scripts/remove-node.sh"),
         }
     }
 
@@ -127,6 +130,7 @@ mod tests {
             Script::Join,
             Script::Verify,
             Script::Kubeconfig,
+            Script::RemoveNode,
         ] {
             assert!(
                 s.body()
@@ -267,6 +271,104 @@ mod tests {
         assert!(accepted >= 20, "only {accepted} lists were valid");
         // The script still refuses what validate refuses.
         assert!(!bootstrap_addons(&dir, &["dns:$(id)".into()]).0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Runs the remove-node script as SSM would, with a `microk8s` stand-in whose drain answers
+    /// `drain` for a plain drain and `forced` for one with `--force` ("ok" or "timeout"), on a
+    /// cluster whose one other node is `ip-10-0-0-7` at 10.0.0.7. Answers the exit status, the
+    /// standard output and the stand-in's calls.
+    fn remove_node(
+        dir: &std::path::Path,
+        ip: &str,
+        drain: &str,
+        forced: &str,
+    ) -> (bool, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let calls = dir.join("calls");
+        let gone = dir.join("gone");
+        let _ = std::fs::remove_file(&calls);
+        let _ = std::fs::remove_file(&gone);
+        let stand_in = r#"#!/bin/sh
+echo "$*" >>"$CALLS"
+case $1 in
+  kubectl)
+    case $2 in
+      get)
+        if [ -e "$GONE" ]; then echo '{"items": []}'; else
+          echo '{"items": [{"metadata": {"name": "ip-10-0-0-7"}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]}}]}'
+        fi ;;
+      drain)
+        case "$*" in *--force*) want=$FORCED ;; *) want=$DRAIN ;; esac
+        [ "$want" = ok ] && { echo "node/$3 drained"; exit 0; }
+        echo "error: unable to drain node \"$3\": global timeout reached" >&2; exit 1 ;;
+    esac ;;
+  remove-node) touch "$GONE"; echo "Removing node $2" ;;
+esac
+"#;
+        let path = bin.join("microk8s");
+        std::fs::write(&path, stand_in).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = Script::RemoveNode.render(&[("NODE_IP", ip), ("DRAIN_TIMEOUT", "5")]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&text)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("CALLS", &calls)
+            .env("GONE", &gone)
+            .env("DRAIN", drain)
+            .env("FORCED", forced)
+            .output()
+            .expect("sh runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            std::fs::read_to_string(&calls).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn the_remove_node_script_drains_forces_on_timeout_and_is_idempotent() {
+        let dir = std::env::temp_dir().join(format!("mecplane-remove-{}", std::process::id()));
+        // Drained, then removed.
+        let (ok, out, calls) = remove_node(&dir, "10.0.0.7", "ok", "ok");
+        assert!(ok, "{out}");
+        assert_eq!(result_of(&out).unwrap()["drain"], "drained", "{out}");
+        assert!(calls.contains(
+            "kubectl drain ip-10-0-0-7 --ignore-daemonsets --delete-emptydir-data --timeout=5s\n"
+        ));
+        assert!(calls.contains("remove-node ip-10-0-0-7\n"), "{calls}");
+        // A drain that times out is forced, with a note.
+        let (ok, out, calls) = remove_node(&dir, "10.0.0.7", "timeout", "ok");
+        assert!(ok, "{out}");
+        assert_eq!(result_of(&out).unwrap()["drain"], "forced");
+        assert!(
+            out.contains("note: draining ip-10-0-0-7 did not finish within 5s"),
+            "{out}"
+        );
+        assert!(calls.contains("--timeout=5s --force\n"), "{calls}");
+        // Even a forced drain that does not finish removes the node, and says so.
+        let (ok, out, _) = remove_node(&dir, "10.0.0.7", "timeout", "timeout");
+        assert!(ok, "{out}");
+        assert_eq!(result_of(&out).unwrap()["drain"], "incomplete");
+        // A node no longer in the cluster is fine, and nothing is drained.
+        let (ok, out, calls) = remove_node(&dir, "10.0.0.9", "ok", "ok");
+        assert!(ok, "{out}");
+        assert_eq!(result_of(&out).unwrap()["remove"], "already-gone");
+        assert!(!calls.contains("drain"), "{calls}");
+        // A bad address is refused before anything runs.
+        let (ok, _, calls) = remove_node(&dir, "10.0.0.7; reboot", "ok", "ok");
+        assert!(!ok);
+        assert!(calls.is_empty(), "{calls}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -198,6 +198,10 @@ pub struct CreateState {
     /// Set by a `Catch`.
     #[serde(default)]
     pub error: Option<StepError>,
+    /// Set when the state works on an update of a live cluster (the update state machine), not
+    /// on a create. Absent from a create's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateInfo>,
 }
 
 impl CreateState {
@@ -217,6 +221,7 @@ impl CreateState {
             poll: Poll::default(),
             kubeconfig_parameter: None,
             error: None,
+            update: None,
         }
     }
 
@@ -224,6 +229,78 @@ impl CreateState {
     pub fn target_role(&self) -> Role {
         self.target.unwrap_or(Role::ControlPlane)
     }
+}
+
+/// Which way a scale update goes; the update machine's Choice reads it (`$.update.direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleDirection {
+    /// Workers are launched and joined.
+    Up,
+    /// Workers are drained, removed and terminated.
+    Down,
+    /// Nothing to do but record the update as done.
+    None,
+}
+
+impl ScaleDirection {
+    /// The direction from `from` workers to `to`.
+    pub fn of(from: u32, to: u32) -> ScaleDirection {
+        match to.cmp(&from) {
+            std::cmp::Ordering::Greater => ScaleDirection::Up,
+            std::cmp::Ordering::Less => ScaleDirection::Down,
+            std::cmp::Ordering::Equal => ScaleDirection::None,
+        }
+    }
+}
+
+/// The update a [`CreateState`] works on (the update state machine's part of the state): which
+/// update of the record, the workers it goes from and to, and what the removal has done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateInfo {
+    /// The record's update id (`u-…`).
+    pub id: String,
+    pub from: u32,
+    pub to: u32,
+    pub direction: ScaleDirection,
+    /// A scale down: the workers chosen for removal (instance ids, highest index first), once
+    /// chosen.
+    #[serde(default)]
+    pub remove: Option<Vec<String>>,
+    /// A scale down: the workers already drained and removed from the cluster.
+    #[serde(default)]
+    pub removed: Vec<String>,
+}
+
+/// The update state machine's input, as the API starts it (`<cluster id>-update-<update id>`):
+/// `{"cluster_id", "update_id", "region"}`, and optionally the `timing` of its polls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateInput {
+    pub cluster_id: String,
+    pub update_id: String,
+    /// The cluster's region (informative: the record says where the cluster lives).
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub timing: Option<Timing>,
+}
+
+/// What the begin-update stage receives: the execution input and the execution's ARN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BeginUpdateEvent {
+    pub input: serde_json::Value,
+    pub execution_arn: String,
+}
+
+/// The update execution's output: what the cluster is now, never a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateOutput {
+    pub cluster_id: String,
+    pub update_id: String,
+    pub status: crate::record::Status,
+    pub update_status: crate::record::UpdateStatus,
+    pub workers: u32,
+    pub nodes: usize,
 }
 
 /// How an execution of the create state machine may be started.
@@ -466,6 +543,12 @@ impl InRegion for RegisterEvent {
 }
 
 impl InRegion for BeginDeleteEvent {
+    fn region(&self) -> &str {
+        ""
+    }
+}
+
+impl InRegion for BeginUpdateEvent {
     fn region(&self) -> &str {
         ""
     }

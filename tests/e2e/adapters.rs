@@ -119,7 +119,10 @@ async fn ec2_launch_tags_finds_and_terminates_instances() {
         assert_eq!(tags.get("team").map(String::as_str), Some("edge"));
         let md = i.metadata_options().expect("metadata options");
         assert_eq!(md.http_tokens().map(|t| t.as_str()), Some("required"));
-        assert_eq!(md.http_put_response_hop_limit(), Some(2));
+        assert_eq!(
+            md.http_put_response_hop_limit(),
+            Some(mecplane::aws::ec2::METADATA_HOP_LIMIT)
+        );
         assert_eq!(md.http_endpoint().map(|e| e.as_str()), Some("enabled"));
         assert!(i
             .security_groups()

@@ -12,4 +12,6 @@ mod concurrency;
 mod faults;
 mod idempotency;
 mod mecctl;
+mod patch;
 mod schemathesis;
+mod updates;

@@ -39,8 +39,8 @@
 //! 3. read it: `KEY=VALUE` lines, no quoting. `AWS_ENDPOINT_URL` is the gateway (point every SDK
 //!    client there, region `AWS_REGION`, static credentials `AWS_ACCESS_KEY_ID` /
 //!    `AWS_SECRET_ACCESS_KEY`), `MECPLANE_API_URL` the HTTP API, `MECPLANE_TABLE`,
-//!    `MECPLANE_CREATE_STATE_MACHINE_ARN`, `MECPLANE_DELETE_STATE_MACHINE_ARN` the provisioned
-//!    resources, `MECPLANE_MOTO_ENDPOINT` moto itself, `MECPLANE_GATEWAY_PID` the gateway;
+//!    `MECPLANE_CREATE_STATE_MACHINE_ARN`, `MECPLANE_DELETE_STATE_MACHINE_ARN`,
+//!    `MECPLANE_UPDATE_STATE_MACHINE_ARN` the provisioned resources, `MECPLANE_MOTO_ENDPOINT` moto itself, `MECPLANE_GATEWAY_PID` the gateway;
 //! 4. to stop: send SIGTERM to the child and wait for it (it exits within a few seconds, taking moto
 //!    and every function process with it); killing it with SIGKILL still takes the function and moto
 //!    processes down (parent-death signal). Function logs are in `<state-dir>/logs/<fn>.log`,
@@ -59,7 +59,7 @@
 //! from the gateway; the literal `Environment.Variables` of its template resource; then
 //! `AWS_ENDPOINT_URL` (the gateway), `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY=testing`,
 //! `MECPLANE_TABLE`, `MECPLANE_CREATE_STATE_MACHINE_ARN`, `MECPLANE_DELETE_STATE_MACHINE_ARN`,
-//! `MECPLANE_NODE_INSTANCE_PROFILE`; then the lines of `--function-env-file`; then the Lambda
+//! `MECPLANE_UPDATE_STATE_MACHINE_ARN`, `MECPLANE_NODE_INSTANCE_PROFILE`; then the lines of `--function-env-file`; then the Lambda
 //! variables (`AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`,
 //! `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION=$LATEST`,
 //! `AWS_LAMBDA_LOG_FORMAT=JSON`, `AWS_REGION`).
@@ -290,6 +290,10 @@ fn build_functions(
         (
             "MECPLANE_DELETE_STATE_MACHINE_ARN".into(),
             provisioned.delete_arn(),
+        ),
+        (
+            "MECPLANE_UPDATE_STATE_MACHINE_ARN".into(),
+            provisioned.update_arn(),
         ),
     ];
     if let Some(profile) = &provisioned.instance_profile {

@@ -80,6 +80,14 @@ impl Provisioned {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// `MECPLANE_UPDATE_STATE_MACHINE_ARN`.
+    pub fn update_arn(&self) -> String {
+        self.state_machines
+            .get("UpdateClusterStateMachine")
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// Starts `moto_server` on 127.0.0.1:`moto_port` with `MOTO_PORT=<gateway_port>`; it dies with the
@@ -211,6 +219,10 @@ pub fn env_file_lines(
             "MECPLANE_DELETE_STATE_MACHINE_ARN".into(),
             provisioned.delete_arn(),
         ),
+        (
+            "MECPLANE_UPDATE_STATE_MACHINE_ARN".into(),
+            provisioned.update_arn(),
+        ),
         ("MECPLANE_MOTO_ENDPOINT".into(), moto_endpoint.into()),
         (
             "MECPLANE_GATEWAY_PID".into(),
@@ -235,6 +247,7 @@ mod tests {
             state_machines: [
                 ("CreateClusterStateMachine".to_string(), "arn:c".to_string()),
                 ("DeleteClusterStateMachine".to_string(), "arn:d".to_string()),
+                ("UpdateClusterStateMachine".to_string(), "arn:u".to_string()),
             ]
             .into(),
             ..Default::default()
@@ -251,6 +264,7 @@ mod tests {
         assert!(text.contains("\nMECPLANE_TABLE=t\n"));
         assert!(text.contains("\nMECPLANE_CREATE_STATE_MACHINE_ARN=arn:c\n"));
         assert!(text.contains("\nMECPLANE_DELETE_STATE_MACHINE_ARN=arn:d\n"));
+        assert!(text.contains("\nMECPLANE_UPDATE_STATE_MACHINE_ARN=arn:u\n"));
     }
 
     #[test]

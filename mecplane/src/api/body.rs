@@ -1,23 +1,41 @@
-//! Decoding the `POST /clusters` body into a [`ClusterRequest`] so that every rejection says what
+//! Decoding the `POST /clusters` body into a [`ClusterRequest`] (and the `PATCH /clusters/{id}`
+//! body into a [`ClusterPatch`]) so that every rejection says what
 //! is wrong and where: text that is not JSON is `400 MalformedJson`; JSON of the wrong shape — not
 //! an object, an unknown field, a value of the wrong type — is `422 ValidationError` naming the
 //! field (`workers`, `tags.env`, `addons[1]`). serde's own messages name an unknown field but not
 //! the field whose value has the wrong type, so the body is read as a JSON value first and a bad
 //! field is found by decoding the fields one at a time.
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::spec::ClusterRequest;
 
 use super::errors::{codes, ApiError};
+use super::updates::ClusterPatch;
 
 /// Reads the body of a create request.
 pub fn decode_create(body: &[u8]) -> Result<ClusterRequest, ApiError> {
+    decode(body, &known_fields(), r#"{"name": "edge-1"}"#)
+}
+
+/// Reads the body of a `PATCH /clusters/{id}` request.
+pub fn decode_patch(body: &[u8]) -> Result<ClusterPatch, ApiError> {
+    let known: Vec<String> = ClusterPatch::FIELDS.iter().map(|f| f.to_string()).collect();
+    decode(body, &known, r#"{"workers": 3}"#)
+}
+
+/// Reads a JSON object whose fields must be among `known` into `T`, naming the field at fault.
+fn decode<T: DeserializeOwned>(
+    body: &[u8],
+    known: &[String],
+    example: &str,
+) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         if body.iter().all(u8::is_ascii_whitespace) {
-            ApiError::malformed_json(
-                "the body is empty: send a JSON object such as {\"name\": \"edge-1\"}",
-            )
+            ApiError::malformed_json(format!(
+                "the body is empty: send a JSON object such as {example}"
+            ))
         } else {
             ApiError::malformed_json(format!("the body is not valid JSON: {e}"))
         }
@@ -28,7 +46,6 @@ pub fn decode_create(body: &[u8]) -> Result<ClusterRequest, ApiError> {
             "the body must be a JSON object",
         ));
     };
-    let known = known_fields();
     if let Some(unknown) = fields.keys().find(|k| !known.contains(k)) {
         return Err(ApiError::invalid(
             unknown.clone(),
@@ -36,7 +53,7 @@ pub fn decode_create(body: &[u8]) -> Result<ClusterRequest, ApiError> {
         ));
     }
     serde_json::from_value(Value::Object(fields.clone()))
-        .map_err(|whole| field_error(&fields, whole))
+        .map_err(|whole| field_error::<T>(&fields, whole))
 }
 
 /// The fields a request may carry, as serde spells them: every field of the default request
@@ -55,10 +72,13 @@ fn known_fields() -> Vec<String> {
 }
 
 /// Finds the field whose value made decoding fail, down to the element of a list or map.
-fn field_error(fields: &Map<String, Value>, whole: serde_json::Error) -> ApiError {
+fn field_error<T: DeserializeOwned>(
+    fields: &Map<String, Value>,
+    whole: serde_json::Error,
+) -> ApiError {
     for (key, value) in fields {
         let single = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
-        let Err(e) = serde_json::from_value::<ClusterRequest>(single) else {
+        let Err(e) = serde_json::from_value::<T>(single) else {
             continue;
         };
         let path = match value {

@@ -19,7 +19,7 @@ use crate::spec::ClusterSpec;
 use crate::state::Timing;
 
 use super::errors::{codes, ApiError};
-use super::{body, idempotency, ApiContext, ApiRequest, ApiResponse};
+use super::{body, idempotency, updates, ApiContext, ApiRequest, ApiResponse};
 
 /// The stage name the API writes into events and failures.
 pub const STAGE: &str = "api";
@@ -72,7 +72,7 @@ fn delete_attempt_of(cluster_id: &str, execution_arn: &str) -> u32 {
 }
 
 /// How Step Functions names an execution's end, for reasons and events.
-fn status_name(status: &ExecutionStatus) -> &'static str {
+pub(super) fn status_name(status: &ExecutionStatus) -> &'static str {
     match status {
         ExecutionStatus::Running => "RUNNING",
         ExecutionStatus::Succeeded => "SUCCEEDED",
@@ -82,9 +82,9 @@ fn status_name(status: &ExecutionStatus) -> &'static str {
     }
 }
 
-/// `202 Accepted` with the record and its `Location`.
+/// `202 Accepted` with the record, its `ETag` and its `Location`.
 fn accepted(record: &ClusterRecord) -> ApiResponse {
-    ApiResponse::json(202, record).with_header("location", format!("/clusters/{}", record.id))
+    updates::record_answer(202, record).with_header("location", format!("/clusters/{}", record.id))
 }
 
 /// `POST /clusters`.
@@ -367,6 +367,9 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
     if record.status == Status::Creating {
         record = fail_interrupted_create(ctx, record).await?;
     }
+    if record.status == Status::Updating {
+        record = updates::fail_interrupted_update(ctx, record).await?;
+    }
     for attempt in 0..2 {
         match record.status {
             Status::Creating => {
@@ -378,6 +381,8 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
                     ),
                 ))
             }
+            // A change runs on the live cluster: it ends (ACTIVE again) before a delete may begin.
+            Status::Updating => return Err(updates::busy(&record, "delete it")),
             Status::Deleted => return Ok(accepted(&record)),
             Status::Deleting => break,
             Status::Active | Status::Failed => {
@@ -579,7 +584,7 @@ pub async fn kubeconfig<S: ClusterStore, E: Executions, P: Parameters>(
 
 /// Applies `change` to the stored record and writes it if it changed, re-reading when a stage
 /// wrote meanwhile. `change` returns whether it changed anything.
-async fn modify<S: ClusterStore>(
+pub(super) async fn modify<S: ClusterStore>(
     store: &S,
     cluster_id: &str,
     mut change: impl FnMut(&mut ClusterRecord) -> bool,
@@ -603,7 +608,12 @@ async fn modify<S: ClusterStore>(
 
 /// Appends an API event to the cluster's history. History is a courtesy: a failed write is logged,
 /// not answered with an error, because the request itself has succeeded.
-async fn note<S: ClusterStore>(store: &S, cluster_id: &str, phase: Phase, detail: String) {
+pub(super) async fn note<S: ClusterStore>(
+    store: &S,
+    cluster_id: &str,
+    phase: Phase,
+    detail: String,
+) {
     if let Err(e) = store
         .append_event(&Event::now(cluster_id, STAGE, phase, detail))
         .await

@@ -30,12 +30,15 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "MethodNotAllowed";
     /// 409: another live cluster has the name.
     pub const NAME_TAKEN: &str = "NameTaken";
-    /// 409: the cluster is being created; it can be deleted once the create has finished.
+    /// 409: the cluster is being created or changed; it can be deleted or changed once that has
+    /// finished.
     pub const CLUSTER_BUSY: &str = "ClusterBusy";
     /// 409: the kubeconfig exists only while the cluster is `ACTIVE`.
     pub const CLUSTER_NOT_ACTIVE: &str = "ClusterNotActive";
     /// 409: the principal already has as many live clusters as the deployment allows.
     pub const TOO_MANY_CLUSTERS: &str = "TooManyClusters";
+    /// 412: `If-Match` names a version of the record that is no longer the current one.
+    pub const PRECONDITION_FAILED: &str = "PreconditionFailed";
     /// 413: the body is larger than [`crate::api::MAX_BODY_BYTES`].
     pub const PAYLOAD_TOO_LARGE: &str = "PayloadTooLarge";
     /// 503: AWS throttled or failed; retry after `Retry-After` seconds.
@@ -55,6 +58,7 @@ pub mod codes {
         CLUSTER_BUSY,
         CLUSTER_NOT_ACTIVE,
         TOO_MANY_CLUSTERS,
+        PRECONDITION_FAILED,
         PAYLOAD_TOO_LARGE,
         SERVICE_UNAVAILABLE,
         INTERNAL,
@@ -136,6 +140,11 @@ impl ApiError {
     /// 409.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(409, code, message)
+    }
+
+    /// 412.
+    pub fn precondition_failed(message: impl Into<String>) -> Self {
+        Self::new(412, codes::PRECONDITION_FAILED, message)
     }
 
     /// 413.

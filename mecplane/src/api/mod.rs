@@ -4,6 +4,7 @@
 //!
 //! - [`routes`]: the route table and the router (`404` unknown path, `405` + `Allow` wrong method).
 //! - [`clusters`]: create, get, delete, events, kubeconfig — the operations on one cluster.
+//! - [`updates`]: `PATCH` (a change to a live cluster, `If-Match`/`ETag`) and the update history.
 //! - [`pagination`]: `GET /clusters` and its query.
 //! - [`body`]: decoding the create body with errors that name the field.
 //! - [`idempotency`]: `Idempotency-Key` / `client_token` and the request hash.
@@ -18,6 +19,7 @@ pub mod errors;
 pub mod idempotency;
 pub mod pagination;
 pub mod routes;
+pub mod updates;
 
 #[cfg(test)]
 mod tests;
@@ -118,6 +120,8 @@ impl ApiResponse {
 pub struct ApiConfig {
     pub create_state_machine_arn: String,
     pub delete_state_machine_arn: String,
+    /// The update state machine (changes to a live cluster).
+    pub update_state_machine_arn: String,
     /// Defaults and limits for cluster requests.
     pub policy: Policy,
     /// The timing passed to every execution.
@@ -138,6 +142,8 @@ impl ApiConfig {
     pub const CREATE_ARN_VAR: &'static str = "MECPLANE_CREATE_STATE_MACHINE_ARN";
     /// Delete state machine (`MECPLANE_DELETE_STATE_MACHINE_ARN`).
     pub const DELETE_ARN_VAR: &'static str = "MECPLANE_DELETE_STATE_MACHINE_ARN";
+    /// Update state machine (`MECPLANE_UPDATE_STATE_MACHINE_ARN`).
+    pub const UPDATE_ARN_VAR: &'static str = "MECPLANE_UPDATE_STATE_MACHINE_ARN";
     /// Seconds between polls in the executions (`MECPLANE_POLL_SECONDS`; the local stack sets 1).
     pub const POLL_SECONDS_VAR: &'static str = "MECPLANE_POLL_SECONDS";
 
@@ -160,6 +166,8 @@ impl ApiConfig {
                 .ok_or(ConfigError::Missing(Self::CREATE_ARN_VAR))?,
             delete_state_machine_arn: var(Self::DELETE_ARN_VAR)
                 .ok_or(ConfigError::Missing(Self::DELETE_ARN_VAR))?,
+            update_state_machine_arn: var(Self::UPDATE_ARN_VAR)
+                .ok_or(ConfigError::Missing(Self::UPDATE_ARN_VAR))?,
             policy: Policy::from_env(),
             timing,
         })
@@ -216,11 +224,14 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
             }
             Ok(ApiResponse::json(200, &page))
         }
-        Route::GetCluster(id) => Ok(ApiResponse::json(
+        Route::GetCluster(id) => Ok(updates::record_answer(
             200,
             &clusters::find(&ctx.store, &id).await?,
         )),
+        Route::PatchCluster(id) => updates::patch(ctx, req, &id).await,
         Route::DeleteCluster(id) => clusters::delete(ctx, &id).await,
+        Route::ClusterUpdates(id) => updates::list(&ctx.store, &id).await,
+        Route::ClusterUpdate(id, update_id) => updates::get(&ctx.store, &id, &update_id).await,
         Route::ClusterEvents(id) => clusters::events(&ctx.store, &id).await,
         Route::ClusterKubeconfig(id) => clusters::kubeconfig(ctx, req, &id).await,
     }
@@ -234,12 +245,8 @@ async fn own_cluster_only<S: ClusterStore, E, P>(
     req: &ApiRequest,
     route: Route,
 ) -> Result<Route, ApiError> {
-    let (id, rebuild): (&str, fn(String) -> Route) = match &route {
-        Route::GetCluster(id) => (id, Route::GetCluster),
-        Route::DeleteCluster(id) => (id, Route::DeleteCluster),
-        Route::ClusterEvents(id) => (id, Route::ClusterEvents),
-        Route::ClusterKubeconfig(id) => (id, Route::ClusterKubeconfig),
-        _ => return Ok(route),
+    let Some(id) = route.cluster() else {
+        return Ok(route);
     };
     let record = clusters::find(&ctx.store, id).await?;
     if record.created_by.is_none() || record.created_by != req.caller {
@@ -247,5 +254,5 @@ async fn own_cluster_only<S: ClusterStore, E, P>(
             "no cluster with id or name '{id}'"
         )));
     }
-    Ok(rebuild(record.id))
+    Ok(route.with_cluster(record.id))
 }

@@ -36,6 +36,11 @@ pub const ROUTES: &[RouteInfo] = &[
         statuses: &[200, 404, 500, 503],
     },
     RouteInfo {
+        method: "PATCH",
+        path: "/clusters/{id}",
+        statuses: &[200, 202, 400, 404, 409, 412, 413, 422, 500, 503],
+    },
+    RouteInfo {
         method: "DELETE",
         path: "/clusters/{id}",
         statuses: &[202, 404, 409, 500, 503],
@@ -50,6 +55,16 @@ pub const ROUTES: &[RouteInfo] = &[
         path: "/clusters/{id}/kubeconfig",
         statuses: &[200, 404, 409, 500, 503],
     },
+    RouteInfo {
+        method: "GET",
+        path: "/clusters/{id}/updates",
+        statuses: &[200, 404, 500, 503],
+    },
+    RouteInfo {
+        method: "GET",
+        path: "/clusters/{id}/updates/{update_id}",
+        statuses: &[200, 404, 500, 503],
+    },
 ];
 
 /// A matched request: the operation and its path parameter.
@@ -60,9 +75,43 @@ pub enum Route {
     ListClusters,
     /// `{id}` is a cluster id or a cluster name.
     GetCluster(String),
+    PatchCluster(String),
     DeleteCluster(String),
     ClusterEvents(String),
     ClusterKubeconfig(String),
+    ClusterUpdates(String),
+    /// The cluster, then the update id.
+    ClusterUpdate(String, String),
+}
+
+impl Route {
+    /// The cluster id or name of a route on one cluster.
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            Route::GetCluster(id)
+            | Route::PatchCluster(id)
+            | Route::DeleteCluster(id)
+            | Route::ClusterEvents(id)
+            | Route::ClusterKubeconfig(id)
+            | Route::ClusterUpdates(id)
+            | Route::ClusterUpdate(id, _) => Some(id),
+            Route::Healthz | Route::CreateCluster | Route::ListClusters => None,
+        }
+    }
+
+    /// The same route on the cluster `id`.
+    pub fn with_cluster(self, id: String) -> Route {
+        match self {
+            Route::GetCluster(_) => Route::GetCluster(id),
+            Route::PatchCluster(_) => Route::PatchCluster(id),
+            Route::DeleteCluster(_) => Route::DeleteCluster(id),
+            Route::ClusterEvents(_) => Route::ClusterEvents(id),
+            Route::ClusterKubeconfig(_) => Route::ClusterKubeconfig(id),
+            Route::ClusterUpdates(_) => Route::ClusterUpdates(id),
+            Route::ClusterUpdate(_, update) => Route::ClusterUpdate(id, update),
+            other => other,
+        }
+    }
 }
 
 /// Matches a method and a (percent-encoded) path. An unknown path is `404`; a known path with a
@@ -78,22 +127,29 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         .ok_or_else(not_found)?
         .split('/')
         .collect();
-    let (template, id) = match segments.as_slice() {
-        ["healthz"] => ("/healthz", None),
-        ["clusters"] => ("/clusters", None),
-        ["clusters", id] => ("/clusters/{id}", Some(*id)),
-        ["clusters", id, "events"] => ("/clusters/{id}/events", Some(*id)),
-        ["clusters", id, "kubeconfig"] => ("/clusters/{id}/kubeconfig", Some(*id)),
+    let (template, id, update) = match segments.as_slice() {
+        ["healthz"] => ("/healthz", None, None),
+        ["clusters"] => ("/clusters", None, None),
+        ["clusters", id] => ("/clusters/{id}", Some(*id), None),
+        ["clusters", id, "events"] => ("/clusters/{id}/events", Some(*id), None),
+        ["clusters", id, "kubeconfig"] => ("/clusters/{id}/kubeconfig", Some(*id), None),
+        ["clusters", id, "updates"] => ("/clusters/{id}/updates", Some(*id), None),
+        ["clusters", id, "updates", update] => (
+            "/clusters/{id}/updates/{update_id}",
+            Some(*id),
+            Some(*update),
+        ),
         _ => return Err(not_found()),
     };
-    let id = match id {
-        Some(raw) => Some(
-            percent_decode(raw)
-                .filter(|s| !s.is_empty())
-                .ok_or_else(not_found)?,
-        ),
-        None => None,
+    let decode = |raw: Option<&str>| match raw {
+        Some(raw) => percent_decode(raw)
+            .filter(|s| !s.is_empty())
+            .map(Some)
+            .ok_or_else(not_found),
+        None => Ok(None),
     };
+    let id = decode(id)?;
+    let update = decode(update)?.unwrap_or_default();
     let allowed: Vec<&str> = ROUTES
         .iter()
         .filter(|r| r.path == template)
@@ -108,9 +164,12 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("POST", "/clusters") => Route::CreateCluster,
         ("GET", "/clusters") => Route::ListClusters,
         ("GET", "/clusters/{id}") => Route::GetCluster(id),
+        ("PATCH", "/clusters/{id}") => Route::PatchCluster(id),
         ("DELETE", "/clusters/{id}") => Route::DeleteCluster(id),
         ("GET", "/clusters/{id}/events") => Route::ClusterEvents(id),
         ("GET", "/clusters/{id}/kubeconfig") => Route::ClusterKubeconfig(id),
+        ("GET", "/clusters/{id}/updates") => Route::ClusterUpdates(id),
+        ("GET", "/clusters/{id}/updates/{update_id}") => Route::ClusterUpdate(id, update),
         // ROUTES and this match list the same pairs (a test checks it).
         _ => return Err(ApiError::internal()),
     })
@@ -143,7 +202,10 @@ mod tests {
     #[test]
     fn every_route_in_the_table_is_served() {
         for r in ROUTES {
-            let path = r.path.replace("{id}", "c-0123456789abcdef");
+            let path = r
+                .path
+                .replace("{id}", "c-0123456789abcdef")
+                .replace("{update_id}", "u-0123456789abcdef");
             assert!(route(r.method, &path).is_ok(), "{} {}", r.method, r.path);
         }
     }
@@ -163,6 +225,30 @@ mod tests {
             route("GET", "/clusters/c-1/kubeconfig"),
             Ok(Route::ClusterKubeconfig("c-1".into()))
         );
+        assert_eq!(
+            route("PATCH", "/clusters/edge-1"),
+            Ok(Route::PatchCluster("edge-1".into()))
+        );
+        assert_eq!(
+            route("GET", "/clusters/edge-1/updates/"),
+            Ok(Route::ClusterUpdates("edge-1".into()))
+        );
+        assert_eq!(
+            route("GET", "/clusters/edge-1/updates/u-1"),
+            Ok(Route::ClusterUpdate("edge-1".into(), "u-1".into()))
+        );
+        assert_eq!(
+            route("PATCH", "/clusters/c-1/updates/u-1")
+                .unwrap_err()
+                .headers,
+            vec![("allow".to_string(), "GET".to_string())]
+        );
+        assert_eq!(
+            route("GET", "/clusters/c-1/updates/%zz")
+                .unwrap_err()
+                .status,
+            404
+        );
         assert_eq!(route("GET", "/nope").unwrap_err().status, 404);
         assert_eq!(route("GET", "/clusters//events").unwrap_err().status, 404);
         assert_eq!(route("GET", "/clusters/%zz").unwrap_err().status, 404);
@@ -171,7 +257,7 @@ mod tests {
         assert_eq!(e.status, 405);
         assert_eq!(
             e.headers,
-            vec![("allow".to_string(), "GET, DELETE".to_string())]
+            vec![("allow".to_string(), "GET, PATCH, DELETE".to_string())]
         );
         assert_eq!(
             route("DELETE", "/clusters").unwrap_err().headers[0].1,

@@ -16,6 +16,7 @@ use crate::resources;
 
 const CREATE_ARN: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:create-cluster";
 const DELETE_ARN: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:delete-cluster";
+const UPDATE_ARN: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:update-cluster";
 
 type Ctx = ApiContext<FakeStore, FakeExecutions, FakeCloud>;
 
@@ -23,6 +24,7 @@ fn config() -> ApiConfig {
     ApiConfig {
         create_state_machine_arn: CREATE_ARN.into(),
         delete_state_machine_arn: DELETE_ARN.into(),
+        update_state_machine_arn: UPDATE_ARN.into(),
         policy: Policy::default(),
         timing: Timing {
             poll_seconds: 1,
@@ -963,6 +965,12 @@ fn config_reads_the_environment() {
     );
     std::env::set_var(ApiConfig::CREATE_ARN_VAR, CREATE_ARN);
     std::env::set_var(ApiConfig::DELETE_ARN_VAR, DELETE_ARN);
+    std::env::remove_var(ApiConfig::UPDATE_ARN_VAR);
+    assert_eq!(
+        ApiConfig::from_env().unwrap_err(),
+        ConfigError::Missing(ApiConfig::UPDATE_ARN_VAR)
+    );
+    std::env::set_var(ApiConfig::UPDATE_ARN_VAR, UPDATE_ARN);
     std::env::set_var(ApiConfig::POLL_SECONDS_VAR, "1");
     let c = ApiConfig::from_env().unwrap();
     assert_eq!(
@@ -1119,8 +1127,28 @@ mod openapi {
             error: "e".into(),
             reason: "r".into(),
         });
+        full.updates.push(crate::record::Update {
+            id: "u-0123456789abcdef".into(),
+            kind: crate::record::UpdateKind::Scale,
+            params: json!({"workers": {"from": 1, "to": 2}}),
+            status: crate::record::UpdateStatus::Failed,
+            execution_arn: Some("arn".into()),
+            created_by: Some("arn".into()),
+            started_at: "t".into(),
+            finished_at: Some("t".into()),
+            failure: full.failure.clone(),
+        });
         let v = serde_json::to_value(&full).unwrap();
         assert_eq!(properties("ClusterRecord"), json_keys(&v));
+        assert_eq!(properties("Update"), json_keys(&v["updates"][0]));
+        assert_eq!(
+            properties("UpdateList"),
+            json_keys(&body(&handle(&ctx, get("/clusters/edge/updates")).await))
+        );
+        assert_eq!(
+            properties("ClusterPatch"),
+            json_keys(&serde_json::to_value(updates::ClusterPatch::default()).unwrap())
+        );
         assert_eq!(properties("ClusterSpec"), json_keys(&v["spec"]));
         assert_eq!(properties("Node"), json_keys(&v["nodes"][0]));
         assert_eq!(properties("Failure"), json_keys(&v["failure"]));
@@ -1294,6 +1322,677 @@ async fn cost_guardrails_are_422_naming_the_field() {
             error_of(&handle(&ctx, post(req)).await),
             (422, "ValidationError".into(), Some(field.into())),
             "{req}"
+        );
+    }
+}
+
+// ---- PATCH /clusters/{id}: changes to a live cluster, and their history ----
+
+fn patch(path: &str, body: &str) -> ApiRequest {
+    ApiRequest {
+        body: body.as_bytes().to_vec(),
+        ..ApiRequest::new("PATCH", path)
+    }
+}
+
+fn if_match(mut req: ApiRequest, tag: &str) -> ApiRequest {
+    req.headers.push(("If-Match".into(), tag.into()));
+    req
+}
+
+/// An ACTIVE cluster with `workers` workers.
+async fn active<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    store: &FakeStore,
+    name: &str,
+    workers: u32,
+) -> ClusterRecord {
+    let r = handle(
+        ctx,
+        post(&json!({"name": name, "workers": workers}).to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = body(&r)["id"].as_str().unwrap().to_string();
+    set_status(store, &id, Status::Active).await
+}
+
+/// What helper stages do when an update ends: the spec takes the new size, the update its
+/// outcome, the record ACTIVE again.
+async fn finish_update(store: &FakeStore, id: &str, outcome: crate::record::UpdateStatus) {
+    let mut r = store.get(id).await.unwrap().unwrap();
+    let u = r.updates.last_mut().unwrap();
+    u.status = outcome;
+    u.finished_at = Some(crate::clock::now_rfc3339());
+    if outcome == crate::record::UpdateStatus::Successful {
+        r.spec.workers = u.params["workers"]["to"].as_u64().unwrap() as u32;
+    }
+    r.status = Status::Active;
+    store.update(&r).await.unwrap();
+}
+
+#[tokio::test]
+async fn patch_records_the_update_and_starts_its_execution() {
+    let ctx = ctx();
+    let rec = active(&ctx, &ctx.store, "edge", 2).await;
+    let r = handle(
+        &ctx,
+        as_principal(patch("/clusters/edge", r#"{"workers": 4}"#), "alice"),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let got: ClusterRecord = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(got.status, Status::Updating);
+    assert_eq!(got.spec.workers, 2, "the API never changes the spec itself");
+    assert_eq!(got.updates.len(), 1);
+    let u = &got.updates[0];
+    assert!(resources::is_update_id(&u.id), "{}", u.id);
+    assert_eq!(
+        (u.kind, u.status),
+        (
+            crate::record::UpdateKind::Scale,
+            crate::record::UpdateStatus::InProgress
+        )
+    );
+    assert_eq!(u.params, json!({"workers": {"from": 2, "to": 4}}));
+    assert_eq!(
+        u.created_by.as_deref(),
+        Some("arn:aws:iam::123456789012:user/alice")
+    );
+    assert!(u.finished_at.is_none() && u.failure.is_none());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/clusters/{}/updates/{}", rec.id, u.id).as_str())
+    );
+    assert_eq!(
+        r.header("etag"),
+        Some(format!("\"{}\"", got.version).as_str())
+    );
+
+    let started = ctx.executions.started();
+    assert_eq!(started.len(), 2, "the create's and the update's");
+    let update = &started[1];
+    assert_eq!(update.state_machine_arn, UPDATE_ARN);
+    assert_eq!(update.name, format!("{}-update-{}", rec.id, u.id));
+    assert_eq!(
+        serde_json::from_str::<Value>(&update.input).unwrap(),
+        json!({"cluster_id": rec.id, "update_id": u.id, "region": "us-east-1",
+               "timing": serde_json::to_value(&ctx.config.timing).unwrap()})
+    );
+    assert_eq!(u.execution_arn.as_deref(), Some(update.arn.as_str()));
+    assert_eq!(ctx.store.get(&rec.id).await.unwrap().unwrap(), got);
+    assert!(ctx
+        .store
+        .events(&rec.id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.detail.contains("scale from 2 to 4 worker(s)") && e.detail.contains(&u.id)));
+}
+
+#[tokio::test]
+async fn a_patch_that_changes_nothing_is_200_and_starts_nothing() {
+    let ctx = ctx();
+    let rec = active(&ctx, &ctx.store, "edge", 2).await;
+    for req in [
+        r#"{"workers": 2}"#,
+        r#"{}"#,
+        r#"{"microk8s_channel": "1.32/stable", "addons": ["dns"], "workers": 2}"#,
+        r#"{"workers": null}"#,
+    ] {
+        let r = handle(&ctx, patch(&format!("/clusters/{}", rec.id), req)).await;
+        assert_eq!(r.status, 200, "{req}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(body(&r)["status"], "ACTIVE");
+        assert_eq!(
+            r.header("etag"),
+            Some(format!("\"{}\"", rec.version).as_str())
+        );
+    }
+    assert_eq!(ctx.executions.started().len(), 1, "only the create's");
+    assert_eq!(ctx.store.get(&rec.id).await.unwrap().unwrap(), rec);
+}
+
+#[tokio::test]
+async fn every_record_answer_carries_its_etag_and_a_stale_if_match_is_412() {
+    let ctx = ctx();
+    let created = handle(&ctx, post(r#"{"name": "edge"}"#)).await;
+    assert_eq!(
+        created.header("etag"),
+        Some("\"2\""),
+        "registered, then bound"
+    );
+    let rec = set_status(
+        &ctx.store,
+        body(&created)["id"].as_str().unwrap(),
+        Status::Active,
+    )
+    .await;
+    let got = handle(&ctx, get("/clusters/edge")).await;
+    let tag = format!("\"{}\"", rec.version);
+    assert_eq!(got.header("etag"), Some(tag.as_str()));
+
+    for stale in ["\"1\"", "\"2\", \"1\"", "W/\"3\"", "nope"] {
+        let r = handle(
+            &ctx,
+            if_match(patch("/clusters/edge", r#"{"workers": 1}"#), stale),
+        )
+        .await;
+        assert_eq!(
+            error_of(&r),
+            (412, "PreconditionFailed".into(), None),
+            "{stale}"
+        );
+        assert!(body(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&tag));
+    }
+    assert_eq!(ctx.executions.started().len(), 1, "nothing started");
+    // Checked before anything else about the change, a no-op included.
+    let r = handle(&ctx, if_match(patch("/clusters/edge", "{}"), "\"1\"")).await;
+    assert_eq!(r.status, 412);
+
+    let r = handle(
+        &ctx,
+        if_match(patch("/clusters/edge", r#"{"workers": 1}"#), &tag),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let next = r.header("etag").unwrap().to_string();
+    assert_ne!(next, tag);
+    // The ETag answered is the one to send next; the old one is stale now.
+    let r = handle(
+        &ctx,
+        if_match(patch("/clusters/edge", r#"{"workers": 2}"#), &tag),
+    )
+    .await;
+    assert_eq!(r.status, 412);
+    let r = handle(
+        &ctx,
+        if_match(patch("/clusters/edge", r#"{"workers": 2}"#), &next),
+    )
+    .await;
+    assert_eq!(error_of(&r).0, 409, "matches, but an update runs");
+    let id = body(&got)["id"].as_str().unwrap().to_string();
+    finish_update(&ctx.store, &id, crate::record::UpdateStatus::Successful).await;
+    let deleted = handle(&ctx, ApiRequest::new("DELETE", "/clusters/edge")).await;
+    assert_eq!(deleted.status, 202);
+    let version = body(&deleted)["version"].as_u64().unwrap();
+    assert_eq!(
+        deleted.header("etag"),
+        Some(format!("\"{version}\"").as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_patch_unless_active_is_409_naming_the_status() {
+    let ctx = ctx();
+    let creating = create(&ctx, "young").await;
+    let r = handle(&ctx, patch("/clusters/young", r#"{"workers": 3}"#)).await;
+    assert_eq!(error_of(&r), (409, "ClusterBusy".into(), None));
+    assert!(body(&r)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("CREATING"));
+    // A no-op too: nothing is decided about a cluster that is not ACTIVE.
+    assert_eq!(
+        handle(&ctx, patch("/clusters/young", "{}")).await.status,
+        409
+    );
+
+    let rec = active(&ctx, &ctx.store, "edge", 1).await;
+    assert_eq!(
+        handle(&ctx, patch("/clusters/edge", r#"{"workers": 3}"#))
+            .await
+            .status,
+        202
+    );
+    let r = handle(&ctx, patch("/clusters/edge", r#"{"workers": 5}"#)).await;
+    assert_eq!(error_of(&r), (409, "ClusterBusy".into(), None));
+    let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
+    let update = &ctx.store.get(&rec.id).await.unwrap().unwrap().updates[0];
+    assert!(
+        message.contains("UPDATING") && message.contains(&update.id),
+        "{message}"
+    );
+
+    set_status(&ctx.store, &creating.id, Status::Failed).await;
+    let r = handle(&ctx, patch("/clusters/young", r#"{"workers": 3}"#)).await;
+    assert!(
+        error_of(&r) == (409, "ClusterBusy".into(), None)
+            && body(&r)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("FAILED")
+    );
+    assert_eq!(ctx.executions.started().len(), 3, "two creates, one update");
+}
+
+/// A store whose first two reads wait for each other, so two requests read the same record
+/// before either writes.
+struct RacingStore {
+    inner: FakeStore,
+    gate: tokio::sync::Barrier,
+    gets: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl ClusterStore for RacingStore {
+    async fn create(&self, r: &ClusterRecord) -> Result<bool, CloudError> {
+        self.inner.create(r).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<ClusterRecord>, CloudError> {
+        let read = self.inner.get(id).await;
+        if self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            self.gate.wait().await;
+        }
+        read
+    }
+    async fn find_by_name(&self, name: &str) -> Result<Option<ClusterRecord>, CloudError> {
+        self.inner.find_by_name(name).await
+    }
+    async fn update(&self, r: &ClusterRecord) -> Result<ClusterRecord, CloudError> {
+        self.inner.update(r).await
+    }
+    async fn list(
+        &self,
+        f: &ListFilter,
+        t: Option<&str>,
+        n: u32,
+    ) -> Result<RecordPage, CloudError> {
+        self.inner.list(f, t, n).await
+    }
+    async fn append_event(&self, e: &Event) -> Result<(), CloudError> {
+        self.inner.append_event(e).await
+    }
+    async fn events(&self, id: &str) -> Result<Vec<Event>, CloudError> {
+        self.inner.events(id).await
+    }
+    async fn claim_key(&self, k: &str, id: &str, h: &str) -> Result<KeyClaim, CloudError> {
+        self.inner.claim_key(k, id, h).await
+    }
+}
+
+#[tokio::test]
+async fn two_patches_racing_make_one_update() {
+    let plain = ctx();
+    let rec = active(&plain, &plain.store, "edge", 1).await;
+    let racing = ApiContext {
+        store: RacingStore {
+            inner: plain.store.clone(),
+            gate: tokio::sync::Barrier::new(2),
+            gets: Default::default(),
+        },
+        executions: plain.executions.clone(),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    let path = format!("/clusters/{}", rec.id);
+    let (a, b) = tokio::join!(
+        handle(&racing, patch(&path, r#"{"workers": 3}"#)),
+        handle(&racing, patch(&path, r#"{"workers": 5}"#)),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [202, 409], "{a:?} {b:?}");
+    let stored = plain.store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(stored.updates.len(), 1);
+    assert_eq!(
+        plain.executions.started().len(),
+        2,
+        "the create's and one update's"
+    );
+
+    // Twenty at once on a multi-threaded runtime: still one update.
+    let ctx = Arc::new(ctx());
+    let rec = active(&*ctx, &ctx.store, "many", 1).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let ctx = ctx.clone();
+        let path = format!("/clusters/{}", rec.id);
+        tasks.spawn(async move {
+            handle(
+                &*ctx,
+                patch(&path, &format!(r#"{{"workers": {}}}"#, 2 + i % 5)),
+            )
+            .await
+        });
+    }
+    let statuses: Vec<u16> = tasks.join_all().await.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [202, 409, 503].contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        ctx.store.get(&rec.id).await.unwrap().unwrap().updates.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_update_that_cannot_start_fails_and_leaves_the_cluster_active() {
+    let up = ctx();
+    let rec = active(&up, &up.store, "edge", 2).await;
+    let down = ApiContext {
+        store: up.store.clone(),
+        executions: DownExecutions(CloudError::Transient("throttled".into())),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    let r = handle(&down, patch("/clusters/edge", r#"{"workers": 0}"#)).await;
+    assert_eq!(error_of(&r), (503, "ServiceUnavailable".into(), None));
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let stored = up.store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.spec.workers), (Status::Active, 2));
+    let u = &stored.updates[0];
+    assert_eq!(u.status, crate::record::UpdateStatus::Failed);
+    assert!(u.finished_at.is_some());
+    let failure = u.failure.as_ref().unwrap();
+    assert_eq!(failure.error, "StartExecutionFailed");
+    assert!(
+        failure
+            .reason
+            .starts_with("the update execution could not be started"),
+        "{}",
+        failure.reason
+    );
+    // With Step Functions back, the same PATCH goes through as a new update.
+    let r = handle(&up, patch("/clusters/edge", r#"{"workers": 0}"#)).await;
+    assert_eq!(r.status, 202);
+    let updates = body(&handle(&up, get("/clusters/edge/updates")).await)["updates"].clone();
+    assert_eq!(updates[0]["status"], "InProgress");
+    assert_eq!(updates[1]["status"], "Failed");
+}
+
+#[tokio::test]
+async fn a_delete_while_updating_is_409_and_an_interrupted_update_is_failed() {
+    let ctx = ctx();
+    let rec = active(&ctx, &ctx.store, "edge", 1).await;
+    assert_eq!(
+        handle(&ctx, patch("/clusters/edge", r#"{"workers": 2}"#))
+            .await
+            .status,
+        202
+    );
+    let r = handle(&ctx, ApiRequest::new("DELETE", "/clusters/edge")).await;
+    assert_eq!(error_of(&r), (409, "ClusterBusy".into(), None));
+    let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("UPDATING") && message.contains("delete it"),
+        "{message}"
+    );
+    let stored = ctx.store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, Status::Updating);
+    assert!(stored.delete_execution_arn.is_none());
+
+    // The update execution is stopped from the console: the next DELETE finds it ended, marks
+    // the update Failed, the cluster ACTIVE, and deletes it.
+    let arn = stored.updates[0].execution_arn.clone().unwrap();
+    ctx.executions.set_status(&arn, ExecutionStatus::Aborted);
+    let r = handle(&ctx, ApiRequest::new("DELETE", "/clusters/edge")).await;
+    assert_eq!(
+        (r.status, body(&r)["status"].as_str()),
+        (202, Some("DELETING"))
+    );
+    let u = &ctx.store.get(&rec.id).await.unwrap().unwrap().updates[0];
+    assert_eq!(u.status, crate::record::UpdateStatus::Failed);
+    let f = u.failure.as_ref().unwrap();
+    assert_eq!(f.error, "UpdateInterrupted");
+    assert!(f.reason.contains("ABORTED"), "{}", f.reason);
+}
+
+#[tokio::test]
+async fn an_interrupted_update_does_not_block_the_next_patch() {
+    let ctx = ctx();
+    let rec = active(&ctx, &ctx.store, "edge", 1).await;
+    handle(&ctx, patch("/clusters/edge", r#"{"workers": 2}"#)).await;
+    let first = ctx.store.get(&rec.id).await.unwrap().unwrap().updates[0].clone();
+    // Still running: busy.
+    assert_eq!(
+        handle(&ctx, patch("/clusters/edge", r#"{"workers": 3}"#))
+            .await
+            .status,
+        409
+    );
+    ctx.executions.set_status(
+        first.execution_arn.as_deref().unwrap(),
+        ExecutionStatus::Failed,
+    );
+    let r = handle(&ctx, patch("/clusters/edge", r#"{"workers": 3}"#)).await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let updates = &body(&r)["updates"];
+    assert_eq!(updates[0]["status"], "Failed");
+    assert_eq!(updates[1]["status"], "InProgress");
+    assert_eq!(updates[1]["params"]["workers"], json!({"from": 1, "to": 3}));
+}
+
+#[tokio::test]
+async fn updates_are_listed_newest_first_and_found_by_id() {
+    let ctx = ctx();
+    let rec = active(&ctx, &ctx.store, "edge", 1).await;
+    let empty = handle(&ctx, get("/clusters/edge/updates")).await;
+    assert_eq!((empty.status, body(&empty)), (200, json!({"updates": []})));
+    let mut ids = Vec::new();
+    for (to, outcome) in [
+        (3, crate::record::UpdateStatus::Successful),
+        (2, crate::record::UpdateStatus::Failed),
+        (0, crate::record::UpdateStatus::Successful),
+    ] {
+        let r = handle(
+            &ctx,
+            patch("/clusters/edge", &json!({"workers": to}).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        ids.push(
+            r.header("location")
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+        finish_update(&ctx.store, &rec.id, outcome).await;
+    }
+    let stored = ctx.store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.spec.workers), (Status::Active, 0));
+    let listed = body(&handle(&ctx, get(&format!("/clusters/{}/updates", rec.id))).await);
+    let listed_ids: Vec<&str> = listed["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed_ids,
+        [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]
+    );
+    assert_eq!(
+        listed["updates"][1]["params"],
+        json!({"workers": {"from": 3, "to": 2}})
+    );
+    assert_eq!(
+        listed["updates"][0]["params"],
+        json!({"workers": {"from": 3, "to": 0}})
+    );
+
+    let one = handle(&ctx, get(&format!("/clusters/edge/updates/{}", ids[1]))).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(body(&one), listed["updates"][1]);
+    for missing in [
+        "/clusters/edge/updates/u-0000000000000000".to_string(),
+        "/clusters/ghost/updates".to_string(),
+        format!("/clusters/ghost/updates/{}", ids[0]),
+    ] {
+        assert_eq!(
+            error_of(&handle(&ctx, get(&missing)).await).0,
+            404,
+            "{missing}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_record_keeps_at_most_max_updates() {
+    let ctx = ctx();
+    let rec = active(&ctx, &ctx.store, "edge", 0).await;
+    let max = crate::record::MAX_UPDATES_KEPT;
+    for i in 0..max + 2 {
+        let to = if i % 2 == 0 { 1 } else { 0 };
+        let r = handle(
+            &ctx,
+            patch("/clusters/edge", &json!({"workers": to}).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 202);
+        finish_update(&ctx.store, &rec.id, crate::record::UpdateStatus::Successful).await;
+    }
+    let stored = ctx.store.get(&rec.id).await.unwrap().unwrap();
+    assert_eq!(stored.updates.len(), max);
+    assert_eq!(
+        stored.updates[max - 1].params["workers"]["to"],
+        0,
+        "the newest kept"
+    );
+}
+
+#[tokio::test]
+async fn bad_patches_are_4xx_naming_the_field() {
+    let ctx = ctx();
+    active(&ctx, &ctx.store, "edge", 2).await;
+    let cases: &[(&str, u16, &str, Option<&str>)] = &[
+        ("{", 400, "MalformedJson", None),
+        ("", 400, "MalformedJson", None),
+        ("[]", 422, "ValidationError", None),
+        (
+            r#"{"workers": 51}"#,
+            422,
+            "ValidationError",
+            Some("workers"),
+        ),
+        (
+            r#"{"workers": 10}"#,
+            422,
+            "ValidationError",
+            Some("workers"),
+        ),
+        (
+            r#"{"workers": -1}"#,
+            422,
+            "ValidationError",
+            Some("workers"),
+        ),
+        (
+            r#"{"workers": "3"}"#,
+            422,
+            "ValidationError",
+            Some("workers"),
+        ),
+        (r#"{"wrokers": 3}"#, 422, "ValidationError", Some("wrokers")),
+        (r#"{"name": "other"}"#, 422, "ValidationError", Some("name")),
+        (
+            r#"{"workers": 3, "microk8s_channel": "1.33/stable"}"#,
+            422,
+            "ValidationError",
+            Some("microk8s_channel"),
+        ),
+        (
+            r#"{"addons": ["dns", "ingress"]}"#,
+            422,
+            "ValidationError",
+            Some("addons"),
+        ),
+        (r#"{"addons": []}"#, 422, "ValidationError", Some("addons")),
+        (
+            r#"{"addons": ["dns", "dns"]}"#,
+            422,
+            "ValidationError",
+            Some("addons"),
+        ),
+        (
+            r#"{"addons": ["dns", 3]}"#,
+            422,
+            "ValidationError",
+            Some("addons[1]"),
+        ),
+    ];
+    for (req, status, code, field) in cases {
+        let r = handle(&ctx, patch("/clusters/edge", req)).await;
+        assert_eq!(
+            error_of(&r),
+            (*status, code.to_string(), field.map(String::from)),
+            "{req}"
+        );
+    }
+    let r = handle(
+        &ctx,
+        patch("/clusters/edge", r#"{"microk8s_channel": "1.33/stable"}"#),
+    )
+    .await;
+    let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("changing microk8s_channel is not supported yet"),
+        "{message}"
+    );
+    let r = handle(&ctx, patch("/clusters/edge", r#"{"workers": 10}"#)).await;
+    assert!(body(&r)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit of 10 nodes"));
+    assert_eq!(ctx.executions.started().len(), 1, "only the create's");
+    // Out of range is refused before the table is asked.
+    let broken = ApiContext {
+        store: DownStore(CloudError::Other("boom".into())),
+        executions: FakeExecutions::default(),
+        parameters: FakeCloud::new(),
+        config: config(),
+    };
+    assert_eq!(
+        handle(&broken, patch("/clusters/edge", r#"{"workers": 99}"#))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        handle(&ctx, patch("/clusters/ghost", "{}")).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn own_clusters_only_covers_patch_and_updates() {
+    let mut ctx = ctx();
+    ctx.config.policy.own_clusters_only = true;
+    let r = handle(&ctx, as_principal(post(r#"{"name": "edge"}"#), "alice")).await;
+    let id = body(&r)["id"].as_str().unwrap().to_string();
+    set_status(&ctx.store, &id, Status::Active).await;
+    let bob = handle(
+        &ctx,
+        as_principal(patch("/clusters/edge", r#"{"workers": 1}"#), "bob"),
+    )
+    .await;
+    assert_eq!(error_of(&bob).0, 404);
+    let alice = handle(
+        &ctx,
+        as_principal(patch("/clusters/edge", r#"{"workers": 1}"#), "alice"),
+    )
+    .await;
+    assert_eq!(alice.status, 202);
+    let location = alice.header("location").unwrap().to_string();
+    for path in [format!("/clusters/{id}/updates"), location] {
+        assert_eq!(
+            error_of(&handle(&ctx, as_principal(get(&path), "bob")).await).0,
+            404
+        );
+        assert_eq!(
+            handle(&ctx, as_principal(get(&path), "alice")).await.status,
+            200,
+            "{path}"
         );
     }
 }

@@ -35,22 +35,7 @@ impl StepFunctions {
     }
 }
 
-/// The ARN of execution `name` of a state machine:
-/// `arn:<partition>:states:<region>:<account>:stateMachine:<machine>` →
-/// `arn:<partition>:states:<region>:<account>:execution:<machine>:<name>`.
-pub fn execution_arn(state_machine_arn: &str, name: &str) -> Option<String> {
-    let parts: Vec<&str> = state_machine_arn.splitn(7, ':').collect();
-    match parts.as_slice() {
-        ["arn", partition, "states", region, account, "stateMachine", machine]
-            if !machine.contains(':') =>
-        {
-            Some(format!(
-                "arn:{partition}:states:{region}:{account}:execution:{machine}:{name}"
-            ))
-        }
-        _ => None,
-    }
-}
+pub use crate::resources::execution_arn;
 
 /// Whether two execution inputs say the same (as JSON values when both parse, else as text).
 fn same_input(a: &str, b: &str) -> bool {

@@ -28,18 +28,27 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
     let (instances, commands, store) = (ports.ec2, ports.ssm, ports.store);
     let role = state.target_role();
     let stage = stage(role);
-    records::enter(store, &state.cluster_id, stage).await?;
+    let record = records::enter(store, &state.cluster_id, stage).await?;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.nodes_timeout_seconds);
+    // A gone instance the record does not count as a node (a worker removed by an earlier scale
+    // down, terminated on purpose) is history, not a failure.
+    let counted = |id: &str| {
+        record
+            .nodes
+            .iter()
+            .any(|n| n.instance_id == id && n.state != NodeState::Terminated)
+    };
     let mine: Vec<_> = instances
         .find(&state.cluster_id)
         .await?
         .into_iter()
         .filter(|i| i.role == Some(role))
+        .filter(|i| !i.state.is_gone() || counted(&i.instance_id))
         .collect();
     if let Some(gone) = mine.iter().find(|i| i.state.is_gone()) {
         return Err(StageError::InstanceTerminated(format!(
-            "{} {} was terminated while the cluster was being created",
+            "{} {} was terminated while the cluster was being created or updated",
             role.as_str(),
             gone.instance_id
         )));

@@ -61,6 +61,10 @@ pub async fn run<E, R, P, S: ClusterStore>(
             "cluster {} is CREATING; delete it once its create has finished",
             r.id
         ))),
+        Status::Updating => Err(StageError::InvalidState(format!(
+            "cluster {} is UPDATING; delete it once its update has finished",
+            r.id
+        ))),
         Status::Deleted => Ok(false),
         Status::Deleting => {
             resumed_from = None;

@@ -90,7 +90,17 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             // The same world gives the same token: EC2 answers a repeated launch with the first.
-            client_token: format!("{}-{}-{}", state.cluster_id, role.as_str(), existing.len()),
+            // An update's launch names the update: after a scale down the same count recurs.
+            client_token: match &state.update {
+                None => format!("{}-{}-{}", state.cluster_id, role.as_str(), existing.len()),
+                Some(u) => format!(
+                    "{}-{}-{}-{}",
+                    state.cluster_id,
+                    role.as_str(),
+                    existing.len(),
+                    u.id
+                ),
+            },
         };
         untagged.extend(instances.launch(&request).await?);
     }

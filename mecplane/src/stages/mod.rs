@@ -8,19 +8,26 @@
 //! any failure → [`mark_failed`] → teardown.
 //! Teardown (delete, or after a failed create): [`begin_delete`] → [`terminate_nodes`] →
 //! [`await_terminated`] → [`delete_security_group`] → [`delete_parameters`] → [`finish_delete`].
+//! Update (scale a live cluster): [`begin_update`] → up: [`resolve_ami`] → [`launch_nodes`] →
+//! [`await_nodes`] → [`join_nodes`] → [`verify`]; down: [`remove_workers`] → [`finish_update`];
+//! any failure → [`fail_update`] (the cluster stays `ACTIVE`).
 
 pub mod activate;
 pub mod await_nodes;
 pub mod await_terminated;
 pub mod begin_delete;
+pub mod begin_update;
 pub mod bootstrap;
 pub mod delete_parameters;
 pub mod delete_security_group;
+pub mod fail_update;
 pub mod finish_delete;
+pub mod finish_update;
 pub mod join_nodes;
 pub mod launch_nodes;
 pub mod mark_failed;
 pub mod register;
+pub mod remove_workers;
 pub mod resolve_ami;
 pub mod security_group;
 pub mod store_kubeconfig;

@@ -189,6 +189,18 @@ impl Stack {
         self.env["MECPLANE_DELETE_STATE_MACHINE_ARN"].clone()
     }
 
+    /// The update state machine: from `local.env`, or (a gateway that does not export it yet)
+    /// the create machine's ARN with the update machine's name.
+    pub fn update_machine(&self) -> String {
+        self.env
+            .get("MECPLANE_UPDATE_STATE_MACHINE_ARN")
+            .cloned()
+            .unwrap_or_else(|| {
+                self.create_machine()
+                    .replace("-create-cluster", "-update-cluster")
+            })
+    }
+
     pub fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk)
     }

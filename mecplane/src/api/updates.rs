@@ -1,0 +1,497 @@
+//! Changes to a live cluster: `PATCH /clusters/{id}` and the history of changes at
+//! `GET /clusters/{id}/updates`.
+//!
+//! A PATCH names what it wants (`{"workers": 4}`); the API records the change as an [`Update`]
+//! (`InProgress`), moves the record to `UPDATING` and starts the update execution
+//! (`<cluster id>-update-<update id>`), whose last stage sets the spec, marks the update
+//! `Successful` or `Failed` and moves the record back to `ACTIVE`. The API never changes the spec
+//! itself.
+//!
+//! - One change at a time: a PATCH unless the cluster is `ACTIVE` is `409 ClusterBusy`.
+//! - Optimistic concurrency: every answer carrying one record has `ETag: "<version>"`; an
+//!   `If-Match` naming another version is `412 PreconditionFailed`. Without `If-Match`, two
+//!   PATCHes racing on one record make one update: the second finds the record `UPDATING` (409).
+//! - A PATCH that changes nothing is `200` with the record; one that changes something is `202`
+//!   with the record and `Location: /clusters/{id}/updates/{update id}`.
+//! - Only `workers` can change yet; `microk8s_channel` and `addons` are known fields whose change
+//!   is a 422 naming the field until their kinds of update exist.
+//! - If StartExecution fails, the record goes back to `ACTIVE` with the update `Failed`, and the
+//!   answer is `503`. An update whose execution ended without recording a result (stopped from
+//!   the console, say) is marked `Failed` the same way by the next PATCH or DELETE.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::error::CloudError;
+use crate::ports::{ClusterStore, ExecutionStatus, Executions, Parameters};
+use crate::record::{
+    ClusterRecord, Failure, Phase, Status, Update, UpdateKind, UpdateStatus, MAX_UPDATES_KEPT,
+};
+use crate::resources;
+use crate::spec::{ClusterSpec, Policy, MAX_WORKERS};
+
+use super::clusters::{find, modify, note, status_name, STAGE, START_FAILED};
+use super::errors::{codes, ApiError};
+use super::{body, ApiContext, ApiRequest, ApiResponse};
+
+/// The failure `reason` (its start) of an update whose execution could not be started.
+pub const UPDATE_NOT_STARTED_REASON: &str = "the update execution could not be started";
+/// The failure `error` of an update whose execution ended without recording a result.
+pub const UPDATE_INTERRUPTED: &str = "UpdateInterrupted";
+/// How long an `InProgress` update whose execution Step Functions does not know is left alone:
+/// the PATCH that recorded it may still be about to start it.
+const START_GRACE_SECONDS: i64 = 300;
+/// How often a PATCH re-reads and decides again when its conditional write lost.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// The body of `PATCH /clusters/{id}`: the fields of the spec a live cluster may change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPatch {
+    pub workers: Option<u32>,
+    pub microk8s_channel: Option<String>,
+    pub addons: Option<Vec<String>>,
+}
+
+/// A change a PATCH asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `workers` from `from` to `to`.
+    Scale { from: u32, to: u32 },
+}
+
+impl Change {
+    pub fn kind(self) -> UpdateKind {
+        match self {
+            Change::Scale { .. } => UpdateKind::Scale,
+        }
+    }
+
+    /// The update's `params`.
+    pub fn params(self) -> serde_json::Value {
+        match self {
+            Change::Scale { from, to } => json!({"workers": {"from": from, "to": to}}),
+        }
+    }
+
+    /// For events.
+    pub fn describe(self) -> String {
+        match self {
+            Change::Scale { from, to } => format!("scale from {from} to {to} worker(s)"),
+        }
+    }
+}
+
+impl ClusterPatch {
+    /// Every field a PATCH may carry.
+    pub const FIELDS: &'static [&'static str] = &["workers", "microk8s_channel", "addons"];
+
+    /// The checks that need no record (made before the table is asked anything).
+    pub fn check(&self) -> Result<(), ApiError> {
+        match self.workers {
+            Some(w) if w > MAX_WORKERS => Err(ApiError::invalid(
+                "workers",
+                format!("must be between 0 and {MAX_WORKERS}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The change this patch asks of a cluster with `spec`: `None` when it asks for none, a 422
+    /// naming the field when it asks for one that is out of bounds or not supported yet.
+    pub fn change(&self, spec: &ClusterSpec, policy: &Policy) -> Result<Option<Change>, ApiError> {
+        self.check()?;
+        if let Some(channel) = &self.microk8s_channel {
+            if *channel != spec.microk8s_channel {
+                return Err(ApiError::invalid(
+                    "microk8s_channel",
+                    format!(
+                        "changing microk8s_channel is not supported yet (the cluster runs {})",
+                        spec.microk8s_channel
+                    ),
+                ));
+            }
+        }
+        if let Some(addons) = &self.addons {
+            let asked: BTreeSet<&String> = addons.iter().collect();
+            let has: BTreeSet<&String> = spec.addons.iter().collect();
+            if asked != has || addons.len() != asked.len() {
+                return Err(ApiError::invalid(
+                    "addons",
+                    format!(
+                        "changing addons is not supported yet (the cluster has {})",
+                        if spec.addons.is_empty() {
+                            "none".to_string()
+                        } else {
+                            spec.addons.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        let Some(to) = self.workers.filter(|w| *w != spec.workers) else {
+            return Ok(None);
+        };
+        if spec.control_planes + to > policy.max_nodes {
+            return Err(ApiError::invalid(
+                "workers",
+                format!(
+                    "{} control plane(s) + {to} worker(s) is more than this deployment's limit of {} nodes per cluster",
+                    spec.control_planes, policy.max_nodes
+                ),
+            ));
+        }
+        Ok(Some(Change::Scale {
+            from: spec.workers,
+            to,
+        }))
+    }
+}
+
+/// The update execution's input (what the update state machine's first stage reads).
+#[derive(Serialize)]
+struct UpdateExecutionInput<'a> {
+    cluster_id: &'a str,
+    update_id: &'a str,
+    region: &'a str,
+    /// The deployment's timing, as every create and delete gets it.
+    timing: &'a crate::state::Timing,
+}
+
+/// The `ETag` of a record: its version, quoted.
+pub fn etag(record: &ClusterRecord) -> String {
+    format!("\"{}\"", record.version)
+}
+
+/// A JSON answer of one record, with its `ETag`.
+pub fn record_answer(status: u16, record: &ClusterRecord) -> ApiResponse {
+    ApiResponse::json(status, record).with_header("etag", etag(record))
+}
+
+/// `412` unless `If-Match` is absent, `*`, or names the record's version (`"7"`; a list of tags
+/// matches if any does; a weak tag never matches, as RFC 9110 says for `If-Match`).
+fn check_if_match(req: &ApiRequest, record: &ClusterRecord) -> Result<(), ApiError> {
+    let Some(header) = req.header("if-match") else {
+        return Ok(());
+    };
+    let current = record.version.to_string();
+    let matches = header.split(',').map(str::trim).any(|tag| {
+        tag == "*" || (!tag.starts_with("W/") && tag.trim_matches('"') == current.as_str())
+    });
+    if matches {
+        return Ok(());
+    }
+    Err(ApiError::precondition_failed(format!(
+        "cluster {} is at version {} (ETag {}), not If-Match {}: read it again and decide again",
+        record.id,
+        record.version,
+        etag(record),
+        header.chars().take(64).collect::<String>()
+    )))
+}
+
+/// The update in progress on a record, if any.
+fn in_progress(record: &ClusterRecord) -> Option<&Update> {
+    record
+        .updates
+        .iter()
+        .rev()
+        .find(|u| u.status == UpdateStatus::InProgress)
+}
+
+/// `409 ClusterBusy` for a cluster that is not `ACTIVE`, naming its status (and the update
+/// running, if one is).
+pub fn busy(record: &ClusterRecord, what: &str) -> ApiError {
+    let running = match (record.status, in_progress(record)) {
+        (Status::Updating, Some(u)) => format!(
+            " (update {} runs: GET /clusters/{}/updates/{})",
+            u.id, record.id, u.id
+        ),
+        _ => String::new(),
+    };
+    ApiError::conflict(
+        codes::CLUSTER_BUSY,
+        format!(
+            "cluster {} is {}{running}; {what} once it is ACTIVE",
+            record.id, record.status
+        ),
+    )
+}
+
+/// `PATCH /clusters/{id}`.
+pub async fn patch<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    req: &ApiRequest,
+    id_or_name: &str,
+) -> Result<ApiResponse, ApiError> {
+    let patch = body::decode_patch(&req.body)?;
+    patch.check()?;
+    let mut record = find(&ctx.store, id_or_name).await?;
+    for attempt in 0..WRITE_ATTEMPTS {
+        check_if_match(req, &record)?;
+        if record.status == Status::Updating {
+            record = fail_interrupted_update(ctx, record).await?;
+        }
+        if record.status != Status::Active {
+            return Err(busy(&record, "change it"));
+        }
+        let Some(change) = patch.change(&record.spec, &ctx.config.policy)? else {
+            return Ok(record_answer(200, &record));
+        };
+        let update_id = resources::new_update_id();
+        let name = resources::update_execution_name(&record.id, &update_id);
+        let mut next = record.clone();
+        next.status = Status::Updating;
+        next.updates.push(Update {
+            id: update_id.clone(),
+            kind: change.kind(),
+            params: change.params(),
+            status: UpdateStatus::InProgress,
+            execution_arn: resources::execution_arn(&ctx.config.update_state_machine_arn, &name),
+            created_by: req.caller.clone(),
+            started_at: crate::clock::now_rfc3339(),
+            finished_at: None,
+            failure: None,
+        });
+        let excess = next.updates.len().saturating_sub(MAX_UPDATES_KEPT);
+        next.updates.drain(..excess);
+        match ctx.store.update(&next).await {
+            Ok(written) => {
+                tracing::info!(cluster_id = %written.id, update_id = %update_id, change = %change.describe(), "cluster UPDATING");
+                note(
+                    &ctx.store,
+                    &written.id,
+                    Phase::Started,
+                    format!("{} requested (update {update_id})", change.describe()),
+                )
+                .await;
+                return start_update(ctx, written, &update_id, &name).await;
+            }
+            // Another writer (a concurrent PATCH, a stage) won: read again and decide again.
+            Err(CloudError::ConditionFailed) if attempt + 1 < WRITE_ATTEMPTS => {
+                record = ctx
+                    .store
+                    .get(&record.id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("the cluster vanished"))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CloudError::ConditionFailed.into())
+}
+
+/// Starts the update execution of an `UPDATING` record and answers `202`; if it cannot start,
+/// the record goes back to `ACTIVE` with the update `Failed`, and the answer is `503`.
+async fn start_update<S: ClusterStore, E: Executions, P>(
+    ctx: &ApiContext<S, E, P>,
+    record: ClusterRecord,
+    update_id: &str,
+    name: &str,
+) -> Result<ApiResponse, ApiError> {
+    let input = serde_json::to_string(&UpdateExecutionInput {
+        cluster_id: &record.id,
+        update_id,
+        region: &record.spec.region,
+        timing: &ctx.config.timing,
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not serialize the execution input");
+        ApiError::internal()
+    })?;
+    let location = format!("/clusters/{}/updates/{update_id}", record.id);
+    let started = ctx
+        .executions
+        .start(&ctx.config.update_state_machine_arn, name, &input)
+        .await;
+    let arn = match started {
+        Ok(arn) => arn,
+        Err(error) => return Err(update_not_started(ctx, &record, update_id, error).await),
+    };
+    tracing::info!(cluster_id = %record.id, update_id, execution_arn = %arn, "update execution started");
+    // The ARN recorded beforehand is the one Step Functions gives; record it if it differs.
+    let record = modify(&ctx.store, &record.id, |r| {
+        match r
+            .updates
+            .iter_mut()
+            .find(|u| u.id == update_id && u.status == UpdateStatus::InProgress)
+        {
+            Some(u) if u.execution_arn.as_deref() != Some(arn.as_str()) => {
+                u.execution_arn = Some(arn.clone());
+                true
+            }
+            _ => false,
+        }
+    })
+    .await?;
+    Ok(record_answer(202, &record).with_header("location", location))
+}
+
+/// StartExecution failed. Unless the execution turns out to exist after all (the call failed
+/// after Step Functions took it), the update is marked `Failed`, the record goes back to `ACTIVE`,
+/// and the caller gets a `503`.
+async fn update_not_started<S: ClusterStore, E: Executions, P>(
+    ctx: &ApiContext<S, E, P>,
+    record: &ClusterRecord,
+    update_id: &str,
+    error: CloudError,
+) -> ApiError {
+    tracing::error!(cluster_id = %record.id, update_id, error = %error, "could not start the update execution");
+    let planned = record
+        .updates
+        .iter()
+        .find(|u| u.id == update_id)
+        .and_then(|u| u.execution_arn.clone());
+    if let Some(arn) = &planned {
+        if let Ok(status) = ctx.executions.status(arn).await {
+            tracing::warn!(cluster_id = %record.id, update_id, status = status_name(&status), "the update execution exists after all");
+            return ApiError::unavailable(format!(
+                "the update of cluster {} was started after all; GET /clusters/{}/updates/{update_id}",
+                record.id, record.id
+            ));
+        }
+    }
+    let reason = format!("{UPDATE_NOT_STARTED_REASON}: {error}");
+    match fail_update(ctx, &record.id, update_id, START_FAILED, &reason).await {
+        Ok(true) => ApiError::unavailable(format!(
+            "{UPDATE_NOT_STARTED_REASON}; cluster {} is ACTIVE again and update {update_id} Failed — retry the PATCH",
+            record.id
+        )),
+        _ => ApiError::unavailable(format!(
+            "the update of cluster {} could not be started; GET /clusters/{}/updates/{update_id}",
+            record.id, record.id
+        )),
+    }
+}
+
+/// Marks update `update_id` `Failed` and the record `ACTIVE`, if the record is still `UPDATING`
+/// with that update in progress (re-checked on every write). Whether this call marked it.
+async fn fail_update<S: ClusterStore, E, P>(
+    ctx: &ApiContext<S, E, P>,
+    cluster_id: &str,
+    update_id: &str,
+    error: &str,
+    reason: &str,
+) -> Result<bool, ApiError> {
+    let mut marked = false;
+    modify(&ctx.store, cluster_id, |r| {
+        marked = false;
+        if r.status != Status::Updating {
+            return false;
+        }
+        let Some(u) = r
+            .updates
+            .iter_mut()
+            .find(|u| u.id == update_id && u.status == UpdateStatus::InProgress)
+        else {
+            return false;
+        };
+        u.status = UpdateStatus::Failed;
+        u.finished_at = Some(crate::clock::now_rfc3339());
+        u.failure = Some(Failure {
+            stage: STAGE.into(),
+            error: error.into(),
+            reason: reason.into(),
+        });
+        r.status = Status::Active;
+        marked = true;
+        true
+    })
+    .await?;
+    if marked {
+        tracing::warn!(
+            cluster_id,
+            update_id,
+            reason,
+            "update Failed; cluster ACTIVE"
+        );
+        note(
+            &ctx.store,
+            cluster_id,
+            Phase::Failed,
+            format!("update {update_id} failed: {reason}"),
+        )
+        .await;
+    }
+    Ok(marked)
+}
+
+/// An `UPDATING` record whose update execution has ended without recording a result (stopped
+/// from the console, say; or never started by a PATCH cut short) would stay `UPDATING` for ever:
+/// its update becomes `Failed` and the record `ACTIVE` again. While the execution runs — or may
+/// still be about to start — the record is returned as it is.
+pub async fn fail_interrupted_update<S: ClusterStore, E: Executions, P>(
+    ctx: &ApiContext<S, E, P>,
+    record: ClusterRecord,
+) -> Result<ClusterRecord, ApiError> {
+    let Some(update) = in_progress(&record).cloned() else {
+        return Ok(record);
+    };
+    let young = OffsetDateTime::parse(&update.started_at, &Rfc3339)
+        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds() < START_GRACE_SECONDS)
+        .unwrap_or(false);
+    let reason = match &update.execution_arn {
+        Some(arn) => match ctx.executions.status(arn).await {
+            Ok(ExecutionStatus::Running) => return Ok(record),
+            Ok(status) => format!(
+                "the update execution ended {} without recording a result",
+                status_name(&status)
+            ),
+            Err(CloudError::NotFound(_)) if young => return Ok(record),
+            Err(CloudError::NotFound(_)) => {
+                "the update execution was never started (or is no longer known)".to_string()
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None if young => return Ok(record),
+        None => "the update execution was never recorded".to_string(),
+    };
+    fail_update(ctx, &record.id, &update.id, UPDATE_INTERRUPTED, &reason).await?;
+    ctx.store
+        .get(&record.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the cluster vanished"))
+}
+
+/// The answer of `GET /clusters/{id}/updates`.
+#[derive(Debug, Serialize)]
+pub struct UpdateList<'a> {
+    /// Newest first.
+    pub updates: Vec<&'a Update>,
+}
+
+/// `GET /clusters/{id}/updates`: the record's updates, newest first.
+pub async fn list<S: ClusterStore>(store: &S, id_or_name: &str) -> Result<ApiResponse, ApiError> {
+    let record = find(store, id_or_name).await?;
+    Ok(ApiResponse::json(
+        200,
+        &UpdateList {
+            updates: record.updates.iter().rev().collect(),
+        },
+    ))
+}
+
+/// `GET /clusters/{id}/updates/{update_id}`.
+pub async fn get<S: ClusterStore>(
+    store: &S,
+    id_or_name: &str,
+    update_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    let record = find(store, id_or_name).await?;
+    let update = record
+        .updates
+        .iter()
+        .find(|u| u.id == update_id)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "cluster {} has no update '{}'",
+                record.id,
+                update_id.chars().take(64).collect::<String>()
+            ))
+        })?;
+    Ok(ApiResponse::json(200, update))
+}

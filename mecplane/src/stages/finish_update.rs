@@ -117,6 +117,26 @@ mod tests {
         assert_eq!(finished, 1, "said once");
     }
 
+    /// Records the next scale from `from` to `to` as the API does: UPDATING, with a new update
+    /// InProgress (a copy of the latest, renamed).
+    async fn start_next_update(
+        store: &crate::fakes::FakeStore,
+        mut r: crate::record::ClusterRecord,
+        id: &str,
+        from: u32,
+        to: u32,
+    ) -> crate::record::ClusterRecord {
+        r.status = Status::Updating;
+        let mut next = r.updates.last().expect("an earlier update").clone();
+        next.id = id.into();
+        next.status = UpdateStatus::InProgress;
+        next.params = serde_json::json!({"workers": {"from": from, "to": to}});
+        next.execution_arn = None;
+        next.finished_at = None;
+        r.updates.push(next);
+        store.update(&r).await.unwrap()
+    }
+
     async fn twice<F, Fut, T>(f: F) -> T
     where
         F: Fn() -> Fut,
@@ -182,16 +202,8 @@ mod tests {
         assert_eq!(indexes, ["0", "1", "2", "3"]);
 
         // 4 -> 1.
-        let mut r = store.get(&id).await.unwrap().unwrap();
-        r.status = Status::Updating;
-        let mut next = r.updates[0].clone();
-        next.id = "u-0000000000000002".into();
-        next.status = UpdateStatus::InProgress;
-        next.params = serde_json::json!({"workers": {"from": 4, "to": 1}});
-        next.execution_arn = None;
-        next.finished_at = None;
-        r.updates.push(next);
-        store.update(&r).await.unwrap();
+        let r = store.get(&id).await.unwrap().unwrap();
+        start_next_update(&store, r, "u-0000000000000002", 4, 1).await;
         let event = || crate::state::BeginUpdateEvent {
             input: serde_json::json!({"cluster_id": id, "update_id": "u-0000000000000002"}),
             execution_arn: "arn:update-2".into(),
@@ -216,16 +228,7 @@ mod tests {
         assert!(record.nodes.iter().all(|n| n.index == 0));
 
         // Up again to 2: the terminated workers are history, not a failure of await-workers.
-        let mut r = record.clone();
-        r.status = Status::Updating;
-        let mut next = r.updates[1].clone();
-        next.id = "u-0000000000000003".into();
-        next.status = UpdateStatus::InProgress;
-        next.params = serde_json::json!({"workers": {"from": 1, "to": 2}});
-        next.execution_arn = None;
-        next.finished_at = None;
-        r.updates.push(next);
-        store.update(&r).await.unwrap();
+        start_next_update(&store, record.clone(), "u-0000000000000003", 1, 2).await;
         let event = || crate::state::BeginUpdateEvent {
             input: serde_json::json!({"cluster_id": id, "update_id": "u-0000000000000003"}),
             execution_arn: "arn:update-3".into(),

@@ -11,7 +11,7 @@ Exit codes:
   0    success
   1    the API or the network failed (5xx, unreachable, unexpected answer)
   2    usage error (bad flags)
-  3    no such cluster (404)
+  3    no such cluster, or no such node of it (404)
   4    conflict (409: name taken, cluster busy or not ACTIVE; 412: the cluster changed meanwhile)
   5    the request was refused as invalid (400, 413, 422); the message names the field
   6    the cluster ended FAILED, or the update Failed, while waiting
@@ -69,6 +69,12 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Change the number of workers of an ACTIVE cluster (one change at a time).
     Scale(ScaleArgs),
+    /// Move an ACTIVE cluster to another MicroK8s channel (snap refresh, node by node).
+    Upgrade(UpgradeArgs),
+    /// Enable or disable MicroK8s add-ons of an ACTIVE cluster.
+    Addons(AddonsArgs),
+    /// Replace one node of an ACTIVE cluster with a new instance of the same role and index.
+    ReplaceNode(ReplaceNodeArgs),
     /// The changes made to a cluster, newest first.
     Updates(ClusterArg),
     /// The cluster's events, oldest first.
@@ -183,6 +189,51 @@ pub struct ScaleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// MicroK8s snap channel to move to: <major>.<minor>/<risk>, risk one of stable, candidate,
+    /// beta, edge, e.g. 1.33/stable.
+    #[arg(long, value_parser = parse_channel)]
+    pub channel: String,
+    /// Change the cluster only if its record is still at this version (its ETag, e.g. 7).
+    #[arg(long)]
+    pub if_version: Option<u64>,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").args(["enable", "disable"]).required(true).multiple(true)))]
+pub struct AddonsArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// Add-on to enable, with its arguments if any, e.g. ingress or metallb:10.0.0.10-10.0.0.20;
+    /// replaces the cluster's entry of the same name, else is added (repeat).
+    #[arg(long, value_name = "ADDON[:ARGS]", value_parser = parse_enable)]
+    pub enable: Vec<String>,
+    /// Add-on to disable, by name (repeat).
+    #[arg(long, value_name = "NAME", value_parser = parse_disable)]
+    pub disable: Vec<String>,
+    /// Change the cluster only if its record is still at this version (its ETag, e.g. 7); by
+    /// default, the version the add-ons were read at.
+    #[arg(long)]
+    pub if_version: Option<u64>,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplaceNodeArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// The EC2 instance id of the node to replace (see `mecctl get`), e.g. i-0123456789abcdef0.
+    pub instance_id: String,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
 pub struct WaitFlags {
     /// Follow the cluster until it settles, showing progress.
     #[arg(long)]
@@ -246,6 +297,38 @@ fn parse_expose(s: &str) -> Result<mecplane::spec::ExposedPort, String> {
         cidrs,
         allow_anywhere: false,
     })
+}
+
+/// `1.33/stable`: the shape the API accepts (mecplane's own check: `<major>.<minor>/<risk>`,
+/// risk stable, candidate, beta or edge, and a minor mecplane installs).
+fn parse_channel(s: &str) -> Result<String, String> {
+    use mecplane::microk8s::{channel_minor, SUPPORTED_MINORS};
+    match channel_minor(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!(
+            "'{s}' is not a channel like 1.33/stable: 1.<minor>/<stable|candidate|beta|edge> with a minor from {} to {}",
+            SUPPORTED_MINORS.start(),
+            SUPPORTED_MINORS.end()
+        )),
+    }
+}
+
+/// `ingress`, `metallb:10.0.0.10-10.0.0.20`: an add-on as a spec lists it (mecplane's own check).
+fn parse_enable(s: &str) -> Result<String, String> {
+    mecplane::microk8s::validate_addon(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("'{s}': {e}"))
+}
+
+/// `ingress`: an add-on's name, without arguments.
+fn parse_disable(s: &str) -> Result<String, String> {
+    match mecplane::microk8s::validate_addon(s) {
+        Ok((name, None)) => Ok(name.to_string()),
+        Ok((name, Some(_))) => Err(format!(
+            "'{s}': --disable takes the add-on's name only ('{name}')"
+        )),
+        Err(e) => Err(format!("'{s}': {e}")),
+    }
 }
 
 /// `90`, `90s`, `15m`, `1h`.
@@ -330,6 +413,116 @@ mod tests {
         let cli = Cli::try_parse_from(["mecctl", "updates", "edge", "-o", "json"]).unwrap();
         assert!(
             matches!(cli.command, Command::Updates(ClusterArg { ref cluster }) if cluster == "edge")
+        );
+    }
+
+    #[test]
+    fn upgrade_takes_a_channel_of_the_shape_the_api_accepts() {
+        let cli = Cli::try_parse_from([
+            "mecctl",
+            "upgrade",
+            "edge",
+            "--channel",
+            "1.33/stable",
+            "--if-version",
+            "3",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Upgrade(args) = cli.command else {
+            panic!("upgrade")
+        };
+        assert_eq!(
+            (args.cluster.as_str(), args.channel.as_str()),
+            ("edge", "1.33/stable")
+        );
+        assert_eq!(args.if_version, Some(3));
+        assert!(args.wait.wait);
+        for channel in ["1.33/edge", "1.30/candidate", "1.28/beta"] {
+            assert!(
+                Cli::try_parse_from(["mecctl", "upgrade", "edge", "--channel", channel]).is_ok(),
+                "{channel}"
+            );
+        }
+        for channel in [
+            "1.33",
+            "1.33/nightly",
+            "latest/stable",
+            "2.1/stable",
+            "1.12/stable",
+            "",
+        ] {
+            let err = Cli::try_parse_from(["mecctl", "upgrade", "edge", "--channel", channel])
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{channel}");
+        }
+        assert!(
+            Cli::try_parse_from(["mecctl", "upgrade", "edge"]).is_err(),
+            "--channel is required"
+        );
+    }
+
+    #[test]
+    fn addons_needs_a_change_and_well_formed_add_ons() {
+        let cli = Cli::try_parse_from([
+            "mecctl",
+            "addons",
+            "edge",
+            "--enable",
+            "metallb:10.0.0.10-10.0.0.20",
+            "--enable",
+            "ingress",
+            "--disable",
+            "dns",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Addons(args) = cli.command else {
+            panic!("addons")
+        };
+        assert_eq!(args.enable, ["metallb:10.0.0.10-10.0.0.20", "ingress"]);
+        assert_eq!(args.disable, ["dns"]);
+        assert!(args.wait.wait && args.if_version.is_none());
+        assert!(Cli::try_parse_from(["mecctl", "addons", "edge", "--disable", "dns"]).is_ok());
+        let none = Cli::try_parse_from(["mecctl", "addons", "edge", "--wait"]).unwrap_err();
+        assert_eq!(none.exit_code(), 2, "--enable or --disable is required");
+        for bad in [
+            ["--enable", "Ingress"],
+            ["--enable", "metallb:"],
+            ["--enable", "x:$(reboot)"],
+            ["--disable", "metallb:10.0.0.1-10.0.0.9"],
+            ["--disable", ""],
+        ] {
+            let mut argv = vec!["mecctl", "addons", "edge"];
+            argv.extend(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replace_node_takes_the_cluster_and_the_instance() {
+        let cli = Cli::try_parse_from([
+            "mecctl",
+            "replace-node",
+            "edge",
+            "i-0123456789abcdef0",
+            "--wait",
+            "--timeout",
+            "20m",
+        ])
+        .unwrap();
+        let Command::ReplaceNode(args) = cli.command else {
+            panic!("replace-node")
+        };
+        assert_eq!(
+            (args.cluster.as_str(), args.instance_id.as_str()),
+            ("edge", "i-0123456789abcdef0")
+        );
+        assert!(args.wait.wait);
+        assert_eq!(args.wait.timeout, Duration::from_secs(1200));
+        assert!(
+            Cli::try_parse_from(["mecctl", "replace-node", "edge"]).is_err(),
+            "the instance is required"
         );
     }
 }

@@ -32,6 +32,20 @@ pub struct ApiClient {
 /// An answer: status and JSON body (a JSON string when the body is not JSON).
 pub type Answer = (u16, Value);
 
+/// An answer with its headers, for the commands that read one (`ETag`, `Location`).
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: hyper::HeaderMap,
+}
+
+impl Reply {
+    /// The header `name`'s value, if it is there and is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 impl ApiClient {
     pub async fn new(target: Target) -> Result<ApiClient, Failure> {
         let credentials = match target.local_credentials {
@@ -74,6 +88,18 @@ impl ApiClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<Answer, Failure> {
+        let reply = self.call_with_headers(method, path, body, headers).await?;
+        Ok((reply.status, reply.body))
+    }
+
+    /// [`ApiClient::call`], answering the response's headers too.
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, Failure> {
         let url = format!("{}{path}", self.base);
         let payload = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| Failure::other(e.to_string()))?,
@@ -97,16 +123,21 @@ impl ApiClient {
         let send = async {
             let resp = self.http.request(req).await?;
             let status = resp.status().as_u16();
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, bytes))
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, parts.headers, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, send)
+        let (status, headers, bytes) = tokio::time::timeout(CALL_TIMEOUT, send)
             .await
             .map_err(|_| Failure::other(format!("{method} {url}: no answer in 30 s")))?
             .map_err(|e| Failure::other(format!("{method} {url}: {}", chain(&*e))))?;
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Ok((status, value))
+        Ok(Reply {
+            status,
+            body: value,
+            headers,
+        })
     }
 
     /// The SigV4 headers (`authorization`, `x-amz-date`, and the session token if any).

@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::cli::{
-    ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs, ScaleArgs, WaitArgs,
-    WaitFlags,
+    AddonsArgs, ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs,
+    ReplaceNodeArgs, ScaleArgs, UpgradeArgs, WaitArgs, WaitFlags,
 };
-use crate::client::{encode, ApiClient};
+use crate::client::{encode, ApiClient, Reply};
 use crate::exit::{self, Failure};
 use crate::{kubeconfig, output};
 
@@ -249,28 +249,201 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<(), Failure> {
 /// the update started (`202`), or with `--wait` follows it until it ends.
 pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<(), Failure> {
     let body = json!({ "workers": args.workers });
-    let tag = args.if_version.map(|v| format!("\"{v}\""));
-    let headers: Vec<(&str, &str)> = tag.iter().map(|t| ("if-match", t.as_str())).collect();
-    let (status, record) = ctx
+    let tag = args.if_version.map(version_tag);
+    let reply = ctx
         .api
-        .call("PATCH", &cluster_path(&args.cluster), Some(&body), &headers)
+        .call_with_headers(
+            "PATCH",
+            &cluster_path(&args.cluster),
+            Some(&body),
+            &if_match(tag.as_deref()),
+        )
         .await?;
-    let (id, name) = id_and_name(&record);
-    match status {
+    update_answer(ctx, &reply, &args.wait, |name, id| {
+        format!(
+            "cluster {name} ({id}) already has {} worker(s): nothing to change\n",
+            args.workers
+        )
+    })
+    .await
+}
+
+/// `PATCH /clusters/{id}` with `{"microk8s_channel": C}`: answered and followed as [`scale`] is.
+pub async fn upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<(), Failure> {
+    let body = json!({ "microk8s_channel": args.channel });
+    let tag = args.if_version.map(version_tag);
+    let reply = ctx
+        .api
+        .call_with_headers(
+            "PATCH",
+            &cluster_path(&args.cluster),
+            Some(&body),
+            &if_match(tag.as_deref()),
+        )
+        .await?;
+    update_answer(ctx, &reply, &args.wait, |name, id| {
+        format!(
+            "cluster {name} ({id}) already runs MicroK8s {}: nothing to change\n",
+            args.channel
+        )
+    })
+    .await
+}
+
+/// The add-on list a cluster gets from `current` with `enable` and `disable` applied: every entry
+/// whose name (what comes before the first `:`) is disabled goes, then each enabled one replaces
+/// the entry of the same name or is added at the end; the order stays otherwise. A name both
+/// enabled and disabled, or enabled twice, is an error.
+pub fn addons_after(
+    current: &[String],
+    enable: &[String],
+    disable: &[String],
+) -> Result<Vec<String>, String> {
+    check_addon_flags(enable, disable)?;
+    let mut next: Vec<String> = current
+        .iter()
+        .filter(|a| !disable.iter().any(|d| d == addon_name(a)))
+        .cloned()
+        .collect();
+    for addon in enable {
+        match next.iter_mut().find(|a| addon_name(a) == addon_name(addon)) {
+            Some(entry) => entry.clone_from(addon),
+            None => next.push(addon.clone()),
+        }
+    }
+    Ok(next)
+}
+
+/// The add-on's name: what comes before the first `:`.
+fn addon_name(addon: &str) -> &str {
+    mecplane::microk8s::addon_name(addon)
+}
+
+/// The flags alone: no name both enabled and disabled, none enabled twice.
+fn check_addon_flags(enable: &[String], disable: &[String]) -> Result<(), String> {
+    for (i, addon) in enable.iter().enumerate() {
+        let name = addon_name(addon);
+        if disable.iter().any(|d| d == name) {
+            return Err(format!("'{name}' is both enabled and disabled"));
+        }
+        if enable[..i].iter().any(|a| addon_name(a) == name) {
+            return Err(format!("'{name}' is enabled twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the cluster's add-ons, works out the new list (see [`addons_after`]) and, unless it is
+/// the same, `PATCH /clusters/{id}` with `{"addons": [...]}` conditional on the version read (or
+/// `--if-version`), so that a change made meanwhile is a clean `412`; answered and followed as
+/// [`scale`] is.
+pub async fn addons(ctx: &Ctx, args: &AddonsArgs) -> Result<(), Failure> {
+    check_addon_flags(&args.enable, &args.disable).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let read = ctx
+        .api
+        .call_with_headers("GET", &cluster_path(&args.cluster), None, &[])
+        .await?;
+    if read.status != 200 {
+        return Err(Failure::from_answer(read.status, &read.body));
+    }
+    let record = &read.body;
+    let (id, name) = id_and_name(record);
+    let current: Vec<String> = record["spec"]["addons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let next = addons_after(&current, &args.enable, &args.disable)
+        .map_err(|m| Failure::new(exit::USAGE, m))?;
+    let unchanged = |name: &str, id: &str| {
+        format!(
+            "cluster {name} ({id}) already has add-ons {}: nothing to change\n",
+            if next.is_empty() {
+                "none".to_string()
+            } else {
+                next.join(", ")
+            }
+        )
+    };
+    if next == current {
+        ctx.print(record, |_| unchanged(&name, &id));
+        return Ok(());
+    }
+    let tag = match args.if_version {
+        Some(v) => Some(version_tag(v)),
+        None => read
+            .header("etag")
+            .map(String::from)
+            .or_else(|| record["version"].as_u64().map(version_tag)),
+    };
+    let reply = ctx
+        .api
+        .call_with_headers(
+            "PATCH",
+            &cluster_path(&id),
+            Some(&json!({ "addons": next })),
+            &if_match(tag.as_deref()),
+        )
+        .await?;
+    update_answer(ctx, &reply, &args.wait, unchanged).await
+}
+
+/// `POST /clusters/{id}/nodes/{instance id}/replace`: answered and followed as [`scale`] is.
+pub async fn replace_node(ctx: &Ctx, args: &ReplaceNodeArgs) -> Result<(), Failure> {
+    let path = format!(
+        "{}/nodes/{}/replace",
+        cluster_path(&args.cluster),
+        encode(&args.instance_id)
+    );
+    let reply = ctx
+        .api
+        .call_with_headers("POST", &path, Some(&json!({})), &[])
+        .await?;
+    update_answer(ctx, &reply, &args.wait, |name, id| {
+        format!(
+            "cluster {name} ({id}): node {} needs no replacing\n",
+            args.instance_id
+        )
+    })
+    .await
+}
+
+/// An `ETag` naming `version`: `"7"`.
+fn version_tag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The `If-Match` header, if there is a tag to match.
+fn if_match(tag: Option<&str>) -> Vec<(&str, &str)> {
+    tag.map(|t| ("if-match", t)).into_iter().collect()
+}
+
+/// The answer to a request that may start an update: `200` prints the record with
+/// `unchanged(name, id)` (nothing to change); `202` prints the update started or, with `--wait`,
+/// follows it until it ends; anything else is the matching [`Failure`].
+async fn update_answer(
+    ctx: &Ctx,
+    reply: &Reply,
+    flags: &WaitFlags,
+    unchanged: impl FnOnce(&str, &str) -> String,
+) -> Result<(), Failure> {
+    let record = &reply.body;
+    let (id, name) = id_and_name(record);
+    match reply.status {
         200 => {
-            ctx.print(&record, |_| {
-                format!(
-                    "cluster {name} ({id}) already has {} worker(s): nothing to change\n",
-                    args.workers
-                )
-            });
+            ctx.print(record, |_| unchanged(&name, &id));
             Ok(())
         }
         202 => {
-            let update = newest_update(&record);
-            let update_id = update["id"].as_str().unwrap_or_default().to_string();
-            if !args.wait.wait {
-                ctx.print(&record, |_| {
+            let update_id = reply
+                .header("location")
+                .and_then(update_id_in)
+                .unwrap_or_else(|| newest_update(record)["id"].as_str().unwrap_or_default())
+                .to_string();
+            let update = update_of(record, &update_id).unwrap_or_else(|| newest_update(record));
+            if !flags.wait {
+                ctx.print(record, |_| {
                     format!(
                         "cluster {name} ({id}) UPDATING: update {update_id} {}; follow it with `mecctl updates {name}`\n",
                         output::update_change(update)
@@ -282,10 +455,17 @@ pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<(), Failure> {
                 "cluster {name} ({id}) update {update_id} {} (Ctrl-C stops waiting, not the update)",
                 output::update_change(update)
             );
-            follow_until(ctx, &id, &name, &[], &args.wait, true, Some(&update_id)).await
+            follow_until(ctx, &id, &name, &[], flags, true, Some(&update_id)).await
         }
-        _ => Err(Failure::from_answer(status, &record)),
+        status => Err(Failure::from_answer(status, record)),
     }
+}
+
+/// The update id of a `Location: /clusters/{id}/updates/{update id}`.
+fn update_id_in(location: &str) -> Option<&str> {
+    let (_, rest) = location.rsplit_once("/updates/")?;
+    let id = rest.split(['?', '#', '/']).next()?;
+    (!id.is_empty()).then_some(id)
 }
 
 /// The newest update of a record (the one a `202` started).
@@ -578,41 +758,116 @@ mod tests {
         format!("http://{addr}")
     }
 
-    /// An API on 127.0.0.1 that answers a PATCH of cluster c-1 with `202` and `records[0]`, and
-    /// its GETs with the records in turn (the last one from then on); events are always empty.
-    /// The requests it got go to the returned list.
-    async fn scripted_api(
-        records: Vec<Value>,
-    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// [`fake_api`] answering the request that starts the update with `202` and `records[0]`.
+    async fn scripted_api(records: Vec<Value>) -> (String, Requests) {
+        fake_api((202, records[0].clone()), records).await
+    }
+
+    /// What a fake API was asked: each request's head and body, in order.
+    type Requests = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+    /// An API on 127.0.0.1 that answers every request but a GET (the PATCH or POST that starts an
+    /// update) with `change` (a `202` with the `Location` of the record's newest update), and GETs
+    /// of the cluster with `records` in turn (the last one from then on), each with its `ETag`
+    /// (the record's `version`); events are always empty. The requests it got go to the returned
+    /// list.
+    async fn fake_api(change: (u16, Value), records: Vec<Value>) -> (String, Requests) {
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Requests::default();
         let log = seen.clone();
         tokio::spawn(async move {
             let mut gets = 0;
             loop {
                 let (mut sock, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0; 16384];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let request = read_request(&mut sock).await;
                 log.lock().unwrap().push(request.clone());
                 let (status, body) = if request.starts_with("GET /clusters/c-1/events") {
-                    ("200 OK", r#"{"events": []}"#.to_string())
-                } else if request.starts_with("PATCH /clusters/edge") {
-                    ("202 Accepted", records[0].to_string())
+                    (200, json!({"events": []}))
+                } else if !request.starts_with("GET ") {
+                    change.clone()
                 } else {
                     gets += 1;
-                    ("200 OK", records[gets.min(records.len()) - 1].to_string())
+                    (200, records[gets.min(records.len()) - 1].clone())
                 };
+                let mut headers = String::new();
+                if let Some(v) = body["version"].as_u64() {
+                    headers.push_str(&format!("etag: \"{v}\"\r\n"));
+                }
+                if status == 202 {
+                    let update = newest_update(&body)["id"].as_str().unwrap_or_default();
+                    headers.push_str(&format!("location: /clusters/c-1/updates/{update}\r\n"));
+                }
+                let body = body.to_string();
                 let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} Answer\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(reply.as_bytes()).await;
             }
         });
         (format!("http://{addr}"), seen)
+    }
+
+    /// One HTTP/1.1 request: its head and, as `content-length` says, its body.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The request whose request line starts with `start` (e.g. `PATCH /clusters/edge `).
+    fn request<'a>(seen: &'a [String], start: &str) -> &'a str {
+        seen.iter()
+            .find(|r| r.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start}: {seen:#?}"))
+    }
+
+    /// The body of a request, as JSON.
+    fn body_of(request: &str) -> Value {
+        let (_, body) = request.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {request}"))
+    }
+
+    /// The `If-Match` header of a request, if any.
+    fn if_match_of(request: &str) -> Option<&str> {
+        request
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("if-match"))
+            .map(|(_, v)| v.trim())
+    }
+
+    /// Cluster c-1 (`edge`) at `version` on 1.32/stable with `addons`, whose newest update is
+    /// `update` (`kind`, `params`) with `update_status`.
+    fn day2(status: &str, version: u64, addons: &[&str], update: (&str, Value, &str)) -> Value {
+        let (kind, params, update_status) = update;
+        json!({"id": "c-1", "status": status, "version": version,
+               "spec": {"name": "edge", "workers": 2, "microk8s_channel": "1.32/stable", "addons": addons},
+               "updates": [
+                 {"id": "u-0", "kind": "scale", "params": {"workers": {"from": 1, "to": 2}}, "status": "Successful"},
+                 {"id": "u-1", "kind": kind, "params": params, "status": update_status}]})
     }
 
     fn cluster(status: &str, update_status: &str, failure: Value) -> Value {
@@ -677,6 +932,413 @@ mod tests {
         );
         // Without --wait, the 202 is the answer.
         scale(&ctx, &scale_args(&["--workers", "4"])).await.unwrap();
+    }
+
+    fn parse(argv: &[&str]) -> Command {
+        let mut full = vec!["mecctl"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full).unwrap().command
+    }
+
+    fn upgrade_args(argv: &[&str]) -> UpgradeArgs {
+        let mut full = vec!["upgrade", "edge"];
+        full.extend_from_slice(argv);
+        match parse(&full) {
+            Command::Upgrade(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn addons_args(argv: &[&str]) -> AddonsArgs {
+        let mut full = vec!["addons", "edge"];
+        full.extend_from_slice(argv);
+        match parse(&full) {
+            Command::Addons(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn replace_args(argv: &[&str]) -> ReplaceNodeArgs {
+        let mut full = vec!["replace-node"];
+        full.extend_from_slice(argv);
+        match parse(&full) {
+            Command::ReplaceNode(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    fn upgrade_update(status: &str) -> (&'static str, Value, &str) {
+        let params = json!({"microk8s_channel": {"from": "1.32/stable", "to": "1.33/stable"}});
+        ("upgrade", params, status)
+    }
+
+    #[tokio::test]
+    async fn upgrade_follows_the_update_until_it_ends() {
+        let (endpoint, seen) = scripted_api(vec![
+            day2("UPDATING", 4, &["dns"], upgrade_update("InProgress")),
+            day2("UPDATING", 4, &["dns"], upgrade_update("InProgress")),
+            day2("ACTIVE", 5, &["dns"], upgrade_update("Successful")),
+        ])
+        .await;
+        let ctx = ctx_for(endpoint).await;
+        upgrade(
+            &ctx,
+            &upgrade_args(&["--channel", "1.33/stable", "--if-version", "3", "--wait"]),
+        )
+        .await
+        .expect("the update ended Successful");
+        let seen = seen.lock().unwrap();
+        let patch = request(&seen, "PATCH /clusters/edge ");
+        assert_eq!(body_of(patch), json!({"microk8s_channel": "1.33/stable"}));
+        assert_eq!(if_match_of(patch), Some("\"3\""), "{patch}");
+        assert!(
+            seen.iter()
+                .filter(|r| r.starts_with("GET /clusters/c-1 "))
+                .count()
+                >= 3,
+            "followed until the update ended: {seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn upgrade_says_when_nothing_changes_and_fails_as_the_api_says() {
+        let same = day2("ACTIVE", 4, &["dns"], upgrade_update("Successful"));
+        let (endpoint, seen) = fake_api((200, same.clone()), vec![same]).await;
+        let ctx = ctx_for(endpoint).await;
+        upgrade(&ctx, &upgrade_args(&["--channel", "1.32/stable", "--wait"]))
+            .await
+            .expect("200: nothing to change");
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 1, "nothing followed: {seen:#?}");
+            assert_eq!(if_match_of(&seen[0]), None, "no --if-version, no If-Match");
+        }
+
+        let stale = json!({"error": {"code": "PreconditionFailed", "message": "cluster c-1 is at version 5"}});
+        let (endpoint, _) = fake_api((412, stale), vec![Value::Null]).await;
+        let err = upgrade(
+            &ctx_for(endpoint).await,
+            &upgrade_args(&["--channel", "1.33/stable", "--if-version", "4"]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, exit::CONFLICT, "{}", err.message);
+        assert!(
+            err.message.starts_with("PreconditionFailed (412)"),
+            "{}",
+            err.message
+        );
+
+        let skip = json!({"error": {"code": "ValidationError", "field": "microk8s_channel", "message": "1.33/stable skips a minor"}});
+        let (endpoint, _) = fake_api((422, skip), vec![Value::Null]).await;
+        let err = upgrade(
+            &ctx_for(endpoint).await,
+            &upgrade_args(&["--channel", "1.33/stable"]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, exit::INVALID, "{}", err.message);
+        assert!(
+            err.message
+                .contains("microk8s_channel: 1.33/stable skips a minor"),
+            "{}",
+            err.message
+        );
+    }
+
+    fn addons_update(status: &str) -> (&'static str, Value, &str) {
+        let params = json!({"addons": {"from": ["dns", "metallb:10.0.0.1-10.0.0.9"],
+                                       "to": ["metallb:10.0.0.10-10.0.0.20", "ingress"]}});
+        ("addons", params, status)
+    }
+
+    #[tokio::test]
+    async fn addons_patches_the_new_list_at_the_version_it_read_and_follows_the_update() {
+        let before = &["dns", "metallb:10.0.0.1-10.0.0.9"];
+        let after = &["metallb:10.0.0.10-10.0.0.20", "ingress"];
+        let (endpoint, seen) = fake_api(
+            (
+                202,
+                day2("UPDATING", 8, before, addons_update("InProgress")),
+            ),
+            vec![
+                day2("ACTIVE", 7, before, ("scale", json!({}), "Successful")),
+                day2("UPDATING", 8, before, addons_update("InProgress")),
+                day2("ACTIVE", 9, after, addons_update("Successful")),
+            ],
+        )
+        .await;
+        let ctx = ctx_for(endpoint).await;
+        addons(
+            &ctx,
+            &addons_args(&[
+                "--enable",
+                "metallb:10.0.0.10-10.0.0.20",
+                "--enable",
+                "ingress",
+                "--disable",
+                "dns",
+                "--wait",
+            ]),
+        )
+        .await
+        .expect("the update ended Successful");
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen[0].starts_with("GET /clusters/edge "),
+            "read first: {seen:#?}"
+        );
+        let patch = request(&seen, "PATCH /clusters/c-1 ");
+        assert_eq!(
+            body_of(patch),
+            json!({"addons": ["metallb:10.0.0.10-10.0.0.20", "ingress"]})
+        );
+        assert_eq!(if_match_of(patch), Some("\"7\""), "the ETag read: {patch}");
+        assert!(
+            seen.iter()
+                .filter(|r| r.starts_with("GET /clusters/c-1 "))
+                .count()
+                >= 2,
+            "followed until the update ended: {seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn addons_if_version_wins_and_an_unchanged_list_is_not_sent() {
+        let current = day2("ACTIVE", 7, &["dns"], ("scale", json!({}), "Successful"));
+        let (endpoint, seen) = fake_api(
+            (
+                202,
+                day2("UPDATING", 8, &["dns"], addons_update("InProgress")),
+            ),
+            vec![current],
+        )
+        .await;
+        let ctx = ctx_for(endpoint).await;
+        addons(
+            &ctx,
+            &addons_args(&["--enable", "ingress", "--if-version", "6"]),
+        )
+        .await
+        .expect("202 without --wait");
+        {
+            let seen = seen.lock().unwrap();
+            let patch = request(&seen, "PATCH /clusters/c-1 ");
+            assert_eq!(body_of(patch), json!({"addons": ["dns", "ingress"]}));
+            assert_eq!(if_match_of(patch), Some("\"6\""), "{patch}");
+            assert_eq!(seen.len(), 2, "not followed without --wait: {seen:#?}");
+            assert!(seen[0].starts_with("GET /clusters/edge "), "{seen:#?}");
+        }
+
+        // Already so (ingress is enabled with these arguments; metallb is not there): no PATCH.
+        let current = day2(
+            "ACTIVE",
+            7,
+            &["dns", "ingress"],
+            ("scale", json!({}), "Successful"),
+        );
+        let (endpoint, seen) = fake_api((202, Value::Null), vec![current]).await;
+        addons(
+            &ctx_for(endpoint).await,
+            &addons_args(&["--enable", "ingress", "--disable", "metallb", "--wait"]),
+        )
+        .await
+        .expect("nothing to change");
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1, "only the read: {requests:#?}");
+
+        // The same name enabled and disabled: a usage error before anything is asked.
+        let (endpoint, seen) = fake_api((202, Value::Null), vec![Value::Null]).await;
+        let err = addons(
+            &ctx_for(endpoint).await,
+            &addons_args(&[
+                "--enable",
+                "metallb:10.0.0.1-10.0.0.9",
+                "--disable",
+                "metallb",
+            ]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, exit::USAGE, "{}", err.message);
+        assert!(
+            err.message
+                .contains("'metallb' is both enabled and disabled"),
+            "{}",
+            err.message
+        );
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn addons_reports_a_concurrent_change_as_a_conflict() {
+        let current = day2("ACTIVE", 7, &["dns"], ("scale", json!({}), "Successful"));
+        let stale = json!({"error": {"code": "PreconditionFailed", "message": "cluster c-1 is at version 8 (ETag \"8\"), not If-Match \"7\""}});
+        let (endpoint, _) = fake_api((412, stale), vec![current]).await;
+        let err = addons(
+            &ctx_for(endpoint).await,
+            &addons_args(&["--disable", "dns"]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, exit::CONFLICT, "{}", err.message);
+        assert!(
+            err.message.contains("not If-Match \"7\""),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn the_addon_list_is_computed_by_name_keeping_order() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let current = v(&["dns", "metallb:10.0.0.1-10.0.0.9", "hostpath-storage"]);
+        // Enabling one that is there replaces it where it is; a new one goes last.
+        assert_eq!(
+            addons_after(
+                &current,
+                &v(&["metallb:10.0.0.1-10.0.0.20", "ingress"]),
+                &[]
+            ),
+            Ok(v(&[
+                "dns",
+                "metallb:10.0.0.1-10.0.0.20",
+                "hostpath-storage",
+                "ingress"
+            ]))
+        );
+        // Disabling is by name, arguments or not; an absent name changes nothing.
+        assert_eq!(
+            addons_after(&current, &[], &v(&["metallb", "gpu"])),
+            Ok(v(&["dns", "hostpath-storage"]))
+        );
+        assert_eq!(
+            addons_after(&current, &v(&["metallb"]), &v(&["dns"])),
+            Ok(v(&["metallb", "hostpath-storage"])),
+            "arguments dropped by enabling the bare name"
+        );
+        assert_eq!(
+            addons_after(&current, &v(&["dns"]), &[]),
+            Ok(current.clone())
+        );
+        assert_eq!(
+            addons_after(&[], &v(&["dns", "ingress"]), &v(&["rbac"])),
+            Ok(v(&["dns", "ingress"]))
+        );
+        assert_eq!(
+            addons_after(&current, &[], &v(&["dns", "metallb", "hostpath-storage"])),
+            Ok(vec![])
+        );
+        assert_eq!(
+            addons_after(
+                &current,
+                &v(&["metallb:10.0.0.5-10.0.0.6"]),
+                &v(&["metallb"])
+            ),
+            Err("'metallb' is both enabled and disabled".into())
+        );
+        assert_eq!(
+            addons_after(&current, &v(&["ingress", "metallb", "ingress:x"]), &[]),
+            Err("'ingress' is enabled twice".into())
+        );
+    }
+
+    #[test]
+    fn the_update_of_a_location_is_its_last_segment() {
+        assert_eq!(
+            update_id_in("/clusters/c-1/updates/u-0123456789abcdef"),
+            Some("u-0123456789abcdef")
+        );
+        assert_eq!(
+            update_id_in("https://api.example/clusters/c-1/updates/u-2?x=1"),
+            Some("u-2")
+        );
+        assert_eq!(update_id_in("/clusters/c-1"), None);
+        assert_eq!(update_id_in("/clusters/c-1/updates/"), None);
+    }
+
+    fn replace_update(status: &str) -> (&'static str, Value, &str) {
+        let params = json!({"instance_id": "i-0abc", "role": "worker", "index": 1});
+        ("replace-node", params, status)
+    }
+
+    #[tokio::test]
+    async fn replace_node_posts_an_empty_body_and_follows_the_update() {
+        let (endpoint, seen) = scripted_api(vec![
+            day2("UPDATING", 4, &["dns"], replace_update("InProgress")),
+            day2("UPDATING", 5, &["dns"], replace_update("InProgress")),
+            day2("ACTIVE", 6, &["dns"], replace_update("Successful")),
+        ])
+        .await;
+        let ctx = ctx_for(endpoint).await;
+        replace_node(&ctx, &replace_args(&["edge", "i-0abc", "--wait"]))
+            .await
+            .expect("the update ended Successful");
+        let seen = seen.lock().unwrap();
+        let post = request(&seen, "POST /clusters/edge/nodes/i-0abc/replace ");
+        assert_eq!(body_of(post), json!({}));
+        assert_eq!(if_match_of(post), None, "{post}");
+        assert!(
+            seen.iter()
+                .filter(|r| r.starts_with("GET /clusters/c-1 "))
+                .count()
+                >= 3,
+            "followed until the update ended: {seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn replace_node_fails_as_the_api_says_with_its_path_encoded() {
+        let failure =
+            json!({"stage": "launch-replacement", "error": "CloudError", "reason": "no capacity"});
+        let mut ended = day2("ACTIVE", 6, &["dns"], replace_update("Failed"));
+        ended["updates"][1]["failure"] = failure;
+        let (endpoint, _) = scripted_api(vec![
+            day2("UPDATING", 4, &["dns"], replace_update("InProgress")),
+            ended,
+        ])
+        .await;
+        let err = replace_node(
+            &ctx_for(endpoint).await,
+            &replace_args(&["edge", "i-0abc", "--wait"]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, exit::CLUSTER_FAILED, "{}", err.message);
+        assert!(
+            err.message.contains(
+                "update u-1 of cluster edge Failed in launch-replacement: CloudError: no capacity"
+            ),
+            "{}",
+            err.message
+        );
+
+        let not_a_node =
+            json!({"error": {"code": "NotFound", "message": "i-1/2 is not a node of cluster c-1"}});
+        let (endpoint, seen) = fake_api((404, not_a_node), vec![Value::Null]).await;
+        let err = replace_node(
+            &ctx_for(endpoint).await,
+            &replace_args(&["edge one", "i-1/2"]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, exit::NOT_FOUND, "{}", err.message);
+        request(
+            &seen.lock().unwrap(),
+            "POST /clusters/edge%20one/nodes/i-1%2F2/replace ",
+        );
+
+        let busy = json!({"error": {"code": "ClusterBusy", "message": "cluster c-1 is UPDATING"}});
+        let (endpoint, _) = fake_api((409, busy), vec![Value::Null]).await;
+        let err = replace_node(&ctx_for(endpoint).await, &replace_args(&["edge", "i-0abc"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, exit::CONFLICT, "{}", err.message);
+        assert!(
+            err.message.starts_with("ClusterBusy (409)"),
+            "{}",
+            err.message
+        );
     }
 
     async fn ctx_for(endpoint: String) -> Ctx {

@@ -12,6 +12,8 @@ pub struct Failure {
 }
 
 pub const API: i32 = 1;
+/// Flags that do not go together (clap exits with the same code for the ones it checks).
+pub const USAGE: i32 = 2;
 pub const NOT_FOUND: i32 = 3;
 pub const CONFLICT: i32 = 4;
 pub const INVALID: i32 = 5;

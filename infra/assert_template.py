@@ -56,6 +56,7 @@ REQUIRED_ROUTES = {
     ("GET", "/clusters/{id}/kubeconfig"),
     ("GET", "/clusters/{id}/updates"),
     ("GET", "/clusters/{id}/updates/{update_id}"),
+    ("POST", "/clusters/{id}/nodes/{instance_id}/replace"),
     ("GET", "/healthz"),
 }
 

@@ -8,6 +8,7 @@
 
 mod activate;
 mod api;
+mod apply_addons;
 mod await_nodes;
 mod await_terminated;
 mod begin_delete;
@@ -28,6 +29,7 @@ mod runtime;
 mod security_group;
 mod store_kubeconfig;
 mod terminate_nodes;
+mod upgrade_nodes;
 mod verify;
 
 use std::future::Future;
@@ -42,6 +44,7 @@ type Start = fn() -> Pin<Box<dyn Future<Output = Result<(), Error>>>>;
 pub const HANDLERS: &[(&str, Start)] = &[
     ("activate", || Box::pin(activate::serve())),
     ("api", || Box::pin(api::serve())),
+    ("apply-addons", || Box::pin(apply_addons::serve())),
     ("await-nodes", || Box::pin(await_nodes::serve())),
     ("await-terminated", || Box::pin(await_terminated::serve())),
     ("begin-delete", || Box::pin(begin_delete::serve())),
@@ -63,6 +66,7 @@ pub const HANDLERS: &[(&str, Start)] = &[
     ("security-group", || Box::pin(security_group::serve())),
     ("store-kubeconfig", || Box::pin(store_kubeconfig::serve())),
     ("terminate-nodes", || Box::pin(terminate_nodes::serve())),
+    ("upgrade-nodes", || Box::pin(upgrade_nodes::serve())),
     ("verify", || Box::pin(verify::serve())),
 ];
 

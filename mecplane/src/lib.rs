@@ -4,7 +4,8 @@
 //! clusters on EC2. The map:
 //!
 //! - Domain: [`spec`] (what a user asks for, validated), [`record`] (the cluster record, status
-//!   lifecycle, nodes, events), [`state`] (the typed state passed between Step Functions states).
+//!   lifecycle, nodes, events), [`change`] (one change to a live cluster: what an update records),
+//!   [`state`] (the typed state passed between Step Functions states).
 //! - Facts: [`resources`] (tags, names, parameter paths), [`microk8s`] (ports, channels, add-ons),
 //!   [`scripts`] (the node scripts and how a command is built from them).
 //! - Ports: [`ports`] — `Instances`, `SecurityGroups`, `NodeCommands`, `Parameters`, `ClusterStore`,
@@ -20,6 +21,7 @@
 //! feature `lambda` adds what it needs here (`StageError` as a Lambda `Diagnostic`).
 
 pub mod api;
+pub mod change;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -109,9 +109,85 @@ pub fn channel_minor(channel: &str) -> Option<u32> {
     minor.parse().ok().filter(|m| SUPPORTED_MINORS.contains(m))
 }
 
+/// Whether a cluster on `from` may move to `to`: the same risk, one minor up (MicroK8s upgrades
+/// Kubernetes one minor at a time and never down). The reason names what is wrong.
+pub fn check_upgrade(from: &str, to: &str) -> Result<(), String> {
+    fn minor(c: &str) -> Option<(u32, &str)> {
+        channel_minor(c).map(|m| (m, c.split_once('/').map_or("", |(_, r)| r)))
+    }
+    let Some((to_minor, to_risk)) = minor(to) else {
+        return Err(format!(
+            "must look like 1.33/stable with a minor from {} to {}",
+            SUPPORTED_MINORS.start(),
+            SUPPORTED_MINORS.end()
+        ));
+    };
+    let Some((from_minor, from_risk)) = minor(from) else {
+        return Err(format!(
+            "the cluster's channel {from} is not one mecplane upgrades"
+        ));
+    };
+    if to_minor < from_minor {
+        return Err(format!(
+            "{to} would downgrade the cluster from {from}; MicroK8s is never downgraded"
+        ));
+    }
+    if to_minor > from_minor + 1 {
+        return Err(format!(
+            "{to} skips a minor: the cluster runs {from}; upgrade to 1.{}/{from_risk} first",
+            from_minor + 1
+        ));
+    }
+    if to_risk != from_risk {
+        return Err(format!(
+            "{to} changes the risk level of {from}; only the minor version can change"
+        ));
+    }
+    Ok(())
+}
+
+/// What moving a cluster's add-ons from `from` to `to` takes (pure): the names to disable (gone,
+/// or listed again with other arguments), then the entries to enable (new, or with new arguments).
+pub fn addon_changes(from: &[String], to: &[String]) -> (Vec<String>, Vec<String>) {
+    let disable = from
+        .iter()
+        .filter(|a| !to.contains(a))
+        .map(|a| addon_name(a).to_string())
+        .collect();
+    let enable = to.iter().filter(|a| !from.contains(a)).cloned().collect();
+    (disable, enable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrades_go_one_minor_up_on_the_same_risk() {
+        assert_eq!(check_upgrade("1.32/stable", "1.33/stable"), Ok(()));
+        assert_eq!(check_upgrade("1.32/edge", "1.32/edge"), Ok(()));
+        let skip = check_upgrade("1.31/stable", "1.33/stable").unwrap_err();
+        assert!(skip.contains("upgrade to 1.32/stable first"), "{skip}");
+        let down = check_upgrade("1.32/stable", "1.31/stable").unwrap_err();
+        assert!(down.contains("never downgraded"), "{down}");
+        let risk = check_upgrade("1.32/stable", "1.33/edge").unwrap_err();
+        assert!(risk.contains("risk"), "{risk}");
+        assert!(check_upgrade("1.32/stable", "1.40/stable").is_err());
+        assert!(check_upgrade("1.32/stable", "latest").is_err());
+    }
+
+    #[test]
+    fn addon_changes_disable_then_enable_what_differs() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (disable, enable) = addon_changes(
+            &v(&["dns", "metallb:10.0.0.1-10.0.0.9", "ingress"]),
+            &v(&["dns", "metallb:10.0.0.1-10.0.0.20", "cert-manager"]),
+        );
+        assert_eq!(disable, v(&["metallb", "ingress"]));
+        assert_eq!(enable, v(&["metallb:10.0.0.1-10.0.0.20", "cert-manager"]));
+        let same = v(&["dns"]);
+        assert_eq!(addon_changes(&same, &same), (vec![], vec![]));
+    }
 
     #[test]
     fn channels() {

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::ClusterSpec;
 
-/// Where a cluster is in its life. `CREATING → ACTIVE | FAILED`, `ACTIVE → UPDATING → ACTIVE`,
-/// `ACTIVE | FAILED → DELETING → DELETED`.
+/// Where a cluster is in its life. `CREATING → ACTIVE | FAILED`,
+/// `ACTIVE | DEGRADED → UPDATING → ACTIVE | DEGRADED`, `DEGRADED → ACTIVE`,
+/// `ACTIVE | DEGRADED | FAILED → DELETING → DELETED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -15,6 +16,9 @@ pub enum Status {
     /// A change (an [`Update`]) runs on the live cluster; back to `Active` when it ends, whether
     /// it succeeded or failed.
     Updating,
+    /// Serving, with a node known unhealthy (a change failed on it): it can still change (a
+    /// replacement of that node, say) and be deleted.
+    Degraded,
     Failed,
     Deleting,
     Deleted,
@@ -22,10 +26,11 @@ pub enum Status {
 
 impl Status {
     /// Every status, for listings and validation.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Creating,
         Status::Active,
         Status::Updating,
+        Status::Degraded,
         Status::Failed,
         Status::Deleting,
         Status::Deleted,
@@ -37,6 +42,7 @@ impl Status {
             Status::Creating => "CREATING",
             Status::Active => "ACTIVE",
             Status::Updating => "UPDATING",
+            Status::Degraded => "DEGRADED",
             Status::Failed => "FAILED",
             Status::Deleting => "DELETING",
             Status::Deleted => "DELETED",
@@ -59,6 +65,10 @@ impl Status {
                     | (Creating, Failed)
                     | (Active, Updating)
                     | (Updating, Active)
+                    | (Updating, Degraded)
+                    | (Degraded, Updating)
+                    | (Degraded, Active)
+                    | (Degraded, Deleting)
                     | (Active, Deleting)
                     | (Failed, Deleting)
                     | (Deleting, Deleted)
@@ -68,6 +78,11 @@ impl Status {
     /// Whether the cluster still owns (or may own) cloud resources.
     pub fn is_live(self) -> bool {
         self != Status::Deleted
+    }
+
+    /// Whether the cluster serves and may take a change: `ACTIVE`, or `DEGRADED`.
+    pub fn is_serving(self) -> bool {
+        matches!(self, Status::Active | Status::Degraded)
     }
 }
 
@@ -129,6 +144,11 @@ pub struct Node {
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
     pub state: NodeState,
+    /// The MicroK8s channel installed on the node (the spec's at launch; an upgrade moves it node
+    /// by node, so a rollout that stopped shows which nodes it reached). Absent in records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// Why a cluster failed: the stage, the error name Step Functions saw, and a readable reason.
@@ -331,6 +351,10 @@ mod tests {
                         (Creating, Failed),
                         (Active, Updating),
                         (Updating, Active),
+                        (Updating, Degraded),
+                        (Degraded, Updating),
+                        (Degraded, Active),
+                        (Degraded, Deleting),
                         (Active, Deleting),
                         (Failed, Deleting),
                         (Deleting, Deleted),

@@ -12,7 +12,9 @@ pub enum Script {
     Join,
     Verify,
     Kubeconfig,
-    RemoveNode,
+    ManageNode,
+    Upgrade,
+    Addons,
 }
 
 impl Script {
@@ -24,7 +26,9 @@ impl Script {
             Script::Join => "join",
             Script::Verify => "verify",
             Script::Kubeconfig => "kubeconfig",
-            Script::RemoveNode => "remove-node",
+            Script::ManageNode => "manage-node",
+            Script::Upgrade => "upgrade",
+            Script::Addons => "addons",
         }
     }
 
@@ -36,7 +40,9 @@ impl Script {
             Script::Join => include_str!("../scripts/join.sh"),
             Script::Verify => include_str!("../scripts/verify.sh"),
             Script::Kubeconfig => include_str!("../scripts/kubeconfig.sh"),
-            Script::RemoveNode => include_str!("../scripts/remove-node.sh"),
+            Script::ManageNode => include_str!("../scripts/manage-node.sh"),
+            Script::Upgrade => include_str!("../scripts/upgrade.sh"),
+            Script::Addons => include_str!("../scripts/addons.sh"),
         }
     }
 
@@ -130,7 +136,9 @@ mod tests {
             Script::Join,
             Script::Verify,
             Script::Kubeconfig,
-            Script::RemoveNode,
+            Script::ManageNode,
+            Script::Upgrade,
+            Script::Addons,
         ] {
             assert!(
                 s.body()
@@ -274,15 +282,17 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// Runs the remove-node script as SSM would, with a `microk8s` stand-in whose drain answers
-    /// `drain` for a plain drain and `forced` for one with `--force` ("ok" or "timeout"), on a
-    /// cluster whose one other node is `ip-10-0-0-7` at 10.0.0.7. Answers the exit status, the
-    /// standard output and the stand-in's calls.
-    fn remove_node(
+    /// Runs the manage-node script as SSM would (`ACTION=remove` unless `env` says otherwise),
+    /// with a `microk8s` stand-in whose drain answers `drain` for a plain drain and `forced` for
+    /// one with `--force` ("ok" or "timeout"), on a cluster whose one other node is `ip-10-0-0-7`
+    /// at 10.0.0.7, Ready on v1.33.0. Answers the exit status, the standard output and the
+    /// stand-in's calls.
+    fn manage_node(
         dir: &std::path::Path,
         ip: &str,
         drain: &str,
         forced: &str,
+        env: &[(&str, &str)],
     ) -> (bool, String, String) {
         use std::os::unix::fs::PermissionsExt;
         let bin = dir.join("bin");
@@ -298,8 +308,9 @@ case $1 in
     case $2 in
       get)
         if [ -e "$GONE" ]; then echo '{"items": []}'; else
-          echo '{"items": [{"metadata": {"name": "ip-10-0-0-7"}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}]}}]}'
+          echo '{"items": [{"metadata": {"name": "ip-10-0-0-7"}, "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.7"}], "conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.33.0"}}}]}'
         fi ;;
+      uncordon) echo "node/$3 uncordoned" ;;
       drain)
         case "$*" in *--force*) want=$FORCED ;; *) want=$DRAIN ;; esac
         [ "$want" = ok ] && { echo "node/$3 drained"; exit 0; }
@@ -311,7 +322,16 @@ esac
         let path = bin.join("microk8s");
         std::fs::write(&path, stand_in).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let text = Script::RemoveNode.render(&[("NODE_IP", ip), ("DRAIN_TIMEOUT", "5")]);
+        let mut vars = vec![
+            ("ACTION", "remove"),
+            ("NODE_IP", ip),
+            ("DRAIN_TIMEOUT", "5"),
+        ];
+        for (k, v) in env {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k, v));
+        }
+        let text = Script::ManageNode.render(&vars);
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&text)
@@ -337,10 +357,10 @@ esac
     }
 
     #[test]
-    fn the_remove_node_script_drains_forces_on_timeout_and_is_idempotent() {
+    fn the_manage_node_script_removes_drains_forces_on_timeout_and_is_idempotent() {
         let dir = std::env::temp_dir().join(format!("mecplane-remove-{}", std::process::id()));
         // Drained, then removed.
-        let (ok, out, calls) = remove_node(&dir, "10.0.0.7", "ok", "ok");
+        let (ok, out, calls) = manage_node(&dir, "10.0.0.7", "ok", "ok", &[]);
         assert!(ok, "{out}");
         assert_eq!(result_of(&out).unwrap()["drain"], "drained", "{out}");
         assert!(calls.contains(
@@ -348,7 +368,7 @@ esac
         ));
         assert!(calls.contains("remove-node ip-10-0-0-7\n"), "{calls}");
         // A drain that times out is forced, with a note.
-        let (ok, out, calls) = remove_node(&dir, "10.0.0.7", "timeout", "ok");
+        let (ok, out, calls) = manage_node(&dir, "10.0.0.7", "timeout", "ok", &[]);
         assert!(ok, "{out}");
         assert_eq!(result_of(&out).unwrap()["drain"], "forced");
         assert!(
@@ -357,18 +377,53 @@ esac
         );
         assert!(calls.contains("--timeout=5s --force\n"), "{calls}");
         // Even a forced drain that does not finish removes the node, and says so.
-        let (ok, out, _) = remove_node(&dir, "10.0.0.7", "timeout", "timeout");
+        let (ok, out, _) = manage_node(&dir, "10.0.0.7", "timeout", "timeout", &[]);
         assert!(ok, "{out}");
         assert_eq!(result_of(&out).unwrap()["drain"], "incomplete");
         // A node no longer in the cluster is fine, and nothing is drained.
-        let (ok, out, calls) = remove_node(&dir, "10.0.0.9", "ok", "ok");
+        let (ok, out, calls) = manage_node(&dir, "10.0.0.9", "ok", "ok", &[]);
         assert!(ok, "{out}");
         assert_eq!(result_of(&out).unwrap()["remove"], "already-gone");
         assert!(!calls.contains("drain"), "{calls}");
         // A bad address is refused before anything runs.
-        let (ok, _, calls) = remove_node(&dir, "10.0.0.7; reboot", "ok", "ok");
+        let (ok, _, calls) = manage_node(&dir, "10.0.0.7; reboot", "ok", "ok", &[]);
         assert!(!ok);
         assert!(calls.is_empty(), "{calls}");
+        // A control plane that cannot leave by itself is removed with --force.
+        let (ok, _, calls) = manage_node(&dir, "10.0.0.7", "ok", "ok", &[("FORCE", "1")]);
+        assert!(ok);
+        assert!(
+            calls.contains("remove-node ip-10-0-0-7 --force\n"),
+            "{calls}"
+        );
+        // Drain only: cordoned and drained, not removed.
+        let (ok, out, calls) = manage_node(&dir, "10.0.0.7", "ok", "ok", &[("ACTION", "drain")]);
+        assert!(ok, "{out}");
+        assert_eq!(result_of(&out).unwrap()["drain"], "drained");
+        assert!(!calls.contains("remove-node"), "{calls}");
+        // Draining a node that is not in the cluster is an error (an upgrade needs it there).
+        let (ok, _, _) = manage_node(&dir, "10.0.0.9", "ok", "ok", &[("ACTION", "drain")]);
+        assert!(!ok);
+        // Uncordon waits for Ready on the expected version.
+        let uncordon = [("ACTION", "uncordon"), ("WAIT_TIMEOUT", "1")];
+        let (ok, out, calls) = manage_node(
+            &dir,
+            "10.0.0.7",
+            "ok",
+            "ok",
+            &[uncordon[0], uncordon[1], ("EXPECT_VERSION", "v1.33.")],
+        );
+        assert!(ok, "{out}");
+        assert_eq!(result_of(&out).unwrap()["version"], "v1.33.0");
+        assert!(calls.contains("kubectl uncordon ip-10-0-0-7\n"), "{calls}");
+        let (ok, out, _) = manage_node(
+            &dir,
+            "10.0.0.7",
+            "ok",
+            "ok",
+            &[uncordon[0], uncordon[1], ("EXPECT_VERSION", "v1.34.")],
+        );
+        assert!(!ok, "{out}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -215,6 +215,28 @@ fn validate_exposed_ports(ports: &[ExposedPort]) -> Result<Vec<ExposedPort>, Val
     Ok(out)
 }
 
+/// Checks a cluster's add-ons as a create or a PATCH lists them: at most 20, each `name` or
+/// `name:args`, each available on `arch`, no name twice. The error names the entry (`addons[1]`).
+pub fn validate_addons(addons: &[String], arch: Arch) -> Result<(), ValidationError> {
+    if addons.len() > 20 {
+        return Err(invalid("addons", "at most 20 add-ons"));
+    }
+    for (i, addon) in addons.iter().enumerate() {
+        let field = format!("addons[{i}]");
+        let (name, _) = microk8s::validate_addon(addon).map_err(|m| invalid(&field, m))?;
+        if !microk8s::addon_available(addon, arch) {
+            return Err(invalid(
+                field,
+                format!("'{name}' is not a MicroK8s add-on on {}", arch.as_str()),
+            ));
+        }
+        if addons[..i].iter().any(|a| microk8s::addon_name(a) == name) {
+            return Err(invalid(field, format!("'{name}' is listed twice")));
+        }
+    }
+    Ok(())
+}
+
 /// CPU architecture of the nodes, which follows from the instance type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -443,22 +465,7 @@ impl ClusterRequest {
         }
 
         let addons = self.addons.clone().unwrap_or_else(|| vec!["dns".into()]);
-        if addons.len() > 20 {
-            return Err(invalid("addons", "at most 20 add-ons"));
-        }
-        for (i, addon) in addons.iter().enumerate() {
-            let field = format!("addons[{i}]");
-            let (name, _) = microk8s::validate_addon(addon).map_err(|m| invalid(&field, m))?;
-            if !microk8s::addon_available(addon, arch) {
-                return Err(invalid(
-                    field,
-                    format!("'{name}' is not a MicroK8s add-on on {}", arch.as_str()),
-                ));
-            }
-            if addons[..i].iter().any(|a| microk8s::addon_name(a) == name) {
-                return Err(invalid(field, format!("'{name}' is listed twice")));
-            }
-        }
+        validate_addons(&addons, arch)?;
 
         if let Some(subnet) = &self.subnet_id {
             let hex = subnet.strip_prefix("subnet-").unwrap_or("");

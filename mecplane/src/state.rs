@@ -231,38 +231,46 @@ impl CreateState {
     }
 }
 
-/// Which way a scale update goes; the update machine's Choice reads it (`$.update.direction`).
+/// Which branch of the update state machine runs; its Choice reads it (`$.update.route`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ScaleDirection {
+pub enum UpdateRoute {
     /// Workers are launched and joined.
     Up,
     /// Workers are drained, removed and terminated.
     Down,
+    /// Nodes are upgraded one at a time (`upgrade-nodes`).
+    Upgrade,
+    /// Add-ons are disabled and enabled on a control plane (`apply-addons`).
+    Addons,
+    /// One node is removed and terminated (`remove-workers` with the node chosen), then a new one
+    /// with its role and index launched and joined.
+    Replace,
     /// Nothing to do but record the update as done.
     None,
 }
 
-impl ScaleDirection {
-    /// The direction from `from` workers to `to`.
-    pub fn of(from: u32, to: u32) -> ScaleDirection {
+impl UpdateRoute {
+    /// The route of a scale from `from` workers to `to`.
+    pub fn of_scale(from: u32, to: u32) -> UpdateRoute {
         match to.cmp(&from) {
-            std::cmp::Ordering::Greater => ScaleDirection::Up,
-            std::cmp::Ordering::Less => ScaleDirection::Down,
-            std::cmp::Ordering::Equal => ScaleDirection::None,
+            std::cmp::Ordering::Greater => UpdateRoute::Up,
+            std::cmp::Ordering::Less => UpdateRoute::Down,
+            std::cmp::Ordering::Equal => UpdateRoute::None,
         }
     }
 }
 
 /// The update a [`CreateState`] works on (the update state machine's part of the state): which
-/// update of the record, the workers it goes from and to, and what the removal has done.
+/// update of the record, its route, and how far each kind of change has come.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateInfo {
     /// The record's update id (`u-…`).
     pub id: String,
+    pub route: UpdateRoute,
+    /// A scale: the workers it goes from and to (the workers of the cluster otherwise).
     pub from: u32,
     pub to: u32,
-    pub direction: ScaleDirection,
     /// A scale down: the workers chosen for removal (instance ids, highest index first), once
     /// chosen.
     #[serde(default)]
@@ -270,6 +278,63 @@ pub struct UpdateInfo {
     /// A scale down: the workers already drained and removed from the cluster.
     #[serde(default)]
     pub removed: Vec<String>,
+    /// An upgrade's rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Rollout>,
+    /// An add-on change: the names to disable and the entries to enable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addons: Option<AddonPlan>,
+}
+
+/// Where one node's upgrade is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutStep {
+    /// Cordon and drain it (from a control plane).
+    #[default]
+    Drain,
+    /// `snap refresh` it to the new channel and wait until MicroK8s is ready (on the node).
+    Refresh,
+    /// Uncordon it and wait until Kubernetes reports it Ready (from a control plane).
+    Uncordon,
+}
+
+/// An upgrade's rollout: the nodes in order (control planes first, then workers, each by
+/// index), those done, and the step the current node is at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub from: String,
+    pub to: String,
+    /// Instance ids, once chosen (nodes already on `to` are left out).
+    #[serde(default)]
+    pub order: Option<Vec<String>>,
+    #[serde(default)]
+    pub done: Vec<String>,
+    #[serde(default)]
+    pub step: RolloutStep,
+    /// Why the current node's refresh failed (it was put back into service on its old version
+    /// before the rollout stopped).
+    #[serde(default)]
+    pub failed: Option<String>,
+}
+
+impl Rollout {
+    /// The node being upgraded: the first in order not done.
+    pub fn current(&self) -> Option<&String> {
+        self.order
+            .as_ref()?
+            .iter()
+            .find(|id| !self.done.contains(id))
+    }
+}
+
+/// An add-on change: what `apply-addons` runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddonPlan {
+    /// Names to `microk8s disable`.
+    pub disable: Vec<String>,
+    /// Entries (`name` or `name:args`) to `microk8s enable`.
+    pub enable: Vec<String>,
 }
 
 /// The update state machine's input, as the API starts it (`<cluster id>-update-<update id>`):

@@ -4,7 +4,7 @@
 //! update state machine — ends `Successful` with the cluster `ACTIVE` at its new size, listed at
 //! `GET /clusters/{id}/updates`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::stack::{self, Stack};
 use serde_json::{json, Value};
@@ -13,24 +13,6 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 
 fn code_of(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
-}
-
-/// Polls the cluster until `done` says so.
-async fn wait_for(stack: &Stack, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let (code, record) = stack.api("GET", &format!("/clusters/{id}"), None).await;
-        assert_eq!(code, 200, "{record}");
-        if done(&record) {
-            return record;
-        }
-        assert!(
-            record["status"] != "FAILED" && Instant::now() < deadline,
-            "waiting for {what}: {record}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -50,14 +32,16 @@ async fn patch_scales_one_change_at_a_time() {
     if body["status"] != "ACTIVE" {
         assert_eq!((code, code_of(&body)), (409, "ClusterBusy"), "{body}");
     }
-    let record = wait_for(&stack, &id, "ACTIVE", |r| r["status"] == "ACTIVE").await;
+    let record = stack
+        .wait_record(&id, "ACTIVE", TIMEOUT, |r| r["status"] == "ACTIVE")
+        .await;
     let version = record["version"].as_u64().unwrap();
 
     // Bad input names the field; a stale If-Match is 412; nothing to change is 200.
     for (patch, field) in [
         (json!({"workers": 1000}), "workers"),
         (
-            json!({"microk8s_channel": "1.33/stable"}),
+            json!({"microk8s_channel": "1.31/stable"}),
             "microk8s_channel",
         ),
         (json!({"colour": "blue"}), "colour"),
@@ -132,10 +116,11 @@ async fn patch_scales_one_change_at_a_time() {
     );
 
     // The update ends: ACTIVE at the new size, the update Successful.
-    let record = wait_for(&stack, &id, "the update to end", |r| {
-        r["status"] == "ACTIVE"
-    })
-    .await;
+    let record = stack
+        .wait_record(&id, "the update to end", TIMEOUT, |r| {
+            r["status"] == "ACTIVE"
+        })
+        .await;
     assert_eq!(record["spec"]["workers"].as_u64(), Some(to), "{record}");
     let (code, one) = stack
         .api("GET", &format!("{path}/updates/{update_id}"), None)
@@ -155,6 +140,8 @@ async fn patch_scales_one_change_at_a_time() {
 
     let (code, body) = stack.api("DELETE", &path, None).await;
     assert_eq!(code, 202, "{body}");
-    wait_for(&stack, &id, "DELETED", |r| r["status"] == "DELETED").await;
+    stack
+        .wait_record(&id, "DELETED", TIMEOUT, |r| r["status"] == "DELETED")
+        .await;
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
 }

@@ -385,7 +385,7 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
             Status::Updating => return Err(updates::busy(&record, "delete it")),
             Status::Deleted => return Ok(accepted(&record)),
             Status::Deleting => break,
-            Status::Active | Status::Failed => {
+            Status::Active | Status::Degraded | Status::Failed => {
                 let mut next = record.clone();
                 next.status = Status::Deleting;
                 match ctx.store.update(&next).await {
@@ -544,9 +544,9 @@ pub async fn kubeconfig<S: ClusterStore, E: Executions, P: Parameters>(
 ) -> Result<ApiResponse, ApiError> {
     let record = find(&ctx.store, id_or_name).await?;
     let not_active = |why: String| ApiError::conflict(codes::CLUSTER_NOT_ACTIVE, why);
-    if record.status != Status::Active {
+    if !record.status.is_serving() {
         return Err(not_active(format!(
-            "cluster {} is {}; its kubeconfig is available while it is ACTIVE",
+            "cluster {} is {}; its kubeconfig is available while it is ACTIVE or DEGRADED",
             record.id, record.status
         )));
     }

@@ -232,6 +232,9 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
         Route::DeleteCluster(id) => clusters::delete(ctx, &id).await,
         Route::ClusterUpdates(id) => updates::list(&ctx.store, &id).await,
         Route::ClusterUpdate(id, update_id) => updates::get(&ctx.store, &id, &update_id).await,
+        Route::ReplaceNode(id, instance_id) => {
+            updates::replace_node(ctx, req, &id, &instance_id).await
+        }
         Route::ClusterEvents(id) => clusters::events(&ctx.store, &id).await,
         Route::ClusterKubeconfig(id) => clusters::kubeconfig(ctx, req, &id).await,
     }

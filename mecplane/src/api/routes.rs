@@ -65,6 +65,11 @@ pub const ROUTES: &[RouteInfo] = &[
         path: "/clusters/{id}/updates/{update_id}",
         statuses: &[200, 404, 500, 503],
     },
+    RouteInfo {
+        method: "POST",
+        path: "/clusters/{id}/nodes/{instance_id}/replace",
+        statuses: &[202, 404, 409, 412, 422, 500, 503],
+    },
 ];
 
 /// A matched request: the operation and its path parameter.
@@ -82,6 +87,8 @@ pub enum Route {
     ClusterUpdates(String),
     /// The cluster, then the update id.
     ClusterUpdate(String, String),
+    /// The cluster and the node's instance id.
+    ReplaceNode(String, String),
 }
 
 impl Route {
@@ -94,7 +101,8 @@ impl Route {
             | Route::ClusterEvents(id)
             | Route::ClusterKubeconfig(id)
             | Route::ClusterUpdates(id)
-            | Route::ClusterUpdate(id, _) => Some(id),
+            | Route::ClusterUpdate(id, _)
+            | Route::ReplaceNode(id, _) => Some(id),
             Route::Healthz | Route::CreateCluster | Route::ListClusters => None,
         }
     }
@@ -109,6 +117,7 @@ impl Route {
             Route::ClusterKubeconfig(_) => Route::ClusterKubeconfig(id),
             Route::ClusterUpdates(_) => Route::ClusterUpdates(id),
             Route::ClusterUpdate(_, update) => Route::ClusterUpdate(id, update),
+            Route::ReplaceNode(_, node) => Route::ReplaceNode(id, node),
             other => other,
         }
     }
@@ -138,6 +147,11 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
             "/clusters/{id}/updates/{update_id}",
             Some(*id),
             Some(*update),
+        ),
+        ["clusters", id, "nodes", node, "replace"] => (
+            "/clusters/{id}/nodes/{instance_id}/replace",
+            Some(*id),
+            Some(*node),
         ),
         _ => return Err(not_found()),
     };
@@ -170,6 +184,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("GET", "/clusters/{id}/kubeconfig") => Route::ClusterKubeconfig(id),
         ("GET", "/clusters/{id}/updates") => Route::ClusterUpdates(id),
         ("GET", "/clusters/{id}/updates/{update_id}") => Route::ClusterUpdate(id, update),
+        ("POST", "/clusters/{id}/nodes/{instance_id}/replace") => Route::ReplaceNode(id, update),
         // ROUTES and this match list the same pairs (a test checks it).
         _ => return Err(ApiError::internal()),
     })
@@ -205,7 +220,8 @@ mod tests {
             let path = r
                 .path
                 .replace("{id}", "c-0123456789abcdef")
-                .replace("{update_id}", "u-0123456789abcdef");
+                .replace("{update_id}", "u-0123456789abcdef")
+                .replace("{instance_id}", "i-0123456789abcdef0");
             assert!(route(r.method, &path).is_ok(), "{} {}", r.method, r.path);
         }
     }

@@ -1121,6 +1121,7 @@ mod openapi {
             private_ip: None,
             public_ip: None,
             state: crate::record::NodeState::Pending,
+            channel: Some("1.32/stable".into()),
         });
         full.failure = Some(crate::record::Failure {
             stage: "s".into(),
@@ -1902,14 +1903,37 @@ async fn bad_patches_are_4xx_naming_the_field() {
             Some("microk8s_channel"),
         ),
         (
-            r#"{"addons": ["dns", "ingress"]}"#,
+            r#"{"microk8s_channel": "1.34/stable"}"#,
             422,
             "ValidationError",
-            Some("addons"),
+            Some("microk8s_channel"),
         ),
-        (r#"{"addons": []}"#, 422, "ValidationError", Some("addons")),
+        (
+            r#"{"microk8s_channel": "1.31/stable"}"#,
+            422,
+            "ValidationError",
+            Some("microk8s_channel"),
+        ),
+        (
+            r#"{"microk8s_channel": "1.33/edge"}"#,
+            422,
+            "ValidationError",
+            Some("microk8s_channel"),
+        ),
+        (
+            r#"{"addons": ["dns", "gpu"]}"#,
+            422,
+            "ValidationError",
+            Some("addons[1]"),
+        ),
         (
             r#"{"addons": ["dns", "dns"]}"#,
+            422,
+            "ValidationError",
+            Some("addons[1]"),
+        ),
+        (
+            r#"{"addons": ["ingress"], "microk8s_channel": "1.33/stable"}"#,
             422,
             "ValidationError",
             Some("addons"),
@@ -1931,12 +1955,12 @@ async fn bad_patches_are_4xx_naming_the_field() {
     }
     let r = handle(
         &ctx,
-        patch("/clusters/edge", r#"{"microk8s_channel": "1.33/stable"}"#),
+        patch("/clusters/edge", r#"{"microk8s_channel": "1.31/stable"}"#),
     )
     .await;
     let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
     assert!(
-        message.contains("changing microk8s_channel is not supported yet"),
+        message.contains("MicroK8s is never downgraded"),
         "{message}"
     );
     let r = handle(&ctx, patch("/clusters/edge", r#"{"workers": 10}"#)).await;

@@ -7,32 +7,33 @@
 //! `Successful` or `Failed` and moves the record back to `ACTIVE`. The API never changes the spec
 //! itself.
 //!
-//! - One change at a time: a PATCH unless the cluster is `ACTIVE` is `409 ClusterBusy`.
+//! - One change at a time: a PATCH unless the cluster is `ACTIVE` (or `DEGRADED`) is
+//!   `409 ClusterBusy`; a PATCH changing two fields at once is a 422 naming the second.
 //! - Optimistic concurrency: every answer carrying one record has `ETag: "<version>"`; an
 //!   `If-Match` naming another version is `412 PreconditionFailed`. Without `If-Match`, two
 //!   PATCHes racing on one record make one update: the second finds the record `UPDATING` (409).
 //! - A PATCH that changes nothing is `200` with the record; one that changes something is `202`
 //!   with the record and `Location: /clusters/{id}/updates/{update id}`.
-//! - Only `workers` can change yet; `microk8s_channel` and `addons` are known fields whose change
-//!   is a 422 naming the field until their kinds of update exist.
+//! - `workers` scales; `microk8s_channel` upgrades one minor up (a skip or a downgrade is a 422);
+//!   `addons` is the whole list wanted, validated as on create (what differs is disabled and
+//!   enabled). The [`Change`] decided here is what the update records and its stages run.
 //! - If StartExecution fails, the record goes back to `ACTIVE` with the update `Failed`, and the
 //!   answer is `503`. An update whose execution ended without recording a result (stopped from
 //!   the console, say) is marked `Failed` the same way by the next PATCH or DELETE.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::change::Change;
 use crate::error::CloudError;
+use crate::microk8s;
 use crate::ports::{ClusterStore, ExecutionStatus, Executions, Parameters};
 use crate::record::{
-    ClusterRecord, Failure, Phase, Status, Update, UpdateKind, UpdateStatus, MAX_UPDATES_KEPT,
+    ClusterRecord, Failure, Phase, Role, Status, Update, UpdateStatus, MAX_UPDATES_KEPT,
 };
 use crate::resources;
-use crate::spec::{ClusterSpec, Policy, MAX_WORKERS};
+use crate::spec::{validate_addons, ClusterSpec, Policy, MAX_WORKERS};
 
 use super::clusters::{find, modify, note, status_name, STAGE, START_FAILED};
 use super::errors::{codes, ApiError};
@@ -57,35 +58,6 @@ pub struct ClusterPatch {
     pub addons: Option<Vec<String>>,
 }
 
-/// A change a PATCH asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// `workers` from `from` to `to`.
-    Scale { from: u32, to: u32 },
-}
-
-impl Change {
-    pub fn kind(self) -> UpdateKind {
-        match self {
-            Change::Scale { .. } => UpdateKind::Scale,
-        }
-    }
-
-    /// The update's `params`.
-    pub fn params(self) -> serde_json::Value {
-        match self {
-            Change::Scale { from, to } => json!({"workers": {"from": from, "to": to}}),
-        }
-    }
-
-    /// For events.
-    pub fn describe(self) -> String {
-        match self {
-            Change::Scale { from, to } => format!("scale from {from} to {to} worker(s)"),
-        }
-    }
-}
-
 impl ClusterPatch {
     /// Every field a PATCH may carry.
     pub const FIELDS: &'static [&'static str] = &["workers", "microk8s_channel", "addons"];
@@ -102,53 +74,68 @@ impl ClusterPatch {
     }
 
     /// The change this patch asks of a cluster with `spec`: `None` when it asks for none, a 422
-    /// naming the field when it asks for one that is out of bounds or not supported yet.
+    /// naming the field when it asks for one that is out of bounds, or for two changes at once
+    /// (one change at a time, as EKS updates go).
     pub fn change(&self, spec: &ClusterSpec, policy: &Policy) -> Result<Option<Change>, ApiError> {
         self.check()?;
-        if let Some(channel) = &self.microk8s_channel {
-            if *channel != spec.microk8s_channel {
+        let mut changes: Vec<(&str, Change)> = Vec::new();
+        if let Some(to) = self.workers.filter(|w| *w != spec.workers) {
+            if spec.control_planes + to > policy.max_nodes {
                 return Err(ApiError::invalid(
-                    "microk8s_channel",
+                    "workers",
                     format!(
-                        "changing microk8s_channel is not supported yet (the cluster runs {})",
-                        spec.microk8s_channel
+                        "{} control plane(s) + {to} worker(s) is more than this deployment's limit of {} nodes per cluster",
+                        spec.control_planes, policy.max_nodes
                     ),
                 ));
             }
-        }
-        if let Some(addons) = &self.addons {
-            let asked: BTreeSet<&String> = addons.iter().collect();
-            let has: BTreeSet<&String> = spec.addons.iter().collect();
-            if asked != has || addons.len() != asked.len() {
-                return Err(ApiError::invalid(
-                    "addons",
-                    format!(
-                        "changing addons is not supported yet (the cluster has {})",
-                        if spec.addons.is_empty() {
-                            "none".to_string()
-                        } else {
-                            spec.addons.join(", ")
-                        }
-                    ),
-                ));
-            }
-        }
-        let Some(to) = self.workers.filter(|w| *w != spec.workers) else {
-            return Ok(None);
-        };
-        if spec.control_planes + to > policy.max_nodes {
-            return Err(ApiError::invalid(
+            changes.push((
                 "workers",
-                format!(
-                    "{} control plane(s) + {to} worker(s) is more than this deployment's limit of {} nodes per cluster",
-                    spec.control_planes, policy.max_nodes
-                ),
+                Change::Scale {
+                    from: spec.workers,
+                    to,
+                },
             ));
         }
-        Ok(Some(Change::Scale {
-            from: spec.workers,
-            to,
-        }))
+        if let Some(to) = self
+            .microk8s_channel
+            .as_ref()
+            .filter(|c| **c != spec.microk8s_channel)
+        {
+            microk8s::check_upgrade(&spec.microk8s_channel, to)
+                .map_err(|m| ApiError::invalid("microk8s_channel", m))?;
+            changes.push((
+                "microk8s_channel",
+                Change::Upgrade {
+                    from: spec.microk8s_channel.clone(),
+                    to: to.clone(),
+                },
+            ));
+        }
+        if let Some(to) = &self.addons {
+            validate_addons(to, spec.arch).map_err(ApiError::from)?;
+            let (disable, enable) = microk8s::addon_changes(&spec.addons, to);
+            if !disable.is_empty() || !enable.is_empty() {
+                changes.push((
+                    "addons",
+                    Change::Addons {
+                        from: spec.addons.clone(),
+                        to: to.clone(),
+                    },
+                ));
+            }
+        }
+        match changes.len() {
+            0 => Ok(None),
+            1 => Ok(changes.pop().map(|(_, c)| c)),
+            _ => Err(ApiError::invalid(
+                changes[1].0,
+                format!(
+                    "one change at a time: this PATCH changes both {} and {}; send them one after the other",
+                    changes[0].0, changes[1].0
+                ),
+            )),
+        }
     }
 }
 
@@ -230,16 +217,78 @@ pub async fn patch<S: ClusterStore, E: Executions, P: Parameters>(
 ) -> Result<ApiResponse, ApiError> {
     let patch = body::decode_patch(&req.body)?;
     patch.check()?;
+    begin_change(ctx, req, id_or_name, |record| {
+        patch.change(&record.spec, &ctx.config.policy)
+    })
+    .await
+}
+
+/// `POST /clusters/{id}/nodes/{instance_id}/replace`: replaces one node of the record (a worker,
+/// or a control plane of a cluster with three) by a new instance with the same role and index.
+/// `404` when the instance is not a node of the cluster.
+pub async fn replace_node<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    req: &ApiRequest,
+    id_or_name: &str,
+    instance_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    begin_change(ctx, req, id_or_name, |record| {
+        let node = record
+            .nodes
+            .iter()
+            .find(|n| n.instance_id == instance_id)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "cluster {} has no node '{}'",
+                    record.id,
+                    instance_id.chars().take(64).collect::<String>()
+                ))
+            })?;
+        if node.role == Role::ControlPlane && record.spec.control_planes < 3 {
+            return Err(ApiError::invalid(
+                "instance_id",
+                format!(
+                    "{instance_id} is the only control plane of cluster {}: its datastore goes with it; a control plane is replaced only in a cluster with three",
+                    record.id
+                ),
+            ));
+        }
+        Ok(Some(Change::ReplaceNode {
+            instance_id: node.instance_id.clone(),
+            role: node.role,
+            index: node.index,
+        }))
+    })
+    .await
+}
+
+/// The path every change takes: the record read (by id or name), `If-Match` checked, an update
+/// whose execution ended without a result failed, `409` unless the cluster serves, the change
+/// `decide`d from the record (`None`: `200` with the record), then recorded (`UPDATING`, the
+/// update `InProgress`) with a conditional write — re-read and decided again when it loses — and
+/// its execution started (`202`).
+async fn begin_change<S, E, P, F>(
+    ctx: &ApiContext<S, E, P>,
+    req: &ApiRequest,
+    id_or_name: &str,
+    decide: F,
+) -> Result<ApiResponse, ApiError>
+where
+    S: ClusterStore,
+    E: Executions,
+    P: Parameters,
+    F: Fn(&ClusterRecord) -> Result<Option<Change>, ApiError>,
+{
     let mut record = find(&ctx.store, id_or_name).await?;
     for attempt in 0..WRITE_ATTEMPTS {
         check_if_match(req, &record)?;
         if record.status == Status::Updating {
             record = fail_interrupted_update(ctx, record).await?;
         }
-        if record.status != Status::Active {
+        if !record.status.is_serving() {
             return Err(busy(&record, "change it"));
         }
-        let Some(change) = patch.change(&record.spec, &ctx.config.policy)? else {
+        let Some(change) = decide(&record)? else {
             return Ok(record_answer(200, &record));
         };
         let update_id = resources::new_update_id();

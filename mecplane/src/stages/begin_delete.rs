@@ -74,7 +74,7 @@ pub async fn run<E, R, P, S: ClusterStore>(
             resumed_from = r.delete_execution_arn.replace(event.execution_arn.clone());
             Ok(true)
         }
-        Status::Active | Status::Failed => {
+        Status::Active | Status::Degraded | Status::Failed => {
             r.status = Status::Deleting;
             r.delete_execution_arn = Some(event.execution_arn.clone());
             Ok(true)

@@ -2,35 +2,26 @@
 //! the cluster is `UPDATING` with the execution's update `InProgress` (the API wrote both before
 //! it started the execution), and turns the record into the working state the provisioning stages
 //! take: the spec with the update's `workers`, the security group and the join token parameter by
-//! reference, the workers already members, and the update (id, from, to, direction) for the
-//! machine's Choice. Safe to run twice: it only records the execution on the update once.
+//! reference, the workers already members, and the update (id, its route for the machine's
+//! Choice, and the plan of its kind: a scale's from and to, an upgrade's rollout, an add-on
+//! change's disable and enable lists). Safe to run twice: it only records the execution on the update once.
 
 use super::Ports;
+use crate::change::Change;
 use crate::error::StageError;
+use crate::microk8s;
 use crate::ports::ClusterStore;
-use crate::record::{NodeState, Phase, Role, Status, UpdateKind, UpdateStatus};
+use crate::record::{NodeState, Phase, Role, Status, UpdateStatus};
 use crate::resources;
 use crate::spec::ValidationError;
-use crate::state::{BeginUpdateEvent, CreateState, ScaleDirection, UpdateInfo, UpdateInput};
+use crate::state::{
+    AddonPlan, BeginUpdateEvent, CreateState, Rollout, UpdateInfo, UpdateInput, UpdateRoute,
+};
 
 use super::records;
 
 /// The stage's name in events and the record.
 pub const STAGE: &str = "begin-update";
-
-/// The `from` and `to` of a scale update's `params` (`{"workers": {"from": a, "to": b}}`).
-pub fn scale_params(params: &serde_json::Value) -> Result<(u32, u32), ValidationError> {
-    let number = |key: &str| {
-        params["workers"][key]
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| ValidationError {
-                field: format!("params.workers.{key}"),
-                message: "must be a number of workers".into(),
-            })
-    };
-    Ok((number("from")?, number("to")?))
-}
 
 /// Runs the stage.
 pub async fn run<E, R, P, S: ClusterStore>(
@@ -65,12 +56,6 @@ pub async fn run<E, R, P, S: ClusterStore>(
                 update.id, r.id, update.status
             )));
         }
-        if update.kind != UpdateKind::Scale {
-            return Err(StageError::InvalidState(format!(
-                "update {} is a {:?} change; this state machine runs scale changes only",
-                update.id, update.kind
-            )));
-        }
         if r.status != Status::Updating {
             return Err(StageError::InvalidState(format!(
                 "cluster {} is {}, not UPDATING",
@@ -90,41 +75,98 @@ pub async fn run<E, R, P, S: ClusterStore>(
         .find(|u| u.id == input.update_id)
         .cloned()
         .ok_or_else(|| StageError::Internal("the update vanished".into()))?;
-    let (from, to) = scale_params(&update.params)?;
-    let direction = ScaleDirection::of(from, to);
+    let change = Change::of(&update)?;
     records::enter(store, &record.id, STAGE).await?;
 
     let mut spec = record.spec.clone();
-    spec.workers = to;
+    let workers = spec.workers;
+    let mut info = UpdateInfo {
+        id: update.id.clone(),
+        route: UpdateRoute::None,
+        from: workers,
+        to: workers,
+        remove: None,
+        removed: Vec::new(),
+        upgrade: None,
+        addons: None,
+    };
+    // The role the launch and join stages work on.
+    let mut target = None;
+    let what = match &change {
+        Change::Scale { from, to } => {
+            spec.workers = *to;
+            target = Some(Role::Worker);
+            (info.from, info.to) = (*from, *to);
+            info.route = UpdateRoute::of_scale(*from, *to);
+            let doing = match info.route {
+                UpdateRoute::Up => "launching and joining",
+                UpdateRoute::Down => "draining, removing and terminating",
+                _ => "nothing to change for",
+            };
+            format!(
+                "workers {from} -> {to}; {doing} {} worker(s)",
+                from.abs_diff(*to)
+            )
+        }
+        Change::Upgrade { from, to } => {
+            info.route = UpdateRoute::Upgrade;
+            info.upgrade = Some(Rollout {
+                from: from.clone(),
+                to: to.clone(),
+                ..Rollout::default()
+            });
+            format!(
+                "MicroK8s {from} -> {to}; control planes first, then workers, one node at a time"
+            )
+        }
+        Change::Addons { from, to } => {
+            let (disable, enable) = microk8s::addon_changes(from, to);
+            info.route = if disable.is_empty() && enable.is_empty() {
+                UpdateRoute::None
+            } else {
+                UpdateRoute::Addons
+            };
+            let detail = format!(
+                "add-ons: disabling [{}], enabling [{}]",
+                disable.join(", "),
+                enable.join(", ")
+            );
+            info.addons = Some(AddonPlan { disable, enable });
+            detail
+        }
+        Change::ReplaceNode {
+            instance_id,
+            role,
+            index,
+        } => {
+            info.route = UpdateRoute::Replace;
+            info.remove = Some(vec![instance_id.clone()]);
+            target = Some(*role);
+            format!(
+                "replacing {} {index} ({instance_id}): remove it from the cluster, terminate it, launch and join a new one",
+                role.as_str()
+            )
+        }
+    };
     let mut state = CreateState::new(record.id.clone(), spec, timing);
     state.security_group_id = record.security_group_id.clone();
     state.token_parameter = Some(resources::join_token_parameter(&record.id));
-    // Workers already members are not joined again.
+    state.target = target;
+    // Nodes already members are not joined again; the join stages take tokens and the join
+    // address from a control plane among them (a node being replaced is not one).
     state.joined = record
         .nodes
         .iter()
-        .filter(|n| n.role == Role::Worker)
         .filter(|n| matches!(n.state, NodeState::Joined | NodeState::Ready))
+        .filter(|n| {
+            info.remove
+                .as_ref()
+                .is_none_or(|r| !r.contains(&n.instance_id))
+        })
         .map(|n| n.instance_id.clone())
         .collect();
-    state.update = Some(UpdateInfo {
-        id: update.id.clone(),
-        from,
-        to,
-        direction,
-        remove: None,
-        removed: Vec::new(),
-    });
-    let what = match direction {
-        ScaleDirection::Up => "launching and joining",
-        ScaleDirection::Down => "draining, removing and terminating",
-        ScaleDirection::None => "nothing to change for",
-    };
-    let detail = format!(
-        "update {}: workers {from} -> {to}; {what} {} worker(s)",
-        update.id,
-        from.abs_diff(to)
-    );
+    state.update = Some(info);
+    let detail = format!("update {}: {what}", update.id);
     records::note(store, &record.id, STAGE, Phase::Finished, detail).await?;
     Ok(state)
 }
@@ -133,18 +175,24 @@ pub async fn run<E, R, P, S: ClusterStore>(
 pub(crate) mod tests {
     use super::*;
     use crate::fakes::FakeStore;
-    use crate::record::{Update, UpdateKind};
+    use crate::record::Update;
     use crate::stages::fixtures;
     use serde_json::json;
 
     /// Puts the record in `UPDATING` with a scale update `InProgress`, as the API does.
     pub(crate) async fn start_update(store: &FakeStore, cluster_id: &str, from: u32, to: u32) {
+        start_change(store, cluster_id, &Change::Scale { from, to }).await
+    }
+
+    /// Puts the record in `UPDATING` with `change` recorded as an update `InProgress`, as the
+    /// API does.
+    pub(crate) async fn start_change(store: &FakeStore, cluster_id: &str, change: &Change) {
         let mut r = store.get(cluster_id).await.unwrap().unwrap();
         r.status = Status::Updating;
         r.updates.push(Update {
             id: "u-0000000000000001".into(),
-            kind: UpdateKind::Scale,
-            params: json!({"workers": {"from": from, "to": to}}),
+            kind: change.kind(),
+            params: change.params(),
             status: UpdateStatus::InProgress,
             execution_arn: None,
             created_by: None,
@@ -173,10 +221,7 @@ pub(crate) mod tests {
         assert_eq!(first, second);
         assert_eq!(first.spec.workers, 4);
         let info = first.update.clone().unwrap();
-        assert_eq!(
-            (info.from, info.to, info.direction),
-            (2, 4, ScaleDirection::Up)
-        );
+        assert_eq!((info.from, info.to, info.route), (2, 4, UpdateRoute::Up));
         assert_eq!(
             first.token_parameter.as_deref(),
             Some(resources::join_token_parameter(&state.cluster_id).as_str())
@@ -186,9 +231,9 @@ pub(crate) mod tests {
             record.updates[0].execution_arn.as_deref(),
             Some("arn:update")
         );
-        // The Choice reads $.update.direction.
+        // The Choice reads $.update.route.
         let v = serde_json::to_value(&first).unwrap();
-        assert_eq!(v["update"]["direction"], "up");
+        assert_eq!(v["update"]["route"], "up");
     }
 
     #[tokio::test]
@@ -214,6 +259,53 @@ pub(crate) mod tests {
         assert_eq!(
             run(&ports, bad).await.unwrap_err().name(),
             "ValidationError"
+        );
+    }
+
+    #[tokio::test]
+    async fn upgrades_and_addon_changes_take_their_routes() {
+        let (_cloud, store, state) = fixtures::registered(1, 2).await;
+        fixtures::set_status(&store, &state.cluster_id, Status::Active).await;
+        let ports = fixtures::records(&store);
+        let upgrade = Change::Upgrade {
+            from: "1.32/stable".into(),
+            to: "1.33/stable".into(),
+        };
+        start_change(&store, &state.cluster_id, &upgrade).await;
+        let out = run(&ports, event(&state.cluster_id)).await.unwrap();
+        let info = out.update.unwrap();
+        assert_eq!(info.route, UpdateRoute::Upgrade);
+        let rollout = info.upgrade.unwrap();
+        assert_eq!(
+            (rollout.from.as_str(), rollout.to.as_str()),
+            ("1.32/stable", "1.33/stable")
+        );
+        assert_eq!(rollout.order, None, "upgrade-nodes chooses the order");
+        assert_eq!(
+            out.spec.microk8s_channel, "1.32/stable",
+            "the spec changes when it is done"
+        );
+
+        let mut r = store.get(&state.cluster_id).await.unwrap().unwrap();
+        r.updates.clear();
+        store.update(&r).await.unwrap();
+        let addons = Change::Addons {
+            from: vec!["dns".into(), "ingress".into()],
+            to: vec!["dns".into(), "metallb:10.0.0.1-10.0.0.9".into()],
+        };
+        start_change(&store, &state.cluster_id, &addons).await;
+        let info = run(&ports, event(&state.cluster_id))
+            .await
+            .unwrap()
+            .update
+            .unwrap();
+        assert_eq!(info.route, UpdateRoute::Addons);
+        assert_eq!(
+            info.addons.unwrap(),
+            AddonPlan {
+                disable: vec!["ingress".into()],
+                enable: vec!["metallb:10.0.0.1-10.0.0.9".into()],
+            }
         );
     }
 }

@@ -2,7 +2,8 @@
 //! begin-update). A failed change never destroys the cluster and leaves nothing half-made: a scale
 //! up's new workers (index ≥ the update's `from`) that are not Ready members are terminated; a
 //! scale down's workers already removed from the cluster are terminated. The record goes back to
-//! `ACTIVE` with the workers that are left, and the update becomes `Failed` with the stage, the
+//! `ACTIVE` with the workers that are left (`DEGRADED` when an upgrade left a node unhealthy: it
+//! died or never came back Ready), and the update becomes `Failed` with the stage, the
 //! error and a readable reason (without ARNs). The state passes through, so the machine's `Fail`
 //! state reports the error that failed the update. Safe to run twice.
 
@@ -11,7 +12,7 @@ use crate::clock;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, Instances};
 use crate::record::{Failure, NodeState, Phase, Role, Status, UpdateStatus};
-use crate::state::{CreateState, ScaleDirection, StepError};
+use crate::state::{CreateState, RolloutStep, StepError, UpdateRoute};
 
 use super::{nodes, records};
 
@@ -35,8 +36,9 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
     let reason = error.reason();
     let record = records::load(store, &state.cluster_id).await?;
 
-    // What must not stay: workers that did not make it into the cluster, or already left it.
-    let live = nodes::live(instances, &state.cluster_id, Role::Worker).await?;
+    // What must not stay: nodes that did not make it into the cluster, or already left it.
+    let role = state.target_role();
+    let live = nodes::live(instances, &state.cluster_id, role).await?;
     let ready = |id: &str| {
         record
             .nodes
@@ -45,17 +47,48 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
     };
     let doomed: Vec<String> = live
         .iter()
-        .filter(|i| match info.direction {
-            ScaleDirection::Up => i.index.is_none_or(|x| x >= info.from) && !ready(&i.instance_id),
-            ScaleDirection::Down => info.removed.contains(&i.instance_id),
-            ScaleDirection::None => false,
+        .filter(|i| match info.route {
+            UpdateRoute::Up => i.index.is_none_or(|x| x >= info.from) && !ready(&i.instance_id),
+            UpdateRoute::Down => info.removed.contains(&i.instance_id),
+            // The node already out of the cluster, and a replacement that is not a member.
+            UpdateRoute::Replace => {
+                info.removed.contains(&i.instance_id)
+                    || (!state.joined.contains(&i.instance_id)
+                        && !info.remove.iter().flatten().any(|r| *r == i.instance_id)
+                        && !ready(&i.instance_id))
+            }
+            UpdateRoute::Upgrade | UpdateRoute::Addons | UpdateRoute::None => false,
         })
         .map(|i| i.instance_id.clone())
         .collect();
     if !doomed.is_empty() {
         instances.terminate(&doomed).await?;
     }
-    let workers_left = (live.len() - doomed.len()) as u32;
+    let workers_left = if role == Role::Worker {
+        (live.len() - doomed.len()) as u32
+    } else {
+        record.spec.workers
+    };
+    // A node whose upgrade failed past its drain without a clean, reverted refresh (it died, or
+    // never came back Ready) is known unhealthy: the cluster is DEGRADED, not ACTIVE.
+    // So is a node whose replacement failed: it was asked to go, and may be gone already.
+    let unhealthy = match info.route {
+        UpdateRoute::Replace => info.remove.iter().flatten().next().cloned(),
+        _ => info
+            .upgrade
+            .as_ref()
+            .filter(|u| u.failed.is_none() && u.step != RolloutStep::Drain)
+            .and_then(|u| u.current().cloned()),
+    };
+    let settled = if unhealthy.is_some() {
+        Status::Degraded
+    } else {
+        Status::Active
+    };
+    let reason = match &unhealthy {
+        Some(node) => format!("{reason} (node {node} is unhealthy)"),
+        None => reason,
+    };
 
     let mut failed_stage = String::new();
     let mut recorded_now = false;
@@ -76,9 +109,9 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                 .unwrap_or_default();
             return Ok(false);
         }
-        if !r.status.can_become(Status::Active) {
+        if !r.status.can_become(settled) {
             return Err(StageError::InvalidState(format!(
-                "cluster {} is {} and cannot become ACTIVE",
+                "cluster {} is {} and cannot become {settled}",
                 r.id, r.status
             )));
         }
@@ -97,7 +130,7 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
         }
         r.nodes.retain(|n| n.state != NodeState::Terminated);
         r.spec.workers = workers_left;
-        r.status = Status::Active;
+        r.status = settled;
         recorded_now = true;
         Ok(true)
     })
@@ -122,7 +155,7 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
             STAGE,
             Phase::Finished,
             format!(
-                "update {} failed in {failed_stage}; {cleaned}; ACTIVE with {workers_left} worker(s)",
+                "update {} failed in {failed_stage}; {cleaned}; {settled} with {workers_left} worker(s)",
                 info.id
             ),
         )

@@ -1,8 +1,10 @@
-//! Stage `finish-update`: the change is done. The record gets the update's `workers`, loses the
+//! Stage `finish-update`: the change is done. The spec gets the change (`workers`,
+//! `microk8s_channel` or `addons`), the record loses the
 //! nodes that were terminated, goes back to `ACTIVE`, and the update becomes `Successful` with
 //! its finish time. Safe to run twice: a record already finished is left as it is.
 
 use super::Ports;
+use crate::change::Change;
 use crate::clock;
 use crate::error::StageError;
 use crate::ports::ClusterStore;
@@ -26,6 +28,7 @@ pub async fn run<E, R, P, S: ClusterStore>(
         .ok_or_else(|| StageError::Internal("finish-update runs on an update".into()))?;
     records::enter(store, &state.cluster_id, STAGE).await?;
     let mut finished_now = false;
+    let mut done = None;
     let record = records::modify(store, &state.cluster_id, |r| {
         finished_now = false;
         let Some(update) = r.updates.iter_mut().find(|u| u.id == info.id) else {
@@ -50,10 +53,12 @@ pub async fn run<E, R, P, S: ClusterStore>(
                 r.id, r.status
             )));
         }
+        let change = Change::of(update)?;
         update.status = UpdateStatus::Successful;
         update.finished_at = Some(clock::now_rfc3339());
         update.failure = None;
-        r.spec.workers = info.to;
+        change.apply(&mut r.spec);
+        done = Some(change);
         r.nodes.retain(|n| n.state != NodeState::Terminated);
         r.status = Status::Active;
         finished_now = true;
@@ -66,11 +71,10 @@ pub async fn run<E, R, P, S: ClusterStore>(
             .iter()
             .filter(|n| n.role == Role::Worker)
             .count();
+        let what = done.map(|c| c.describe()).unwrap_or_default();
         let detail = format!(
-            "update {} successful: workers {} -> {}; ACTIVE with {} node(s) ({workers} worker(s))",
+            "update {} successful: {what}; ACTIVE with {} node(s) ({workers} worker(s))",
             info.id,
-            info.from,
-            info.to,
             record.nodes.len()
         );
         records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
@@ -167,7 +171,7 @@ mod tests {
         use crate::stages::{
             await_nodes, begin_update, join_nodes, launch_nodes, resolve_ami, verify,
         };
-        use crate::state::ScaleDirection;
+        use crate::state::UpdateRoute;
         let (cloud, store, state) = remove_workers::tests::scaling(2, 4).await;
         let ports = fixtures::ports(&cloud, &store);
         let id = state.cluster_id.clone();
@@ -209,16 +213,13 @@ mod tests {
             execution_arn: "arn:update-2".into(),
         };
         let state = twice(|| begin_update::run(&ports, event())).await;
-        assert_eq!(
-            state.update.as_ref().unwrap().direction,
-            ScaleDirection::Down
-        );
+        assert_eq!(state.update.as_ref().unwrap().route, UpdateRoute::Down);
         let state =
             poll_until_done(state, |s| async { remove_workers::run(&ports, s).await }).await;
         let out = twice(|| run(&ports, state.clone())).await;
         assert_eq!((out.workers, out.nodes), (1, 2));
         assert_eq!(worker_count(), 1);
-        assert_eq!(cloud.commands_of("remove-node").len(), 3);
+        assert_eq!(cloud.commands_of("manage-node").len(), 3);
         let record = store.get(&id).await.unwrap().unwrap();
         assert_eq!(record.status, Status::Active);
         assert!(record

@@ -1,7 +1,7 @@
 //! Stage `join-control-planes` / `join-workers`: joins the role's nodes to the cluster one at a
 //! time (dqlite takes control-plane joins one by one; workers follow the same path so a join
-//! failure names one node). Before joining it (re)issues the cluster's token on the first control
-//! plane with a short TTL (`add-node --token`), so no output is scraped and no long-lived token
+//! failure names one node). Before joining it (re)issues the cluster's token on a member control
+//! plane (the first, unless it is being replaced) with a short TTL (`add-node --token`), so no output is scraped and no long-lived token
 //! sits on a node. Control planes join without `--worker`, workers with it.
 
 use crate::clock;
@@ -156,11 +156,11 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
             "the join token parameter {token_parameter} is missing"
         ))
     })?;
-    let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
+    let first = nodes::anchor(instances, &state).await?;
     let candidates: Vec<Instance> = nodes::live(instances, &state.cluster_id, role)
         .await?
         .into_iter()
-        .filter(|i| !(role == Role::ControlPlane && i.index == Some(0)))
+        .filter(|i| i.instance_id != first.instance_id)
         .collect();
     let snapshot = state.clone();
     let ctx = Ctx {

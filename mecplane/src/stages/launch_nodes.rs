@@ -134,6 +134,7 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                     private_ip: i.private_ip.clone(),
                     public_ip: i.public_ip.clone(),
                     state: NodeState::Pending,
+                    channel: Some(state.spec.microk8s_channel.clone()),
                 });
             }
         }

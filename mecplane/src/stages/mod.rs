@@ -13,6 +13,7 @@
 //! any failure → [`fail_update`] (the cluster stays `ACTIVE`).
 
 pub mod activate;
+pub mod apply_addons;
 pub mod await_nodes;
 pub mod await_terminated;
 pub mod begin_delete;
@@ -32,6 +33,7 @@ pub mod resolve_ami;
 pub mod security_group;
 pub mod store_kubeconfig;
 pub mod terminate_nodes;
+pub mod upgrade_nodes;
 pub mod verify;
 
 mod commands;

@@ -3,6 +3,7 @@
 use crate::error::StageError;
 use crate::ports::{Instance, Instances};
 use crate::record::Role;
+use crate::state::CreateState;
 
 /// Live (not shutting down or terminated) instances of `role`, ordered by index.
 pub(crate) async fn live<I: Instances>(
@@ -36,6 +37,26 @@ pub(crate) async fn first_control_plane<I: Instances>(
         })
 }
 
+/// The control plane the join and verify stages talk to. In a create, the first control plane
+/// (index 0: the one bootstrapped). In an update, the live control plane with the lowest index
+/// among the cluster's members (`state.joined`, from the record), so a first control plane being
+/// replaced is not asked.
+pub(crate) async fn anchor<I: Instances>(
+    instances: &I,
+    state: &CreateState,
+) -> Result<Instance, StageError> {
+    if state.update.is_none() {
+        return first_control_plane(instances, &state.cluster_id).await;
+    }
+    live(instances, &state.cluster_id, Role::ControlPlane)
+        .await?
+        .into_iter()
+        .find(|i| state.joined.contains(&i.instance_id))
+        .ok_or_else(|| {
+            StageError::InstanceTerminated("no member control plane of the cluster is live".into())
+        })
+}
+
 /// Whether the instance is gone (terminated or shutting down, or unknown).
 pub(crate) async fn is_gone<I: Instances>(
     instances: &I,
@@ -56,4 +77,23 @@ pub(crate) fn private_ip(instance: &Instance) -> Result<&str, StageError> {
         .private_ip
         .as_deref()
         .ok_or_else(|| StageError::Internal(format!("{} has no private IP", instance.instance_id)))
+}
+
+/// The control plane that acts on `target` (drains, uncordons, changes add-ons): the live control
+/// plane with the lowest index other than `target` — so a control plane being upgraded is never
+/// the one draining it when another exists — else `target` itself (a one-control-plane cluster).
+pub(crate) async fn operator<I: Instances>(
+    instances: &I,
+    cluster_id: &str,
+    target: Option<&str>,
+) -> Result<Instance, StageError> {
+    let planes = live(instances, cluster_id, Role::ControlPlane).await?;
+    planes
+        .iter()
+        .find(|i| Some(i.instance_id.as_str()) != target)
+        .or_else(|| planes.first())
+        .cloned()
+        .ok_or_else(|| {
+            StageError::InstanceTerminated("the cluster has no live control plane".into())
+        })
 }

@@ -1,7 +1,8 @@
-//! Stage `remove-workers`: a scale down, one poll at a time. It chooses the workers beyond the
-//! update's `to` (the highest indexes; never below 0 workers) once, then removes them one at a time
-//! from the first control plane (`remove-node` script: drain with a bounded timeout, forced with a
-//! note when it times out, then `microk8s remove-node`), then terminates their instances and polls
+//! Stage `remove-workers`: a scale down (or the first half of a node replacement), one poll at a
+//! time. It chooses the workers beyond the update's `to` (the highest indexes; never below 0
+//! workers) once — a replacement comes with its node chosen — then removes them one at a time
+//! from a control plane (another than the node) (`manage-node` script, `ACTION=remove`: drain with a bounded
+//! timeout, forced with a note when it times out, then `microk8s remove-node`), then terminates their instances and polls
 //! until they have terminated. Each poll reads the world again: a command already sent is adopted
 //! by its key, a node already gone from the cluster is fine, a terminated instance stays so.
 
@@ -11,7 +12,7 @@ use crate::ports::{ClusterStore, InstanceState, Instances, NodeCommands};
 use crate::record::{NodeState, Phase, Role};
 use crate::resources;
 use crate::scripts::{self, Script};
-use crate::state::CreateState;
+use crate::state::{CreateState, UpdateRoute};
 
 use super::commands::{self, Wanted};
 use super::{nodes, records, Ports};
@@ -98,18 +99,26 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
             state.update = Some(info);
             return Ok(state);
         };
-        let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
+        // A control plane leaves dqlite only with --force when it cannot leave by itself (it is
+        // being replaced because it is dead or unwell); another control plane removes it.
+        let force = record
+            .nodes
+            .iter()
+            .any(|n| n.instance_id == victim && n.role == Role::ControlPlane);
+        let operator = nodes::operator(instances, &state.cluster_id, Some(&victim)).await?;
         let wanted = Wanted {
             cluster_id: state.cluster_id.clone(),
-            instance_id: first.instance_id.clone(),
-            script: Script::RemoveNode,
+            instance_id: operator.instance_id.clone(),
+            script: Script::ManageNode,
             key: resources::command_key(&state.cluster_id, "remove", &victim),
             env: vec![
+                ("ACTION", "remove".into()),
                 ("NODE_IP", ip.clone()),
                 (
                     "DRAIN_TIMEOUT",
                     drain_timeout(state.timing.command_timeout_seconds).to_string(),
                 ),
+                ("FORCE", if force { "1" } else { "0" }.into()),
             ],
             timeout_seconds: state.timing.command_timeout_seconds,
             secrets: Vec::new(),
@@ -170,11 +179,15 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
         .map(|i| i.instance_id)
         .collect();
     if remaining.is_empty() {
-        let detail = format!(
-            "{} worker(s) removed and terminated; {} remain",
-            victims.len(),
-            info.to
-        );
+        let detail = if info.route == UpdateRoute::Replace {
+            format!("{} removed and terminated", victims.join(", "))
+        } else {
+            format!(
+                "{} worker(s) removed and terminated; {} remain",
+                victims.len(),
+                info.to
+            )
+        };
         records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
         state.poll.finish();
         return Ok(state);
@@ -276,7 +289,7 @@ pub(crate) mod tests {
             }
         }
         assert!(state.poll.done);
-        let removals = cloud.commands_of("remove-node");
+        let removals = cloud.commands_of("manage-node");
         assert_eq!(removals.len(), 2, "one command per removed worker");
         let live_workers: Vec<String> = cloud
             .live_instances()
@@ -304,7 +317,7 @@ pub(crate) mod tests {
     async fn a_failed_removal_names_the_node() {
         let (cloud, store, mut state) = scaling(2, 1).await;
         cloud.respond_with(|cmd, _| {
-            if cmd.script == "remove-node" {
+            if cmd.script == "manage-node" {
                 CommandStatus::Failed {
                     status: "Failed".into(),
                     exit_code: 1,
@@ -329,7 +342,7 @@ pub(crate) mod tests {
         }
         let err = err.expect("the removal fails");
         assert_eq!(err.name(), "CommandFailed");
-        assert!(err.to_string().contains("remove-node on i-"), "{err}");
+        assert!(err.to_string().contains("manage-node on i-"), "{err}");
         assert_eq!(
             cloud
                 .live_instances()

@@ -1,5 +1,5 @@
 //! Stage `verify`: one poll of whether every node the spec asks for reports Ready, read from
-//! `kubectl get nodes -o json` on the first control plane. Past `timing.ready_timeout_seconds` it
+//! `kubectl get nodes -o json` on a member control plane (the first, unless it is being replaced). Past `timing.ready_timeout_seconds` it
 //! fails with `NodesNotReady`, naming the nodes that are not.
 
 use crate::clock;
@@ -27,10 +27,19 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
     let expected = (state.spec.control_planes + state.spec.workers) as usize;
     let key = match &state.command {
         Some(p) if p.script == Script::Verify.name() => p.key.clone(),
-        _ => resources::command_key(&state.cluster_id, "verify", state.poll.polls),
+        // An update's verify names the update: the create's verify commands (same instance,
+        // same poll counts) must never be adopted as this one's answer.
+        _ => match &state.update {
+            Some(u) => resources::command_key(
+                &state.cluster_id,
+                "verify",
+                format!("{} {}", u.id, state.poll.polls),
+            ),
+            None => resources::command_key(&state.cluster_id, "verify", state.poll.polls),
+        },
     };
     state.poll.tick(now, state.timing.ready_timeout_seconds);
-    let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
+    let first = nodes::anchor(instances, &state).await?;
     let wanted = Wanted {
         cluster_id: state.cluster_id.clone(),
         instance_id: first.instance_id.clone(),
@@ -47,7 +56,11 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
     let ready: Vec<&scripts::NodeReport> = reports.iter().filter(|n| n.ready).collect();
     if ready.len() >= expected {
         records::modify(store, &state.cluster_id, |r| {
-            for n in r.nodes.iter_mut() {
+            for n in r
+                .nodes
+                .iter_mut()
+                .filter(|n| n.state != NodeState::Terminated)
+            {
                 if ready
                     .iter()
                     .any(|rep| Some(&rep.internal_ip) == n.private_ip.as_ref())
@@ -119,6 +132,43 @@ mod tests {
             cloud.commands_of("verify").len(),
             2,
             "each poll asks afresh"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_never_adopts_the_create_verify() {
+        let (cloud, store, state) = fixtures::online(1, 0).await;
+        let sent = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap();
+        assert!(
+            run(&fixtures::ports(&cloud, &store), sent)
+                .await
+                .unwrap()
+                .poll
+                .done
+        );
+        // The same poll count, later, in an update: a command of its own.
+        let mut update = state;
+        update.joined = vec![cloud.instances()[0].instance.instance_id.clone()];
+        update.update = Some(crate::state::UpdateInfo {
+            id: "u-0000000000000009".into(),
+            route: crate::state::UpdateRoute::Replace,
+            from: 0,
+            to: 0,
+            remove: None,
+            removed: Vec::new(),
+            upgrade: None,
+            addons: None,
+        });
+        let update = run(&fixtures::ports(&cloud, &store), update).await.unwrap();
+        assert!(!update.poll.done, "sent, not adopted");
+        let verifies = cloud.commands_of("verify");
+        assert_eq!(verifies.len(), 2);
+        assert!(
+            verifies[1].comment.contains("u-0000000000000009"),
+            "{:?}",
+            verifies[1].comment
         );
     }
 }

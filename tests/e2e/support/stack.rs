@@ -443,6 +443,30 @@ impl Stack {
         body
     }
 
+    /// Polls the cluster's record through the API until `done` accepts it; fails on `FAILED` (or
+    /// after `timeout`), saying what it waited for.
+    pub async fn wait_record(
+        &self,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let record = self.record(id).await;
+            if done(&record) {
+                return record;
+            }
+            assert!(
+                record["status"] != "FAILED" && Instant::now() < deadline,
+                "waiting for {what}: {record}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// What is left of a cluster in the cloud, in every cluster region: live instances, security
     /// groups, parameters.
     pub async fn leftovers(&self, cluster_id: &str) -> (Vec<String>, Vec<String>, Vec<String>) {

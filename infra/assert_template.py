@@ -57,6 +57,7 @@ REQUIRED_ROUTES = {
     ("GET", "/clusters/{id}/updates"),
     ("GET", "/clusters/{id}/updates/{update_id}"),
     ("POST", "/clusters/{id}/nodes/{instance_id}/replace"),
+    ("POST", "/reconcile"),
     ("GET", "/healthz"),
 }
 
@@ -68,6 +69,25 @@ API_ENV = [
     "MECPLANE_DELETE_STATE_MACHINE_ARN",
     "MECPLANE_UPDATE_STATE_MACHINE_ARN",
 ]
+
+# The reconcile function: not a stage of any state machine but started by its triggers (an
+# EventBridge Scheduler schedule with this input, an EventBridge rule on these EC2 instance states).
+RECONCILE_FUNCTION = "ReconcileFunction"
+TRIGGERED_FUNCTIONS = {"reconcile"}
+RECONCILE_SCHEDULE_INPUT = {"source": "mecplane.schedule"}
+RECONCILE_EC2_DETAIL_TYPE = "EC2 Instance State-change Notification"
+RECONCILE_EC2_STATES = ["stopping", "stopped", "shutting-down", "terminated"]
+# Its environment beyond every function's: variable -> the !Ref it must be.
+RECONCILE_ENV = {
+    "MECPLANE_CREATE_STATE_MACHINE_ARN": "CreateClusterStateMachine",
+    "MECPLANE_DELETE_STATE_MACHINE_ARN": "DeleteClusterStateMachine",
+    "MECPLANE_UPDATE_STATE_MACHINE_ARN": "UpdateClusterStateMachine",
+    "MECPLANE_RECONCILE_GRACE_SECONDS": "ReconcileGraceSeconds",
+    "MECPLANE_ORPHAN_GRACE_SECONDS": "OrphanGraceSeconds",
+    "MECPLANE_MAX_UNHEALTHY_PERCENT": "MaxUnhealthyPercent",
+    "MECPLANE_MAX_REPAIRS_PER_RUN": "MaxRepairsPerRun",
+    "MECPLANE_ORPHANS_REPORT_ONLY": "OrphansReportOnly",
+}
 
 # What every Task of both state machines retries: the stages' transient errors, Lambda's service
 # trouble, and a Lambda that timed out — a timeout is retried, not a reason to tear a cluster down.
@@ -287,6 +307,106 @@ def check_environment(resources: dict, globals_: dict) -> list[str]:
     for var in API_ENV:
         if var not in api_env:
             problems.append(f"ApiFunction environment lacks {var}")
+    if RECONCILE_FUNCTION in resources:
+        props = resources[RECONCILE_FUNCTION].get("Properties") or {}
+        reconcile_env = (props.get("Environment") or {}).get("Variables") or {}
+        for var, ref in RECONCILE_ENV.items():
+            if reconcile_env.get(var) != {"Ref": ref}:
+                problems.append(f"{RECONCILE_FUNCTION} environment {var} is not !Ref {ref}")
+    return problems
+
+
+def targets_reconcile(value) -> bool:
+    """`!GetAtt ReconcileFunction.Arn` (or `!Ref ReconcileFunction`, for a FunctionName)."""
+    return getatt_target(value) == RECONCILE_FUNCTION or value == {"Ref": RECONCILE_FUNCTION}
+
+
+def check_reconcile_triggers(resources: dict, params: dict) -> list[str]:
+    """The reconcile function runs on a schedule and when an EC2 instance stops or goes away: an
+    EventBridge Scheduler schedule (rate from ReconcileRateMinutes, no flexible window, a retry
+    policy, the input the function takes for a scheduled run) whose own role may invoke that
+    function and nothing else; an EventBridge rule on exactly the four EC2 states, targeting it, with
+    the Lambda permission for that rule; an alarm on its errors."""
+    problems = []
+    fn = resources.get(RECONCILE_FUNCTION) or {}
+    if fn.get("Type") != "AWS::Serverless::Function":
+        return [f"{RECONCILE_FUNCTION} (AWS::Serverless::Function) is missing"]
+    of_type = lambda t: {k: r for k, r in resources.items() if r.get("Type") == t}  # noqa: E731
+
+    rate = params.get("ReconcileRateMinutes") or {}
+    if (str(rate.get("Default")), str(rate.get("MinValue")), str(rate.get("MaxValue"))) != ("5", "1", "60"):
+        problems.append("Parameter ReconcileRateMinutes is not Default 5, MinValue 1, MaxValue 60")
+    schedules = {k: r for k, r in of_type("AWS::Scheduler::Schedule").items()
+                 if targets_reconcile(((r.get("Properties") or {}).get("Target") or {}).get("Arn"))}
+    if not schedules:
+        problems.append(f"no AWS::Scheduler::Schedule targets !GetAtt {RECONCILE_FUNCTION}.Arn")
+    for k, r in sorted(schedules.items()):
+        props = r.get("Properties") or {}
+        target = props.get("Target") or {}
+        if "${ReconcileRateMinutes}" not in json.dumps(props.get("ScheduleExpression")):
+            problems.append(f"{k}: ScheduleExpression does not take its rate from ReconcileRateMinutes")
+        if (props.get("FlexibleTimeWindow") or {}).get("Mode") != "OFF":
+            problems.append(f"{k}: FlexibleTimeWindow.Mode is not OFF")
+        if props.get("State", "ENABLED") != "ENABLED":
+            problems.append(f"{k}: State is {props.get('State')!r}, not ENABLED")
+        try:
+            schedule_input = json.loads(target.get("Input") or "null")
+        except (TypeError, json.JSONDecodeError):
+            schedule_input = None
+        if schedule_input != RECONCILE_SCHEDULE_INPUT:
+            problems.append(f"{k}: Target.Input is {target.get('Input')!r}, want {json.dumps(RECONCILE_SCHEDULE_INPUT)}")
+        if not target.get("RetryPolicy"):
+            problems.append(f"{k}: Target has no RetryPolicy")
+        role = getatt_target(target.get("RoleArn"))
+        if role is None or resources.get(role, {}).get("Type") != "AWS::IAM::Role":
+            problems.append(f"{k}: Target.RoleArn is not !GetAtt <a role of this template>.Arn")
+            continue
+        trusted = [st.get("Principal") for st in as_list(
+            ((resources[role].get("Properties") or {}).get("AssumeRolePolicyDocument") or {}).get("Statement"))]
+        if trusted != [{"Service": "scheduler.amazonaws.com"}]:
+            problems.append(f"{k}: role {role} trusts {trusted}, want only scheduler.amazonaws.com")
+        grants = [st for _, st in statements({"Resources": {role: resources[role]}})
+                  if st.get("Effect") == "Allow" and "Principal" not in st]
+        if not grants or any(as_list(st.get("Action")) != ["lambda:InvokeFunction"]
+                             or not all(targets_reconcile(res) for res in as_list(st.get("Resource")))
+                             for st in grants):
+            problems.append(f"{k}: role {role} may do more than lambda:InvokeFunction on {RECONCILE_FUNCTION}")
+        users = [u for u, ur in resources.items() if u != k and role in json.dumps(ur)]
+        if users:
+            problems.append(f"{k}: role {role} is also used by {sorted(users)}")
+
+    rules = {k: r for k, r in of_type("AWS::Events::Rule").items()
+             if any(targets_reconcile(t.get("Arn")) for t in (r.get("Properties") or {}).get("Targets") or [])}
+    if not rules:
+        problems.append(f"no AWS::Events::Rule targets !GetAtt {RECONCILE_FUNCTION}.Arn")
+    for k, r in sorted(rules.items()):
+        props = r.get("Properties") or {}
+        pattern = props.get("EventPattern") or {}
+        if as_list(pattern.get("source")) != ["aws.ec2"]:
+            problems.append(f"{k}: EventPattern.source is {pattern.get('source')!r}, want [aws.ec2]")
+        if as_list(pattern.get("detail-type")) != [RECONCILE_EC2_DETAIL_TYPE]:
+            problems.append(f"{k}: EventPattern.detail-type is {pattern.get('detail-type')!r}, "
+                            f"want [{RECONCILE_EC2_DETAIL_TYPE}]")
+        states = as_list((pattern.get("detail") or {}).get("state"))
+        if sorted(states) != sorted(RECONCILE_EC2_STATES) or len(set(states)) != len(states):
+            problems.append(f"{k}: EventPattern.detail.state is {states}, want exactly {RECONCILE_EC2_STATES}")
+        if props.get("State", "ENABLED") != "ENABLED":
+            problems.append(f"{k}: State is {props.get('State')!r}, not ENABLED")
+        allowed = [p for p, pr in of_type("AWS::Lambda::Permission").items()
+                   if (pr.get("Properties") or {}).get("Principal") == "events.amazonaws.com"
+                   and targets_reconcile((pr.get("Properties") or {}).get("FunctionName"))
+                   and getatt_target((pr.get("Properties") or {}).get("SourceArn")) == k]
+        if not allowed:
+            problems.append(f"{k}: no AWS::Lambda::Permission lets events.amazonaws.com invoke "
+                            f"{RECONCILE_FUNCTION} with SourceArn !GetAtt {k}.Arn")
+
+    alarms = [k for k, r in of_type("AWS::CloudWatch::Alarm").items()
+              if (r.get("Properties") or {}).get("MetricName") == "Errors"
+              and (r.get("Properties") or {}).get("Namespace") == "AWS/Lambda"
+              and {"Name": "FunctionName", "Value": {"Ref": RECONCILE_FUNCTION}}
+              in as_list((r.get("Properties") or {}).get("Dimensions"))]
+    if not alarms:
+        problems.append(f"no AWS::CloudWatch::Alarm on the AWS/Lambda Errors of {RECONCILE_FUNCTION}")
     return problems
 
 
@@ -671,7 +791,7 @@ def main() -> int:
     resources = template.get("Resources", {})
     globals_ = template.get("Globals", {})
     names = contract_functions(contract)
-    stage_functions = [n for n in names if n != "api"]
+    stage_functions = [n for n in names if n != "api" and n not in TRIGGERED_FUNCTIONS]
 
     report = Report()
     report.check("no wildcard in any Action/NotAction", check_actions(template))
@@ -681,6 +801,8 @@ def main() -> int:
     handlers = binary_handlers(args.template.resolve().parent.parent / "functions" / "src" / "main.rs")
     report.check("functions match the contract: one artifact, a handler each", check_functions(resources, globals_, names, handlers))
     report.check("environment per the contract", check_environment(resources, globals_))
+    report.check("reconcile triggers: a schedule and the EC2 state-change rule target ReconcileFunction",
+                 check_reconcile_triggers(resources, template.get("Parameters") or {}))
     report.check("state machine substitutions: each used, each defined, invoke = definition",
                  check_state_machines(resources, args.template.resolve().parent, stage_functions))
     definitions = machine_definitions(resources, args.template.resolve().parent)

@@ -19,7 +19,10 @@ Reads the template with a YAML loader that keeps CloudFormation short tags (!Ref
 Prints one JSON object on stdout:
   {"table": name, "tables": {logical: name}, "state_machines": {logical: arn},
    "instance_profile": name|null, "functions": {name: {"logical_id", "timeout", "memory_size",
-   "environment": {the variables whose values resolve locally}}}}
+   "environment": {the variables whose values resolve locally}}},
+   "parameters": {name: its Default (a list for list types)}}
+The gateway reads "parameters" for what the template says about the local stack's own emulation
+(ReconcileRateMinutes: how often it runs the reconcile function, as the schedule would).
 
 Values resolved: literals, parameter Defaults, pseudo parameters, !Ref / !GetAtt .Arn of functions,
 tables and instance profiles, !Sub and !Join of those.
@@ -497,8 +500,11 @@ def main(argv: list[str]) -> int:
     try:
         template = load_template(args.template)
         ctx = Context(template, args.template.resolve().parent, args.region, args.stack_name)
-        out = {"table": None, "tables": {}, "state_machines": {}, "instance_profile": None, "functions": {}}
+        out = {"table": None, "tables": {}, "state_machines": {}, "instance_profile": None, "functions": {},
+               "parameters": {}}
         out["functions"] = function_facts(ctx)
+        out["parameters"] = {name: ctx.parameter(name) for name, param in ctx.parameters.items()
+                             if isinstance(param, dict) and "Default" in param}
 
         tables = ctx.of_type("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable")
         table_reqs = [(lid, table_request(ctx, lid, res), (res.get("Properties") or {}).get("TimeToLiveSpecification"))

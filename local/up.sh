@@ -7,7 +7,11 @@
 # Environment: MECPLANE_GATEWAY_PORT, MECPLANE_MOTO_PORT, MECPLANE_STATE_DIR,
 # MECPLANE_FUNCTIONS_DIR (default target/debug), MECPLANE_GATEWAY_BIN (default
 # <functions dir>/mecplane-local), MECPLANE_UP_TIMEOUT (seconds, default 60), plus every
-# MECPLANE_* variable mecplane-local reads (see `mecplane-local --help`).
+# MECPLANE_* variable mecplane-local reads (see `mecplane-local --help`), among them
+# MECPLANE_RECONCILE_INTERVAL_SECONDS: how often the gateway runs the reconcile function as the
+# stack's schedule would (default: the template's ReconcileRateMinutes x 60; 0 = never). It also
+# sends reconcile EC2's state-change event after each TerminateInstances/StopInstances it forwards;
+# GET <gateway>/_local/reconciles lists those runs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,3 +95,9 @@ done
 
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 echo "local stack up in ${elapsed}s: gateway http://127.0.0.1:$GATEWAY_PORT, moto http://127.0.0.1:$MOTO_PORT_LOCAL, env $ENV_FILE, logs $LOGS/"
+case "${MECPLANE_RECONCILE_INTERVAL_SECONDS:-}" in
+  "") every="as the template's ReconcileRateMinutes says" ;;
+  0) every="never on a schedule (MECPLANE_RECONCILE_INTERVAL_SECONDS=0)" ;;
+  *) every="every ${MECPLANE_RECONCILE_INTERVAL_SECONDS}s" ;;
+esac
+echo "reconcile runs $every and on EC2 state changes; see http://127.0.0.1:$GATEWAY_PORT/_local/reconciles"

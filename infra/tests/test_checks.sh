@@ -197,6 +197,14 @@ new_case other-binary
 edit "$CASE/$T" 's.replace("        Binary: bootstrap\n", "        Binary: verify\n", 1)'
 expect fail "a function building another binary" assert "Binary is not bootstrap"
 
+new_case reconcile-rule-states
+edit "$CASE/$T" 's.replace("            - stopping\n            - stopped\n", "            - stopped\n", 1)'
+expect fail "an EC2 state-change rule that misses instances stopping" assert "EventPattern.detail.state"
+
+new_case reconcile-schedule-target
+edit "$CASE/$T" 's.replace("        Arn: !GetAtt ReconcileFunction.Arn\n        RoleArn:", "        Arn: !GetAtt VerifyFunction.Arn\n        RoleArn:", 1)'
+expect fail "a schedule that does not run the reconcile function" assert "no AWS::Scheduler::Schedule targets"
+
 new_case missing-substitution
 "$PY" - "$CASE/$CREATE" <<'EOF'
 import re, sys

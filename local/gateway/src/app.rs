@@ -1,5 +1,6 @@
 //! The public router and its shared state, in the order of docs/architecture.md:
-//! Lambda Invoke, `/api`, `/_sim`, `/_local/functions` and `/_local/calls` (the gateway's own inspection), then the fallback (SSM Run Command → simulator, EC2
+//! Lambda Invoke, `/api`, `/_sim`, `/_local/functions`, `/_local/calls` and `/_local/reconciles`
+//! (the gateway's own inspection), then the fallback (SSM Run Command → simulator, EC2
 //! faults, everything else → moto). The Runtime API is not here: each sandbox has its own listener.
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub sim: Option<Arc<Simulator>>,
     /// The IAM actions each function used.
     pub calls: Arc<crate::calls::Calls>,
+    /// The `reconcile` runs the emulated triggers made (see [`crate::reconcile`]).
+    pub reconciles: Arc<crate::reconcile::Reconciles>,
 }
 
 /// `GET /_local/functions`: every hosted function with its ARN, live processes and invocation count.
@@ -56,6 +59,12 @@ async fn calls(State(app): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "calls": app.calls.to_json() }))
 }
 
+/// `GET /_local/reconciles`: the runs of the `reconcile` function the emulated schedule and EC2
+/// state-change events made (see [`crate::reconcile`]).
+async fn reconciles(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(app.reconciles.to_json())
+}
+
 /// The public router.
 pub fn router(state: AppState) -> Router {
     let sim_routes = state.sim.clone().map(Simulator::control_router);
@@ -67,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/_local/functions", get(functions))
         .route("/_local/calls", get(calls))
+        .route("/_local/reconciles", get(reconciles))
         .route("/api", any(crate::apigw::handle))
         .route("/api/", any(crate::apigw::handle))
         .route("/api/{*rest}", any(crate::apigw::handle))

@@ -131,6 +131,17 @@ pub struct Args {
     #[arg(long, value_enum, env = "MECPLANE_SIM", default_value = "on")]
     pub sim: SimMode,
 
+    /// Seconds between two runs of the `reconcile` function with the schedule's event
+    /// `{"source":"mecplane.schedule"}`, as the stack's EventBridge schedule runs it (0 = never).
+    /// Default: the template's ReconcileRateMinutes × 60.
+    #[arg(long, env = "MECPLANE_RECONCILE_INTERVAL_SECONDS")]
+    pub reconcile_interval_seconds: Option<u64>,
+
+    /// Whether a TerminateInstances or StopInstances sends `reconcile` its EC2 state-change events,
+    /// as the stack's EventBridge rule does (`false`: tests that kill nodes and act themselves).
+    #[arg(long, env = "MECPLANE_RECONCILE_EC2_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconcile_ec2_events: bool,
+
     /// How long to wait for moto to answer, in seconds.
     #[arg(long, default_value_t = 60)]
     pub moto_wait_secs: u64,

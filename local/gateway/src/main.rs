@@ -50,8 +50,17 @@
 //! `MECPLANE_MOTO_ENDPOINT`, `MECPLANE_SPAWN_MOTO`, `MECPLANE_STATE_DIR`, `MECPLANE_REPO_ROOT`,
 //! `MECPLANE_FUNCTIONS_DIR`, `MECPLANE_FUNCTION_ENV_FILE`, `MECPLANE_TEMPLATE`, `MECPLANE_PYTHON`,
 //! `MECPLANE_REGION`, `MECPLANE_API_AUTH`, `MECPLANE_MAX_CONCURRENCY`,
-//! `MECPLANE_FUNCTION_TIMEOUT_SECS`, `MECPLANE_AGENT_DELAY_MS`, `MECPLANE_STAND_INS_DIR`, `MECPLANE_SIM`); see
-//! `mecplane-local --help`.
+//! `MECPLANE_FUNCTION_TIMEOUT_SECS`, `MECPLANE_AGENT_DELAY_MS`, `MECPLANE_STAND_INS_DIR`, `MECPLANE_SIM`,
+//! `MECPLANE_RECONCILE_INTERVAL_SECONDS`); see `mecplane-local --help`.
+//!
+//! # The reconcile function's triggers
+//!
+//! The stack runs `reconcile` from an EventBridge schedule and an EC2 state-change rule; the gateway
+//! plays both (see [`reconcile`]): every `--reconcile-interval-seconds` (default: the template's
+//! `ReconcileRateMinutes` × 60; 0 = never; a tick is skipped while the previous scheduled run goes)
+//! it invokes `reconcile` with `{"source":"mecplane.schedule"}`, and after each `TerminateInstances`
+//! / `StopInstances` it forwarded and moto accepted it invokes it with EC2's state-change event per
+//! instance. `GET /_local/reconciles` lists those runs with the function's answers.
 //!
 //! # Function environment
 //!
@@ -72,6 +81,7 @@ mod config;
 mod functions;
 mod invoke;
 mod proxy;
+mod reconcile;
 mod runtime_api;
 mod startup;
 
@@ -181,6 +191,10 @@ async fn run(args: Args) -> Result<(), StartupError> {
     };
 
     let functions = build_functions(&args, port, &provisioned)?;
+    let reconcile_interval = reconcile::interval(
+        args.reconcile_interval_seconds,
+        provisioned.parameters.get(reconcile::RATE_PARAMETER),
+    );
     let state = app::AppState {
         functions: functions.clone(),
         region: args.region.clone(),
@@ -189,8 +203,12 @@ async fn run(args: Args) -> Result<(), StartupError> {
         moto,
         sim: sim.clone(),
         calls: Default::default(),
+        reconciles: Arc::new(
+            reconcile::Reconciles::new(reconcile_interval)
+                .with_ec2_events(args.reconcile_ec2_events),
+        ),
     };
-    let router = app::router(state);
+    let router = app::router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let serve = axum::serve(
@@ -212,6 +230,7 @@ async fn run(args: Args) -> Result<(), StartupError> {
         started.elapsed().as_secs_f64(),
         env_path.display()
     );
+    let schedule = reconcile::spawn_schedule(state);
 
     let moto_died = async {
         match moto_child.as_mut() {
@@ -228,6 +247,9 @@ async fn run(args: Args) -> Result<(), StartupError> {
     }
 
     let _ = std::fs::remove_file(&env_path);
+    if let Some(schedule) = schedule {
+        schedule.abort();
+    }
     functions.shutdown(Duration::from_secs(5)).await;
     if let Some(sim) = &sim {
         sim.shutdown().await;

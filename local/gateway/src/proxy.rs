@@ -1,6 +1,8 @@
 //! Everything that is not a Lambda invocation, `/api` or `/_sim`: SSM Run Command targets go to the
 //! node simulator, EC2 form calls ask the simulator for an injected fault first (`RunInstances`, `TerminateInstances`), and the rest
 //! is forwarded to moto unchanged (method, path, query, headers, body), streaming the answer back.
+//! A `TerminateInstances` or `StopInstances` that moto accepted then sends the `reconcile`
+//! function its EC2 state-change events, in the background ([`crate::reconcile`]).
 //!
 //! DynamoDB calls are forwarded one at a time. DynamoDB makes a conditional write atomic and a
 //! `TransactWriteItems` serializable; moto's threaded server checks a condition and writes without
@@ -175,6 +177,7 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
             Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         };
     }
+    let mut state_change = None;
     let body = if parts.method == axum::http::Method::POST && is_form(&parts.headers) {
         let bytes: Bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
             Ok(b) => b,
@@ -186,6 +189,7 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
                 return fault;
             }
         }
+        state_change = crate::reconcile::requested_state_change(&bytes);
         Body::from(bytes)
     } else if crate::calls::needs_body(&parts.headers) {
         let bytes: Bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
@@ -203,7 +207,12 @@ pub async fn handle(State(app): State<AppState>, req: Request) -> Response {
         .send(parts.method, &parts.uri, &parts.headers, body)
         .await
     {
-        Ok(resp) => resp,
+        Ok(resp) => {
+            if let Some(change) = state_change {
+                crate::reconcile::after_ec2_request(&app, &parts.headers, change, resp.status());
+            }
+            resp
+        }
         Err(e) => bad_gateway(&e),
     }
 }

@@ -62,6 +62,9 @@ pub struct Provisioned {
     /// Functions by name.
     #[serde(default)]
     pub functions: BTreeMap<String, TemplateFunction>,
+    /// The template's parameters: their defaults, by name.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_json::Value>,
 }
 
 impl Provisioned {

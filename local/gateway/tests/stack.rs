@@ -68,9 +68,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A SAM template with the functions `echo-fn` and `api` whose create state machine calls `echo-fn`
-/// with Retry/Catch on `CustomError`, a bin directory whose `bootstrap` (the one binary of every
-/// function) is the example binary.
+/// A SAM template with the functions `echo-fn`, `api` and `reconcile` whose create state machine
+/// calls `echo-fn` with Retry/Catch on `CustomError` (and a `ReconcileRateMinutes` of 7), a bin
+/// directory whose `bootstrap` (the one binary of every function) is the example binary.
 fn write_fixture(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(dir.join("infra")).unwrap();
     std::fs::create_dir_all(dir.join("statemachine")).unwrap();
@@ -114,6 +114,14 @@ Resources:
     Type: AWS::Serverless::StateMachine
     Properties:
       DefinitionUri: ../statemachine/delete.asl.json
+  ReconcileFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: reconcile
+Parameters:
+  ReconcileRateMinutes:
+    Type: Number
+    Default: 7
 "#,
     )
     .unwrap();
@@ -586,6 +594,16 @@ fn up_and_down_leave_no_process() {
     });
     assert!(pid_alive(fn_pid));
 
+    // The reconcile schedule's period comes from the template's ReconcileRateMinutes.
+    let reconciles = rt.block_on(async {
+        let http = Http::new(&format!("http://127.0.0.1:{gateway_port}"));
+        let r = http.send("GET", "/_local/reconciles", &[], "").await;
+        assert_eq!(r.status, 200);
+        r.json()
+    });
+    assert_eq!(reconciles["interval_seconds"], 7 * 60, "{reconciles}");
+    assert_eq!(reconciles["reconciles"], json!([]), "{reconciles}");
+
     // up.sh again is a no-op.
     let mut again = Command::new(root.join("local/up.sh"));
     script_env(&mut again);
@@ -606,6 +624,169 @@ fn up_and_down_leave_no_process() {
     }
     assert!(!port_open(gateway_port) && !port_open(moto_port));
     assert!(!state.join("local.env").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An EC2 Query-protocol call through the gateway, signed (in shape) for us-east-1.
+async fn ec2(http: &Http, form: &str) -> Reply {
+    http.send(
+        "POST",
+        "/",
+        &[
+            ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
+            ("authorization", "AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00"),
+        ],
+        &format!("{form}&Version=2016-11-15"),
+    )
+    .await
+}
+
+/// The first `<tag>…</tag>` of an XML answer.
+fn xml_value(body: &[u8], tag: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    let open = format!("<{tag}>");
+    let start = text
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {text}"))
+        + open.len();
+    let end = text[start..].find('<').unwrap() + start;
+    text[start..end].to_string()
+}
+
+/// Polls `/_local/reconciles` until `done` holds for its runs.
+async fn wait_reconciles(http: &Http, what: &str, done: impl Fn(&[Value]) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = http.send("GET", "/_local/reconciles", &[], "").await.json();
+        if done(listed["reconciles"].as_array().unwrap()) {
+            return listed;
+        }
+        assert!(Instant::now() < deadline, "{what}: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_runs_reconcile_on_a_schedule_and_on_ec2_state_changes() {
+    let moto = moto_server();
+    let dir = temp_dir("reconcile");
+    let (template, bin) = write_fixture(&dir);
+    let state = dir.join("state");
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_mecplane-local"))
+        .args(["--port", "0", "--moto-port", "0", "--sim", "off"])
+        .args([
+            "--function",
+            "reconcile",
+            "--reconcile-interval-seconds",
+            "1",
+        ])
+        .arg("--spawn-moto")
+        .arg(&moto)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--repo-root")
+        .arg(repo_root())
+        .arg("--functions-dir")
+        .arg(&bin)
+        .arg("--template")
+        .arg(&template)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start gateway");
+    let env = read_env(
+        &state.join("local.env"),
+        Duration::from_secs(90),
+        &mut gateway,
+    );
+    let http = Http::new(&env["AWS_ENDPOINT_URL"]);
+
+    // The schedule: the flag overrides the template's 7 minutes; each run gets the target's input.
+    let listed = wait_reconciles(&http, "two scheduled runs", |runs| {
+        runs.iter()
+            .filter(|r| r["trigger"] == "schedule" && r["status"] == "succeeded")
+            .count()
+            >= 2
+    })
+    .await;
+    assert_eq!(listed["interval_seconds"], 1, "{listed}");
+    let first = &listed["reconciles"][0];
+    assert_eq!(first["trigger"], "schedule", "{listed}");
+    assert_eq!(first["instance_id"], Value::Null);
+    assert_eq!(first["event"], json!({"source": "mecplane.schedule"}));
+    assert_eq!(
+        first["response"]["echo"],
+        json!({"source": "mecplane.schedule"})
+    );
+    assert_eq!(first["response"]["handler"], "reconcile");
+    assert!(first["request_id"].is_string() && first["finished_at"].is_string());
+
+    // EC2: a terminate moto refuses sends no event; a stop and a terminate it accepts send one
+    // each, with the instance and the state, as the EventBridge rule delivers them.
+    let r = ec2(
+        &http,
+        "Action=TerminateInstances&InstanceId.1=i-0000000000000dead",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let r = ec2(&http, "Action=DescribeImages&Owner.1=amazon").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let image = xml_value(&r.body, "imageId");
+    let r = ec2(
+        &http,
+        &format!("Action=RunInstances&ImageId={image}&MinCount=1&MaxCount=1&InstanceType=t3.micro"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let instance = xml_value(&r.body, "instanceId");
+    let r = ec2(
+        &http,
+        &format!("Action=StopInstances&InstanceId.1={instance}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = ec2(
+        &http,
+        &format!("Action=TerminateInstances&InstanceId.1={instance}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let listed = wait_reconciles(&http, "a run per EC2 state change", |runs| {
+        runs.iter()
+            .filter(|r| r["trigger"] == "ec2" && r["status"] != "running")
+            .count()
+            >= 2
+    })
+    .await;
+    let ec2_runs: Vec<&Value> = listed["reconciles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "ec2")
+        .collect();
+    assert_eq!(ec2_runs.len(), 2, "{listed}");
+    let mut states: Vec<&str> = ec2_runs
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    states.sort();
+    assert_eq!(states, ["shutting-down", "stopping"], "{listed}");
+    for run in ec2_runs {
+        assert_eq!(run["instance_id"], instance.as_str());
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let event = &run["response"]["echo"];
+        assert_eq!(event["source"], "aws.ec2");
+        assert_eq!(
+            event["detail-type"],
+            "EC2 Instance State-change Notification"
+        );
+        assert_eq!(event["detail"]["instance-id"], instance.as_str());
+        assert_eq!(event["detail"]["state"], run["state"]);
+        assert_eq!(event["region"], "us-east-1");
+    }
+
+    unsafe_kill(gateway.id(), libc::SIGTERM);
+    let status = wait_child(&mut gateway, Duration::from_secs(15));
+    assert!(status.success(), "gateway exit status {status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

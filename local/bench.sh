@@ -2,6 +2,7 @@
 # make bench: release-build the one function binary (`bootstrap`: every handler) and the reference
 # Rust function (functions/examples/reference.rs) with the workspace's Lambda profile, set up the
 # Python peer's venv (.venv-bench: boto3 + awslambdaric, pinned in local/requirements-bench.txt),
+# run the reconcile's fleet-scale example (mecplane/examples/reconcile_scale.rs, release, fakes),
 # build the debug workspace the local stack runs, start the stack, run local/bench.py (figures in
 # its docstring), stop the stack on exit.
 # Environment: MECPLANE_BENCH_COLD_RUNS (default 10), MECPLANE_BENCH_CLUSTERS (default 3),
@@ -36,6 +37,10 @@ start=$(date +%s)
 MECPLANE_BENCH_BUILD_SECONDS=$(( $(date +%s) - start ))
 export MECPLANE_BENCH_BUILD_SECONDS
 echo "    release build took ${MECPLANE_BENCH_BUILD_SECONDS}s"
+echo "==> reconcile at fleet scale: 100 / 1,000 / 10,000 clusters of 3 nodes on the in-memory fakes (release)"
+mkdir -p .mecplane
+"$CARGO" run --release -q -p mecplane --no-default-features --features testing --example reconcile_scale \
+  | tee .mecplane/bench-reconcile.jsonl
 "$CARGO" build --workspace --bins
 export MECPLANE_AGENT_DELAY_MS="${MECPLANE_AGENT_DELAY_MS:-0}"
 trap 'local/down.sh' EXIT

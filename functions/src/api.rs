@@ -1,13 +1,15 @@
 //! Lambda `api`: the HTTP API behind API Gateway (payload 2.0). Builds the SDK configuration and
-//! the adapters once per cold start, then converts each `lambda_http` request into a
+//! the adapters once per cold start (EC2 clients per region on first use, for `POST /reconcile`), then converts each `lambda_http` request into a
 //! [`mecplane::api::ApiRequest`], answers it with [`mecplane::api::handle`], and converts back.
 //! Everything else lives in the library, where it is tested against the fakes.
 
 use lambda_http::request::RequestContext;
 use lambda_http::{run, service_fn, Body, Request, RequestExt, Response};
 use mecplane::api::{self, ApiConfig, ApiContext, ApiRequest, ApiResponse};
-use mecplane::aws::{dynamodb::Dynamo, sfn::StepFunctions, ssm::Ssm};
+use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, sfn::StepFunctions, ssm::Ssm, Regional};
 use mecplane::config::StageConfig;
+use mecplane::ports::Instances;
+use mecplane::reconcile::{Fleet, Settings};
 
 use crate::runtime::Error;
 
@@ -22,9 +24,19 @@ pub async fn serve() -> Result<(), Error> {
         parameters: Ssm::new(&sdk),
         config,
     };
-    let ctx = &ctx;
+    // `POST /reconcile`: EC2 clients per region, built on first use.
+    let ec2 = Regional::new(&sdk, Ec2::new);
+    let instances_in = move |region: &str| Box::new(ec2.region(region)) as Box<dyn Instances>;
+    let settings = Settings::from_env();
+    let fleet = Fleet {
+        instances_in: &instances_in,
+        allowed_regions: &ctx.config.policy.allowed_regions,
+        settings: &settings,
+    };
+    let (ctx, fleet) = (&ctx, &fleet);
     run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(into_response(api::handle(ctx, into_api_request(req)).await))
+        let answer = api::handle_with(ctx, into_api_request(req), Some(fleet)).await;
+        Ok::<_, Error>(into_response(answer))
     }))
     .await
 }

@@ -22,6 +22,7 @@ mod finish_update;
 mod join_nodes;
 mod launch_nodes;
 mod mark_failed;
+mod reconcile;
 mod register;
 mod remove_workers;
 mod resolve_ami;
@@ -60,6 +61,7 @@ pub const HANDLERS: &[(&str, Start)] = &[
     ("join-nodes", || Box::pin(join_nodes::serve())),
     ("launch-nodes", || Box::pin(launch_nodes::serve())),
     ("mark-failed", || Box::pin(mark_failed::serve())),
+    ("reconcile", || Box::pin(reconcile::serve())),
     ("register", || Box::pin(register::serve())),
     ("remove-workers", || Box::pin(remove_workers::serve())),
     ("resolve-ami", || Box::pin(resolve_ami::serve())),
@@ -124,7 +126,8 @@ mod tests {
             let err = handler(name).expect_err("no handler");
             assert!(err.contains("_HANDLER"), "{err}");
             assert!(
-                err.contains("api, await-nodes, await-terminated") && err.contains("verify"),
+                err.contains("api, apply-addons, await-nodes, await-terminated")
+                    && err.contains("verify"),
                 "{err}"
             );
         }

@@ -83,6 +83,16 @@ pub enum Command {
     Kubeconfig(KubeconfigArgs),
     /// Follow a cluster until it is ACTIVE, FAILED or DELETED.
     Wait(WaitArgs),
+    /// Reconcile the fleet now (what the schedule runs): replace dead nodes, move stuck records
+    /// on, remove orphans; --dry-run prints the plan without acting.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Print the plan without acting.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::cli::{
     AddonsArgs, ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs,
-    ReplaceNodeArgs, ScaleArgs, UpgradeArgs, WaitArgs, WaitFlags,
+    ReconcileArgs, ReplaceNodeArgs, ScaleArgs, UpgradeArgs, WaitArgs, WaitFlags,
 };
 use crate::client::{encode, ApiClient, Reply};
 use crate::exit::{self, Failure};
@@ -501,6 +501,15 @@ pub async fn updates(ctx: &Ctx, args: &ClusterArg) -> Result<(), Failure> {
     Ok(())
 }
 
+pub async fn reconcile(ctx: &Ctx, args: &ReconcileArgs) -> Result<(), Failure> {
+    let body = serde_json::json!({"dry_run": args.dry_run});
+    let answer = ctx
+        .expect("POST", "/reconcile", Some(&body), &[], 200)
+        .await?;
+    ctx.print(&answer, output::reconcile_report);
+    Ok(())
+}
+
 pub async fn wait(ctx: &Ctx, args: &WaitArgs) -> Result<(), Failure> {
     let record = ctx
         .expect("GET", &cluster_path(&args.cluster), None, &[], 200)
@@ -885,6 +894,41 @@ mod tests {
             Command::Scale(a) => a,
             _ => unreachable!(),
         }
+    }
+
+    #[tokio::test]
+    async fn reconcile_posts_the_dry_run_and_prints_the_plan() {
+        let report = json!({
+            "trigger": "mecplane.api", "dry_run": true, "only": null, "regions": ["us-east-1"],
+            "records": 2, "instances": 5,
+            "plan": {
+                "actions": [{"action": "replace-node", "cluster_id": "c-1", "instance_id": "i-9",
+                             "role": "worker", "index": 1, "reason": "its instance is terminated"}],
+                "findings": [{"cluster_id": "c-2", "what": "3 of 3 node(s) look dead"}],
+                "clusters_by_status": {"ACTIVE": 2}, "unhealthy_nodes": 4
+            },
+            "outcomes": []
+        });
+        let (endpoint, seen) = fake_api((200, report.clone()), vec![report.clone()]).await;
+        let ctx = ctx_for(endpoint).await;
+        reconcile(&ctx, &ReconcileArgs { dry_run: true })
+            .await
+            .expect("200");
+        let seen = seen.lock().unwrap();
+        assert!(seen[0].starts_with("POST /reconcile"), "{}", seen[0]);
+        assert!(seen[0].ends_with(r#"{"dry_run":true}"#), "{}", seen[0]);
+        let text = output::reconcile_report(&report);
+        assert!(text.starts_with("Reconcile (dry run): 2 cluster record(s), 5 instance(s) in us-east-1; 4 unhealthy node(s)"), "{text}");
+        assert!(
+            text.contains("replace-node")
+                && text.contains("its instance is terminated")
+                && text.contains("planned"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reported, not acted on: c-2: 3 of 3 node(s) look dead"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

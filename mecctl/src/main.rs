@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> Result<(), exit::Failure> {
         Command::Addons(args) => commands::addons(&ctx, args).await,
         Command::ReplaceNode(args) => commands::replace_node(&ctx, args).await,
         Command::Updates(args) => commands::updates(&ctx, args).await,
+        Command::Reconcile(args) => commands::reconcile(&ctx, args).await,
         Command::Events(args) => commands::events(&ctx, args).await,
         Command::Kubeconfig(args) => commands::kubeconfig(&ctx, args).await,
         Command::Wait(args) => commands::wait(&ctx, args).await,

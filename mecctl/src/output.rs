@@ -194,6 +194,12 @@ pub fn update_change(update: &Value) -> String {
         .iter()
         .map(|(field, v)| match (v.get("from"), v.get("to")) {
             (Some(from), Some(to)) => format!("{field} {} -> {}", text(from), text(to)),
+            _ if field == "node" => format!(
+                "replace {} {} ({})",
+                text(&v["role"]),
+                text(&v["index"]),
+                text(&v["instance_id"])
+            ),
             _ => format!("{field} {}", text(v)),
         })
         .collect();
@@ -201,6 +207,86 @@ pub fn update_change(update: &Value) -> String {
         parts.push("-".into());
     }
     parts.join(", ")
+}
+
+/// `POST /reconcile`: what the run saw, then ACTION CLUSTER NODE DETAIL RESULT per planned action,
+/// then what it reported instead of acting.
+pub fn reconcile_report(report: &Value) -> String {
+    let regions: Vec<String> = report["regions"]
+        .as_array()
+        .map(|r| r.iter().map(text).collect())
+        .unwrap_or_default();
+    let mut out = format!(
+        "Reconcile{}: {} cluster record(s), {} instance(s) in {}; {} unhealthy node(s)\n",
+        if report["dry_run"] == true {
+            " (dry run)"
+        } else {
+            ""
+        },
+        text(&report["records"]),
+        text(&report["instances"]),
+        if regions.is_empty() {
+            "no region".into()
+        } else {
+            regions.join(", ")
+        },
+        text(&report["plan"]["unhealthy_nodes"]),
+    );
+    let outcomes = report["outcomes"].as_array().cloned().unwrap_or_default();
+    let actions = report["plan"]["actions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let result_of = |a: &Value| {
+        outcomes
+            .iter()
+            .find(|o| {
+                o["action"] == a["action"]
+                    && o["cluster_id"] == a["cluster_id"]
+                    && o["instance_id"] == a["instance_id"]
+            })
+            .map(|o| text(&o["result"]))
+            .unwrap_or_else(|| {
+                if report["dry_run"] == true {
+                    "planned".into()
+                } else {
+                    "-".into()
+                }
+            })
+    };
+    if actions.is_empty() {
+        out.push_str("Nothing to do.\n");
+    } else {
+        let rows: Vec<Vec<String>> = actions
+            .iter()
+            .map(|a| {
+                let detail = a["reason"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| a["region"].as_str().map(|r| format!("in {r}")))
+                    .unwrap_or_else(|| "-".into());
+                vec![
+                    text(&a["action"]),
+                    text(&a["cluster_id"]),
+                    a["instance_id"].as_str().unwrap_or("-").to_string(),
+                    detail,
+                    result_of(a),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["ACTION", "CLUSTER", "NODE", "DETAIL", "RESULT"],
+            &rows,
+        ));
+    }
+    for finding in report["plan"]["findings"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "reported, not acted on: {}: {}\n",
+            text(&finding["cluster_id"]),
+            text(&finding["what"])
+        ));
+    }
+    out
 }
 
 /// `GET /clusters/{id}/updates`: ID KIND CHANGE STATUS STARTED FINISHED REASON, newest first.

@@ -10,6 +10,13 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// The epoch seconds of an RFC 3339 time, if it is one.
+pub fn epoch_of(rfc3339: &str) -> Option<i64> {
+    OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 /// Now, in seconds since the epoch.
 pub fn now_epoch() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()

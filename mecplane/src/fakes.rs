@@ -32,6 +32,8 @@ pub struct FakeCommand {
 pub struct FakeInstance {
     pub instance: Instance,
     pub cluster_id: String,
+    /// Epoch seconds.
+    pub launched_at: i64,
     pub tags: BTreeMap<String, String>,
     pub request: LaunchRequest,
 }
@@ -48,6 +50,8 @@ struct CloudState {
     launch_failures: VecDeque<CloudError>,
     group_delete_failures: VecDeque<CloudError>,
     next_id: u64,
+    /// DescribeInstances calls (`find`, `find_tagged`) answered.
+    describe_calls: usize,
 }
 
 /// Fake EC2 + SSM: implements `Instances`, `SecurityGroups`, `NodeCommands` and `Parameters`.
@@ -129,6 +133,61 @@ impl FakeCloud {
 
     pub fn instances(&self) -> Vec<FakeInstance> {
         self.lock().instances.clone()
+    }
+
+    /// How many DescribeInstances calls were answered.
+    pub fn describe_calls(&self) -> usize {
+        self.lock().describe_calls
+    }
+
+    /// Sets an instance's state behind the control plane's back (a node lost or stopped).
+    pub fn set_instance_state(&self, instance_id: &str, state: InstanceState) {
+        for i in self
+            .lock()
+            .instances
+            .iter_mut()
+            .filter(|i| i.instance.instance_id == instance_id)
+        {
+            i.instance.state = state;
+        }
+    }
+
+    /// Adds an instance with the project's tags for `cluster_id`, launched `age_seconds` ago
+    /// (an orphan, or a fleet for the benchmark) and answers its id.
+    pub fn add_tagged(&self, cluster_id: &str, role: Role, index: u32, age_seconds: i64) -> String {
+        let id = self.id("i");
+        let instance = Instance {
+            instance_id: id.clone(),
+            role: Some(role),
+            index: Some(index),
+            state: InstanceState::Running,
+            private_ip: None,
+            public_ip: None,
+            private_dns: None,
+        };
+        let mut tags = BTreeMap::new();
+        tags.insert(resources::TAG_CLUSTER.to_string(), cluster_id.to_string());
+        self.lock().instances.push(FakeInstance {
+            instance,
+            cluster_id: cluster_id.into(),
+            launched_at: crate::clock::now_epoch() - age_seconds,
+            tags,
+            request: LaunchRequest {
+                cluster_id: cluster_id.into(),
+                cluster_name: String::new(),
+                role,
+                count: 1,
+                ami_id: String::new(),
+                instance_type: String::new(),
+                security_group_id: String::new(),
+                subnet_id: None,
+                root_volume_gib: 0,
+                instance_profile: String::new(),
+                tags: Vec::new(),
+                client_token: String::new(),
+            },
+        });
+        id
     }
 
     /// Instances not terminated.
@@ -232,9 +291,9 @@ pub fn default_outcome(cmd: &FakeCommand, instances: &[FakeInstance]) -> Command
 #[async_trait]
 impl Instances for FakeCloud {
     async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError> {
-        Ok(self
-            .lock()
-            .instances
+        let mut s = self.lock();
+        s.describe_calls += 1;
+        Ok(s.instances
             .iter()
             .filter(|i| i.cluster_id == cluster_id)
             .map(|i| i.instance.clone())
@@ -269,6 +328,7 @@ impl Instances for FakeCloud {
             self.lock().instances.push(FakeInstance {
                 instance,
                 cluster_id: request.cluster_id.clone(),
+                launched_at: crate::clock::now_epoch(),
                 tags,
                 request: request.clone(),
             });
@@ -302,6 +362,21 @@ impl Instances for FakeCloud {
             i.instance.state = InstanceState::Terminated;
         }
         Ok(())
+    }
+
+    async fn find_tagged(&self, region: &str) -> Result<Vec<TaggedInstance>, CloudError> {
+        let mut s = self.lock();
+        // As EC2 pages them: one call per 1,000 instances.
+        s.describe_calls += s.instances.len().div_ceil(1000).max(1);
+        Ok(s.instances
+            .iter()
+            .map(|i| TaggedInstance {
+                region: region.to_string(),
+                cluster_id: i.cluster_id.clone(),
+                instance: i.instance.clone(),
+                launched_at: Some(i.launched_at),
+            })
+            .collect())
     }
 }
 

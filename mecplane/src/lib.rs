@@ -15,6 +15,7 @@
 //! - Stages: [`stages`] — one plain async function per provisioning stage, generic over the ports.
 //! - Errors: [`error`] — `CloudError` from adapters, `StageError` to Step Functions.
 //! - HTTP API: [`api`] — the routes of the `api` function as plain functions over the ports.
+//! - Fleet: [`reconcile`] — one reconcile run: observe, plan (pure), act.
 //! - Settings: [`config`] — the deployment settings the stages read from the environment.
 //!
 //! The Lambda wiring (one small file per function, one `bootstrap` binary) lives in `functions/`;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod microk8s;
 pub mod ports;
+pub mod reconcile;
 pub mod record;
 pub mod redact;
 pub mod resources;

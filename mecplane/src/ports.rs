@@ -45,6 +45,18 @@ impl InstanceState {
         }
     }
 
+    /// EC2's state name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
     /// Gone or going away for good.
     pub fn is_gone(self) -> bool {
         matches!(
@@ -52,6 +64,17 @@ impl InstanceState {
             InstanceState::ShuttingDown | InstanceState::Terminated
         )
     }
+}
+
+/// An instance carrying the project's cluster tag, as a fleet-wide listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedInstance {
+    pub region: String,
+    /// The value of its `mecplane:cluster` tag.
+    pub cluster_id: String,
+    pub instance: Instance,
+    /// Epoch seconds (EC2's `LaunchTime`).
+    pub launched_at: Option<i64>,
 }
 
 /// Everything RunInstances needs for a batch of nodes of one role.
@@ -85,6 +108,9 @@ pub trait Instances: Send + Sync {
     async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError>;
     /// Terminates instances; already terminated or unknown ones are not an error.
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError>;
+    /// Every instance in the region carrying the project's cluster tag, whatever the cluster
+    /// (pages of 1,000: one call per 1,000 instances), stamped with `region`.
+    async fn find_tagged(&self, region: &str) -> Result<Vec<TaggedInstance>, CloudError>;
 }
 
 /// One ingress rule of a security group.

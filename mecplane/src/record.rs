@@ -159,6 +159,16 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// Why a cluster is `DEGRADED`: the nodes known unhealthy and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Degradation {
+    /// Instance ids.
+    pub nodes: Vec<String>,
+    pub reason: String,
+    /// RFC 3339 UTC.
+    pub since: String,
+}
+
 /// What kind of change an [`Update`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -232,6 +242,9 @@ pub struct ClusterRecord {
     pub delete_attempt: u32,
     #[serde(default)]
     pub failure: Option<Failure>,
+    /// While `DEGRADED`: which nodes and why.
+    #[serde(default)]
+    pub degraded: Option<Degradation>,
     /// The changes made to the live cluster, oldest first (at most [`MAX_UPDATES_KEPT`]).
     #[serde(default)]
     pub updates: Vec<Update>,
@@ -268,6 +281,7 @@ impl ClusterRecord {
             delete_execution_arn: None,
             delete_attempt: 0,
             failure: None,
+            degraded: None,
             updates: Vec::new(),
             endpoint: None,
             kubeconfig_parameter: None,

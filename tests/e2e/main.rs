@@ -14,6 +14,7 @@ mod faults;
 mod idempotency;
 mod mecctl;
 mod patch;
+mod reconcile;
 mod replace;
 mod schemathesis;
 mod updates;

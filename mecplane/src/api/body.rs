@@ -25,6 +25,14 @@ pub fn decode_patch(body: &[u8]) -> Result<ClusterPatch, ApiError> {
     decode(body, &known, r#"{"workers": 3}"#)
 }
 
+/// The body of `POST /reconcile` (`{"dry_run": true}`); an empty body is `{}`.
+pub fn decode_reconcile(body: &[u8]) -> Result<crate::reconcile::ReconcileRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Default::default());
+    }
+    decode(body, &["dry_run".to_string()], r#"{"dry_run": true}"#)
+}
+
 /// Reads a JSON object whose fields must be among `known` into `T`, naming the field at fault.
 fn decode<T: DeserializeOwned>(
     body: &[u8],

@@ -248,7 +248,7 @@ pub(super) async fn finish_create<S: ClusterStore, E: Executions, P: Parameters>
 /// the register stage binds its execution to the record before any other stage runs, and refuses
 /// a record that is no longer CREATING — so whichever comes first, the delete or a late create,
 /// wins, and the other stands back (the condition below is re-checked on every write).
-async fn fail_interrupted_create<S: ClusterStore, E: Executions, P>(
+pub(crate) async fn fail_interrupted_create<S: ClusterStore, E: Executions, P>(
     ctx: &ApiContext<S, E, P>,
     record: ClusterRecord,
 ) -> Result<ClusterRecord, ApiError> {

@@ -182,12 +182,22 @@ pub struct ApiContext<S, E, P> {
     pub config: ApiConfig,
 }
 
-/// Answers one request. Never fails: every error becomes its JSON answer.
+/// Answers one request. Never fails: every error becomes its JSON answer. Without fleet access
+/// `POST /reconcile` answers `503` (see [`handle_with`]).
 pub async fn handle<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     req: ApiRequest,
 ) -> ApiResponse {
-    let response = match dispatch(ctx, &req).await {
+    handle_with(ctx, req, None).await
+}
+
+/// [`handle`], with the fleet access `POST /reconcile` runs on (the api function's EC2 clients).
+pub async fn handle_with<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    req: ApiRequest,
+    fleet: Option<&crate::reconcile::Fleet<'_>>,
+) -> ApiResponse {
+    let response = match dispatch(ctx, &req, fleet).await {
         Ok(response) => response,
         Err(e) => {
             if e.status < 500 {
@@ -203,6 +213,7 @@ pub async fn handle<S: ClusterStore, E: Executions, P: Parameters>(
 async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     req: &ApiRequest,
+    fleet: Option<&crate::reconcile::Fleet<'_>>,
 ) -> Result<ApiResponse, ApiError> {
     let mut route = routes::route(&req.method, &req.path)?;
     if req.body.len() > MAX_BODY_BYTES {
@@ -232,6 +243,19 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
         Route::DeleteCluster(id) => clusters::delete(ctx, &id).await,
         Route::ClusterUpdates(id) => updates::list(&ctx.store, &id).await,
         Route::ClusterUpdate(id, update_id) => updates::get(&ctx.store, &id, &update_id).await,
+        Route::Reconcile => {
+            let asked = body::decode_reconcile(&req.body)?;
+            let fleet = fleet.ok_or_else(|| {
+                ApiError::unavailable("this API has no fleet access to reconcile with")
+            })?;
+            let event = crate::reconcile::ReconcileEvent {
+                source: Some("mecplane.api".into()),
+                dry_run: asked.dry_run,
+                ..Default::default()
+            };
+            let report = crate::reconcile::run(ctx, fleet, &event).await?;
+            Ok(ApiResponse::json(200, &report))
+        }
         Route::ReplaceNode(id, instance_id) => {
             updates::replace_node(ctx, req, &id, &instance_id).await
         }

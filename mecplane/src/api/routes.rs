@@ -67,6 +67,11 @@ pub const ROUTES: &[RouteInfo] = &[
     },
     RouteInfo {
         method: "POST",
+        path: "/reconcile",
+        statuses: &[200, 400, 413, 422, 500, 503],
+    },
+    RouteInfo {
+        method: "POST",
         path: "/clusters/{id}/nodes/{instance_id}/replace",
         statuses: &[202, 404, 409, 412, 422, 500, 503],
     },
@@ -89,6 +94,7 @@ pub enum Route {
     ClusterUpdate(String, String),
     /// The cluster and the node's instance id.
     ReplaceNode(String, String),
+    Reconcile,
 }
 
 impl Route {
@@ -103,7 +109,7 @@ impl Route {
             | Route::ClusterUpdates(id)
             | Route::ClusterUpdate(id, _)
             | Route::ReplaceNode(id, _) => Some(id),
-            Route::Healthz | Route::CreateCluster | Route::ListClusters => None,
+            Route::Healthz | Route::CreateCluster | Route::ListClusters | Route::Reconcile => None,
         }
     }
 
@@ -139,6 +145,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
     let (template, id, update) = match segments.as_slice() {
         ["healthz"] => ("/healthz", None, None),
         ["clusters"] => ("/clusters", None, None),
+        ["reconcile"] => ("/reconcile", None, None),
         ["clusters", id] => ("/clusters/{id}", Some(*id), None),
         ["clusters", id, "events"] => ("/clusters/{id}/events", Some(*id), None),
         ["clusters", id, "kubeconfig"] => ("/clusters/{id}/kubeconfig", Some(*id), None),
@@ -185,6 +192,7 @@ pub fn route(method: &str, path: &str) -> Result<Route, ApiError> {
         ("GET", "/clusters/{id}/updates") => Route::ClusterUpdates(id),
         ("GET", "/clusters/{id}/updates/{update_id}") => Route::ClusterUpdate(id, update),
         ("POST", "/clusters/{id}/nodes/{instance_id}/replace") => Route::ReplaceNode(id, update),
+        ("POST", "/reconcile") => Route::Reconcile,
         // ROUTES and this match list the same pairs (a test checks it).
         _ => return Err(ApiError::internal()),
     })

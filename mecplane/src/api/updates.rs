@@ -161,8 +161,8 @@ pub fn record_answer(status: u16, record: &ClusterRecord) -> ApiResponse {
 
 /// `412` unless `If-Match` is absent, `*`, or names the record's version (`"7"`; a list of tags
 /// matches if any does; a weak tag never matches, as RFC 9110 says for `If-Match`).
-fn check_if_match(req: &ApiRequest, record: &ClusterRecord) -> Result<(), ApiError> {
-    let Some(header) = req.header("if-match") else {
+fn check_if_match(if_match: Option<&str>, record: &ClusterRecord) -> Result<(), ApiError> {
+    let Some(header) = if_match else {
         return Ok(());
     };
     let current = record.version.to_string();
@@ -217,7 +217,8 @@ pub async fn patch<S: ClusterStore, E: Executions, P: Parameters>(
 ) -> Result<ApiResponse, ApiError> {
     let patch = body::decode_patch(&req.body)?;
     patch.check()?;
-    begin_change(ctx, req, id_or_name, |record| {
+    let who = Who::of(req);
+    begin_change(ctx, &who, id_or_name, |record| {
         patch.change(&record.spec, &ctx.config.policy)
     })
     .await
@@ -232,7 +233,17 @@ pub async fn replace_node<S: ClusterStore, E: Executions, P: Parameters>(
     id_or_name: &str,
     instance_id: &str,
 ) -> Result<ApiResponse, ApiError> {
-    begin_change(ctx, req, id_or_name, |record| {
+    replace(ctx, &Who::of(req), id_or_name, instance_id).await
+}
+
+/// Starts the replacement of a node for `who` (the API's caller, or the reconcile).
+pub(crate) async fn replace<S: ClusterStore, E: Executions, P: Parameters>(
+    ctx: &ApiContext<S, E, P>,
+    who: &Who<'_>,
+    id_or_name: &str,
+    instance_id: &str,
+) -> Result<ApiResponse, ApiError> {
+    begin_change(ctx, who, id_or_name, |record| {
         let node = record
             .nodes
             .iter()
@@ -262,14 +273,31 @@ pub async fn replace_node<S: ClusterStore, E: Executions, P: Parameters>(
     .await
 }
 
+/// Who asks for a change, and on which version of the record.
+pub(crate) struct Who<'a> {
+    /// The IAM principal (the API's caller), or the component (`mecplane:reconcile`).
+    pub caller: Option<String>,
+    /// The request's `If-Match`, if any.
+    pub if_match: Option<&'a str>,
+}
+
+impl<'a> Who<'a> {
+    fn of(req: &'a ApiRequest) -> Self {
+        Who {
+            caller: req.caller.clone(),
+            if_match: req.header("if-match"),
+        }
+    }
+}
+
 /// The path every change takes: the record read (by id or name), `If-Match` checked, an update
 /// whose execution ended without a result failed, `409` unless the cluster serves, the change
 /// `decide`d from the record (`None`: `200` with the record), then recorded (`UPDATING`, the
 /// update `InProgress`) with a conditional write — re-read and decided again when it loses — and
 /// its execution started (`202`).
-async fn begin_change<S, E, P, F>(
+pub(crate) async fn begin_change<S, E, P, F>(
     ctx: &ApiContext<S, E, P>,
-    req: &ApiRequest,
+    who: &Who<'_>,
     id_or_name: &str,
     decide: F,
 ) -> Result<ApiResponse, ApiError>
@@ -281,7 +309,7 @@ where
 {
     let mut record = find(&ctx.store, id_or_name).await?;
     for attempt in 0..WRITE_ATTEMPTS {
-        check_if_match(req, &record)?;
+        check_if_match(who.if_match, &record)?;
         if record.status == Status::Updating {
             record = fail_interrupted_update(ctx, record).await?;
         }
@@ -301,7 +329,7 @@ where
             params: change.params(),
             status: UpdateStatus::InProgress,
             execution_arn: resources::execution_arn(&ctx.config.update_state_machine_arn, &name),
-            created_by: req.caller.clone(),
+            created_by: who.caller.clone(),
             started_at: crate::clock::now_rfc3339(),
             finished_at: None,
             failure: None,

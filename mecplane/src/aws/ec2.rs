@@ -19,6 +19,7 @@ use super::classify_sdk_error;
 use crate::error::CloudError;
 use crate::ports::{
     IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest, SecurityGroups,
+    TaggedInstance,
 };
 use crate::record::Role;
 use crate::resources::{security_group_name, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_INDEX, TAG_ROLE};
@@ -277,6 +278,38 @@ impl Instances for Ec2 {
         found.sort_by(|a, b| {
             (a.role, a.index, &a.instance_id).cmp(&(b.role, b.index, &b.instance_id))
         });
+        Ok(found)
+    }
+
+    async fn find_tagged(&self, region: &str) -> Result<Vec<TaggedInstance>, CloudError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instances()
+                .filters(filter("tag-key", TAG_CLUSTER))
+                .max_results(DESCRIBE_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            for i in out.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(cluster_id) = tag_value(i.tags(), TAG_CLUSTER) else {
+                    continue;
+                };
+                found.push(TaggedInstance {
+                    region: region.to_string(),
+                    cluster_id: cluster_id.to_string(),
+                    instance: to_instance(i, None),
+                    launched_at: i.launch_time().map(|t| t.secs()),
+                });
+            }
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
         Ok(found)
     }
 

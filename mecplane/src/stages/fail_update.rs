@@ -131,6 +131,11 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
         r.nodes.retain(|n| n.state != NodeState::Terminated);
         r.spec.workers = workers_left;
         r.status = settled;
+        r.degraded = unhealthy.as_ref().map(|node| crate::record::Degradation {
+            nodes: vec![node.clone()],
+            reason: reason.clone(),
+            since: clock::now_rfc3339(),
+        });
         recorded_now = true;
         Ok(true)
     })

@@ -61,6 +61,7 @@ pub async fn run<E, R, P, S: ClusterStore>(
         done = Some(change);
         r.nodes.retain(|n| n.state != NodeState::Terminated);
         r.status = Status::Active;
+        r.degraded = None;
         finished_now = true;
         Ok(true)
     })

@@ -44,6 +44,11 @@ impl Gateway {
     /// Starts `mecplane-local` on free ports with its own moto and `args`, and waits for its
     /// `local.env`.
     pub async fn launch(args: &[std::ffi::OsString]) -> Gateway {
+        Self::launch_with(args, &[]).await
+    }
+
+    /// [`Gateway::launch`] with variables added to the gateway's own environment.
+    pub async fn launch_with(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> Gateway {
         let root = repo_root();
         let state_dir = std::env::temp_dir().join(format!("mecplane-e2e-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&state_dir).expect("state dir");
@@ -63,6 +68,7 @@ impl Gateway {
             .arg("--repo-root")
             .arg(&root)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -136,18 +142,47 @@ pub struct Ended {
     pub cause: Option<String>,
 }
 
+/// The gateway environment that keeps the reconcile's triggers off.
+pub const RECONCILE_OFF: [(&str, &str); 2] = [
+    ("MECPLANE_RECONCILE_INTERVAL_SECONDS", "0"),
+    ("MECPLANE_RECONCILE_EC2_EVENTS", "false"),
+];
+
 /// The regions the test stacks let clusters live in (the first is the control plane's own).
 pub const CLUSTER_REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 
 impl Stack {
-    /// Starts a stack whose SSM agents come online `agent_delay_ms` after launch.
+    /// Starts a stack whose SSM agents come online `agent_delay_ms` after launch. The reconcile's
+    /// triggers (the schedule, EC2 state-change events) are off: a test that kills a node acts on
+    /// it itself; `tests/reconcile.rs` turns them on.
     pub async fn start(agent_delay_ms: u64) -> Stack {
+        Self::start_with(agent_delay_ms, &[], &RECONCILE_OFF).await
+    }
+
+    /// [`Stack::start`] with `function_env` added to every function's environment (after
+    /// `local/functions.env`) and `gateway_env` to the gateway's (as
+    /// `MECPLANE_RECONCILE_INTERVAL_SECONDS`).
+    pub async fn start_with(
+        agent_delay_ms: u64,
+        function_env: &[(&str, &str)],
+        gateway_env: &[(&str, &str)],
+    ) -> Stack {
         let root = repo_root();
+        let mut env_file = root.join("local/functions.env");
+        if !function_env.is_empty() {
+            let mut text = std::fs::read_to_string(&env_file).expect("local/functions.env");
+            for (k, v) in function_env {
+                text.push_str(&format!("\n{k}={v}\n"));
+            }
+            env_file =
+                std::env::temp_dir().join(format!("mecplane-e2e-{}.env", uuid::Uuid::new_v4()));
+            std::fs::write(&env_file, text).expect("function env file");
+        }
         let args: Vec<std::ffi::OsString> = vec![
             "--functions-dir".into(),
             bin_dir().into(),
             "--function-env-file".into(),
-            root.join("local/functions.env").into(),
+            env_file.into(),
             "--agent-delay-ms".into(),
             agent_delay_ms.to_string().into(),
             "--region".into(),
@@ -155,7 +190,7 @@ impl Stack {
             "--cluster-regions".into(),
             CLUSTER_REGIONS.join(",").into(),
         ];
-        let gateway = Gateway::launch(&args).await;
+        let gateway = Gateway::launch_with(&args, gateway_env).await;
         let mut stack = Stack {
             state_dir: gateway.state_dir.clone(),
             env: gateway.env.clone(),

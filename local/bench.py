@@ -340,6 +340,13 @@ def functions(region):
     create = lambda: create_state(region)  # noqa: E731
     teardown = lambda: teardown_state(region)  # noqa: E731
 
+    def updating():  # an update's working state, for a cluster that does not exist
+        return dict(create_state(region), update={
+            "id": "u-0000000000000001", "route": "none", "from": 0, "to": 0,
+            "upgrade": {"from": "1.32/stable", "to": "1.33/stable"},
+            "addons": {"disable": [], "enable": ["dns"]},
+        })
+
     def registered():  # what the API starts an execution with, for a cluster that does not exist
         state = create_state(region)
         return {"input": {"cluster_id": state["cluster_id"], "spec": state["spec"]},
@@ -371,6 +378,20 @@ def functions(region):
         handler("delete-security-group", teardown, GET_RECORD),
         handler("delete-parameters", teardown, GET_RECORD),
         handler("finish-delete", teardown, GET_RECORD),
+        handler("begin-update", lambda: {
+            "input": {"cluster_id": cluster_id(), "update_id": "u-0000000000000001", "region": region},
+            "execution_arn": execution_arn("update-cluster"),
+        }, GET_RECORD),
+        handler("remove-workers", updating, GET_RECORD),
+        handler("upgrade-nodes", updating, GET_RECORD),
+        handler("apply-addons", updating, GET_RECORD),
+        handler("finish-update", updating, GET_RECORD),
+        handler("fail-update", lambda: dict(updating(), error={"Error": "CommandFailed", "Cause": "bench"}),
+                GET_RECORD),
+        # A whole dry run over the (small) local fleet: records by status, instances per region.
+        handler("reconcile", lambda: {"source": "mecplane.schedule", "dry_run": True},
+                "Query ×6 (records by status), DescribeInstances per region (a dry run)", "response",
+                target=False),
         # Not the first call only: the list and a whole registration, for scale.
         handler("api.list", lambda: api_event("GET", "/clusters"),
                 "Query (GET /clusters; moto's Query grows with the table)", "response:200", target=False),

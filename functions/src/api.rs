@@ -5,35 +5,15 @@
 
 use lambda_http::request::RequestContext;
 use lambda_http::{run, service_fn, Body, Request, RequestExt, Response};
-use mecplane::api::{self, ApiConfig, ApiContext, ApiRequest, ApiResponse};
-use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, sfn::StepFunctions, ssm::Ssm, Regional};
-use mecplane::config::StageConfig;
-use mecplane::ports::Instances;
-use mecplane::reconcile::{Fleet, Settings};
+use mecplane::api::{self, ApiRequest, ApiResponse};
 
-use crate::runtime::Error;
+use crate::runtime::{Control, Error};
 
 /// Builds the clients once, then serves API Gateway requests.
 pub async fn serve() -> Result<(), Error> {
-    let table = StageConfig::from_env()?.table;
-    let config = ApiConfig::from_env()?;
-    let sdk = mecplane::aws::load_config().await;
-    let ctx = ApiContext {
-        store: Dynamo::new(&sdk, table),
-        executions: StepFunctions::new(&sdk),
-        parameters: Ssm::new(&sdk),
-        config,
-    };
-    // `POST /reconcile`: EC2 clients per region, built on first use.
-    let ec2 = Regional::new(&sdk, Ec2::new);
-    let instances_in = move |region: &str| Box::new(ec2.region(region)) as Box<dyn Instances>;
-    let settings = Settings::from_env();
-    let fleet = Fleet {
-        instances_in: &instances_in,
-        allowed_regions: &ctx.config.policy.allowed_regions,
-        settings: &settings,
-    };
-    let (ctx, fleet) = (&ctx, &fleet);
+    let control = Control::load().await?;
+    let instances_in = control.instances_in();
+    let (ctx, fleet) = (&control.ctx, &control.fleet(&instances_in));
     run(service_fn(move |req: Request| async move {
         let answer = api::handle_with(ctx, into_api_request(req), Some(fleet)).await;
         Ok::<_, Error>(into_response(answer))

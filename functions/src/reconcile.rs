@@ -6,35 +6,15 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use mecplane::api::{ApiConfig, ApiContext};
-use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, sfn::StepFunctions, ssm::Ssm, Regional};
-use mecplane::config::StageConfig;
-use mecplane::ports::Instances;
-use mecplane::reconcile::{self, Fleet, ReconcileEvent, Report, Settings};
+use mecplane::reconcile::{self, ReconcileEvent, Report};
 
-use crate::runtime::Error;
+use crate::runtime::{Control, Error};
 
 /// Builds the clients once, then serves runs.
 pub async fn serve() -> Result<(), Error> {
-    let table = StageConfig::from_env()?.table;
-    let config = ApiConfig::from_env()?;
-    let sdk = mecplane::aws::load_config().await;
-    let allowed = config.policy.allowed_regions.clone();
-    let ctx = ApiContext {
-        store: Dynamo::new(&sdk, table),
-        executions: StepFunctions::new(&sdk),
-        parameters: Ssm::new(&sdk),
-        config,
-    };
-    let ec2 = Regional::new(&sdk, Ec2::new);
-    let instances_in = move |region: &str| Box::new(ec2.region(region)) as Box<dyn Instances>;
-    let settings = Settings::from_env();
-    let fleet = Fleet {
-        instances_in: &instances_in,
-        allowed_regions: &allowed,
-        settings: &settings,
-    };
-    let (ctx, fleet) = (&ctx, &fleet);
+    let control = Control::load().await?;
+    let instances_in = control.instances_in();
+    let (ctx, fleet) = (&control.ctx, &control.fleet(&instances_in));
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ReconcileEvent>| async move {
             let started = Instant::now();

@@ -6,8 +6,11 @@
 //! client its stage never calls costs nothing; what a function may *do* is its IAM role's business
 //! (`infra/template.yaml`, checked against the calls the tests see).
 
-use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, ssm::Ssm, Regional};
+use mecplane::api::{ApiConfig, ApiContext};
+use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, sfn::StepFunctions, ssm::Ssm, Regional};
 use mecplane::config::StageConfig;
+use mecplane::ports::Instances;
+use mecplane::reconcile::{Fleet, InstancesIn, Settings};
 use mecplane::stages::Ports;
 use mecplane::state::InRegion;
 use mecplane::StageError;
@@ -79,5 +82,47 @@ impl Cloud {
             },
         ))
         .await
+    }
+}
+
+/// What the `api` and `reconcile` functions share: the API's context (records, executions,
+/// parameters, settings), the EC2 clients of each region (built on first use) and the reconcile's
+/// settings.
+pub struct Control {
+    pub ctx: ApiContext<Dynamo, StepFunctions, Ssm>,
+    ec2: Regional<Ec2>,
+    settings: Settings,
+}
+
+impl Control {
+    /// Reads the environment and builds the clients, once per cold start.
+    pub async fn load() -> Result<Self, Error> {
+        let table = StageConfig::from_env()?.table;
+        let config = ApiConfig::from_env()?;
+        let sdk = mecplane::aws::load_config().await;
+        Ok(Control {
+            ctx: ApiContext {
+                store: Dynamo::new(&sdk, table),
+                executions: StepFunctions::new(&sdk),
+                parameters: Ssm::new(&sdk),
+                config,
+            },
+            ec2: Regional::new(&sdk, Ec2::new),
+            settings: Settings::from_env(),
+        })
+    }
+
+    /// The EC2 adapter of a region, for [`Fleet::instances_in`].
+    pub fn instances_in(&self) -> impl Fn(&str) -> Box<dyn Instances> + Send + Sync + '_ {
+        move |region: &str| Box::new(self.ec2.region(region)) as Box<dyn Instances>
+    }
+
+    /// What a reconcile reaches beyond the context.
+    pub fn fleet<'a>(&'a self, instances_in: &'a InstancesIn<'a>) -> Fleet<'a> {
+        Fleet {
+            instances_in,
+            allowed_regions: &self.ctx.config.policy.allowed_regions,
+            settings: &self.settings,
+        }
     }
 }

@@ -245,20 +245,24 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<(), Failure> {
     accepted(ctx, &record, &args.wait, Accepted::Delete).await
 }
 
+/// `PATCH /clusters/{cluster}` with `body`, `If-Match: tag` when given.
+async fn patch(
+    ctx: &Ctx,
+    cluster: &str,
+    body: &Value,
+    tag: Option<&str>,
+) -> Result<Reply, Failure> {
+    ctx.api
+        .call_with_headers("PATCH", &cluster_path(cluster), Some(body), &if_match(tag))
+        .await
+}
+
 /// `PATCH /clusters/{id}` with `{"workers": N}`: prints the record (`200`: nothing to change), or
 /// the update started (`202`), or with `--wait` follows it until it ends.
 pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<(), Failure> {
     let body = json!({ "workers": args.workers });
     let tag = args.if_version.map(version_tag);
-    let reply = ctx
-        .api
-        .call_with_headers(
-            "PATCH",
-            &cluster_path(&args.cluster),
-            Some(&body),
-            &if_match(tag.as_deref()),
-        )
-        .await?;
+    let reply = patch(ctx, &args.cluster, &body, tag.as_deref()).await?;
     update_answer(ctx, &reply, &args.wait, |name, id| {
         format!(
             "cluster {name} ({id}) already has {} worker(s): nothing to change\n",
@@ -272,15 +276,7 @@ pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<(), Failure> {
 pub async fn upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<(), Failure> {
     let body = json!({ "microk8s_channel": args.channel });
     let tag = args.if_version.map(version_tag);
-    let reply = ctx
-        .api
-        .call_with_headers(
-            "PATCH",
-            &cluster_path(&args.cluster),
-            Some(&body),
-            &if_match(tag.as_deref()),
-        )
-        .await?;
+    let reply = patch(ctx, &args.cluster, &body, tag.as_deref()).await?;
     update_answer(ctx, &reply, &args.wait, |name, id| {
         format!(
             "cluster {name} ({id}) already runs MicroK8s {}: nothing to change\n",
@@ -377,15 +373,7 @@ pub async fn addons(ctx: &Ctx, args: &AddonsArgs) -> Result<(), Failure> {
             .map(String::from)
             .or_else(|| record["version"].as_u64().map(version_tag)),
     };
-    let reply = ctx
-        .api
-        .call_with_headers(
-            "PATCH",
-            &cluster_path(&id),
-            Some(&json!({ "addons": next })),
-            &if_match(tag.as_deref()),
-        )
-        .await?;
+    let reply = patch(ctx, &id, &json!({ "addons": next }), tag.as_deref()).await?;
     update_answer(ctx, &reply, &args.wait, unchanged).await
 }
 

@@ -657,17 +657,19 @@ impl ClusterStore for FakeStore {
                 .map_err(|_| CloudError::Rejected("malformed next_token".into()))?,
             None => 0,
         };
-        let mut all: Vec<ClusterRecord> = self
-            .lock()
+        let state = self.lock();
+        let mut all: Vec<&ClusterRecord> = state
             .records
             .values()
             .filter(|r| filter.status.is_none_or(|st| r.status == st))
             .filter(|r| filter.region.as_ref().is_none_or(|rg| &r.spec.region == rg))
-            .cloned()
             .collect();
         all.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
         let end = (start + limit as usize).min(all.len());
-        let records = all.get(start..end).map(<[_]>::to_vec).unwrap_or_default();
+        let records: Vec<ClusterRecord> = all
+            .get(start..end)
+            .map(|page| page.iter().map(|r| (*r).clone()).collect())
+            .unwrap_or_default();
         let next_token = (end < all.len()).then(|| end.to_string());
         Ok(RecordPage {
             records,

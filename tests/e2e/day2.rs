@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::support::stack::{self, Stack};
+use crate::support::stack::{self, node_of, Stack};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -58,18 +58,6 @@ async fn channels(stack: &Stack, name: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The instance id of the node with `role` and `index` in the record.
-fn node(record: &Value, role: &str, index: u64) -> String {
-    record["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["role"] == role && n["index"] == index)
-        .and_then(|n| n["instance_id"].as_str())
-        .unwrap_or_else(|| panic!("no {role} {index}: {record}"))
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
     let stack = Stack::start(300).await;
@@ -88,7 +76,7 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
             r["status"] == "ACTIVE"
         })
         .await;
-    let second_worker = node(&record, "worker", 1);
+    let second_worker = node_of(&record, "worker", 1).0;
 
     // A skip of two minors or a downgrade is refused, naming the field.
     for channel in ["1.33/stable", "1.30/stable"] {
@@ -147,18 +135,7 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
         };
         assert_eq!(channel, want, "{instance}: {sim:?}");
     }
-    let cluster = stack
-        .sim_instances()
-        .await
-        .into_iter()
-        .filter(|i| i["cluster_name"] == name)
-        .find(|i| {
-            i["state"]["members"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .map(|i| i["state"].clone())
-        .expect("the datastore node");
+    let cluster = stack.sim_datastore(name).await;
     assert_eq!(
         cluster["cordoned"],
         json!([]),
@@ -203,9 +180,11 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
             assert_eq!(&instance, order.last().unwrap(), "{steps:#?}");
         }
     }
-    let planes: Vec<String> = (0..3).map(|i| node(&record, "control-plane", i)).collect();
+    let planes: Vec<String> = (0..3)
+        .map(|i| node_of(&record, "control-plane", i).0)
+        .collect();
     assert_eq!(order[..3], planes[..], "control planes first, by index");
-    assert_eq!(order[3], node(&record, "worker", 0));
+    assert_eq!(order[3], node_of(&record, "worker", 0).0);
 
     // WHEN an add-on with arguments is enabled and one disabled
     let pool = "10.0.0.10-10.0.0.20,10.0.1.0/24";
@@ -222,18 +201,7 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
         record["spec"]["addons"],
         json!([format!("metallb:{pool}"), "ingress"])
     );
-    let cluster = stack
-        .sim_instances()
-        .await
-        .into_iter()
-        .filter(|i| i["cluster_name"] == name)
-        .find(|i| {
-            i["state"]["members"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .map(|i| i["state"].clone())
-        .expect("the datastore node");
+    let cluster = stack.sim_datastore(name).await;
     let addons: Vec<&str> = cluster["addons"]
         .as_array()
         .unwrap()

@@ -7,24 +7,12 @@
 
 use std::time::Duration;
 
-use crate::support::stack::{self, Stack};
+use crate::support::stack::{self, node_of, Stack};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// The orphan grace the test stacks run with.
 const ORPHAN_GRACE_SECONDS: u64 = 20;
-
-/// The node with `role` and `index` in the record: its instance id.
-fn node(record: &Value, role: &str, index: u64) -> String {
-    record["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["role"] == role && n["index"] == index)
-        .and_then(|n| n["instance_id"].as_str())
-        .unwrap_or_else(|| panic!("no {role} {index}: {record}"))
-        .to_string()
-}
 
 async fn reconcile(stack: &Stack, dry_run: bool) -> Value {
     let (code, report) = stack
@@ -32,16 +20,6 @@ async fn reconcile(stack: &Stack, dry_run: bool) -> Value {
         .await;
     assert_eq!(code, 200, "{report}");
     report
-}
-
-async fn kill(stack: &Stack, instance_id: &str) {
-    stack
-        .ec2()
-        .terminate_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .expect("terminate");
 }
 
 /// Whether an instance is live (not shutting down or terminated) in moto.
@@ -125,8 +103,8 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     let orphaned_at = std::time::Instant::now();
 
     // GIVEN a worker lost out of band
-    let lost = node(&record, "worker", 1);
-    kill(&stack, &lost).await;
+    let lost = node_of(&record, "worker", 1).0;
+    stack.kill(&lost).await;
 
     // WHEN a dry run is asked: the replacement is planned, nothing done
     let dry = reconcile(&stack, true).await;
@@ -162,7 +140,7 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     let record = stack
         .wait_record(&id, "the replacement", TIMEOUT, |r| r["status"] == "ACTIVE")
         .await;
-    let replacement = node(&record, "worker", 1);
+    let replacement = node_of(&record, "worker", 1).0;
     assert_ne!(replacement, lost);
     assert!(
         record["nodes"]
@@ -295,7 +273,7 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
     assert_eq!(stack.record(&id).await["version"], record["version"]);
 
     // GIVEN a control plane stopped out of band
-    let stopped = node(&record, "control-plane", 1);
+    let stopped = node_of(&record, "control-plane", 1).0;
     stack
         .ec2()
         .stop_instances()
@@ -319,7 +297,7 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
             },
         )
         .await;
-    let successor = node(&healed, "control-plane", 1);
+    let successor = node_of(&healed, "control-plane", 1).0;
     assert_ne!(successor, stopped);
     assert!(
         healed["nodes"]

@@ -6,35 +6,10 @@
 
 use std::time::Duration;
 
-use crate::support::stack::{self, Stack};
+use crate::support::stack::{self, node_of, Stack};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The node with `role` and `index` in the record: (instance id, private IP).
-fn node(record: &Value, role: &str, index: u64) -> (String, String) {
-    let n = record["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["role"] == role && n["index"] == index)
-        .unwrap_or_else(|| panic!("no {role} {index}: {record}"));
-    (
-        n["instance_id"].as_str().unwrap().to_string(),
-        n["private_ip"].as_str().unwrap_or_default().to_string(),
-    )
-}
-
-/// Terminates an instance behind the control plane's back (a node lost).
-async fn kill(stack: &Stack, instance_id: &str) {
-    stack
-        .ec2()
-        .terminate_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .expect("terminate");
-}
 
 /// POSTs the replacement, expects 202 with the update's Location, waits until it ends; answers
 /// the record and the update.
@@ -67,20 +42,9 @@ async fn replace(stack: &Stack, id: &str, instance_id: &str) -> (Value, Value) {
     (record, update)
 }
 
-/// The simulated cluster's members' IPs, from the node holding its datastore.
+/// The simulated cluster's members' IPs, and its datastore's state.
 async fn members(stack: &Stack, name: &str) -> (Vec<String>, Value) {
-    let state = stack
-        .sim_instances()
-        .await
-        .into_iter()
-        .filter(|i| i["cluster_name"] == name && i["state"]["instance_state"] != "terminated")
-        .find(|i| {
-            i["state"]["members"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .map(|i| i["state"].clone())
-        .expect("a node holding the datastore");
+    let state = stack.sim_datastore(name).await;
     let mut ips: Vec<String> = state["members"]
         .as_array()
         .unwrap()
@@ -119,8 +83,8 @@ async fn a_lost_worker_then_a_dead_first_control_plane_are_replaced() {
     );
 
     // GIVEN the worker's instance is lost
-    let (worker, worker_ip) = node(&record, "worker", 0);
-    kill(&stack, &worker).await;
+    let (worker, worker_ip) = node_of(&record, "worker", 0);
+    stack.kill(&worker).await;
 
     // WHEN it is replaced
     let (record, update) = replace(&stack, &id, &worker).await;
@@ -129,7 +93,7 @@ async fn a_lost_worker_then_a_dead_first_control_plane_are_replaced() {
     assert_eq!(update["status"], "Successful", "{update}\n{}", stack.logs());
     assert_eq!(update["kind"], "replace-node");
     assert_eq!(record["status"], "ACTIVE", "{record}");
-    let (new_worker, new_ip) = node(&record, "worker", 0);
+    let (new_worker, new_ip) = node_of(&record, "worker", 0);
     assert_ne!(
         new_worker,
         worker,
@@ -156,8 +120,8 @@ async fn a_lost_worker_then_a_dead_first_control_plane_are_replaced() {
     }
 
     // GIVEN the first control plane dies
-    let (first, first_ip) = node(&record, "control-plane", 0);
-    kill(&stack, &first).await;
+    let (first, first_ip) = node_of(&record, "control-plane", 0);
+    stack.kill(&first).await;
 
     // WHEN it is replaced
     let (record, update) = replace(&stack, &id, &first).await;
@@ -166,7 +130,7 @@ async fn a_lost_worker_then_a_dead_first_control_plane_are_replaced() {
     // (through that control plane), and the cluster has three Ready control planes again
     assert_eq!(update["status"], "Successful", "{update}\n{}", stack.logs());
     assert_eq!(record["status"], "ACTIVE", "{record}");
-    let (new_first, _) = node(&record, "control-plane", 0);
+    let (new_first, _) = node_of(&record, "control-plane", 0);
     assert_ne!(new_first, first);
     assert!(
         record["nodes"]

@@ -10,7 +10,7 @@ use crate::support::stack::{self, fast_timing, Stack};
 use mecplane::aws::dynamodb::Dynamo;
 use mecplane::ports::ClusterStore;
 use mecplane::record::{ClusterRecord, NodeState, Role, Status, Update, UpdateKind, UpdateStatus};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -94,22 +94,6 @@ async fn live_instances(stack: &Stack, region: &str, id: &str) -> Vec<String> {
     live
 }
 
-/// The simulator's view of the cluster named `name`, from the node holding its datastore.
-async fn sim_cluster(stack: &Stack, name: &str) -> Value {
-    stack
-        .sim_instances()
-        .await
-        .into_iter()
-        .filter(|i| i["cluster_name"] == name)
-        .find(|i| {
-            i["state"]["members"]
-                .as_array()
-                .is_some_and(|m| !m.is_empty())
-        })
-        .map(|i| i["state"].clone())
-        .expect("a node holding the cluster's datastore")
-}
-
 fn update<'a>(record: &'a ClusterRecord, update_id: &str) -> &'a Update {
     record
         .updates
@@ -169,7 +153,7 @@ async fn scale_one_plus_two_to_four_then_to_one_then_a_failed_scale_up() {
     assert_eq!(done.status, UpdateStatus::Successful);
     assert!(done.finished_at.is_some() && done.failure.is_none());
     assert_eq!(live_instances(&stack, region, &id).await.len(), 5);
-    let cluster = sim_cluster(&stack, name).await;
+    let cluster = stack.sim_datastore(name).await;
     assert_eq!(cluster["members"].as_array().unwrap().len(), 5, "{cluster}");
 
     // WHEN it is scaled down to 1+1
@@ -200,7 +184,7 @@ async fn scale_one_plus_two_to_four_then_to_one_then_a_failed_scale_up() {
             n.instance_id
         );
     }
-    let cluster = sim_cluster(&stack, name).await;
+    let cluster = stack.sim_datastore(name).await;
     let members = cluster["members"].as_array().unwrap();
     assert_eq!(members.len(), 2, "{cluster}");
     let outputs = stack.command_outputs().await.join("\n");

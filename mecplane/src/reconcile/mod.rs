@@ -82,7 +82,7 @@ pub struct ReconcileRequest {
 }
 
 /// The EC2 adapter of a region (the functions' regional clients; the tests' fakes).
-pub type InstancesIn<'a> = dyn Fn(&str) -> Box<dyn Instances + 'a> + Send + Sync + 'a;
+pub type InstancesIn<'a> = dyn Fn(&str) -> Box<dyn Instances> + Send + Sync + 'a;
 
 /// What a run may reach beyond the API's context: the EC2 adapters, the regions the deployment
 /// allows, the settings.

@@ -502,6 +502,32 @@ impl Stack {
         }
     }
 
+    /// Terminates an instance behind the control plane's back (a node lost).
+    pub async fn kill(&self, instance_id: &str) {
+        self.ec2()
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .expect("terminate");
+    }
+
+    /// The simulator's view of the cluster named `name`, from the live node holding its
+    /// datastore (members, add-ons, joins and removals logs, cordoned nodes).
+    pub async fn sim_datastore(&self, name: &str) -> Value {
+        self.sim_instances()
+            .await
+            .into_iter()
+            .filter(|i| i["cluster_name"] == name && i["state"]["instance_state"] != "terminated")
+            .find(|i| {
+                i["state"]["members"]
+                    .as_array()
+                    .is_some_and(|m| !m.is_empty())
+            })
+            .map(|i| i["state"].clone())
+            .expect("a node holding the cluster's datastore")
+    }
+
     /// What is left of a cluster in the cloud, in every cluster region: live instances, security
     /// groups, parameters.
     pub async fn leftovers(&self, cluster_id: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
@@ -610,6 +636,20 @@ impl Stack {
 /// A SigV4-shaped `Authorization` header: the local API Gateway checks its shape, as AWS_IAM
 /// auth requires one (the signature itself is not verified locally).
 pub const API_AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000";
+
+/// The instance id and private IP of the record's node with `role` and `index`.
+pub fn node_of(record: &Value, role: &str, index: u64) -> (String, String) {
+    let n = record["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["role"] == role && n["index"] == index)
+        .unwrap_or_else(|| panic!("no {role} {index}: {record}"));
+    (
+        n["instance_id"].as_str().unwrap_or_default().to_string(),
+        n["private_ip"].as_str().unwrap_or_default().to_string(),
+    )
+}
 
 /// A cluster spec for tests, fast timings included.
 pub fn spec(name: &str, control_planes: u32, workers: u32) -> Value {

@@ -13,8 +13,13 @@ use crate::spec::{ClusterSpec, ValidationError};
 pub enum Change {
     /// `workers` from `from` to `to`.
     Scale { from: u32, to: u32 },
-    /// `microk8s_channel` one minor up, node by node.
-    Upgrade { from: String, to: String },
+    /// `microk8s_channel` one minor up, node by node: control planes one at a time, workers up to
+    /// `max_unavailable` at a time.
+    Upgrade {
+        from: String,
+        to: String,
+        max_unavailable: u32,
+    },
     /// `addons` from one list to another.
     Addons { from: Vec<String>, to: Vec<String> },
     /// One node replaced by a new instance with the same role and index (the spec is unchanged).
@@ -39,7 +44,14 @@ impl Change {
     pub fn params(&self) -> serde_json::Value {
         match self {
             Change::Scale { from, to } => json!({"workers": {"from": from, "to": to}}),
-            Change::Upgrade { from, to } => json!({"microk8s_channel": {"from": from, "to": to}}),
+            Change::Upgrade {
+                from,
+                to,
+                max_unavailable,
+            } => json!({
+                "microk8s_channel": {"from": from, "to": to},
+                "max_unavailable": max_unavailable,
+            }),
             Change::Addons { from, to } => json!({"addons": {"from": from, "to": to}}),
             Change::ReplaceNode {
                 instance_id,
@@ -90,6 +102,14 @@ impl Change {
             UpdateKind::Upgrade => Change::Upgrade {
                 from: read(side("from")?, "from", bad)?,
                 to: read(side("to")?, "to", bad)?,
+                // Updates recorded before the setting existed went one node at a time.
+                max_unavailable: match update.params.get("max_unavailable") {
+                    Some(v) => serde_json::from_value(v.clone()).map_err(|e| ValidationError {
+                        field: "params.max_unavailable".into(),
+                        message: e.to_string(),
+                    })?,
+                    None => 1,
+                },
             },
             _ => Change::Addons {
                 from: read(side("from")?, "from", bad)?,
@@ -119,7 +139,13 @@ impl Change {
         };
         match self {
             Change::Scale { from, to } => format!("scale from {from} to {to} worker(s)"),
-            Change::Upgrade { from, to } => format!("upgrade MicroK8s from {from} to {to}"),
+            Change::Upgrade {
+                from,
+                to,
+                max_unavailable,
+            } => format!(
+                "upgrade MicroK8s from {from} to {to} ({max_unavailable} worker(s) at a time)"
+            ),
             Change::Addons { from, to } => {
                 format!("add-ons from [{}] to [{}]", list(from), list(to))
             }
@@ -158,6 +184,7 @@ mod tests {
             Change::Upgrade {
                 from: "1.32/stable".into(),
                 to: "1.33/stable".into(),
+                max_unavailable: 2,
             },
             Change::Addons {
                 from: vec!["dns".into()],

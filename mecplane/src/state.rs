@@ -300,31 +300,42 @@ pub enum RolloutStep {
 }
 
 /// An upgrade's rollout: the nodes in order (control planes first, then workers, each by
-/// index), those done, and the step the current node is at.
+/// index), taken in batches (a control plane alone, up to `max_unavailable` workers together),
+/// each batch through the three steps node by node, and those done.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     pub from: String,
     pub to: String,
+    /// Workers out of service at once (at least 1).
+    #[serde(default = "one")]
+    pub max_unavailable: u32,
     /// Instance ids, once chosen (nodes already on `to` are left out).
     #[serde(default)]
     pub order: Option<Vec<String>>,
     #[serde(default)]
     pub done: Vec<String>,
+    /// The nodes being upgraded together.
+    #[serde(default)]
+    pub batch: Vec<String>,
+    /// The step the batch is at, and its nodes through it already.
     #[serde(default)]
     pub step: RolloutStep,
-    /// Why the current node's refresh failed (it was put back into service on its old version
-    /// before the rollout stopped).
     #[serde(default)]
-    pub failed: Option<String>,
+    pub stepped: Vec<String>,
+    /// The node whose refresh failed and why: the batch is put back into service (each node on the
+    /// version it runs) before the rollout stops.
+    #[serde(default)]
+    pub failed: Option<(String, String)>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Rollout {
-    /// The node being upgraded: the first in order not done.
+    /// The node being acted on: the first of the batch not through the step yet.
     pub fn current(&self) -> Option<&String> {
-        self.order
-            .as_ref()?
-            .iter()
-            .find(|id| !self.done.contains(id))
+        self.batch.iter().find(|id| !self.stepped.contains(id))
     }
 }
 

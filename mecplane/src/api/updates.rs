@@ -49,25 +49,42 @@ const START_GRACE_SECONDS: i64 = 300;
 /// How often a PATCH re-reads and decides again when its conditional write lost.
 const WRITE_ATTEMPTS: usize = 3;
 
+/// The most workers an upgrade may take out of service at once.
+pub const MAX_UNAVAILABLE: u32 = 10;
+
 /// The body of `PATCH /clusters/{id}`: the fields of the spec a live cluster may change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterPatch {
     pub workers: Option<u32>,
     pub microk8s_channel: Option<String>,
+    /// With a `microk8s_channel` change: how many workers may be out of service at once (1–10,
+    /// default 1); control planes always go one at a time.
+    pub max_unavailable: Option<u32>,
     pub addons: Option<Vec<String>>,
 }
 
 impl ClusterPatch {
     /// Every field a PATCH may carry.
-    pub const FIELDS: &'static [&'static str] = &["workers", "microk8s_channel", "addons"];
+    pub const FIELDS: &'static [&'static str] =
+        &["workers", "microk8s_channel", "max_unavailable", "addons"];
 
     /// The checks that need no record (made before the table is asked anything).
     pub fn check(&self) -> Result<(), ApiError> {
-        match self.workers {
-            Some(w) if w > MAX_WORKERS => Err(ApiError::invalid(
+        if self.workers.is_some_and(|w| w > MAX_WORKERS) {
+            return Err(ApiError::invalid(
                 "workers",
                 format!("must be between 0 and {MAX_WORKERS}"),
+            ));
+        }
+        match self.max_unavailable {
+            Some(m) if !(1..=MAX_UNAVAILABLE).contains(&m) => Err(ApiError::invalid(
+                "max_unavailable",
+                format!("must be between 1 and {MAX_UNAVAILABLE}"),
+            )),
+            Some(_) if self.microk8s_channel.is_none() => Err(ApiError::invalid(
+                "max_unavailable",
+                "goes with a microk8s_channel change (how many workers an upgrade takes out of service at once)",
             )),
             _ => Ok(()),
         }
@@ -109,6 +126,7 @@ impl ClusterPatch {
                 Change::Upgrade {
                     from: spec.microk8s_channel.clone(),
                     to: to.clone(),
+                    max_unavailable: self.max_unavailable.unwrap_or(1),
                 },
             ));
         }

@@ -108,15 +108,20 @@ pub async fn run<E, R, P, S: ClusterStore>(
                 from.abs_diff(*to)
             )
         }
-        Change::Upgrade { from, to } => {
+        Change::Upgrade {
+            from,
+            to,
+            max_unavailable,
+        } => {
             info.route = UpdateRoute::Upgrade;
             info.upgrade = Some(Rollout {
                 from: from.clone(),
                 to: to.clone(),
+                max_unavailable: (*max_unavailable).max(1),
                 ..Rollout::default()
             });
             format!(
-                "MicroK8s {from} -> {to}; control planes first, then workers, one node at a time"
+                "MicroK8s {from} -> {to}; control planes one at a time, then workers {max_unavailable} at a time"
             )
         }
         Change::Addons { from, to } => {
@@ -270,6 +275,7 @@ pub(crate) mod tests {
         let upgrade = Change::Upgrade {
             from: "1.32/stable".into(),
             to: "1.33/stable".into(),
+            max_unavailable: 1,
         };
         start_change(&store, &state.cluster_id, &upgrade).await;
         let out = run(&ports, event(&state.cluster_id)).await.unwrap();

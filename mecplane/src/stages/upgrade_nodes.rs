@@ -43,13 +43,35 @@ pub fn kubelet_prefix(channel: &str) -> String {
     format!("v{}.", channel.split('/').next().unwrap_or(channel))
 }
 
-/// Runs one poll.
+/// The next batch (pure): the first node not done, alone if it is a control plane, else with the
+/// workers after it, up to `max_unavailable`.
+pub fn next_batch(
+    order: &[String],
+    done: &[String],
+    roles: &[(String, Role)],
+    max_unavailable: u32,
+) -> Vec<String> {
+    let role = |id: &String| roles.iter().find(|(i, _)| i == id).map(|(_, r)| *r);
+    let todo: Vec<&String> = order.iter().filter(|id| !done.contains(id)).collect();
+    match todo.first() {
+        None => Vec::new(),
+        Some(first) if role(first) != Some(Role::Worker) => vec![(*first).clone()],
+        Some(_) => todo
+            .into_iter()
+            .take_while(|id| role(id) == Some(Role::Worker))
+            .take(max_unavailable.max(1) as usize)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Runs one poll: moves the rollout on until a command has to wait.
 pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
     ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
     let (instances, commands, store) = (ports.ec2, ports.ssm, ports.store);
-    let record = records::enter(store, &state.cluster_id, STAGE).await?;
+    let mut record = records::enter(store, &state.cluster_id, STAGE).await?;
     let now = clock::now_epoch();
     let mut info = state
         .update
@@ -61,6 +83,11 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
         .ok_or_else(|| StageError::Internal("upgrade-nodes runs on an upgrade".into()))?;
     let update_id = info.id.clone();
     let timing = state.timing.clone();
+    let roles: Vec<(String, Role)> = record
+        .nodes
+        .iter()
+        .map(|n| (n.instance_id.clone(), n.role))
+        .collect();
 
     let order = match rollout.order.clone() {
         Some(order) => order,
@@ -78,10 +105,11 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
                 STAGE,
                 Phase::Progress,
                 format!(
-                    "upgrading {} node(s) from {} to {}, one at a time: {}",
+                    "upgrading {} node(s) from {} to {}: control planes one at a time, then workers {} at a time: {}",
                     order.len(),
                     rollout.from,
                     rollout.to,
+                    rollout.max_unavailable,
                     order.join(", ")
                 ),
             )
@@ -99,200 +127,232 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
         .poll
         .tick(now, per_node.saturating_mul(order.len().max(1) as u32));
 
-    let Some(current) = rollout.current().cloned() else {
-        let detail = format!("{} node(s) upgraded to {}", rollout.done.len(), rollout.to);
-        records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
-        info.upgrade = Some(rollout);
-        state.update = Some(info);
-        state.poll.finish();
-        return Ok(state);
-    };
-    let node = record
-        .nodes
-        .iter()
-        .find(|n| n.instance_id == current)
-        .cloned()
-        .ok_or_else(|| {
-            StageError::InvalidState(format!("node {current} is no longer in the record"))
-        })?;
-    let ip = node
-        .private_ip
-        .clone()
-        .ok_or_else(|| StageError::Internal(format!("{current} has no private IP")))?;
-    let position = format!("{} of {}", rollout.done.len() + 1, order.len());
-    let operator = nodes::operator(instances, &state.cluster_id, Some(&current)).await?;
-    let step = rollout.step;
-    let wanted = match step {
-        RolloutStep::Drain => Wanted {
-            cluster_id: state.cluster_id.clone(),
-            instance_id: operator.instance_id.clone(),
-            script: Script::ManageNode,
-            key: resources::command_key(&state.cluster_id, &format!("drain {update_id}"), &current),
-            env: vec![
-                ("ACTION", "drain".into()),
-                ("NODE_IP", ip.clone()),
-                (
-                    "DRAIN_TIMEOUT",
-                    drain_timeout(timing.command_timeout_seconds).to_string(),
-                ),
-            ],
-            timeout_seconds: timing.command_timeout_seconds,
-            secrets: Vec::new(),
-        },
-        RolloutStep::Refresh => Wanted {
-            cluster_id: state.cluster_id.clone(),
-            instance_id: current.clone(),
-            script: Script::Upgrade,
-            key: resources::command_key(
-                &state.cluster_id,
-                &format!("upgrade {update_id}"),
-                &current,
-            ),
-            env: vec![
-                ("MK8S_CHANNEL", rollout.to.clone()),
-                ("ROLE", node.role.as_str().into()),
-                ("WAIT_TIMEOUT", timing.ready_timeout_seconds.to_string()),
-            ],
-            timeout_seconds: timing.command_timeout_seconds,
-            secrets: Vec::new(),
-        },
-        RolloutStep::Uncordon => {
-            // Back on the version it now runs: the new one, or the old one after a failed refresh.
-            let expect = if rollout.failed.is_some() {
-                &rollout.from
-            } else {
-                &rollout.to
-            };
-            Wanted {
+    // Bounded: every pass either sends or waits on a command, or moves the rollout one step.
+    for _ in 0..(4 * order.len() + 8) {
+        if rollout.batch.is_empty() {
+            rollout.batch = next_batch(&order, &rollout.done, &roles, rollout.max_unavailable);
+            rollout.step = RolloutStep::Drain;
+            rollout.stepped.clear();
+            if rollout.batch.is_empty() {
+                let detail = format!("{} node(s) upgraded to {}", rollout.done.len(), rollout.to);
+                records::note(store, &state.cluster_id, STAGE, Phase::Finished, detail).await?;
+                info.upgrade = Some(rollout);
+                state.update = Some(info);
+                state.poll.finish();
+                return Ok(state);
+            }
+        }
+        let Some(current) = rollout.current().cloned() else {
+            // The whole batch is through the step.
+            match rollout.step {
+                RolloutStep::Drain => rollout.step = RolloutStep::Refresh,
+                RolloutStep::Refresh => rollout.step = RolloutStep::Uncordon,
+                RolloutStep::Uncordon => {
+                    if let Some((node, reason)) = rollout.failed.clone() {
+                        let upgraded: Vec<&String> = order
+                            .iter()
+                            .filter(|id| on_channel(&record, id, &rollout.to))
+                            .collect();
+                        let upgraded = if upgraded.is_empty() {
+                            "none".to_string()
+                        } else {
+                            upgraded
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        return Err(StageError::CommandFailed(format!(
+                            "the rollout stopped at {node} ({}), back in service on {}: {reason}; upgraded to {}: {upgraded}",
+                            position(&order, &node),
+                            rollout.from,
+                            rollout.to
+                        )));
+                    }
+                    let batch = std::mem::take(&mut rollout.batch);
+                    rollout.done.extend(batch);
+                }
+            }
+            rollout.stepped.clear();
+            continue;
+        };
+        let node = record
+            .nodes
+            .iter()
+            .find(|n| n.instance_id == current)
+            .cloned()
+            .ok_or_else(|| {
+                StageError::InvalidState(format!("node {current} is no longer in the record"))
+            })?;
+        let ip = node
+            .private_ip
+            .clone()
+            .ok_or_else(|| StageError::Internal(format!("{current} has no private IP")))?;
+        let at = position(&order, &current);
+        // Another control plane acts on the node, unless it is the only one.
+        let operator = nodes::operator(instances, &state.cluster_id, Some(&current)).await?;
+        let step = rollout.step;
+        let wanted = match step {
+            RolloutStep::Drain => Wanted {
                 cluster_id: state.cluster_id.clone(),
                 instance_id: operator.instance_id.clone(),
                 script: Script::ManageNode,
                 key: resources::command_key(
                     &state.cluster_id,
-                    &format!("uncordon {update_id}"),
+                    &format!("drain {update_id}"),
                     &current,
                 ),
                 env: vec![
-                    ("ACTION", "uncordon".into()),
+                    ("ACTION", "drain".into()),
                     ("NODE_IP", ip.clone()),
-                    ("WAIT_TIMEOUT", timing.ready_timeout_seconds.to_string()),
-                    ("EXPECT_VERSION", kubelet_prefix(expect)),
+                    (
+                        "DRAIN_TIMEOUT",
+                        drain_timeout(timing.command_timeout_seconds).to_string(),
+                    ),
                 ],
-                timeout_seconds: timing
-                    .command_timeout_seconds
-                    .max(timing.ready_timeout_seconds + 60),
+                timeout_seconds: timing.command_timeout_seconds,
                 secrets: Vec::new(),
-            }
-        }
-    };
-    let polled = commands::poll(commands, instances, &mut state, wanted, now).await;
-    let stdout = match polled {
-        Ok(Some(stdout)) => stdout,
-        Ok(None) => {
-            if state.poll.expired(now) {
-                return Err(StageError::CommandTimedOut(format!(
-                    "the upgrade of {current} did not finish in time"
-                )));
-            }
-            info.upgrade = Some(rollout);
-            state.update = Some(info);
-            return Ok(state);
-        }
-        // The refresh failed and snapd reverted it: the node is healthy on its old version. Put it
-        // back into service before the rollout stops.
-        Err(StageError::CommandFailed(reason)) if step == RolloutStep::Refresh => {
-            records::note(
-                store,
-                &state.cluster_id,
-                STAGE,
-                Phase::Progress,
-                format!(
-                    "{current} ({position}) was not upgraded: {reason}; uncordoning it on {}",
-                    rollout.from
+            },
+            RolloutStep::Refresh => Wanted {
+                cluster_id: state.cluster_id.clone(),
+                instance_id: current.clone(),
+                script: Script::Upgrade,
+                key: resources::command_key(
+                    &state.cluster_id,
+                    &format!("upgrade {update_id}"),
+                    &current,
                 ),
-            )
-            .await?;
-            state.command = None;
-            rollout.failed = Some(reason);
-            rollout.step = RolloutStep::Uncordon;
-            info.upgrade = Some(rollout);
-            state.update = Some(info);
-            return Ok(state);
-        }
-        Err(e) => return Err(e),
-    };
-    let result = scripts::result_of(&stdout).unwrap_or_default();
-    match step {
-        RolloutStep::Drain => {
-            let drain = result
-                .get("drain")
-                .cloned()
-                .unwrap_or_else(|| "drained".into());
-            let notes: Vec<&str> = stdout
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("note: "))
-                .collect();
-            let mut detail = format!(
-                "{current} ({} {}, {position}) {drain} by {}",
-                node.role.as_str(),
-                node.index,
-                operator.instance_id
-            );
-            if !notes.is_empty() {
-                detail.push_str(&format!(" ({})", notes.join("; ")));
-            }
-            records::note(store, &state.cluster_id, STAGE, Phase::Progress, detail).await?;
-            rollout.step = RolloutStep::Refresh;
-        }
-        RolloutStep::Refresh => {
-            let to = rollout.to.clone();
-            records::modify(store, &state.cluster_id, |r| {
-                let Some(n) = r.nodes.iter_mut().find(|n| n.instance_id == current) else {
-                    return Ok(false);
-                };
-                let changed = n.channel.as_deref() != Some(to.as_str());
-                n.channel = Some(to.clone());
-                Ok(changed)
-            })
-            .await?;
-            records::note(
-                store,
-                &state.cluster_id,
-                STAGE,
-                Phase::Progress,
-                format!("{current} ({position}) refreshed to {to}"),
-            )
-            .await?;
-            rollout.step = RolloutStep::Uncordon;
-        }
-        RolloutStep::Uncordon => {
-            if let Some(reason) = rollout.failed.clone() {
-                let done = if rollout.done.is_empty() {
-                    "none".to_string()
+                env: vec![
+                    ("MK8S_CHANNEL", rollout.to.clone()),
+                    ("ROLE", node.role.as_str().into()),
+                    ("WAIT_TIMEOUT", timing.ready_timeout_seconds.to_string()),
+                ],
+                timeout_seconds: timing.command_timeout_seconds,
+                secrets: Vec::new(),
+            },
+            RolloutStep::Uncordon => {
+                // Back on the version it now runs: the new one, or the old one when its refresh
+                // failed or was skipped after another's failed.
+                let expect = if on_channel(&record, &current, &rollout.to) {
+                    &rollout.to
                 } else {
-                    rollout.done.join(", ")
+                    &rollout.from
                 };
-                return Err(StageError::CommandFailed(format!(
-                    "the rollout stopped at {current} ({position}), back in service on {}: {reason}; upgraded to {}: {done}",
-                    rollout.from, rollout.to
-                )));
+                Wanted {
+                    cluster_id: state.cluster_id.clone(),
+                    instance_id: operator.instance_id.clone(),
+                    script: Script::ManageNode,
+                    key: resources::command_key(
+                        &state.cluster_id,
+                        &format!("uncordon {update_id}"),
+                        &current,
+                    ),
+                    env: vec![
+                        ("ACTION", "uncordon".into()),
+                        ("NODE_IP", ip.clone()),
+                        ("WAIT_TIMEOUT", timing.ready_timeout_seconds.to_string()),
+                        ("EXPECT_VERSION", kubelet_prefix(expect)),
+                    ],
+                    timeout_seconds: timing
+                        .command_timeout_seconds
+                        .max(timing.ready_timeout_seconds + 60),
+                    secrets: Vec::new(),
+                }
             }
-            let version = result.get("version").cloned().unwrap_or_default();
-            records::note(
-                store,
-                &state.cluster_id,
-                STAGE,
-                Phase::Progress,
-                format!("{current} ({position}) Ready on {version}, uncordoned"),
-            )
-            .await?;
-            rollout.done.push(current);
-            rollout.step = RolloutStep::Drain;
-        }
+        };
+        let polled = commands::poll(commands, instances, &mut state, wanted, now).await;
+        let stdout = match polled {
+            Ok(Some(stdout)) => stdout,
+            Ok(None) => {
+                if state.poll.expired(now) {
+                    return Err(StageError::CommandTimedOut(format!(
+                        "the upgrade of {current} did not finish in time"
+                    )));
+                }
+                break;
+            }
+            // The refresh failed and snapd reverted it: the node is healthy on its old version. The
+            // batch goes back into service (those not refreshed yet are left as they are) before
+            // the rollout stops.
+            Err(StageError::CommandFailed(reason)) if step == RolloutStep::Refresh => {
+                records::note(
+                    store,
+                    &state.cluster_id,
+                    STAGE,
+                    Phase::Progress,
+                    format!(
+                        "{current} ({at}) was not upgraded: {reason}; putting the batch back into service"
+                    ),
+                )
+                .await?;
+                state.command = None;
+                rollout.failed = Some((current.clone(), reason));
+                rollout.step = RolloutStep::Uncordon;
+                rollout.stepped.clear();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let result = scripts::result_of(&stdout).unwrap_or_default();
+        let detail = match step {
+            RolloutStep::Drain => {
+                let drain = result
+                    .get("drain")
+                    .cloned()
+                    .unwrap_or_else(|| "drained".into());
+                let notes: Vec<&str> = stdout
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("note: "))
+                    .collect();
+                let mut detail = format!(
+                    "{current} ({} {}, {at}) {drain} by {}",
+                    node.role.as_str(),
+                    node.index,
+                    operator.instance_id
+                );
+                if !notes.is_empty() {
+                    detail.push_str(&format!(" ({})", notes.join("; ")));
+                }
+                detail
+            }
+            RolloutStep::Refresh => {
+                let to = rollout.to.clone();
+                record = records::modify(store, &state.cluster_id, |r| {
+                    let Some(n) = r.nodes.iter_mut().find(|n| n.instance_id == current) else {
+                        return Ok(false);
+                    };
+                    let changed = n.channel.as_deref() != Some(to.as_str());
+                    n.channel = Some(to.clone());
+                    Ok(changed)
+                })
+                .await?;
+                format!("{current} ({at}) refreshed to {to}")
+            }
+            RolloutStep::Uncordon => {
+                let version = result.get("version").cloned().unwrap_or_default();
+                format!("{current} ({at}) Ready on {version}, uncordoned")
+            }
+        };
+        records::note(store, &state.cluster_id, STAGE, Phase::Progress, detail).await?;
+        rollout.stepped.push(current);
     }
     info.upgrade = Some(rollout);
     state.update = Some(info);
     Ok(state)
+}
+
+/// `3 of 5`: where a node is in the rollout.
+fn position(order: &[String], id: &str) -> String {
+    let at = order.iter().position(|o| o == id).map_or(0, |i| i + 1);
+    format!("{at} of {}", order.len())
+}
+
+/// Whether the record says the node runs `channel`.
+fn on_channel(record: &crate::record::ClusterRecord, id: &str, channel: &str) -> bool {
+    record
+        .nodes
+        .iter()
+        .any(|n| n.instance_id == id && n.channel.as_deref() == Some(channel))
 }
 
 #[cfg(test)]
@@ -308,6 +368,7 @@ mod tests {
     async fn upgrading(
         control_planes: u32,
         workers: u32,
+        max_unavailable: u32,
     ) -> (
         crate::fakes::FakeCloud,
         crate::fakes::FakeStore,
@@ -322,6 +383,7 @@ mod tests {
         let change = Change::Upgrade {
             from: "1.32/stable".into(),
             to: "1.33/stable".into(),
+            max_unavailable,
         };
         begin_update::tests::start_change(&store, &state.cluster_id, &change).await;
         let state = begin_update::run(
@@ -366,7 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_node_at_a_time_drained_refreshed_uncordoned() {
-        let (cloud, store, state) = upgrading(3, 2).await;
+        let (cloud, store, state) = upgrading(3, 2, 1).await;
         let out = roll(&cloud, &store, state).await.unwrap();
         let rollout = out.update.unwrap().upgrade.unwrap();
         assert_eq!(rollout.done.len(), 5);
@@ -419,7 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_refresh_puts_the_node_back_and_stops_the_rollout() {
-        let (cloud, store, state) = upgrading(1, 2).await;
+        let (cloud, store, state) = upgrading(1, 2, 1).await;
         let record = store.get(&state.cluster_id).await.unwrap().unwrap();
         let second_worker = record
             .nodes
@@ -465,5 +527,114 @@ mod tests {
             .collect();
         assert_eq!(upgraded.len(), 2, "finished nodes stay upgraded");
         assert!(upgraded.iter().all(|n| n.instance_id != second_worker));
+    }
+
+    #[test]
+    fn batches_hold_one_control_plane_or_up_to_max_unavailable_workers() {
+        let ids = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let order = ids(&["cp0", "cp1", "w0", "w1", "w2"]);
+        let roles: Vec<(String, Role)> = order
+            .iter()
+            .map(|id| {
+                let role = if id.starts_with("cp") {
+                    Role::ControlPlane
+                } else {
+                    Role::Worker
+                };
+                (id.clone(), role)
+            })
+            .collect();
+        assert_eq!(next_batch(&order, &[], &roles, 2), ids(&["cp0"]));
+        assert_eq!(
+            next_batch(&order, &ids(&["cp0", "cp1"]), &roles, 2),
+            ids(&["w0", "w1"])
+        );
+        assert_eq!(
+            next_batch(&order, &ids(&["cp0", "cp1", "w0", "w1"]), &roles, 2),
+            ids(&["w2"])
+        );
+        assert_eq!(
+            next_batch(&order, &ids(&["cp0", "cp1"]), &roles, 0),
+            ids(&["w0"])
+        );
+        assert!(next_batch(&order, &order, &roles, 2).is_empty());
+    }
+
+    #[tokio::test]
+    async fn workers_go_max_unavailable_at_a_time_control_planes_alone() {
+        let (cloud, store, state) = upgrading(1, 4, 2).await;
+        let out = roll(&cloud, &store, state).await.unwrap();
+        let record = store.get(&out.cluster_id).await.unwrap().unwrap();
+        let worker = |i: u32| {
+            record
+                .nodes
+                .iter()
+                .find(|n| n.role == Role::Worker && n.index == i)
+                .unwrap()
+                .instance_id
+                .clone()
+        };
+        let steps: Vec<(String, String)> = cloud
+            .commands()
+            .into_iter()
+            .filter(|c| c.script == "manage-node" || c.script == "upgrade")
+            .map(|c| {
+                let step = if c.script == "upgrade" {
+                    "upgrade"
+                } else if c.text.contains("ACTION='drain'") {
+                    "drain"
+                } else {
+                    "uncordon"
+                };
+                let node = if c.script == "upgrade" {
+                    c.instance_id.clone()
+                } else {
+                    record
+                        .nodes
+                        .iter()
+                        .find(|n| {
+                            c.text.contains(&format!(
+                                "NODE_IP='{}'",
+                                n.private_ip.as_deref().unwrap_or("-")
+                            ))
+                        })
+                        .unwrap()
+                        .instance_id
+                        .clone()
+                };
+                (step.to_string(), node)
+            })
+            .collect();
+        let cp = record
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::ControlPlane)
+            .unwrap();
+        let s = |step: &str, node: &String| (step.to_string(), node.clone());
+        let (w0, w1, w2, w3) = (worker(0), worker(1), worker(2), worker(3));
+        assert_eq!(
+            steps,
+            vec![
+                s("drain", &cp.instance_id),
+                s("upgrade", &cp.instance_id),
+                s("uncordon", &cp.instance_id),
+                s("drain", &w0),
+                s("drain", &w1),
+                s("upgrade", &w0),
+                s("upgrade", &w1),
+                s("uncordon", &w0),
+                s("uncordon", &w1),
+                s("drain", &w2),
+                s("drain", &w3),
+                s("upgrade", &w2),
+                s("upgrade", &w3),
+                s("uncordon", &w2),
+                s("uncordon", &w3),
+            ]
+        );
+        assert!(record
+            .nodes
+            .iter()
+            .all(|n| n.channel.as_deref() == Some("1.33/stable")));
     }
 }

@@ -20,10 +20,10 @@ help: ## List the targets
 $(STAMPS):
 	@mkdir -p $@
 
-setup-apt: | $(STAMPS) ## Debian packages: shellcheck, jq (stand-ins), util-linux (unshare), curl, openssl (node scripts)
-	@if ! command -v shellcheck >/dev/null || ! command -v jq >/dev/null || ! command -v unshare >/dev/null || ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then \
-	  echo "==> apt-get install shellcheck jq util-linux curl openssl"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck jq util-linux curl openssl >/dev/null; \
+setup-apt: | $(STAMPS) ## Debian packages: shellcheck, jq (stand-ins), util-linux (unshare), curl, openssl (node scripts), chromium + chromium-driver (dashboard browser test)
+	@if ! command -v shellcheck >/dev/null || ! command -v jq >/dev/null || ! command -v unshare >/dev/null || ! command -v curl >/dev/null || ! command -v openssl >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "==> apt-get install shellcheck jq util-linux curl openssl chromium chromium-driver"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck jq util-linux curl openssl chromium chromium-driver >/dev/null; \
 	fi
 
 $(STAMPS)/venv: local/requirements.txt | $(STAMPS)

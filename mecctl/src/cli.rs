@@ -86,6 +86,19 @@ pub enum Command {
     /// Reconcile the fleet now (what the schedule runs): replace dead nodes, move stuck records
     /// on, remove orphans; --dry-run prints the plan without acting.
     Reconcile(ReconcileArgs),
+    /// Serve a web page on 127.0.0.1 to watch and steer every cluster; prints its URL (with a
+    /// one-time token) and runs until interrupted.
+    Dashboard(DashboardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Port to listen on (127.0.0.1 only); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Open the page in the default browser.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +219,10 @@ pub struct UpgradeArgs {
     /// beta, edge, e.g. 1.33/stable.
     #[arg(long, value_parser = parse_channel)]
     pub channel: String,
+    /// How many workers may be out of service at once (1–10; the API's default is 1). Control
+    /// planes always go one at a time.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_unavailable: Option<u32>,
     /// Change the cluster only if its record is still at this version (its ETag, e.g. 7).
     #[arg(long)]
     pub if_version: Option<u64>,

@@ -274,7 +274,10 @@ pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<(), Failure> {
 
 /// `PATCH /clusters/{id}` with `{"microk8s_channel": C}`: answered and followed as [`scale`] is.
 pub async fn upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<(), Failure> {
-    let body = json!({ "microk8s_channel": args.channel });
+    let mut body = json!({ "microk8s_channel": args.channel });
+    if let Some(n) = args.max_unavailable {
+        body["max_unavailable"] = n.into();
+    }
     let tag = args.if_version.map(version_tag);
     let reply = patch(ctx, &args.cluster, &body, tag.as_deref()).await?;
     update_answer(ctx, &reply, &args.wait, |name, id| {
@@ -1015,13 +1018,24 @@ mod tests {
         let ctx = ctx_for(endpoint).await;
         upgrade(
             &ctx,
-            &upgrade_args(&["--channel", "1.33/stable", "--if-version", "3", "--wait"]),
+            &upgrade_args(&[
+                "--channel",
+                "1.33/stable",
+                "--max-unavailable",
+                "2",
+                "--if-version",
+                "3",
+                "--wait",
+            ]),
         )
         .await
         .expect("the update ended Successful");
         let seen = seen.lock().unwrap();
         let patch = request(&seen, "PATCH /clusters/edge ");
-        assert_eq!(body_of(patch), json!({"microk8s_channel": "1.33/stable"}));
+        assert_eq!(
+            body_of(patch),
+            json!({"microk8s_channel": "1.33/stable", "max_unavailable": 2})
+        );
         assert_eq!(if_match_of(patch), Some("\"3\""), "{patch}");
         assert!(
             seen.iter()

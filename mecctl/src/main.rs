@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod dashboard;
 mod exit;
 mod kubeconfig;
 mod output;
@@ -55,5 +56,6 @@ async fn run(cli: Cli) -> Result<(), exit::Failure> {
         Command::Events(args) => commands::events(&ctx, args).await,
         Command::Kubeconfig(args) => commands::kubeconfig(&ctx, args).await,
         Command::Wait(args) => commands::wait(&ctx, args).await,
+        Command::Dashboard(args) => dashboard::run(ctx.api, args).await,
     }
 }

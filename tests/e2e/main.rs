@@ -9,6 +9,7 @@ mod adapters;
 mod api;
 mod clusters;
 mod concurrency;
+mod dashboard;
 mod day2;
 mod faults;
 mod idempotency;

@@ -1,0 +1,448 @@
+//! `mecctl dashboard` in a real browser (headless Chromium through chromedriver, WebDriver via
+//! fantoccini) against a private local stack: the token URL, the create form (a refused field
+//! shown next to it, then a 1+1 cluster), the cluster page until ACTIVE, the fleet listing it, the
+//! typed-name delete, no script errors; then the security rules from a plain HTTP client.
+//! Screenshots of the pages go to `target/dashboard-screenshots/`.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::stack::{self, Stack};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_in_a_browser() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: apt-get install chromium chromium-driver (make setup-apt)"
+        );
+    }
+    let stack = Stack::start(300).await;
+    let home = stack.state_dir.join("dashboard-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (_dashboard, url) = start_dashboard(&stack, &home).await;
+    let base = url.split("/?token=").next().unwrap().to_string();
+    let token = url.split("?token=").nth(1).unwrap().to_string();
+
+    let (_driver, browser) = start_browser(&stack.state_dir).await;
+    let shots = stack::bin_dir()
+        .parent()
+        .unwrap()
+        .join("dashboard-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    // The browser is closed whatever happens (its Chromium would outlive a panic otherwise).
+    let outcome = std::panic::AssertUnwindSafe(drive(&browser, &stack, &url, &base, &shots))
+        .catch_unwind()
+        .await;
+    let _ = browser.close().await;
+    if let Err(panic) = outcome {
+        eprintln!("{}", stack.logs());
+        std::panic::resume_unwind(panic);
+    }
+
+    // The rules, from a client that is not the page.
+    let port = base.rsplit(':').next().unwrap();
+    let cookie = format!("mecctl_dashboard_{port}={token}");
+    assert_eq!(
+        plain(&base, "GET", "/api/clusters", vec![]).await,
+        401,
+        "no cookie"
+    );
+    assert_eq!(plain(&base, "GET", "/", vec![]).await, 401, "no cookie");
+    assert_eq!(
+        plain(
+            &base,
+            "GET",
+            "/api/clusters",
+            vec![("cookie", cookie.clone())]
+        )
+        .await,
+        200
+    );
+    let foreign = ("host", format!("rebound.example:{port}"));
+    assert_eq!(
+        plain(
+            &base,
+            "GET",
+            "/api/clusters",
+            vec![foreign.clone(), ("cookie", cookie.clone())]
+        )
+        .await,
+        403,
+        "foreign Host"
+    );
+    assert_eq!(
+        plain(&base, "GET", &format!("/?token={token}"), vec![foreign]).await,
+        403,
+        "foreign Host"
+    );
+    assert_eq!(
+        plain(&base, "POST", "/api/reconcile", vec![("cookie", cookie)]).await,
+        403,
+        "no CSRF header"
+    );
+}
+
+/// What the user does in the browser.
+async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &Path) {
+    // The token URL sets the cookie and drops the token from the address bar.
+    browser.goto(url).await.unwrap();
+    wait_for(browser, "#filter-status", Duration::from_secs(20)).await;
+    let here = browser.current_url().await.unwrap();
+    assert_eq!(here.query(), None, "{here}");
+    assert_eq!(here.path(), "/");
+
+    // Create, by keyboard-reachable controls: a refused field first, shown next to that field.
+    browser
+        .find(Locator::Id("nav-create"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(browser, "#c-name", Duration::from_secs(5)).await;
+    type_into(browser, "#c-name", "web-edge").await;
+    type_into(browser, "#c-workers", "999").await;
+    type_into(browser, "#c-api_allowed_cidrs", "203.0.113.0/24").await;
+    type_into(browser, "#c-tags", "team=edge").await;
+    click(browser, "#create-submit").await;
+    let error = wait_text(
+        browser,
+        "#field-workers .field-error",
+        |t| !t.is_empty(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(error.contains("workers") || error.contains("50"), "{error}");
+    assert_eq!(
+        browser
+            .find(Locator::Css("#c-workers"))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    assert!(!displayed(browser, "#create-error").await);
+    screenshot(browser, shots, "create.png", 1280, 1100).await;
+
+    type_into(browser, "#c-workers", "1").await;
+    click(browser, "#create-submit").await;
+    let id = wait_until(Duration::from_secs(15), "the cluster page", || async {
+        let here = browser.current_url().await.ok()?;
+        here.fragment()?
+            .strip_prefix("/clusters/")
+            .map(str::to_string)
+    })
+    .await;
+    assert!(id.starts_with("c-"), "{id}");
+
+    // The cluster page follows it live until ACTIVE, with its nodes and stages.
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("ACTIVE"),
+        Duration::from_secs(240),
+    )
+    .await;
+    let nodes = wait_text(
+        browser,
+        "#nodes-body",
+        |t| t.matches("ready").count() == 2,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        nodes.contains("control-plane") && nodes.contains("worker"),
+        "{nodes}"
+    );
+    let stages = wait_text(
+        browser,
+        "#stages-body",
+        |t| t.contains("verify"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(stages.contains("finished"), "{stages}");
+    screenshot(browser, shots, "cluster.png", 1280, 1700).await;
+    screenshot(browser, shots, "cluster-375.png", 375, 1700).await;
+
+    // The fleet lists it, ACTIVE with 2/2 nodes ready, and the filters find it.
+    click(browser, "#nav-fleet").await;
+    let row = format!("tr[data-id='{id}']");
+    let text = wait_text(
+        browser,
+        &row,
+        |t| t.contains("ACTIVE"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        text.contains("web-edge") && text.contains("2/2") && text.contains("us-east-1"),
+        "{text}"
+    );
+    browser
+        .find(Locator::Id("filter-status"))
+        .await
+        .unwrap()
+        .select_by_value("FAILED")
+        .await
+        .unwrap();
+    wait_text(
+        browser,
+        "#clusters-body",
+        |t| t.contains("No cluster matches"),
+        Duration::from_secs(5),
+    )
+    .await;
+    browser
+        .find(Locator::Id("filter-status"))
+        .await
+        .unwrap()
+        .select_by_value("")
+        .await
+        .unwrap();
+    type_into(browser, "#filter-search", "web-").await;
+    wait_text(
+        browser,
+        &row,
+        |t| t.contains("web-edge"),
+        Duration::from_secs(5),
+    )
+    .await;
+    screenshot(browser, shots, "fleet.png", 1280, 800).await;
+    screenshot(browser, shots, "fleet-375.png", 375, 800).await;
+
+    // Delete: the button stays disabled until the name is typed.
+    browser
+        .goto(&format!("{base}/#/clusters/{id}"))
+        .await
+        .unwrap();
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("ACTIVE"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let delete = browser.find(Locator::Id("act-delete")).await.unwrap();
+    assert!(!delete.is_enabled().await.unwrap());
+    type_into(browser, "#act-confirm", "web-edg").await;
+    assert!(!delete.is_enabled().await.unwrap());
+    type_into(browser, "#act-confirm", "web-edge").await;
+    assert!(delete.is_enabled().await.unwrap());
+    delete.click().await.unwrap();
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("DELETING") || t.contains("DELETED"),
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("DELETED"),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+
+    // No script error on any page (the page collects them in window.dashboardErrors).
+    let errors = browser
+        .execute("return window.dashboardErrors;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(errors, json!([]), "script errors in the page");
+}
+
+/// `mecctl --env-file <stack> dashboard --port 0`, and the URL it prints.
+async fn start_dashboard(stack: &Stack, home: &Path) -> (Child, String) {
+    let mut child = Command::new(stack::bin_dir().join("mecctl"))
+        .arg("--env-file")
+        .arg(stack.state_dir.join("local.env"))
+        .args(["dashboard", "--port", "0"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .current_dir(home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mecctl dashboard starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("the dashboard prints its URL")
+    .unwrap();
+    let url = line.trim().to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/?token="),
+        "{url}"
+    );
+    (child, url)
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it.
+async fn start_browser(state_dir: &Path) -> (Child, Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let profile: PathBuf = state_dir.join("chromium-profile");
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--hide-scrollbars",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let client = wait_until(Duration::from_secs(30), "chromedriver", || async {
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&webdriver)
+            .await
+            .map_err(|e| eprintln!("chromedriver: {e}"))
+            .ok()
+    })
+    .await;
+    (driver, client)
+}
+
+/// Polls `probe` every 250 ms until it answers, or panics after `timeout`.
+async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_for(browser: &Client, css: &str, timeout: Duration) {
+    wait_until(timeout, css, || async {
+        browser.find(Locator::Css(css)).await.ok().map(|_| ())
+    })
+    .await
+}
+
+/// The element's text once `ok` holds for it (the last text seen is in the panic otherwise).
+async fn wait_text(
+    browser: &Client,
+    css: &str,
+    ok: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = browser.find(Locator::Css(css)).await {
+            if let Ok(text) = el.text().await {
+                if ok(&text) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting on {css}; last text: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let el = browser.find(Locator::Css(css)).await.unwrap();
+    el.clear().await.unwrap();
+    el.send_keys(text).await.unwrap();
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn displayed(browser: &Client, css: &str) -> bool {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap()
+}
+
+/// A screenshot of the page at `width`×`height` (the window is resized back after).
+async fn screenshot(browser: &Client, dir: &Path, name: &str, width: u32, height: u32) {
+    browser.set_window_size(width, height).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+    browser.set_window_size(1280, 900).await.unwrap();
+}
+
+/// One request to the dashboard from outside the browser; its status.
+async fn plain(base: &str, method: &str, path: &str, headers: Vec<(&str, String)>) -> u16 {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}

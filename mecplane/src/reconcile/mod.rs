@@ -184,23 +184,14 @@ impl Report {
     }
 }
 
-/// The statuses a run reads (everything but `DELETED`).
-const OBSERVED: [Status; 6] = [
-    Status::Creating,
-    Status::Active,
-    Status::Updating,
-    Status::Degraded,
-    Status::Failed,
-    Status::Deleting,
-];
-
 /// How many records one listing call asks for.
 const PAGE: u32 = 100;
 
 /// Reads every record not `DELETED`, page by page.
 async fn observe_records<S: ClusterStore>(store: &S) -> Result<Vec<ClusterRecord>, CloudError> {
     let mut records = Vec::new();
-    for status in OBSERVED {
+    // Every status but DELETED.
+    for status in Status::ALL.into_iter().filter(|s| s.is_live()) {
         let filter = ListFilter {
             status: Some(status),
             region: None,

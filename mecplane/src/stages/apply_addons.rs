@@ -77,7 +77,6 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
 mod tests {
     use super::*;
     use crate::change::Change;
-    use crate::ports::CommandStatus;
     use crate::record::Status;
     use crate::stages::{begin_update, fixtures};
 
@@ -136,32 +135,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_enable_fails_the_stage_with_the_reason() {
-        let (cloud, store, mut state) = changing_addons(&["dns", "ingress"]).await;
-        cloud.respond_with(|cmd, _| {
-            if cmd.script == "addons" {
-                CommandStatus::Failed {
-                    status: "Failed".into(),
-                    exit_code: 1,
-                    stdout: String::new(),
-                    stderr: "addons: microk8s enable ingress failed\n".into(),
-                }
-            } else {
-                CommandStatus::Success {
-                    stdout: "MECPLANE_RESULT ok=1\n".into(),
-                }
-            }
-        });
-        let mut err = None;
-        for _ in 0..3 {
-            match run(&fixtures::ports(&cloud, &store), state.clone()).await {
-                Ok(s) => state = s,
-                Err(e) => {
-                    err = Some(e);
-                    break;
-                }
-            }
-        }
-        let err = err.expect("the change fails");
+        let (cloud, store, state) = changing_addons(&["dns", "ingress"]).await;
+        fixtures::fail_script(&cloud, "addons", "addons: microk8s enable ingress failed\n");
+        let ports = fixtures::ports(&cloud, &store);
+        let err = fixtures::until_failure(state, 3, |s| run(&ports, s)).await;
         assert_eq!(err.name(), "CommandFailed");
         assert!(err.to_string().contains("enable ingress failed"), "{err}");
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::StageConfig;
+use crate::error::StageError;
 use crate::fakes::{FakeCloud, FakeStore};
 use crate::ports::ClusterStore;
 use crate::record::{ClusterRecord, Role, Status};
@@ -145,6 +146,42 @@ pub(crate) async fn add_workers(
         target: state.target,
         ..s
     };
+}
+
+/// Makes every command running `script` fail with `stderr` (as a script says why it failed); the
+/// others succeed as the fakes answer them.
+pub(crate) fn fail_script(cloud: &FakeCloud, script: &'static str, stderr: &'static str) {
+    cloud.respond_with(move |cmd, all| {
+        if cmd.script == script {
+            crate::ports::CommandStatus::Failed {
+                status: "Failed".into(),
+                exit_code: 1,
+                stdout: String::new(),
+                stderr: stderr.into(),
+            }
+        } else {
+            crate::fakes::default_outcome(cmd, all)
+        }
+    });
+}
+
+/// Polls `stage` until it fails (at most `polls` times) and answers the error.
+pub(crate) async fn until_failure<F, Fut>(
+    mut state: CreateState,
+    polls: usize,
+    stage: F,
+) -> StageError
+where
+    F: Fn(CreateState) -> Fut,
+    Fut: std::future::Future<Output = Result<CreateState, StageError>>,
+{
+    for _ in 0..polls {
+        match stage(state.clone()).await {
+            Ok(s) => state = s,
+            Err(e) => return e,
+        }
+    }
+    panic!("the stage did not fail within {polls} polls");
 }
 
 pub(crate) async fn set_status(store: &FakeStore, cluster_id: &str, status: Status) {

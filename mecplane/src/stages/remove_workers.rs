@@ -206,7 +206,6 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
 pub(crate) mod tests {
     use super::*;
     use crate::ports::ClusterStore;
-    use crate::ports::CommandStatus;
     use crate::record::{Status, UpdateStatus};
     use crate::stages::{begin_update, fixtures};
 
@@ -315,32 +314,14 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_failed_removal_names_the_node() {
-        let (cloud, store, mut state) = scaling(2, 1).await;
-        cloud.respond_with(|cmd, _| {
-            if cmd.script == "manage-node" {
-                CommandStatus::Failed {
-                    status: "Failed".into(),
-                    exit_code: 1,
-                    stdout: String::new(),
-                    stderr: "remove-node: microk8s remove-node ip-x failed\n".into(),
-                }
-            } else {
-                CommandStatus::Success {
-                    stdout: "MECPLANE_RESULT ok=1\n".into(),
-                }
-            }
-        });
-        let mut err = None;
-        for _ in 0..5 {
-            match run(&fixtures::ports(&cloud, &store), state.clone()).await {
-                Ok(s) => state = s,
-                Err(e) => {
-                    err = Some(e);
-                    break;
-                }
-            }
-        }
-        let err = err.expect("the removal fails");
+        let (cloud, store, state) = scaling(2, 1).await;
+        fixtures::fail_script(
+            &cloud,
+            "manage-node",
+            "manage-node: microk8s remove-node ip-x failed\n",
+        );
+        let ports = fixtures::ports(&cloud, &store);
+        let err = fixtures::until_failure(state, 5, |s| run(&ports, s)).await;
         assert_eq!(err.name(), "CommandFailed");
         assert!(err.to_string().contains("manage-node on i-"), "{err}");
         assert_eq!(

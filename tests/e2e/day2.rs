@@ -186,6 +186,36 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
     assert_eq!(order[..3], planes[..], "control planes first, by index");
     assert_eq!(order[3], node_of(&record, "worker", 0).0);
 
+    // The simulator's own log: never two control planes cordoned (out of service) at once, and
+    // each of them was.
+    let cluster = stack.sim_datastore(name).await;
+    let control_planes: Vec<&str> = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "control-plane")
+        .filter_map(|m| m["hostname"].as_str())
+        .collect();
+    let mut down: Vec<&str> = Vec::new();
+    let mut cordoned_planes = 0;
+    for entry in cluster["cordons_log"].as_array().unwrap() {
+        let node = entry["node"].as_str().unwrap_or_default();
+        if !control_planes.contains(&node) {
+            continue;
+        }
+        if entry["action"] == "cordoned" {
+            down.push(node);
+            cordoned_planes += 1;
+        } else {
+            down.retain(|n| *n != node);
+        }
+        assert!(
+            down.len() <= 1,
+            "two control planes down at once: {down:?}\n{cluster}"
+        );
+    }
+    assert!(cordoned_planes >= 3, "{cluster}");
+
     // WHEN an add-on with arguments is enabled and one disabled
     let pool = "10.0.0.10-10.0.0.20,10.0.1.0/24";
     let (record, update) = change(

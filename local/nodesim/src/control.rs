@@ -106,7 +106,8 @@ fn read_lines(path: &Path) -> Vec<String> {
 ///   `addon-args` (`<add-on> <arguments>` from the launch configuration or `microk8s enable`),
 ///   `joins.log`, `removals.log` (`<time> <hostname> <ip> <role> <flags> <result> <reason> <by>`:
 ///   every `remove-node` attempt and `leave`, results `removed`, `left`, `rejected`), `left` (IPs
-///   of members that ran `leave`), `cordoned` (node names), `ca-seed`, `lock`, `join-in-progress`.
+///   of members that ran `leave`), `cordoned` (node names), `cordons.log` (every cordon and
+///   uncordon, in order), `ca-seed`, `lock`, `join-in-progress`.
 ///
 /// Next to `var`, the sandbox holds `faults` (the rules matching the node) and `dead` (`node_dies`).
 pub fn stand_in_state(var: &Path) -> Value {
@@ -163,6 +164,17 @@ pub fn stand_in_state(var: &Path) -> Value {
         "removals_log": removals,
         "left": read_lines(&cluster.join("left")),
         "cordoned": read_lines(&cluster.join("cordoned")),
+        // Every cordon and uncordon, in order: `{"time", "node", "action"}`.
+        "cordons_log": read_lines(&cluster.join("cordons.log"))
+            .iter()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                json!({
+                    "time": f.first().and_then(|t| t.parse::<i64>().ok()),
+                    "node": f.get(1), "action": f.get(2),
+                })
+            })
+            .collect::<Vec<Value>>(),
         "join_attempts": read_lines(&sim.join("join-attempts.log")),
     })
 }

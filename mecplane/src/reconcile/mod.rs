@@ -234,9 +234,13 @@ where
     for region in &regions {
         instances.extend(instances_in(region).find_tagged(region).await?);
     }
-    // Executions of the records that look stuck (and have sat still for the grace).
+    // Executions of the records that look stuck: only those that have sat still for the grace
+    // (the plan does not look at the others).
     let mut executions = HashMap::new();
-    for record in &records {
+    for record in records
+        .iter()
+        .filter(|r| plan::settled(r, now, settings.grace_seconds))
+    {
         let arn = match record.status {
             Status::Creating => record.execution_arn.clone(),
             Status::Updating => record

@@ -158,7 +158,7 @@ fn dead_reason(instance: Option<&TaggedInstance>) -> Option<String> {
 }
 
 /// Whether a record has sat still for the grace period (its last write is older).
-fn settled(record: &ClusterRecord, now: i64, grace: i64) -> bool {
+pub(crate) fn settled(record: &ClusterRecord, now: i64, grace: i64) -> bool {
     crate::clock::epoch_of(&record.updated_at).is_none_or(|t| now - t >= grace)
 }
 

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::record::{Role, Update, UpdateKind};
+use crate::record::{Role, Update, UpdateKind, UpdateStatus};
 use crate::spec::{ClusterSpec, ValidationError};
 
 /// A change a PATCH (or a node replacement) asks of a live cluster.
@@ -58,6 +58,26 @@ impl Change {
                 role,
                 index,
             } => json!({"node": {"instance_id": instance_id, "role": role, "index": index}}),
+        }
+    }
+
+    /// The update that records this change, `InProgress` from now.
+    pub fn in_progress(
+        &self,
+        id: String,
+        execution_arn: Option<String>,
+        created_by: Option<String>,
+    ) -> Update {
+        Update {
+            id,
+            kind: self.kind(),
+            params: self.params(),
+            status: UpdateStatus::InProgress,
+            execution_arn,
+            created_by,
+            started_at: crate::clock::now_rfc3339(),
+            finished_at: None,
+            failure: None,
         }
     }
 
@@ -161,20 +181,9 @@ impl Change {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::UpdateStatus;
 
     fn update(change: &Change) -> Update {
-        Update {
-            id: "u-0000000000000001".into(),
-            kind: change.kind(),
-            params: change.params(),
-            status: UpdateStatus::InProgress,
-            execution_arn: None,
-            created_by: None,
-            started_at: crate::clock::now_rfc3339(),
-            finished_at: None,
-            failure: None,
-        }
+        change.in_progress("u-0000000000000001".into(), None, None)
     }
 
     #[test]

@@ -341,17 +341,11 @@ where
         let name = resources::update_execution_name(&record.id, &update_id);
         let mut next = record.clone();
         next.status = Status::Updating;
-        next.updates.push(Update {
-            id: update_id.clone(),
-            kind: change.kind(),
-            params: change.params(),
-            status: UpdateStatus::InProgress,
-            execution_arn: resources::execution_arn(&ctx.config.update_state_machine_arn, &name),
-            created_by: who.caller.clone(),
-            started_at: crate::clock::now_rfc3339(),
-            finished_at: None,
-            failure: None,
-        });
+        next.updates.push(change.in_progress(
+            update_id.clone(),
+            resources::execution_arn(&ctx.config.update_state_machine_arn, &name),
+            who.caller.clone(),
+        ));
         let excess = next.updates.len().saturating_sub(MAX_UPDATES_KEPT);
         next.updates.drain(..excess);
         match ctx.store.update(&next).await {

@@ -180,7 +180,6 @@ pub async fn run<E, R, P, S: ClusterStore>(
 pub(crate) mod tests {
     use super::*;
     use crate::fakes::FakeStore;
-    use crate::record::Update;
     use crate::stages::fixtures;
     use serde_json::json;
 
@@ -194,17 +193,8 @@ pub(crate) mod tests {
     pub(crate) async fn start_change(store: &FakeStore, cluster_id: &str, change: &Change) {
         let mut r = store.get(cluster_id).await.unwrap().unwrap();
         r.status = Status::Updating;
-        r.updates.push(Update {
-            id: "u-0000000000000001".into(),
-            kind: change.kind(),
-            params: change.params(),
-            status: UpdateStatus::InProgress,
-            execution_arn: None,
-            created_by: None,
-            started_at: crate::clock::now_rfc3339(),
-            finished_at: None,
-            failure: None,
-        });
+        r.updates
+            .push(change.in_progress("u-0000000000000001".into(), None, None));
         store.update(&r).await.unwrap();
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use mecplane_nodesim::faults::parse_terminate_instances;
+use mecplane_nodesim::faults::parse_instance_ids;
 use serde::Serialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -297,30 +297,12 @@ pub fn ec2_state_change_event(
 /// The state change an EC2 query-protocol form body asks for: `("shutting-down", ids)` for a
 /// `TerminateInstances`, `("stopping", ids)` for a `StopInstances`; `None` for anything else.
 ///
-/// Both name their instances the same way (`InstanceId.N`), so both are read with the node
-/// simulator's `TerminateInstances` parser (the one its `terminate_fails` fault uses), a stop
-/// body with its `Action` renamed.
+/// Both are read with the node simulator's EC2 form parser (the one its `terminate_fails` fault
+/// uses).
 pub fn requested_state_change(form_body: &[u8]) -> Option<(&'static str, Vec<String>)> {
-    let (state, ids) = match parse_terminate_instances(form_body) {
+    let (state, ids) = match parse_instance_ids(form_body, "TerminateInstances") {
         Some(ids) => ("shutting-down", ids),
-        None => {
-            let mut stop = false;
-            let renamed: Vec<&[u8]> = form_body
-                .split(|b| *b == b'&')
-                .map(|pair| {
-                    if pair == b"Action=StopInstances" {
-                        stop = true;
-                        &b"Action=TerminateInstances"[..]
-                    } else {
-                        pair
-                    }
-                })
-                .collect();
-            if !stop {
-                return None;
-            }
-            ("stopping", parse_terminate_instances(&renamed.join(&b'&'))?)
-        }
+        None => ("stopping", parse_instance_ids(form_body, "StopInstances")?),
     };
     (!ids.is_empty()).then_some((state, ids))
 }

@@ -234,8 +234,14 @@ pub fn parse_run_instances(form_body: &[u8]) -> Option<RunInstancesTags> {
 
 /// The instance ids of a `TerminateInstances` query-protocol form body (`InstanceId.N`).
 pub fn parse_terminate_instances(form_body: &[u8]) -> Option<Vec<String>> {
+    parse_instance_ids(form_body, "TerminateInstances")
+}
+
+/// The `InstanceId.N` values of an EC2 request whose `Action` is `action` (`StopInstances`,
+/// `TerminateInstances`, …), if it is one.
+pub fn parse_instance_ids(form_body: &[u8], action: &str) -> Option<Vec<String>> {
     Some(
-        form_of_action(form_body, "TerminateInstances")?
+        form_of_action(form_body, action)?
             .into_iter()
             .filter(|(k, _)| k.starts_with("InstanceId."))
             .map(|(_, v)| v)

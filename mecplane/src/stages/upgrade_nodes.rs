@@ -192,17 +192,26 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
         // Another control plane acts on the node, unless it is the only one.
         let operator = nodes::operator(instances, &state.cluster_id, Some(&current)).await?;
         let step = rollout.step;
+        // Every command of the rollout: its key names the step, the update and the node.
+        let command = |on: &str, script, what: &str, env, timeout_seconds| Wanted {
+            cluster_id: state.cluster_id.clone(),
+            instance_id: on.to_string(),
+            script,
+            key: resources::command_key(
+                &state.cluster_id,
+                &format!("{what} {update_id}"),
+                &current,
+            ),
+            env,
+            timeout_seconds,
+            secrets: Vec::new(),
+        };
         let wanted = match step {
-            RolloutStep::Drain => Wanted {
-                cluster_id: state.cluster_id.clone(),
-                instance_id: operator.instance_id.clone(),
-                script: Script::ManageNode,
-                key: resources::command_key(
-                    &state.cluster_id,
-                    &format!("drain {update_id}"),
-                    &current,
-                ),
-                env: vec![
+            RolloutStep::Drain => command(
+                &operator.instance_id,
+                Script::ManageNode,
+                "drain",
+                vec![
                     ("ACTION", "drain".into()),
                     ("NODE_IP", ip.clone()),
                     (
@@ -210,26 +219,19 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
                         drain_timeout(timing.command_timeout_seconds).to_string(),
                     ),
                 ],
-                timeout_seconds: timing.command_timeout_seconds,
-                secrets: Vec::new(),
-            },
-            RolloutStep::Refresh => Wanted {
-                cluster_id: state.cluster_id.clone(),
-                instance_id: current.clone(),
-                script: Script::Upgrade,
-                key: resources::command_key(
-                    &state.cluster_id,
-                    &format!("upgrade {update_id}"),
-                    &current,
-                ),
-                env: vec![
+                timing.command_timeout_seconds,
+            ),
+            RolloutStep::Refresh => command(
+                &current,
+                Script::Upgrade,
+                "upgrade",
+                vec![
                     ("MK8S_CHANNEL", rollout.to.clone()),
                     ("ROLE", node.role.as_str().into()),
                     ("WAIT_TIMEOUT", timing.ready_timeout_seconds.to_string()),
                 ],
-                timeout_seconds: timing.command_timeout_seconds,
-                secrets: Vec::new(),
-            },
+                timing.command_timeout_seconds,
+            ),
             RolloutStep::Uncordon => {
                 // Back on the version it now runs: the new one, or the old one when its refresh
                 // failed or was skipped after another's failed.
@@ -238,26 +240,20 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
                 } else {
                     &rollout.from
                 };
-                Wanted {
-                    cluster_id: state.cluster_id.clone(),
-                    instance_id: operator.instance_id.clone(),
-                    script: Script::ManageNode,
-                    key: resources::command_key(
-                        &state.cluster_id,
-                        &format!("uncordon {update_id}"),
-                        &current,
-                    ),
-                    env: vec![
+                command(
+                    &operator.instance_id,
+                    Script::ManageNode,
+                    "uncordon",
+                    vec![
                         ("ACTION", "uncordon".into()),
                         ("NODE_IP", ip.clone()),
                         ("WAIT_TIMEOUT", timing.ready_timeout_seconds.to_string()),
                         ("EXPECT_VERSION", kubelet_prefix(expect)),
                     ],
-                    timeout_seconds: timing
+                    timing
                         .command_timeout_seconds
                         .max(timing.ready_timeout_seconds + 60),
-                    secrets: Vec::new(),
-                }
+                )
             }
         };
         let polled = commands::poll(commands, instances, &mut state, wanted, now).await;

@@ -1304,7 +1304,8 @@ mod tests {
     }
 
     fn replace_update(status: &str) -> (&'static str, Value, &str) {
-        let params = json!({"instance_id": "i-0abc", "role": "worker", "index": 1});
+        // As the API records a replacement (mecplane::change::Change::params).
+        let params = json!({"node": {"instance_id": "i-0abc", "role": "worker", "index": 1}});
         ("replace-node", params, status)
     }
 

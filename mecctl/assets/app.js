@@ -7,6 +7,7 @@
 window.dashboardErrors = [];
 window.addEventListener("error", (e) => window.dashboardErrors.push(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => window.dashboardErrors.push(String(e.reason)));
+document.addEventListener("securitypolicyviolation", (e) => window.dashboardErrors.push("CSP: " + e.violatedDirective + " " + e.blockedURI));
 
 const STATUSES = ["CREATING", "ACTIVE", "UPDATING", "DEGRADED", "FAILED", "DELETING", "DELETED"];
 const POLL_MS = 2000;
@@ -98,16 +99,166 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "—";
 }
 
-function field(id, labelText, input, hint) {
-  return h("div", { class: "field", id: "field-" + id },
+// A labelled control with its hint and an error slot: ids field-<key>, hint-<key>, err-<key>.
+function field(key, labelText, input, hint) {
+  if (hint && !input.hasAttribute("aria-describedby")) input.setAttribute("aria-describedby", "hint-" + key);
+  return h("div", { class: "field", id: "field-" + key },
     h("label", { for: input.id }, labelText),
     input,
-    hint ? h("p", { class: "hint", id: "hint-" + id }, hint) : null,
-    h("p", { class: "field-error", id: "err-" + id, hidden: true }));
+    hint ? h("p", { class: "hint", id: "hint-" + key }, hint) : null,
+    h("p", { class: "field-error", id: "err-" + key, hidden: true }));
+}
+
+// A checkbox with its label on the same line, then its hint and error slot.
+function checkField(key, labelText, input, hint) {
+  if (hint) input.setAttribute("aria-describedby", "hint-" + key);
+  return h("div", { class: "field check", id: "field-" + key },
+    h("div", { class: "check-line" }, input, h("label", { for: input.id }, labelText)),
+    hint ? h("p", { class: "hint", id: "hint-" + key }, hint) : null,
+    h("p", { class: "field-error", id: "err-" + key, hidden: true }));
+}
+
+// Shows `message` in the error slot of field <key> and marks `input` invalid (described by it).
+function markInvalid(key, input, message, focus) {
+  const slot = document.getElementById("err-" + key);
+  slot.textContent = message;
+  slot.hidden = false;
+  input.setAttribute("aria-invalid", "true");
+  const hint = document.getElementById("hint-" + key);
+  input.setAttribute("aria-describedby", hint ? `err-${key} hint-${key}` : `err-${key}`);
+  if (focus !== false) input.focus();
+}
+
+// Hides every field error under `root` and unmarks its controls.
+function clearInvalid(root) {
+  for (const slot of root.querySelectorAll(".field-error")) {
+    slot.hidden = true;
+    slot.textContent = "";
+  }
+  for (const el of root.querySelectorAll("[aria-invalid]")) {
+    el.removeAttribute("aria-invalid");
+    const kept = (el.getAttribute("aria-describedby") || "").split(" ").filter((t) => t && !t.startsWith("err-"));
+    if (kept.length) el.setAttribute("aria-describedby", kept.join(" "));
+    else el.removeAttribute("aria-describedby");
+  }
+}
+
+// The API's 422 names a field as the user wrote it: `workers`, `api_allowed_cidrs[1]`,
+// `tags.env`, `exposed_ports[0].cidrs[1]`. Its first name, and the rest (`[1]`, `.env`, …).
+function splitField(name) {
+  const root = String(name || "").split(/[.[]/)[0];
+  return [root, String(name || "").slice(root.length)];
 }
 
 function list(text) {
   return text.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+// The entries of a comma-separated list field, as `list` reads them, for naming one in an error.
+function nth(text, i) {
+  return list(text)[i];
+}
+
+// One exposed port as the spec shows it: "443/tcp from 203.0.113.0/24".
+function portText(p) {
+  return `${p.port}/${p.protocol || "tcp"} from ${(p.cidrs || []).join(", ")}${p.allow_anywhere ? " (anywhere allowed)" : ""}`;
+}
+
+// An update's params (`{"workers": {"from": 1, "to": 2}}`) as lines: "workers: 1 → 2".
+function asked(params) {
+  const text = (v) => {
+    if (Array.isArray(v)) return v.length ? v.map((x) => (x && x.port !== undefined ? portText(x) : text(x))).join("; ") : "none";
+    if (v && typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  };
+  return Object.entries(params || {}).map(([k, v]) => h("div", {}, `${k}: `,
+    v && typeof v === "object" && "from" in v && "to" in v ? `${text(v.from)} → ${text(v.to)}` : text(v)));
+}
+
+// ---- exposed ports editor ---------------------------------------------------------------------
+
+// A repeatable row editor for `exposed_ports` (the create form and the cluster page's action):
+// port or range, protocol, CIDRs, allow_anywhere, one row per entry. Row i's controls have ids
+// `<prefix>-<i>-port|protocol|cidrs|allow_anywhere`, each with its error slot `err-<that id>`,
+// so a 422 naming `exposed_ports[1].cidrs[0]` is shown beside row 2's CIDRs.
+function portsEditor(prefix, legendText, initial) {
+  let rows = (initial || []).map((p) => ({
+    port: String(p.port), protocol: p.protocol || "tcp", cidrs: (p.cidrs || []).join(", "), allow_anywhere: Boolean(p.allow_anywhere),
+  }));
+  const body = h("div", { class: "port-rows", id: prefix + "-rows" });
+  const add = h("button", { type: "button", class: "small", id: prefix + "-add" }, "Add port");
+  const el = h("fieldset", { class: "ports", id: "field-" + prefix },
+    h("legend", {}, legendText),
+    h("p", { class: "hint", id: "hint-" + prefix },
+      "A port (443) or a range (30000-32767), tcp or udp, opened to comma-separated IPv4 CIDRs. Never 22 or MicroK8s' own ports; 0.0.0.0/0 only with “allow from anywhere”."),
+    h("p", { class: "field-error", id: "err-" + prefix, hidden: true }),
+    body, add);
+  const id = (i, f) => `${prefix}-${i}-${f}`;
+  const read = () => {
+    rows = rows.map((_, i) => ({
+      port: document.getElementById(id(i, "port")).value.trim(),
+      protocol: document.getElementById(id(i, "protocol")).value,
+      cidrs: document.getElementById(id(i, "cidrs")).value,
+      allow_anywhere: document.getElementById(id(i, "allow_anywhere")).checked,
+    }));
+  };
+  const render = () => {
+    body.replaceChildren(...rows.map((r, i) => {
+      const port = h("input", { id: id(i, "port"), type: "text", value: r.port, placeholder: "443 or 30000-32767", autocomplete: "off", spellcheck: "false" });
+      const protocol = h("select", { id: id(i, "protocol") },
+        ["tcp", "udp"].map((p) => h("option", { value: p, selected: r.protocol === p }, p)));
+      const cidrs = h("input", { id: id(i, "cidrs"), type: "text", value: r.cidrs, placeholder: "203.0.113.0/24", autocomplete: "off", spellcheck: "false" });
+      const anywhere = h("input", { id: id(i, "allow_anywhere"), type: "checkbox", checked: r.allow_anywhere });
+      const remove = h("button", { type: "button", class: "small", id: id(i, "remove"), "aria-label": `Remove port ${i + 1}` }, "Remove");
+      remove.addEventListener("click", () => {
+        read();
+        rows.splice(i, 1);
+        render();
+        const next = document.getElementById(id(Math.min(i, rows.length - 1), "port"));
+        (next || add).focus();
+      });
+      return h("fieldset", { class: "port-row", id: `${prefix}-${i}` },
+        h("legend", {}, `Port ${i + 1}`),
+        field(id(i, "port"), "Port or range", port),
+        field(id(i, "protocol"), "Protocol", protocol),
+        field(id(i, "cidrs"), "From CIDRs", cidrs),
+        checkField(id(i, "allow_anywhere"), "Allow from anywhere", anywhere),
+        h("div", { class: "row-actions" }, remove));
+    }));
+    if (rows.length === 0) body.append(h("p", { class: "muted", id: prefix + "-none" }, "None."));
+  };
+  add.addEventListener("click", () => {
+    read();
+    rows.push({ port: "", protocol: "tcp", cidrs: "", allow_anywhere: false });
+    render();
+    document.getElementById(id(rows.length - 1, "port")).focus();
+  });
+  render();
+  return {
+    el,
+    // The entries as the API takes them (a number for one port, the text for a range).
+    value() {
+      read();
+      return rows.map((r) => {
+        const entry = { port: /^\d+$/.test(r.port) ? Number(r.port) : r.port, protocol: r.protocol, cidrs: list(r.cidrs) };
+        if (r.allow_anywhere) entry.allow_anywhere = true;
+        return entry;
+      });
+    },
+    // Shows the error of `exposed_ports<rest>` beside its control; false if it names none here.
+    show(rest, message) {
+      if (rest === "") {
+        markInvalid(prefix, rows.length ? document.getElementById(id(0, "port")) : add, message);
+        return true;
+      }
+      const m = rest.match(/^\[(\d+)\]\.(port|protocol|cidrs|allow_anywhere)(?:\[(\d+)\])?$/);
+      const input = m && document.getElementById(id(m[1], m[2]));
+      if (!input) return false;
+      const entry = m[3] !== undefined ? nth(input.value, Number(m[3])) : undefined;
+      markInvalid(id(m[1], m[2]), input, entry !== undefined ? `“${entry}”: ${message}` : message);
+      return true;
+    },
+  };
 }
 
 // ---- fleet ------------------------------------------------------------------------------------
@@ -136,7 +287,7 @@ function counts(title, entries) {
 function fleetView(main) {
   const status = h("select", { id: "filter-status" },
     h("option", { value: "" }, "All statuses"), STATUSES.map((s) => h("option", { value: s }, s)));
-  const search = h("input", { id: "filter-search", type: "search", placeholder: "name, id or region", autocomplete: "off" });
+  const search = h("input", { id: "filter-search", type: "search", placeholder: "name, id, region or zone", autocomplete: "off" });
   const summary = h("div", { class: "summary" });
   const tbody = h("tbody", { id: "clusters-body" });
   main.append(
@@ -145,7 +296,7 @@ function fleetView(main) {
     h("div", { class: "filters" }, field("status", "Status", status), field("search", "Search", search)),
     h("div", { class: "table-wrap" },
       h("table", { class: "clusters" },
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Stage", "Nodes ready", "Region", "Channel", "Age"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Stage", "Nodes ready", "Region / zone", "Channel", "Age"].map((c) => h("th", { scope: "col" }, c)))),
         tbody)));
   let clusters = [];
   const draw = () => {
@@ -161,7 +312,7 @@ function fleetView(main) {
     const want = status.value;
     const term = search.value.trim().toLowerCase();
     const shown = clusters.filter((c) => (!want || c.status === want) &&
-      (!term || [c.spec.name, c.id, c.spec.region].some((v) => v.toLowerCase().includes(term))));
+      (!term || [c.spec.name, c.id, c.spec.region, ...zones(c)].some((v) => v.toLowerCase().includes(term))));
     tbody.replaceChildren(...shown.map(row));
     if (shown.length === 0) {
       tbody.append(h("tr", {}, h("td", { colspan: 7, class: "muted" },
@@ -178,9 +329,19 @@ function fleetView(main) {
   });
 }
 
-function row(c) {
+// The distinct availability zones of a cluster's nodes (records before zones were kept have none).
+function zones(c) {
+  return [...new Set(c.nodes.map((n) => n.zone).filter(Boolean))].sort();
+}
+
+// Nodes ready / nodes the spec asks for.
+function readyText(c) {
   const ready = c.nodes.filter((n) => n.state === "ready").length;
-  const total = c.spec.control_planes + c.spec.workers;
+  return `${ready}/${c.spec.control_planes + c.spec.workers}`;
+}
+
+function row(c) {
+  const az = zones(c);
   const failure = c.failure ? `${c.failure.stage}: ${c.failure.reason}` : null;
   return h("tr", { "data-id": c.id },
     h("td", {}, h("a", { href: "#/clusters/" + encodeURIComponent(c.id) }, c.spec.name),
@@ -189,8 +350,8 @@ function row(c) {
       failure && c.status === "FAILED" ? h("div", { class: "sub reason" }, failure) : null,
       c.degraded ? h("div", { class: "sub reason" }, c.degraded.reason) : null),
     h("td", {}, c.stage || "—"),
-    h("td", {}, `${ready}/${total}`),
-    h("td", {}, c.spec.region),
+    h("td", {}, readyText(c)),
+    h("td", {}, c.spec.region, az.length ? h("div", { class: "sub" }, az.join(", ")) : null),
     h("td", {}, c.spec.microk8s_channel),
     h("td", { title: when(c.created_at) }, age(c.created_at)));
 }
@@ -240,30 +401,56 @@ function clusterView(main, id) {
     message.textContent = text;
     message.classList.toggle("bad", Boolean(bad));
   };
-  const change = async (label, body) => {
+  // One PATCH with If-Match; a 422 naming a field of `form` is shown beside it (`show` routes
+  // the field's name and message to its control, and answers whether it found one).
+  const change = async (label, body, form, show) => {
+    clearInvalid(form);
     say(label + "…");
     const res = await api("PATCH", path, body, etag ? { "If-Match": etag } : {});
-    if (res.status === 412) say("The cluster changed meanwhile: check it and try again.", true);
-    else if (res.ok) say(res.status === 200 ? "Nothing to change." : label + " started.");
-    else say(errorText(res), true);
+    if (res.status === 412) return say("The cluster changed meanwhile: check it and try again.", true);
+    if (res.ok) return say(res.status === 200 ? "Nothing to change." : label + " started.");
+    const err = (res.data && res.data.error) || {};
+    const shown = res.status === 422 && err.field && show(err.field, err.message);
+    say(shown ? `${label} not accepted: see ${err.field}.` : errorText(res), true);
   };
   const changeable = () => record && (record.status === "ACTIVE" || record.status === "DEGRADED");
 
   const buildActions = () => {
     const workers = h("input", { id: "act-workers", type: "number", min: 0, inputmode: "numeric", value: record.spec.workers });
     const channel = h("input", { id: "act-channel", type: "text", value: record.spec.microk8s_channel, autocomplete: "off" });
+    const unavailable = h("input", { id: "act-max_unavailable", type: "number", min: 1, max: 10, inputmode: "numeric", value: 1 });
     const addons = h("input", { id: "act-addons", type: "text", value: record.spec.addons.join(", "), autocomplete: "off" });
+    const ports = portsEditor("act-ports", "Exposed ports", record.spec.exposed_ports || []);
     const confirmName = h("input", { id: "act-confirm", type: "text", autocomplete: "off", "aria-describedby": "hint-confirm" });
     const del = h("button", { type: "submit", id: "act-delete", class: "danger", disabled: true }, "Delete cluster");
     confirmName.addEventListener("input", () => { del.disabled = confirmName.value !== record.spec.name; });
-    const form = (name, onsubmit, ...kids) => h("form", { class: "action", "aria-label": name, onsubmit: (e) => { e.preventDefault(); onsubmit(); } }, kids);
+    const form = (name, onsubmit, ...kids) => {
+      const f = h("form", { class: "action", id: "form-" + name.toLowerCase().replace(/\W+/g, "-"), "aria-label": name, novalidate: true }, kids);
+      f.addEventListener("submit", (e) => { e.preventDefault(); onsubmit(f); });
+      return f;
+    };
+    // Routes a 422's field to a control of an action's form (see `change`).
+    const only = (known) => (name, message) => {
+      const [root, rest] = splitField(name);
+      if (root === "exposed_ports" && known.exposed_ports) return ports.show(rest, message);
+      const at = known[root];
+      if (!at) return false;
+      const entry = rest.match(/^\[(\d+)\]$/) ? nth(at[1].value, Number(rest.slice(1, -1))) : undefined;
+      markInvalid(at[0], at[1], entry !== undefined ? `“${entry}”: ${message}` : message);
+      return true;
+    };
     actions.append(
-      form("Scale", () => change("Scale", { workers: Number(workers.value) }),
-        field("workers", "Workers", workers), h("button", { type: "submit", class: "needs-active" }, "Scale")),
-      form("Upgrade", () => change("Upgrade", { microk8s_channel: channel.value.trim() }),
-        field("channel", "MicroK8s channel", channel, "One minor up, e.g. 1.33/stable"), h("button", { type: "submit", class: "needs-active" }, "Upgrade")),
-      form("Add-ons", () => change("Add-ons change", { addons: list(addons.value) }),
-        field("addons", "Add-ons", addons, "Comma-separated, e.g. dns, ingress"), h("button", { type: "submit", class: "needs-active" }, "Save add-ons")),
+      form("Scale", (f) => change("Scale", { workers: Number(workers.value) }, f, only({ workers: ["workers", workers] })),
+        field("workers", "Workers", workers), h("button", { type: "submit", id: "act-scale", class: "needs-active" }, "Scale")),
+      form("Upgrade", (f) => change("Upgrade", { microk8s_channel: channel.value.trim(), max_unavailable: Number(unavailable.value) }, f,
+        only({ microk8s_channel: ["channel", channel], max_unavailable: ["max_unavailable", unavailable] })),
+        field("channel", "MicroK8s channel", channel, "One minor up, e.g. 1.33/stable"),
+        field("max_unavailable", "Workers upgraded at once", unavailable, "1 to 10, default 1; control planes go one at a time."),
+        h("button", { type: "submit", id: "act-upgrade", class: "needs-active" }, "Upgrade")),
+      form("Add-ons", (f) => change("Add-ons change", { addons: list(addons.value) }, f, only({ addons: ["addons", addons] })),
+        field("addons", "Add-ons", addons, "Comma-separated, e.g. dns, ingress"), h("button", { type: "submit", id: "act-addons-save", class: "needs-active" }, "Save add-ons")),
+      form("Exposed ports", (f) => change("Exposed ports change", { exposed_ports: ports.value() }, f, only({ exposed_ports: true })),
+        ports.el, h("button", { type: "submit", id: "act-ports-save", class: "needs-active" }, "Save exposed ports")),
       h("div", { class: "action" },
         h("p", { class: "hint" }, "Admin credentials: treat the file as a secret."),
         h("button", { type: "button", id: "act-kubeconfig", class: "needs-active", onclick: download }, "Download kubeconfig")),
@@ -296,7 +483,7 @@ function clusterView(main, id) {
   main.append(head, alerts,
     h("section", { class: "card" }, h("h2", {}, "Overview"), facts),
     h("section", { class: "card" }, h("h2", {}, "Nodes"), h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["Role", "Index", "Instance", "Private IP", "Public IP", "State", "Channel", ""].map((c) => h("th", { scope: "col" }, c)))), nodes))),
+      h("thead", {}, h("tr", {}, ["Role", "Index", "Instance", "Zone", "Private IP", "Public IP", "State", "Channel", ""].map((c) => h("th", { scope: "col" }, c)))), nodes))),
     actions,
     h("section", { class: "card" }, h("h2", {}, "Stages"), h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Stage", "Result", "Started", "Took", "Detail"].map((c) => h("th", { scope: "col" }, c)))), stages))),
@@ -321,25 +508,34 @@ function clusterView(main, id) {
       c.degraded ? h("div", { class: "alert warn" }, h("strong", {}, "Degraded"),
         `: ${c.degraded.reason} (nodes ${c.degraded.nodes.join(", ")}, since ${when(c.degraded.since)})`) : null,
     ].filter(Boolean));
-    const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+    const fact = (k, v, id) => [h("dt", {}, k), h("dd", { id }, v)];
+    const az = zones(c);
     facts.replaceChildren(...[
       fact("Id", h("span", { class: "mono" }, c.id)),
       fact("Stage", c.stage || "—"),
-      fact("Region", c.spec.region),
+      fact("Region", az.length ? `${c.spec.region} (${az.join(", ")})` : c.spec.region),
       fact("Nodes", `${c.spec.control_planes} control plane${c.spec.control_planes > 1 ? "s" : ""}, ${c.spec.workers} worker${c.spec.workers === 1 ? "" : "s"}`),
+      fact("Nodes ready", readyText(c), "fact-ready"),
       fact("Instance type", `${c.spec.instance_type} (${c.spec.arch})`),
+      fact("Ubuntu", c.spec.ubuntu_release),
+      fact("Root volume", `${c.spec.root_volume_gib} GiB`),
+      fact("Subnets", (c.spec.subnet_ids || []).join(", ") || c.spec.subnet_id || "the default VPC's"),
+      fact("Worker subnets", (c.spec.worker_subnet_ids || []).join(", ") || "the subnets above"),
       fact("MicroK8s", c.spec.microk8s_channel),
       fact("Add-ons", c.spec.addons.join(", ") || "none"),
       fact("API endpoint", c.endpoint || "—"),
       fact("API allowed from", c.spec.api_allowed_cidrs.join(", ") || "nowhere"),
+      fact("Exposed ports", (c.spec.exposed_ports || []).length ? h("ul", { class: "plain" }, c.spec.exposed_ports.map((p) => h("li", {}, portText(p)))) : "none", "fact-exposed-ports"),
+      fact("Tags", Object.entries(c.spec.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none"),
+      fact("Retain on failure", c.spec.retain_on_failure ? "yes" : "no"),
       fact("Created", when(c.created_at)),
     ].flat());
     nodes.replaceChildren(...c.nodes.map((n) => h("tr", {},
       h("td", {}, n.role), h("td", {}, n.index), h("td", { class: "mono nowrap" }, n.instance_id),
-      h("td", { class: "mono nowrap" }, n.private_ip || "—"), h("td", { class: "mono nowrap" }, n.public_ip || "—"),
+      h("td", { class: "nowrap" }, n.zone || "—"), h("td", { class: "mono nowrap" }, n.private_ip || "—"), h("td", { class: "mono nowrap" }, n.public_ip || "—"),
       h("td", {}, h("span", { class: "state st-" + n.state }, n.state)), h("td", {}, n.channel || "—"),
       h("td", {}, h("button", { type: "button", class: "small needs-active", "aria-label": `Replace ${n.role} ${n.index} (${n.instance_id})`, disabled: !changeable(), onclick: () => replace(n) }, "Replace")))));
-    if (c.nodes.length === 0) nodes.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No nodes yet.")));
+    if (c.nodes.length === 0) nodes.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No nodes yet.")));
     if (!built) { buildActions(); built = true; }
     for (const b of actions.querySelectorAll(".needs-active")) b.disabled = !changeable();
     const del = document.getElementById("act-delete");
@@ -359,7 +555,7 @@ function clusterView(main, id) {
     }
     if (up.ok) {
       updates.replaceChildren(...up.data.updates.map((u) => h("tr", {},
-        h("td", {}, u.kind), h("td", { class: "mono" }, JSON.stringify(u.params)),
+        h("td", {}, u.kind), h("td", {}, asked(u.params)),
         h("td", {}, h("span", { class: "state st-" + u.status.toLowerCase() }, u.status)),
         h("td", {}, when(u.started_at)), h("td", {}, when(u.finished_at)),
         h("td", {}, u.failure ? `${u.failure.stage}: ${u.failure.reason}` : "—"))));
@@ -370,49 +566,67 @@ function clusterView(main, id) {
 
 // ---- create -----------------------------------------------------------------------------------
 
-const CREATE_FIELDS = ["name", "region", "control_planes", "workers", "instance_type", "microk8s_channel", "addons", "api_allowed_cidrs", "tags"];
+// Every field of a create request (mecplane's ClusterRequest) the form has a control for, with
+// the defaults the API fills in (mecplane/src/spec.rs) shown in the controls and hints.
+const CREATE_FIELDS = ["name", "region", "control_planes", "workers", "instance_type", "ubuntu_release", "microk8s_channel", "addons",
+  "subnet_ids", "worker_subnet_ids", "api_allowed_cidrs", "allow_api_from_anywhere", "exposed_ports", "root_volume_gib", "tags", "retain_on_failure"];
+const DEFAULTS = { instance_type: "t4g.medium", ubuntu_release: "24.04", microk8s_channel: "1.32/stable", addons: "dns", root_volume_gib: 20 };
+const UBUNTU_RELEASES = ["22.04", "24.04"];
+const INSTANCE_TYPES = ["t3.medium", "t3.large", "t4g.medium", "t4g.large", "m6i.large", "m7g.large", "c6i.large", "c7g.large"];
 
 function createView(main) {
-  const input = (id, attrs) => h("input", Object.assign({ id: "c-" + id, name: id, type: "text", autocomplete: "off" }, attrs || {}));
+  // An idempotency key per distinct request while the form is open: a double click or a retry of
+  // the same request is one cluster, an edited request is a new one.
+  const sent = { body: null, key: null };
+  const keyFor = (body) => {
+    const text = JSON.stringify(body);
+    if (sent.body !== text) Object.assign(sent, { body: text, key: "dashboard-" + crypto.randomUUID() });
+    return sent.key;
+  };
+  const input = (id, attrs) => h("input", Object.assign({ id: "c-" + id, name: id, type: "text", autocomplete: "off", spellcheck: "false" }, attrs || {}));
+  const check = (id) => h("input", { id: "c-" + id, name: id, type: "checkbox" });
   const cps = h("select", { id: "c-control_planes", name: "control_planes" }, h("option", { value: "1" }, "1"), h("option", { value: "3" }, "3 (high availability)"));
-  const general = h("p", { id: "create-error", class: "alert bad", role: "alert", hidden: true });
+  const ubuntu = h("select", { id: "c-ubuntu_release", name: "ubuntu_release" },
+    UBUNTU_RELEASES.map((r) => h("option", { value: r, selected: r === DEFAULTS.ubuntu_release }, `Ubuntu ${r} LTS`)));
+  const types = h("datalist", { id: "instance-types" }, INSTANCE_TYPES.map((t) => h("option", { value: t })));
+  const ports = portsEditor("c-exposed_ports", "Exposed ports", []);
+  const general = h("p", { id: "create-error", class: "alert bad", role: "alert", tabindex: "-1", hidden: true });
   const submit = h("button", { type: "submit", class: "primary", id: "create-submit" }, "Create cluster");
   const form = h("form", { id: "create-form", class: "card create", novalidate: true },
     general,
-    field("name", "Name", input("name", { required: true, "aria-required": "true", placeholder: "edge-1" }), "Lowercase letters, digits and '-'; unique among live clusters."),
+    field("name", "Name", input("name", { required: true, "aria-required": "true", placeholder: "edge-1" }), "Required. Lowercase letters, digits and '-'; unique among live clusters."),
     field("region", "Region", input("region", { placeholder: "the API's region" }), "Default: the API's region."),
-    field("control_planes", "Control planes", cps, "1, or 3 for high availability."),
+    field("control_planes", "Control planes", cps, "Default 1, or 3 for high availability."),
     field("workers", "Workers", input("workers", { type: "number", min: 0, inputmode: "numeric", value: "0" }), "Default 0 (at most 50, and the deployment's node limit)."),
-    field("instance_type", "Instance type", input("instance_type", { value: "t4g.medium" }), "Default t4g.medium; the architecture follows from it."),
-    field("microk8s_channel", "MicroK8s channel", input("microk8s_channel", { value: "1.32/stable" }), "Default 1.32/stable."),
-    field("addons", "Add-ons", input("addons", { value: "dns" }), "Comma-separated; default dns."),
+    field("instance_type", "Instance type", input("instance_type", { value: DEFAULTS.instance_type, list: "instance-types" }), `Default ${DEFAULTS.instance_type}; the architecture follows from it. The deployment may allow only some types.`),
+    types,
+    field("ubuntu_release", "Ubuntu release", ubuntu, `Default ${DEFAULTS.ubuntu_release}.`),
+    field("microk8s_channel", "MicroK8s channel", input("microk8s_channel", { value: DEFAULTS.microk8s_channel }), `Default ${DEFAULTS.microk8s_channel}.`),
+    field("addons", "Add-ons", input("addons", { value: DEFAULTS.addons }), `Comma-separated; default ${DEFAULTS.addons}.`),
+    field("subnet_ids", "Subnets", input("subnet_ids", { placeholder: "subnet-0123456789abcdef0, subnet-…" }), "Comma-separated, of one VPC: control planes one per subnet in order (one per zone), workers round-robin. Default: a subnet of the default VPC."),
+    field("worker_subnet_ids", "Worker subnets", input("worker_subnet_ids", { placeholder: "subnet-… (e.g. a Local Zone's)" }), "Comma-separated; the workers alone go there, round-robin. Default: the subnets above."),
     field("api_allowed_cidrs", "Kubernetes API allowed from", input("api_allowed_cidrs", { placeholder: "203.0.113.0/24" }), "Comma-separated IPv4 CIDRs; default none."),
-    field("tags", "Tags", input("tags", { placeholder: "team=edge, env=dev" }), "Comma-separated key=value."),
+    checkField("allow_api_from_anywhere", "Allow the Kubernetes API from anywhere", check("allow_api_from_anywhere"), "Needed for 0.0.0.0/0 above; default off."),
+    ports.el,
+    field("root_volume_gib", "Root volume (GiB)", input("root_volume_gib", { type: "number", min: 8, inputmode: "numeric", value: String(DEFAULTS.root_volume_gib) }), `Default ${DEFAULTS.root_volume_gib} (at least 8, at most the deployment's limit, default 100).`),
+    field("tags", "Tags", input("tags", { placeholder: "team=edge, env=dev" }), "Comma-separated key=value; default none."),
+    checkField("retain_on_failure", "Keep the resources of a failed create", check("retain_on_failure"), "For inspection; default off (a failed create cleans up)."),
     h("div", { class: "form-actions" }, submit, h("a", { href: "#/" }, "Cancel")));
   main.append(h("div", { class: "title" }, h("h1", {}, "Create a cluster")), form);
 
-  const clearErrors = () => {
-    general.hidden = true;
-    for (const f of CREATE_FIELDS) {
-      const err = document.getElementById("err-" + f);
-      err.hidden = true;
-      err.textContent = "";
-      const el = document.getElementById("c-" + f);
-      el.removeAttribute("aria-invalid");
-      el.setAttribute("aria-describedby", "hint-" + f);
-    }
-  };
-
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    clearErrors();
-    const v = (f) => document.getElementById("c-" + f).value.trim();
-    const spec = { name: v("name"), control_planes: Number(v("control_planes")) };
+  const v = (f) => document.getElementById("c-" + f).value.trim();
+  const checked = (f) => document.getElementById("c-" + f).checked;
+  const request = () => {
+    const spec = { name: v("name"), control_planes: Number(v("control_planes")), ubuntu_release: v("ubuntu_release") };
     if (v("region")) spec.region = v("region");
-    if (v("workers")) spec.workers = Number(v("workers"));
+    for (const f of ["workers", "root_volume_gib"]) if (v(f)) spec[f] = Number(v(f));
     for (const f of ["instance_type", "microk8s_channel"]) if (v(f)) spec[f] = v(f);
+    for (const f of ["subnet_ids", "worker_subnet_ids"]) if (v(f)) spec[f] = list(v(f));
     spec.addons = list(v("addons"));
     if (v("api_allowed_cidrs")) spec.api_allowed_cidrs = list(v("api_allowed_cidrs"));
+    for (const f of ["allow_api_from_anywhere", "retain_on_failure"]) if (checked(f)) spec[f] = true;
+    const exposed = ports.value();
+    if (exposed.length) spec.exposed_ports = exposed;
     if (v("tags")) {
       spec.tags = {};
       for (const pair of list(v("tags"))) {
@@ -420,26 +634,39 @@ function createView(main) {
         spec.tags[at < 0 ? pair : pair.slice(0, at).trim()] = at < 0 ? "" : pair.slice(at + 1).trim();
       }
     }
+    return spec;
+  };
+
+  // The 422's field beside its control: `api_allowed_cidrs[1]` and `tags.env` name the entry,
+  // `exposed_ports[0].cidrs[1]` goes to that row's control. False if the form has no such field.
+  const showError = (name, message) => {
+    const [root, rest] = splitField(name);
+    if (root === "exposed_ports") return ports.show(rest, message);
+    if (!CREATE_FIELDS.includes(root)) return false;
+    const el = document.getElementById("c-" + root);
+    const index = rest.match(/^\[(\d+)\]$/);
+    const entry = index ? nth(el.value, Number(index[1])) : rest.startsWith(".") ? rest.slice(1) : undefined;
+    markInvalid(root, el, entry !== undefined ? `“${entry}”: ${message}` : message);
+    return true;
+  };
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    general.hidden = true;
+    clearInvalid(form);
+    const spec = request();
     submit.disabled = true;
     try {
-      const res = await api("POST", "/clusters", spec);
+      const res = await api("POST", "/clusters", spec, { "Idempotency-Key": keyFor(spec) });
       if (res.ok) {
         location.hash = "#/clusters/" + encodeURIComponent(res.data.id);
         return;
       }
       const err = (res.data && res.data.error) || {};
-      const root = String(err.field || "").split(/[.[]/)[0];
-      if (CREATE_FIELDS.includes(root)) {
-        const slot = document.getElementById("err-" + root);
-        slot.textContent = err.message;
-        slot.hidden = false;
-        const el = document.getElementById("c-" + root);
-        el.setAttribute("aria-invalid", "true");
-        el.setAttribute("aria-describedby", `err-${root} hint-${root}`);
-        el.focus();
-      } else {
+      if (!(err.field && showError(err.field, err.message))) {
         general.textContent = errorText(res);
         general.hidden = false;
+        general.focus();
       }
     } finally {
       submit.disabled = false;
@@ -473,6 +700,7 @@ async function start() {
     return;
   }
   csrf = (await r.json()).csrf;
+  setLive("Connected");
   window.addEventListener("hashchange", route);
   route();
 }

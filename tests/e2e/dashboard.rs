@@ -1,8 +1,10 @@
 //! `mecctl dashboard` in a real browser (headless Chromium through chromedriver, WebDriver via
-//! fantoccini) against a private local stack: the token URL, the create form (a refused field
-//! shown next to it, then a 1+1 cluster), the cluster page until ACTIVE, the fleet listing it, the
-//! typed-name delete, no script errors; then the security rules from a plain HTTP client.
-//! Screenshots of the pages go to `target/dashboard-screenshots/`.
+//! fantoccini) against a private local stack: the token URL, the create form (a refused field and
+//! a refused `exposed_ports[0].port` each shown next to its control, then a 1+1 cluster with a
+//! NodePort range exposed), the cluster page until ACTIVE, its scale action (+1 worker until 3/3
+//! ready) and exposed-ports action (a refused row, then the list replaced), the fleet listing it,
+//! the typed-name delete, no script errors; then the security rules from a plain HTTP client.
+//! Screenshots of the pages go to `target/dashboard-screenshots/` (copied to `docs/dashboard/`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
@@ -139,10 +142,38 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
         Some("true")
     );
     assert!(!displayed(browser, "#create-error").await);
-    screenshot(browser, shots, "create.png", 1280, 1100).await;
+    assert_invalid(browser, "#c-workers").await;
 
+    // A nested field: the API's `exposed_ports[0].port` is shown beside that row's port.
     type_into(browser, "#c-workers", "1").await;
+    click(browser, "#c-exposed_ports-add").await;
+    type_into(browser, "#c-exposed_ports-0-port", "22").await;
+    type_into(browser, "#c-exposed_ports-0-cidrs", "10.0.0.0/8").await;
     click(browser, "#create-submit").await;
+    let error = wait_text(
+        browser,
+        "#err-c-exposed_ports-0-port",
+        |t| !t.is_empty(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(error.contains("22") && error.contains("SSM"), "{error}");
+    assert_invalid(browser, "#c-exposed_ports-0-port").await;
+    assert!(
+        !displayed(browser, "#err-workers").await,
+        "the old error is gone"
+    );
+    assert!(!displayed(browser, "#create-error").await);
+    screenshot(browser, shots, "create.png", 1280, 900).await;
+    screenshot(browser, shots, "create-375.png", 375, 800).await;
+
+    // Fixed, and sent from the keyboard (Enter in the field submits the form).
+    type_into(
+        browser,
+        "#c-exposed_ports-0-port",
+        &format!("30000-32767{}", Key::Enter),
+    )
+    .await;
     let id = wait_until(Duration::from_secs(15), "the cluster page", || async {
         let here = browser.current_url().await.ok()?;
         here.fragment()?
@@ -179,8 +210,109 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
     )
     .await;
     assert!(stages.contains("finished"), "{stages}");
-    screenshot(browser, shots, "cluster.png", 1280, 1700).await;
-    screenshot(browser, shots, "cluster-375.png", 375, 1700).await;
+    let facts = text_of(browser, ".facts").await;
+    assert!(
+        facts.contains("30000-32767/tcp from 10.0.0.0/8") && facts.contains("Ubuntu"),
+        "{facts}"
+    );
+    let nodes = text_of(browser, "#nodes-body").await;
+    for zone in zones_of(stack, &id).await {
+        assert!(nodes.contains(zone.as_str()), "{zone} in {nodes}");
+    }
+
+    // Scale by one worker: the update runs and the page shows three nodes ready.
+    type_into(browser, "#act-workers", &format!("2{}", Key::Enter)).await;
+    wait_text(
+        browser,
+        "#action-message",
+        |t| t.contains("Scale started"),
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("UPDATING"),
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#fact-ready",
+        |t| t == "3/3",
+        Duration::from_secs(240),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("ACTIVE"),
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#nodes-body",
+        |t| t.matches("ready").count() == 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#updates-body",
+        |t| t.contains("scale") && t.contains("Successful"),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Exposed ports: a refused entry is shown beside its row, then the whole list is replaced.
+    wait_enabled(browser, "#act-ports-save").await;
+    click(browser, "#act-ports-add").await;
+    type_into(browser, "#act-ports-1-port", "22").await;
+    type_into(browser, "#act-ports-1-cidrs", "198.51.100.0/24").await;
+    click(browser, "#act-ports-save").await;
+    let error = wait_text(
+        browser,
+        "#err-act-ports-1-port",
+        |t| !t.is_empty(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(error.contains("22"), "{error}");
+    assert_invalid(browser, "#act-ports-1-port").await;
+    type_into(browser, "#act-ports-1-port", "8443").await;
+    click(browser, "#act-ports-0-remove").await;
+    click(browser, "#act-ports-save").await;
+    wait_text(
+        browser,
+        "#action-message",
+        |t| t.contains("Exposed ports change started"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!displayed(browser, "#err-act-ports-0-port").await);
+    wait_text(
+        browser,
+        "#fact-exposed-ports",
+        |t| t == "8443/tcp from 198.51.100.0/24",
+        Duration::from_secs(120),
+    )
+    .await;
+    wait_text(
+        browser,
+        "#cluster-status",
+        |t| t.contains("ACTIVE"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let record = stack.api("GET", &format!("/clusters/{id}"), None).await.1;
+    assert_eq!(
+        record["spec"]["exposed_ports"],
+        json!([{"port": 8443, "protocol": "tcp", "cidrs": ["198.51.100.0/24"]}])
+    );
+    no_script_errors(browser).await;
+    screenshot(browser, shots, "cluster.png", 1280, 900).await;
+    screenshot(browser, shots, "cluster-375.png", 375, 800).await;
 
     // The fleet lists it, ACTIVE with 2/2 nodes ready, and the filters find it.
     click(browser, "#nav-fleet").await;
@@ -193,9 +325,18 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
     )
     .await;
     assert!(
-        text.contains("web-edge") && text.contains("2/2") && text.contains("us-east-1"),
+        text.contains("web-edge") && text.contains("3/3") && text.contains("us-east-1"),
         "{text}"
     );
+    // Region / zone: the region, then the distinct zones of the nodes.
+    let zones = zones_of(stack, &id).await;
+    assert!(
+        !zones.is_empty(),
+        "the local stack records each node's zone"
+    );
+    for zone in &zones {
+        assert!(text.contains(zone.as_str()), "{zone} in {text}");
+    }
     browser
         .find(Locator::Id("filter-status"))
         .await
@@ -227,6 +368,8 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
     .await;
     screenshot(browser, shots, "fleet.png", 1280, 800).await;
     screenshot(browser, shots, "fleet-375.png", 375, 800).await;
+
+    no_script_errors(browser).await;
 
     // Delete: the button stays disabled until the name is typed.
     browser
@@ -263,12 +406,62 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
     .await;
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
 
-    // No script error on any page (the page collects them in window.dashboardErrors).
+    no_script_errors(browser).await;
+}
+
+/// No script error (nor CSP violation) since the page loaded: it collects them in
+/// `window.dashboardErrors`.
+async fn no_script_errors(browser: &Client) {
     let errors = browser
         .execute("return window.dashboardErrors;", vec![])
         .await
         .unwrap();
     assert_eq!(errors, json!([]), "script errors in the page");
+}
+
+/// The control is marked invalid for assistive technology too, and described by its error.
+async fn assert_invalid(browser: &Client, css: &str) {
+    let el = browser.find(Locator::Css(css)).await.unwrap();
+    assert_eq!(
+        el.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true"),
+        "{css}"
+    );
+    let described = el
+        .attr("aria-describedby")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(described.contains("err-"), "{css}: {described}");
+}
+
+/// The zones of the cluster's nodes, as its record has them.
+async fn zones_of(stack: &Stack, id: &str) -> Vec<String> {
+    let record = stack.api("GET", &format!("/clusters/{id}"), None).await.1;
+    record["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["zone"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn wait_enabled(browser: &Client, css: &str) {
+    wait_until(Duration::from_secs(60), css, || async {
+        let el = browser.find(Locator::Css(css)).await.ok()?;
+        el.is_enabled().await.ok()?.then_some(())
+    })
+    .await
 }
 
 /// `mecctl --env-file <stack> dashboard --port 0`, and the URL it prints.
@@ -419,10 +612,24 @@ async fn displayed(browser: &Client, css: &str) -> bool {
         .unwrap()
 }
 
-/// A screenshot of the page at `width`×`height` (the window is resized back after).
+/// A screenshot of the whole page from its top at `width` px wide (at least `height` px tall; the
+/// window is resized back after).
 async fn screenshot(browser: &Client, dir: &Path, name: &str, width: u32, height: u32) {
     browser.set_window_size(width, height).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let measure = "return [window.outerHeight - window.innerHeight, \
+                   document.documentElement.scrollHeight];";
+    let sizes = browser.execute(measure, vec![]).await.unwrap();
+    let px = |i: usize| sizes[i].as_u64().unwrap_or(0) as u32;
+    let tall = (px(0) + px(1)).clamp(height, 6000);
+    if tall > height {
+        browser.set_window_size(width, tall).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    browser
+        .execute("window.scrollTo(0, 0);", vec![])
+        .await
+        .unwrap();
     let png = browser.screenshot().await.unwrap();
     std::fs::write(dir.join(name), png).unwrap();
     browser.set_window_size(1280, 900).await.unwrap();

@@ -32,10 +32,22 @@ async fn fake_api() -> String {
             )
         }
     };
+    // A create is refused the way the API refuses a nested field, echoing what it was sent.
+    let refuse_create = |headers: HeaderMap, Json(body): Json<Value>| async move {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": {"code": "InvalidRequest", "message": "22 (SSH) is never opened", "field": "exposed_ports[0].port"},
+                "sent": body,
+                "idempotency_key": headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
+            })),
+        )
+    };
     let app = Router::new()
         .route(
             "/api/clusters",
-            get(|| async { Json(json!({"clusters": [], "next_token": null})) }),
+            get(|| async { Json(json!({"clusters": [], "next_token": null})) })
+                .post(refuse_create),
         )
         .route(
             "/api/clusters/{id}",
@@ -297,4 +309,31 @@ fn tokens_are_random_and_compared_whole() {
     assert!(!same(&a, &b) && !same(&a, &a[..63]));
     assert_eq!(query_token("x=1&token=ab%2Bc"), Some("ab+c".into()));
     assert_eq!(query_token("tokens=1"), None);
+}
+
+#[tokio::test]
+async fn a_create_goes_with_its_idempotency_key_and_its_422_comes_back_whole() {
+    let port = dashboard().await;
+    let spec = json!({
+        "name": "edge",
+        "exposed_ports": [{"port": 22, "protocol": "tcp", "cidrs": ["10.0.0.0/8"]}],
+    });
+    let (status, _, body) = send(
+        port,
+        "POST",
+        "/api/clusters",
+        &[
+            ("cookie", &cookie(port)),
+            ("x-dashboard-token", TOKEN),
+            ("idempotency-key", "dashboard-1"),
+            ("content-type", "application/json"),
+        ],
+        &spec.to_string(),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["field"], "exposed_ports[0].port");
+    assert_eq!(body["sent"], spec);
+    assert_eq!(body["idempotency_key"], "dashboard-1");
 }

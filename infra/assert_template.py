@@ -21,12 +21,14 @@ from samtranslator.yaml_helper import yaml_parse
 # Actions that support no resource-level permissions: the only ones allowed with Resource "*".
 NO_RESOURCE_LEVEL_ACTIONS = {
     "ec2:DescribeInstances",
+    "ec2:DescribeInstanceStatus",
     "ec2:DescribeSecurityGroups",
     "ec2:DescribeSecurityGroupRules",
     "ec2:DescribeSubnets",
     "ec2:DescribeVpcs",
     "ec2:DescribeImages",
     "ssm:DescribeInstanceInformation",
+    "ssm:DescribeParameters",
     "ssm:GetCommandInvocation",
     "ssm:ListCommands",
     "ssm:ListCommandInvocations",
@@ -87,6 +89,8 @@ RECONCILE_ENV = {
     "MECPLANE_MAX_UNHEALTHY_PERCENT": "MaxUnhealthyPercent",
     "MECPLANE_MAX_REPAIRS_PER_RUN": "MaxRepairsPerRun",
     "MECPLANE_ORPHANS_REPORT_ONLY": "OrphansReportOnly",
+    "MECPLANE_HEALTH_INTERVAL_SECONDS": "HealthIntervalSeconds",
+    "MECPLANE_RECONCILE_RATE_MINUTES": "ReconcileRateMinutes",
 }
 
 # What every Task of both state machines retries: the stages' transient errors, Lambda's service

@@ -1,5 +1,5 @@
 //! Lambda `api`: the HTTP API behind API Gateway (payload 2.0). Builds the SDK configuration and
-//! the adapters once per cold start (EC2 clients per region on first use, for `POST /reconcile`), then converts each `lambda_http` request into a
+//! the adapters once per cold start (EC2 and SSM clients per region on first use, for `POST /reconcile`), then converts each `lambda_http` request into a
 //! [`mecplane::api::ApiRequest`], answers it with [`mecplane::api::handle`], and converts back.
 //! Everything else lives in the library, where it is tested against the fakes.
 
@@ -12,8 +12,8 @@ use crate::runtime::{Control, Error};
 /// Builds the clients once, then serves API Gateway requests.
 pub async fn serve() -> Result<(), Error> {
     let control = Control::load().await?;
-    let instances_in = control.instances_in();
-    let (ctx, fleet) = (&control.ctx, &control.fleet(&instances_in));
+    let ports_in = control.ports_in();
+    let (ctx, fleet) = (&control.ctx, &control.fleet(&ports_in));
     run(service_fn(move |req: Request| async move {
         let answer = api::handle_with(ctx, into_api_request(req), Some(fleet)).await;
         Ok::<_, Error>(into_response(answer))

@@ -13,8 +13,8 @@ use crate::runtime::{Control, Error};
 /// Builds the clients once, then serves runs.
 pub async fn serve() -> Result<(), Error> {
     let control = Control::load().await?;
-    let instances_in = control.instances_in();
-    let (ctx, fleet) = (&control.ctx, &control.fleet(&instances_in));
+    let ports_in = control.ports_in();
+    let (ctx, fleet) = (&control.ctx, &control.fleet(&ports_in));
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ReconcileEvent>| async move {
             let started = Instant::now();

@@ -9,8 +9,7 @@
 use mecplane::api::{ApiConfig, ApiContext};
 use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, sfn::StepFunctions, ssm::Ssm, Regional};
 use mecplane::config::StageConfig;
-use mecplane::ports::Instances;
-use mecplane::reconcile::{Fleet, InstancesIn, Settings};
+use mecplane::reconcile::{Fleet, PortsIn, RegionPorts, Settings};
 use mecplane::stages::Ports;
 use mecplane::state::InRegion;
 use mecplane::StageError;
@@ -86,11 +85,12 @@ impl Cloud {
 }
 
 /// What the `api` and `reconcile` functions share: the API's context (records, executions,
-/// parameters, settings), the EC2 clients of each region (built on first use) and the reconcile's
-/// settings.
+/// parameters, settings), the EC2 and SSM clients of each region (built on first use) and the
+/// reconcile's settings.
 pub struct Control {
     pub ctx: ApiContext<Dynamo, StepFunctions, Ssm>,
     ec2: Regional<Ec2>,
+    ssm: Regional<Ssm>,
     settings: Settings,
 }
 
@@ -108,19 +108,23 @@ impl Control {
                 config,
             },
             ec2: Regional::new(&sdk, Ec2::new),
+            ssm: Regional::new(&sdk, Ssm::new),
             settings: Settings::from_env(),
         })
     }
 
-    /// The EC2 adapter of a region, for [`Fleet::instances_in`].
-    pub fn instances_in(&self) -> impl Fn(&str) -> Box<dyn Instances> + Send + Sync + '_ {
-        move |region: &str| Box::new(self.ec2.region(region)) as Box<dyn Instances>
+    /// The adapters of a region, for [`Fleet::ports_in`].
+    pub fn ports_in(&self) -> impl Fn(&str) -> RegionPorts + Send + Sync + '_ {
+        move |region: &str| RegionPorts {
+            ec2: Box::new(self.ec2.region(region)),
+            ssm: Box::new(self.ssm.region(region)),
+        }
     }
 
     /// What a reconcile reaches beyond the context.
-    pub fn fleet<'a>(&'a self, instances_in: &'a InstancesIn<'a>) -> Fleet<'a> {
+    pub fn fleet<'a>(&'a self, ports_in: &'a PortsIn<'a>) -> Fleet<'a> {
         Fleet {
-            instances_in,
+            ports_in,
             allowed_regions: &self.ctx.config.policy.allowed_regions,
             settings: &self.settings,
         }

@@ -1,9 +1,12 @@
 //! `make bench`'s reconcile figures: one reconcile over fleets of 100, 1,000 and 10,000 clusters
-//! of 3 nodes (1 control plane + 2 workers; one cluster in a hundred with a terminated worker), on
-//! the in-memory fakes. For each size: the pure plan's time (best of 3), a whole dry run's time
-//! (observe through the ports, then plan), the DescribeInstances calls the run made (the fakes
-//! count them as EC2 pages them: 1,000 instances a call), the replacements it planned, and the
-//! process's peak RSS. Prints one JSON object per size.
+//! of 3 nodes (1 control plane + 2 workers; one cluster in a hundred with a terminated worker, one
+//! in a hundred with a worker whose SSM agent was lost 10 minutes ago; every cluster due for its
+//! sampled node check), on the in-memory fakes. For each size: the pure plan's time (best of 3), a
+//! whole dry run's time (observe through the ports, then plan), the DescribeInstances calls the
+//! run made (the fakes count them as EC2 pages them: 1,000 instances a call), the node-health
+//! calls (DescribeInstanceStatus, 100 ids a call, and DescribeInstanceInformation, 50 ids a call),
+//! the node checks planned (one read-only SSM command each, within the run's budget), the
+//! replacements it planned, and the process's peak RSS. Prints one JSON object per size.
 //!
 //! `cargo run --release -p mecplane --no-default-features --features testing --example reconcile_scale`
 
@@ -12,7 +15,9 @@ use std::time::Instant;
 use mecplane::api::{ApiConfig, ApiContext};
 use mecplane::fakes::{FakeCloud, FakeExecutions, FakeStore};
 use mecplane::ports::{ClusterStore, InstanceState, Instances};
-use mecplane::reconcile::{self, plan, Action, Fleet, Observed, ReconcileEvent, Settings};
+use mecplane::reconcile::{
+    self, plan, Action, Fleet, Observed, ReconcileEvent, RegionPorts, Settings,
+};
 use mecplane::record::{ClusterRecord, Node, NodeState, Role, Status};
 use mecplane::spec::{ClusterRequest, Policy};
 use mecplane::state::Timing;
@@ -42,6 +47,8 @@ async fn fleet(n: usize) -> (FakeStore, FakeCloud) {
         let mut record = ClusterRecord::new(id.clone(), spec.clone(), None);
         record.spec.name = format!("edge-{c}");
         record.status = Status::Active;
+        // Long enough ago that its node check is due.
+        record.created_at = "2020-01-01T00:00:00Z".into();
         for (role, index) in [
             (Role::ControlPlane, 0),
             (Role::Worker, 0),
@@ -51,6 +58,10 @@ async fn fleet(n: usize) -> (FakeStore, FakeCloud) {
             if c % 100 == 7 && role == Role::Worker && index == 1 {
                 cloud.set_instance_state(&instance_id, InstanceState::Terminated);
             }
+            if c % 100 == 13 && role == Role::Worker && index == 0 {
+                let lost = mecplane::clock::now_epoch() - 600;
+                cloud.set_offline_since(&instance_id, Some(lost));
+            }
             record.nodes.push(Node {
                 instance_id,
                 role,
@@ -59,6 +70,7 @@ async fn fleet(n: usize) -> (FakeStore, FakeCloud) {
                 public_ip: None,
                 state: NodeState::Ready,
                 channel: None,
+                zone: None,
             });
         }
         store.create(&record).await.unwrap();
@@ -87,13 +99,16 @@ async fn main() {
             },
         };
         let observe_cloud = cloud.clone();
-        let instances_in = move |_: &str| Box::new(observe_cloud.clone()) as Box<dyn Instances>;
+        let ports_in = move |_: &str| RegionPorts {
+            ec2: Box::new(observe_cloud.clone()),
+            ssm: Box::new(observe_cloud.clone()),
+        };
         let fleet = Fleet {
-            instances_in: &instances_in,
+            ports_in: &ports_in,
             allowed_regions: &["us-east-1".into()],
             settings: &settings,
         };
-        let before = cloud.describe_calls();
+        let (before, health_before) = (cloud.describe_calls(), cloud.health_calls());
         let started = Instant::now();
         let event = ReconcileEvent {
             dry_run: true,
@@ -102,6 +117,7 @@ async fn main() {
         let report = reconcile::run(&ctx, &fleet, &event).await.unwrap();
         let run_ms = started.elapsed().as_secs_f64() * 1e3;
         let describe_calls = cloud.describe_calls() - before;
+        let health_calls = cloud.health_calls() - health_before;
 
         // The plan alone, on what the run observed.
         let mut records = Vec::new();
@@ -119,14 +135,18 @@ async fn main() {
                 None => break,
             }
         }
+        let instances = cloud.find_tagged("us-east-1").await.unwrap();
+        let health = reconcile::health::observe(&ports_in, &records, &instances).await;
         let observed = Observed {
             now: mecplane::clock::now_epoch(),
             records,
-            instances: cloud.find_tagged("us-east-1").await.unwrap(),
+            instances,
+            health,
             executions: Default::default(),
+            ..Observed::default()
         };
         let mut plan_ms = f64::MAX;
-        let mut planned = 0;
+        let (mut planned, mut checks) = (0, 0);
         for _ in 0..3 {
             let t = Instant::now();
             let p = plan::plan(&observed, &settings, None);
@@ -136,6 +156,11 @@ async fn main() {
                 .iter()
                 .filter(|a| matches!(a, Action::ReplaceNode { .. }))
                 .count();
+            checks = p
+                .actions
+                .iter()
+                .filter(|a| matches!(a, Action::CheckNodes { .. }))
+                .count();
         }
         let line = serde_json::json!({
             "clusters": n,
@@ -143,6 +168,8 @@ async fn main() {
             "plan_ms": (plan_ms * 100.0).round() / 100.0,
             "dry_run_ms": (run_ms * 10.0).round() / 10.0,
             "describe_instances_calls": describe_calls,
+            "node_health_calls": health_calls,
+            "node_checks_planned": checks,
             "replacements_planned": planned,
             "peak_rss_mib": (peak_rss_mib() * 10.0).round() / 10.0,
         });

@@ -17,6 +17,14 @@ pub fn epoch_of(rfc3339: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+/// RFC 3339 UTC of epoch seconds.
+pub fn rfc3339_of(epoch: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| epoch.to_string())
+}
+
 /// Now, in seconds since the epoch.
 pub fn now_epoch() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()

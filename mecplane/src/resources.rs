@@ -13,6 +13,9 @@ pub const TAG_ROLE: &str = "mecplane:role";
 pub const TAG_INDEX: &str = "mecplane:index";
 /// The EC2 console's name tag.
 pub const TAG_NAME: &str = "Name";
+/// Tag on a cluster's security group: when it was created (RFC 3339), since EC2 keeps no
+/// creation time for a group; the reconcile ages orphan groups by it.
+pub const TAG_CREATED_AT: &str = "mecplane:created-at";
 /// The prefix of every parameter mecplane writes.
 pub const PARAMETER_ROOT: &str = "/mecplane/clusters";
 
@@ -61,6 +64,13 @@ pub fn cluster_parameters(cluster_id: &str) -> Vec<String> {
         kubeconfig_parameter(cluster_id),
         transport_key_parameter(cluster_id),
     ]
+}
+
+/// The cluster a parameter under [`PARAMETER_ROOT`] belongs to (`<root>/<cluster id>/…`).
+pub fn cluster_of_parameter(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(PARAMETER_ROOT)?.strip_prefix('/')?;
+    let (cluster_id, leaf) = rest.split_once('/')?;
+    (!cluster_id.is_empty() && !leaf.is_empty()).then_some(cluster_id)
 }
 
 /// A new random cluster id: `c-` and 16 lowercase hex characters.
@@ -171,5 +181,11 @@ mod tests {
             "/mecplane/clusters/c-1/join-token"
         );
         assert_eq!(security_group_name("c-1"), "mecplane-c-1");
+        for name in cluster_parameters("c-1") {
+            assert_eq!(cluster_of_parameter(&name), Some("c-1"));
+        }
+        assert_eq!(cluster_of_parameter("/mecplane/clusters/c-1"), None);
+        assert_eq!(cluster_of_parameter("/mecplane/clustersx/c-1/a"), None);
+        assert_eq!(cluster_of_parameter("/other/c-1/kubeconfig"), None);
     }
 }

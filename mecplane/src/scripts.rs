@@ -99,9 +99,11 @@ pub struct NodeReport {
     pub ready: bool,
     pub internal_ip: String,
     pub role: String,
+    /// When its Ready condition last changed (epoch seconds), when Kubernetes said.
+    pub since: Option<i64>,
 }
 
-/// The `NODE <hostname> <Ready|NotReady> <ip> <role>` lines of the verify script.
+/// The `NODE <hostname> <Ready|NotReady> <ip> <role> [<since>]` lines of the verify script.
 pub fn nodes_of(stdout: &str) -> Vec<NodeReport> {
     stdout
         .lines()
@@ -113,6 +115,7 @@ pub fn nodes_of(stdout: &str) -> Vec<NodeReport> {
                 ready: f.next()? == "Ready",
                 internal_ip: f.next().unwrap_or("").to_string(),
                 role: f.next().unwrap_or("").to_string(),
+                since: f.next().and_then(crate::clock::epoch_of),
             })
         })
         .collect()
@@ -429,7 +432,7 @@ esac
 
     #[test]
     fn results_and_nodes_are_parsed() {
-        let out = "x\nNODE ip-10-0-0-1 Ready 10.0.0.1 control-plane\nNODE ip-10-0-0-2 NotReady 10.0.0.2 worker\nMECPLANE_RESULT nodes=2 ready=1\n";
+        let out = "x\nNODE ip-10-0-0-1 Ready 10.0.0.1 control-plane\nNODE ip-10-0-0-2 NotReady 10.0.0.2 worker 2024-05-01T00:00:10Z\nMECPLANE_RESULT nodes=2 ready=1\n";
         let r = result_of(out).unwrap();
         assert_eq!(r["nodes"], "2");
         assert_eq!(r["ready"], "1");
@@ -437,6 +440,10 @@ esac
         assert_eq!(nodes.len(), 2);
         assert!(nodes[0].ready && !nodes[1].ready);
         assert_eq!(nodes[1].role, "worker");
+        assert_eq!(
+            (nodes[0].since, nodes[1].since),
+            (None, Some(1_714_521_610))
+        );
         assert_eq!(result_of("no result"), None);
         assert_eq!(
             payload_of("a: 1\nMECPLANE_RESULT kubeconfig=ok\n"),

@@ -4,6 +4,9 @@
 //! the project's tags is removed after its grace and not before. Scheduled: with the gateway
 //! firing the schedule every few seconds (and EC2 state-change events), a terminated worker is
 //! replaced without anyone asking, and the runs over a healthy fleet made no mutating call.
+//! Housekeeping: an orphan security group and parameter go after their grace (a live cluster's
+//! stay), a group's drifted rules come back exactly, and a create stopped from the console is
+//! failed and torn down.
 
 use std::time::Duration;
 
@@ -122,18 +125,24 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     assert_eq!(dry["outcomes"], json!([]));
     assert_eq!(stack.record(&id).await["status"], "ACTIVE");
 
-    // WHEN it is run for real
-    let report = reconcile(&stack, false).await;
-    let outcome = report["outcomes"]
-        .as_array()
-        .unwrap()
+    // WHEN it is run for real, twice at once: one replacement starts, the other run skips it
+    let (first, second) = tokio::join!(reconcile(&stack, false), reconcile(&stack, false));
+    let results: Vec<String> = [&first, &second]
         .iter()
-        .find(|o| o["action"] == "replace-node")
-        .unwrap_or_else(|| panic!("{report}"))
-        .clone();
+        .flat_map(|r| r["outcomes"].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["action"] == "replace-node")
+        .map(|o| o["result"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.starts_with("done")).count(),
+        1,
+        "one replacement for one dead node: {first}\n{second}"
+    );
     assert!(
-        outcome["result"].as_str().unwrap().starts_with("done"),
-        "{outcome}"
+        results
+            .iter()
+            .all(|r| r.starts_with("done") || r.starts_with("skipped")),
+        "{results:?}"
     );
 
     // THEN a new worker 1 joins and the record is ACTIVE again, the update by the reconcile
@@ -150,6 +159,13 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
             .all(|n| n["state"] == "ready"),
         "{record}"
     );
+    let replacements = record["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["kind"] == "replace-node")
+        .count();
+    assert_eq!(replacements, 1, "{record}");
     let update = record["updates"]
         .as_array()
         .unwrap()
@@ -259,6 +275,7 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
         assert!(
             [
                 "ec2:Describe",
+                "ssm:Describe",
                 "dynamodb:Query",
                 "dynamodb:GetItem",
                 "states:Describe",
@@ -357,5 +374,493 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
         healed["updates"].as_array().unwrap().len()
     );
     assert_eq!(later["status"], "DEGRADED");
+    stack.assert_calls_allowed_by_template().await;
+}
+
+/// The reconcile's grace in the sick-node test: short, so the test waits a few seconds.
+const SICK_GRACE_SECONDS: u64 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_demand_a_node_whose_agent_went_offline_is_replaced_past_the_grace() {
+    let grace = SICK_GRACE_SECONDS.to_string();
+    let stack = Stack::start_with(
+        300,
+        &[("MECPLANE_RECONCILE_GRACE_SECONDS", grace.as_str())],
+        &stack::RECONCILE_OFF,
+    )
+    .await;
+    let record = create(&stack, "ailing", 1, 2).await;
+    let id = record["id"].as_str().unwrap().to_string();
+
+    // A healthy fleet: the agents pinged, nothing planned, nothing written.
+    let report = reconcile(&stack, false).await;
+    assert_eq!(report["plan"]["actions"], json!([]), "{report}");
+    assert_eq!(stack.record(&id).await["version"], record["version"]);
+
+    // GIVEN worker 1's SSM agent offline (its instance still running)
+    let (sick, _) = node_of(&record, "worker", 1);
+    stack
+        .fault(json!({"cluster_name": "ailing", "role": "worker", "index": 1, "fault": "agent_offline"}))
+        .await;
+    let offline_at = std::time::Instant::now();
+
+    // WHEN a run looks within the grace: nothing
+    let early = reconcile(&stack, false).await;
+    assert!(
+        offline_at.elapsed() < Duration::from_secs(SICK_GRACE_SECONDS),
+        "the test was too slow to look within the grace"
+    );
+    assert_eq!(early["plan"]["actions"], json!([]), "{early}");
+    assert_eq!(stack.record(&id).await["status"], "ACTIVE");
+
+    // WHEN a run looks past the grace: the worker is replaced, the reason naming the check
+    let wait = Duration::from_secs(SICK_GRACE_SECONDS + 1).saturating_sub(offline_at.elapsed());
+    tokio::time::sleep(wait).await;
+    let report = reconcile(&stack, false).await;
+    let outcome = report["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["action"] == "replace-node")
+        .unwrap_or_else(|| panic!("{report}"))
+        .clone();
+    assert_eq!(outcome["instance_id"], sick.as_str(), "{outcome}");
+    assert!(
+        outcome["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("SSM agent ConnectionLost since "),
+        "{outcome}"
+    );
+    assert!(
+        outcome["result"].as_str().unwrap().starts_with("done"),
+        "{outcome}"
+    );
+    // Only that node: the healthy ones are left alone.
+    assert_eq!(
+        report["plan"]["actions"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    // The rule matches by index, which the replacement takes over: lift it so the new worker's
+    // agent is online (the lost one's comes back too, and it is drained and terminated).
+    let (code, _) = stack.request("DELETE", "/_sim/faults", None, &[]).await;
+    assert!(code < 300);
+
+    // THEN a new worker 1 joins and the record is ACTIVE again
+    let healed = stack
+        .wait_record(&id, "the replacement", TIMEOUT, |r| {
+            r["status"] == "ACTIVE"
+                && r["updates"].as_array().is_some_and(|u| {
+                    u.iter()
+                        .any(|u| u["kind"] == "replace-node" && u["status"] == "Successful")
+                })
+        })
+        .await;
+    let (successor, _) = node_of(&healed, "worker", 1);
+    assert_ne!(successor, sick);
+    assert!(
+        healed["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "ready"),
+        "{healed}"
+    );
+    assert!(
+        !is_live(&stack, &sick).await,
+        "the lost worker is terminated"
+    );
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["stage"] == "reconcile"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("SSM agent ConnectionLost")),
+        "{events}"
+    );
+    // A run over the healed cluster plans nothing.
+    let after = reconcile(&stack, false).await;
+    assert_eq!(after["plan"]["actions"], json!([]), "{after}");
+    stack.assert_calls_allowed_by_template().await;
+}
+
+// ---- housekeeping: orphan groups and parameters, drifted rules, a create stopped by hand ----
+
+/// The outcomes of one kind of action in a report.
+fn outcomes_of(report: &Value, action: &str) -> Vec<Value> {
+    report["outcomes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["action"] == action)
+        .cloned()
+        .collect()
+}
+
+/// Whether the security group exists (moto answers `InvalidGroup.NotFound` once it is deleted).
+async fn group_exists(stack: &Stack, group_id: &str) -> bool {
+    stack
+        .ec2()
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .values(group_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe groups")
+        .security_groups()
+        .iter()
+        .any(|g| g.group_id() == Some(group_id))
+}
+
+/// Whether the parameter exists (its metadata only).
+async fn parameter_exists(stack: &Stack, name: &str) -> bool {
+    let out = stack
+        .ssm()
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Name")
+                .values(name)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("describe parameters");
+    out.parameters().iter().any(|p| p.name() == Some(name))
+}
+
+/// The group's ingress as comparable lines (`tcp 22-22 0.0.0.0/0`, `udp 4789-4789 sg-…`).
+async fn ingress_lines(stack: &Stack, group_id: &str) -> Vec<String> {
+    let out = stack
+        .ec2()
+        .describe_security_groups()
+        .group_ids(group_id)
+        .send()
+        .await
+        .expect("describe group");
+    let mut lines = Vec::new();
+    for p in out.security_groups()[0].ip_permissions() {
+        let head = format!(
+            "{} {}-{}",
+            p.ip_protocol().unwrap_or_default(),
+            p.from_port().unwrap_or_default(),
+            p.to_port().unwrap_or_default()
+        );
+        for r in p.ip_ranges() {
+            lines.push(format!("{head} {}", r.cidr_ip().unwrap_or_default()));
+        }
+        for g in p.user_id_group_pairs() {
+            lines.push(format!("{head} {}", g.group_id().unwrap_or_default()));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_orphan_group_and_parameter_are_removed_after_their_grace_and_a_live_clusters_kept() {
+    let grace = ORPHAN_GRACE_SECONDS.to_string();
+    let stack = Stack::start_with(
+        300,
+        &[("MECPLANE_ORPHAN_GRACE_SECONDS", grace.as_str())],
+        &stack::RECONCILE_OFF,
+    )
+    .await;
+    let record = create(&stack, "tidy", 1, 1).await;
+    let id = record["id"].as_str().unwrap().to_string();
+    let live_before = stack.leftovers(&id).await;
+    assert_eq!(
+        live_before.1.len(),
+        1,
+        "the live cluster's group: {live_before:?}"
+    );
+    assert!(
+        !live_before.2.is_empty(),
+        "the live cluster's parameters: {live_before:?}"
+    );
+
+    // GIVEN a group and a parameter with the project's tag and prefix, and no record
+    let orphan_id = "c-00000000000000aa";
+    let vpc = stack
+        .ec2()
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("isDefault")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("default vpc")
+        .vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    let orphan_group = stack
+        .ec2()
+        .create_security_group()
+        .group_name(format!("mecplane-{orphan_id}"))
+        .description("left behind")
+        .vpc_id(vpc)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .tags(tag("mecplane:cluster", orphan_id))
+                .tags(tag("mecplane:created-at", &mecplane::clock::now_rfc3339()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create the orphan group")
+        .group_id()
+        .unwrap()
+        .to_string();
+    let orphan_parameter = format!("/mecplane/clusters/{orphan_id}/join-token");
+    stack
+        .ssm()
+        .put_parameter()
+        .name(&orphan_parameter)
+        .value("a-token-nobody-owns")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("put the orphan parameter");
+    let orphaned_at = std::time::Instant::now();
+
+    // WHEN a reconcile runs within the grace
+    let early = reconcile(&stack, false).await;
+
+    // THEN nothing is removed, and the live cluster's group has no drift
+    assert_eq!(early["plan"]["actions"], json!([]), "{early}");
+    assert!(group_exists(&stack, &orphan_group).await);
+    assert!(parameter_exists(&stack, &orphan_parameter).await);
+
+    // WHEN one runs after the grace
+    let wait = Duration::from_secs(ORPHAN_GRACE_SECONDS + 2).saturating_sub(orphaned_at.elapsed());
+    tokio::time::sleep(wait).await;
+    let report = reconcile(&stack, false).await;
+
+    // THEN both go, and nothing of the live cluster
+    let groups = outcomes_of(&report, "delete-orphan-group");
+    assert_eq!(groups.len(), 1, "{report}");
+    assert_eq!(groups[0]["group_id"], orphan_group.as_str());
+    assert!(
+        groups[0]["result"].as_str().unwrap().starts_with("done"),
+        "{report}"
+    );
+    let params = outcomes_of(&report, "delete-orphan-parameters");
+    assert_eq!(params.len(), 1, "{report}");
+    assert_eq!(params[0]["names"], json!([orphan_parameter]));
+    assert!(
+        params[0]["result"].as_str().unwrap().starts_with("done"),
+        "{report}"
+    );
+    assert!(!group_exists(&stack, &orphan_group).await);
+    assert!(!parameter_exists(&stack, &orphan_parameter).await);
+    assert_eq!(
+        stack.leftovers(&id).await,
+        live_before,
+        "the live cluster untouched"
+    );
+    assert_eq!(stack.record(&id).await["status"], "ACTIVE");
+
+    // AND a later run finds nothing more to do
+    let again = reconcile(&stack, false).await;
+    assert_eq!(again["plan"]["actions"], json!([]), "{again}");
+    stack.assert_calls_allowed_by_template().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drifted_group_gets_exactly_its_desired_rules_back() {
+    let stack = Stack::start_with(300, &[], &stack::RECONCILE_OFF).await;
+    let record = create(&stack, "drift", 1, 1).await;
+    let id = record["id"].as_str().unwrap().to_string();
+    let group = record["security_group_id"].as_str().unwrap().to_string();
+    let desired = ingress_lines(&stack, &group).await;
+    assert!(
+        desired.contains(&"tcp 16443-16443 203.0.113.0/24".to_string()),
+        "{desired:?}"
+    );
+
+    // GIVEN the API rule revoked and SSH opened to the world, out of band
+    let range = |cidr: &str| aws_sdk_ec2::types::IpRange::builder().cidr_ip(cidr).build();
+    stack
+        .ec2()
+        .revoke_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(16443)
+                .to_port(16443)
+                .ip_ranges(range("203.0.113.0/24"))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("revoke");
+    stack
+        .ec2()
+        .authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(range("0.0.0.0/0"))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("authorize");
+    assert_ne!(ingress_lines(&stack, &group).await, desired);
+
+    // WHEN a reconcile runs
+    let report = reconcile(&stack, false).await;
+
+    // THEN exactly the desired rules are back, said on the record
+    let restored = outcomes_of(&report, "restore-group-rules");
+    assert_eq!(restored.len(), 1, "{report}");
+    assert!(
+        restored[0]["result"].as_str().unwrap().starts_with("done"),
+        "{report}"
+    );
+    assert_eq!(
+        restored[0]["authorize"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(restored[0]["authorize"][0]["from_port"], 16443);
+    assert_eq!(
+        restored[0]["revoke"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(restored[0]["revoke"][0]["from_port"], 22);
+    assert_eq!(ingress_lines(&stack, &group).await, desired);
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["stage"] == "reconcile"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("tcp 22 from 0.0.0.0/0")),
+        "{events}"
+    );
+
+    // AND the next run sees no drift
+    let again = reconcile(&stack, false).await;
+    assert_eq!(again["plan"]["actions"], json!([]), "{again}");
+    stack.assert_calls_allowed_by_template().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_stopped_from_the_console_is_failed_and_torn_down_after_the_grace() {
+    // Agents that take a minute to come online keep the create waiting on its control plane.
+    let stack = Stack::start_with(
+        60_000,
+        &[("MECPLANE_RECONCILE_GRACE_SECONDS", "5")],
+        &stack::RECONCILE_OFF,
+    )
+    .await;
+    let (status, created) = stack
+        .api("POST", "/clusters", Some(&json!({"name": "stopped"})))
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let arn = created["execution_arn"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.record(&id).await["stage"] != "await-control-planes" {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // GIVEN its execution stopped from the console, an instance and a group already made
+    stack
+        .sfn()
+        .stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("StopExecution");
+    assert_eq!(stack.wait_execution(&arn, TIMEOUT).await.status, "ABORTED");
+    let (instances, groups, _) = stack.leftovers(&id).await;
+    assert_eq!((instances.len(), groups.len()), (1, 1));
+    assert_eq!(stack.record(&id).await["status"], "CREATING");
+
+    // WHEN a reconcile runs once the record has sat still for the grace
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let report = reconcile(&stack, false).await;
+
+    // THEN the record is FAILED with what happened, and the teardown removes everything
+    let failed = outcomes_of(&report, "fail-stuck-create");
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!(
+        failed[0]["result"], "done: FAILED, teardown started",
+        "{report}"
+    );
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["phase"] == "failed"
+                && e["detail"].as_str().unwrap_or_default().contains("ABORTED")),
+        "{events}"
+    );
+    // (the teardown leaves the record FAILED, as a create that failed by itself ends)
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while stack.leftovers(&id).await != (vec![], vec![], vec![]) {
+        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // (wait_record stops at FAILED: poll the stage instead)
+    let teardown = loop {
+        let record = stack.record(&id).await;
+        if record["stage"] == "finish-delete" || record["status"] != "FAILED" {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{record}\n{}",
+            stack.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(teardown["status"], "FAILED", "{teardown}");
+    assert_eq!(
+        teardown["failure"]["error"], "CreateInterrupted",
+        "{teardown}"
+    );
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+
+    // AND a later run has nothing to do for it
+    let again = reconcile(&stack, false).await;
+    assert_eq!(again["plan"]["actions"], json!([]), "{again}");
     stack.assert_calls_allowed_by_template().await;
 }

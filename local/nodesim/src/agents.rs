@@ -33,6 +33,8 @@ pub struct Instance {
     pub state: String,
     /// Whether the agent was ever seen online (an agent that goes away is `ConnectionLost`).
     pub ever_online: bool,
+    /// When the agent was last seen online (its `LastPingDateTime` once it is not).
+    pub last_ping: Option<SystemTime>,
     /// The node died (the `node_dies` fault wrote `<sandbox>/dead`): it answers nothing any more,
     /// while EC2 still reports it running.
     pub dead: bool,
@@ -152,6 +154,7 @@ impl Agents {
                             .map(|n| n.as_str().to_string())
                             .unwrap_or_default(),
                         ever_online: false,
+                        last_ping: None,
                         dead: false,
                     });
                 }
@@ -171,6 +174,7 @@ impl Agents {
             inst.dead = self.sandbox_dir(&inst.instance_id).join("dead").exists();
             if let Some(old) = map.get(&inst.instance_id) {
                 inst.ever_online = old.ever_online;
+                inst.last_ping = old.last_ping;
                 if old.state == "terminated" {
                     inst.state = old.state.clone();
                 }
@@ -245,8 +249,8 @@ impl Agents {
         }
     }
 
-    /// Records that the agent was seen online.
-    pub fn mark_seen_online(&self, instance_id: &str) {
+    /// Records that the agent was seen online at `now` (its last ping).
+    pub fn mark_seen_online(&self, instance_id: &str, now: SystemTime) {
         if let Some(inst) = self
             .instances
             .lock()
@@ -254,6 +258,7 @@ impl Agents {
             .get_mut(instance_id)
         {
             inst.ever_online = true;
+            inst.last_ping = Some(now);
         }
     }
 

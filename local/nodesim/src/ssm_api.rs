@@ -218,7 +218,7 @@ async fn send_command(core: &Arc<Core>, region: &str, input: &Value) -> Result<V
         }
     }
     for id in &instance_ids {
-        core.agents.mark_seen_online(id);
+        core.agents.mark_seen_online(id, now);
     }
     let text = lines.join("\n");
     let mut parameters = params.clone();
@@ -517,7 +517,7 @@ async fn describe_instance_information(
         }
         let online = inst.agent_online(now, core.cfg.agent_delay, &core.faults);
         if online {
-            core.agents.mark_seen_online(&inst.instance_id);
+            core.agents.mark_seen_online(&inst.instance_id, now);
         } else if !inst.ever_online {
             continue; // an agent that never registered is not a managed node yet
         }
@@ -542,7 +542,8 @@ async fn describe_instance_information(
         items.push(json!({
             "InstanceId": inst.instance_id,
             "PingStatus": ping,
-            "LastPingDateTime": epoch(now),
+            // An agent not online last pinged when it was last seen online.
+            "LastPingDateTime": epoch(if online { now } else { inst.last_ping.unwrap_or(now) }),
             "AgentVersion": AGENT_VERSION,
             "IsLatestVersion": true,
             "PlatformType": "Linux",

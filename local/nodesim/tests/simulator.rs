@@ -504,6 +504,15 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
         "{text}"
     );
     assert!(text.contains("MECPLANE_RESULT nodes=2 ready=2"), "{text}");
+    // Each NODE line ends with the Ready condition's lastTransitionTime (the reconcile's sampled
+    // node check measures its grace from it): here, when the node joined.
+    for line in text.lines().filter(|l| l.starts_with("NODE ")) {
+        let since = line.split_whitespace().nth(5).unwrap_or_default();
+        assert!(
+            since.len() == 20 && since.ends_with('Z') && since.as_bytes()[10] == b'T',
+            "{line}"
+        );
+    }
     // The kubeconfig leaves the node sealed to the stage's one-time key, never in clear.
     let key = transport_public_key();
     let out = s
@@ -854,6 +863,19 @@ async fn day2_operations_and_faults_through_ssm() {
         .and_then(|i| i.ping_status())
         .map(|p| p.as_str().to_string());
     assert_eq!(ping.as_deref(), Some("ConnectionLost"));
+    // Its LastPingDateTime stays when it was last seen online (the refresh was sent 2 s ago).
+    let last_ping = info
+        .instance_information_list()
+        .iter()
+        .find(|i| i.instance_id() == Some(w1.as_str()))
+        .and_then(|i| i.last_ping_date_time())
+        .map(|t| t.secs())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(now - last_ping >= 1, "last ping {last_ping}, now {now}");
     let err = s.send(&w1, "echo hi", 10).await.unwrap_err();
     assert_eq!(err.code(), Some("InvalidInstanceId"));
     let w1_state = sim_state(&s, &w1).await;
@@ -862,6 +884,18 @@ async fn day2_operations_and_faults_through_ssm() {
     let text = ok(&s.run(&cp, "microk8s kubectl get nodes").await);
     let line = text.lines().find(|l| l.starts_with(&host(&w1_ip))).unwrap();
     assert!(line.contains("NotReady"), "{text}");
+    // The Ready condition moved when the node was first seen NotReady: the verify script's
+    // NODE line carries that time.
+    let text = ok(&s
+        .run(&cp, &script("verify", &[("EXPECTED_NODES", "2")]))
+        .await);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("NODE ") && l.contains(&format!(" {w1_ip} ")))
+        .unwrap_or_else(|| panic!("{text}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2], "NotReady", "{line}");
+    assert!(fields[5].ends_with('Z') && fields[5].len() == 20, "{line}");
 
     // remove-node: an unknown node is rejected; the dead worker goes without --force (workers are
     // not dqlite members); the removals log shows both, in order.

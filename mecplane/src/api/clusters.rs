@@ -43,6 +43,9 @@ struct CreateExecutionInput<'a> {
 struct DeleteExecutionInput<'a> {
     id: &'a str,
     timing: &'a Timing,
+    /// Only for a teardown that leaves the record `FAILED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<crate::state::TeardownReason>,
 }
 
 /// The delete execution's name for a cluster's `attempt`-th delete: `<id>-delete` for the first,
@@ -459,6 +462,7 @@ async fn start_delete<S: ClusterStore, E: Executions, P>(
     let input = serde_json::to_string(&DeleteExecutionInput {
         id: &record.id,
         timing: &ctx.config.timing,
+        reason: None,
     })
     .map_err(|e| {
         tracing::error!(error = %e, "could not serialize the execution input");
@@ -507,6 +511,51 @@ async fn start_delete<S: ClusterStore, E: Executions, P>(
         .await;
     }
     Ok(accepted(&record))
+}
+
+/// Removes the resources of a `FAILED` cluster and leaves it `FAILED` (as a create that failed by
+/// itself ends): the delete state machine with `reason: create-failed`, named `<id>-teardown`, so
+/// that starting it twice starts it once. For the reconcile, once a create has ended without a
+/// result; a user's `DELETE` meanwhile simply takes over (every teardown step is idempotent).
+pub async fn teardown_failed<S: ClusterStore, E: Executions, P>(
+    ctx: &ApiContext<S, E, P>,
+    record: &ClusterRecord,
+) -> Result<String, ApiError> {
+    if record.status != Status::Failed {
+        return Err(ApiError::conflict(
+            codes::CLUSTER_BUSY,
+            format!("cluster {} is {}, not FAILED", record.id, record.status),
+        ));
+    }
+    let input = serde_json::to_string(&DeleteExecutionInput {
+        id: &record.id,
+        timing: &ctx.config.timing,
+        reason: Some(crate::state::TeardownReason::CreateFailed),
+    })
+    .map_err(|e| {
+        tracing::error!(error = %e, "could not serialize the execution input");
+        ApiError::internal()
+    })?;
+    let name = format!("{}-teardown", record.id);
+    let arn = ctx
+        .executions
+        .start(&ctx.config.delete_state_machine_arn, &name, &input)
+        .await
+        .map_err(|e| {
+            tracing::error!(cluster_id = %record.id, error = %e, "could not start the teardown");
+            ApiError::unavailable(format!(
+                "the teardown of cluster {} could not be started: {e}",
+                record.id
+            ))
+        })?;
+    note(
+        &ctx.store,
+        &record.id,
+        Phase::Started,
+        format!("removing the resources of the failed create ({name}); the record stays FAILED"),
+    )
+    .await;
+    Ok(arn)
 }
 
 /// The answer of `GET /clusters/{id}/events`.

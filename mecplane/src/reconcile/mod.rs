@@ -5,14 +5,19 @@
 //!
 //! Observed: the records not `DELETED` (DynamoDB pages of the status index), every instance with
 //! the project's cluster tag in each region a record lives in or the deployment allows
-//! (DescribeInstances pages of 1,000), and the executions of records that look stuck.
+//! (DescribeInstances pages of 1,000), and the executions of records that look stuck; for the
+//! housekeeping ([`hygiene`]), the project's security groups per region and its parameters'
+//! metadata.
 //!
 //! Overlapping runs are harmless because every action is conditional or idempotent: a
 //! replacement is a conditional write of the record to `UPDATING` (a second run finds it
 //! `UPDATING` and skips it: one replacement per dead node), marking `DEGRADED` is a conditional
 //! write, failing a stuck create or update re-checks the execution, a delete resumes with a
-//! deterministic execution name, and terminating an orphan twice terminates it once.
+//! deterministic execution name, and terminating an orphan (or deleting an orphan group or
+//! parameter) twice removes it once.
 
+pub mod health;
+pub mod hygiene;
 pub mod plan;
 
 use std::collections::{BTreeSet, HashMap};
@@ -22,7 +27,10 @@ use serde::{Deserialize, Serialize};
 use crate::api::updates::{self, Who};
 use crate::api::{clusters, ApiContext};
 use crate::error::CloudError;
-use crate::ports::{ClusterStore, Executions, Instances, ListFilter, Parameters};
+use crate::ports::{
+    ClusterStore, Executions, Instances, ListFilter, NodeCommands, Parameters, SecurityGroups,
+    StatusChecks,
+};
 use crate::record::{ClusterRecord, Degradation, Event, Phase, Status};
 
 pub use plan::{Action, Finding, Observed, Plan, Settings};
@@ -81,13 +89,27 @@ pub struct ReconcileRequest {
     pub dry_run: bool,
 }
 
-/// The EC2 adapter of a region (the functions' regional clients; the tests' fakes).
-pub type InstancesIn<'a> = dyn Fn(&str) -> Box<dyn Instances> + Send + Sync + 'a;
+/// EC2 in one region as a run uses it: the instances, their status checks, the security groups.
+pub trait FleetEc2: Instances + StatusChecks + SecurityGroups {}
+impl<T: Instances + StatusChecks + SecurityGroups> FleetEc2 for T {}
 
-/// What a run may reach beyond the API's context: the EC2 adapters, the regions the deployment
-/// allows, the settings.
+/// The adapters of one region a run reaches (the functions' regional clients; the tests' fakes).
+/// The cluster's parameters are not here: they live in the control plane's region
+/// ([`ApiContext::parameters`]).
+pub struct RegionPorts {
+    /// EC2: instances, status checks, security groups.
+    pub ec2: Box<dyn FleetEc2>,
+    /// SSM Run Command: the nodes' agents.
+    pub ssm: Box<dyn NodeCommands>,
+}
+
+/// The adapters of a region, by its name.
+pub type PortsIn<'a> = dyn Fn(&str) -> RegionPorts + Send + Sync + 'a;
+
+/// What a run may reach beyond the API's context: the regional adapters, the regions the
+/// deployment allows, the settings.
 pub struct Fleet<'a> {
-    pub instances_in: &'a InstancesIn<'a>,
+    pub ports_in: &'a PortsIn<'a>,
     pub allowed_regions: &'a [String],
     pub settings: &'a Settings,
 }
@@ -121,9 +143,38 @@ impl Report {
         self.count(|a| matches!(a, Action::ReplaceNode { .. }))
     }
 
-    /// Orphan instances terminated this run.
+    /// Orphans removed this run: instances terminated, security groups and parameters deleted.
     pub fn orphans_removed(&self) -> usize {
-        self.count(|a| matches!(a, Action::TerminateOrphan { .. }))
+        self.sum(|a| match a {
+            Action::TerminateOrphan { .. } | Action::DeleteOrphanGroup { .. } => 1,
+            Action::DeleteOrphanParameters { names, .. } => names.len(),
+            _ => 0,
+        })
+    }
+
+    /// Security-group rules restored this run (missing ones authorized, undesired ones revoked).
+    pub fn rules_restored(&self) -> usize {
+        self.sum(|a| match a {
+            Action::RestoreGroupRules {
+                authorize, revoke, ..
+            } => authorize.len() + revoke.len(),
+            _ => 0,
+        })
+    }
+
+    /// What `weight` counts over the actions done this run.
+    fn sum(&self, weight: impl Fn(&Action) -> usize) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.result.starts_with("done"))
+            .map(|o| weight(&o.action))
+            .sum()
+    }
+
+    /// Node checks sent this run (one read-only command on one control plane each; the record
+    /// remembers it: one conditional write, and one more when a later run reads the answer).
+    pub fn node_checks_sent(&self) -> usize {
+        self.count(|a| matches!(a, Action::CheckNodes { .. }))
     }
 
     fn count(&self, what: impl Fn(&Action) -> bool) -> usize {
@@ -134,7 +185,8 @@ impl Report {
     }
 
     /// The run as a CloudWatch embedded-metric-format log line (namespace `mecplane`): clusters
-    /// by status, unhealthy nodes, repairs started, orphans removed, the run's duration.
+    /// by status, unhealthy nodes, repairs started, orphans removed (of every kind), security-group
+    /// rules restored, the run's duration.
     pub fn emf(&self, duration_ms: u128, now_ms: u128) -> String {
         let mut values = serde_json::Map::new();
         let mut names = Vec::new();
@@ -164,6 +216,16 @@ impl Report {
         put(
             "OrphansRemoved".into(),
             self.orphans_removed().into(),
+            "Count",
+        );
+        put(
+            "RulesRestored".into(),
+            self.rules_restored().into(),
+            "Count",
+        );
+        put(
+            "NodeChecksSent".into(),
+            self.node_checks_sent().into(),
             "Count",
         );
         put(
@@ -220,8 +282,8 @@ where
     E: Executions,
     P: Parameters,
 {
-    let (instances_in, allowed_regions, settings) =
-        (fleet.instances_in, fleet.allowed_regions, fleet.settings);
+    let (ports_in, allowed_regions, settings) =
+        (fleet.ports_in, fleet.allowed_regions, fleet.settings);
     let now = crate::clock::now_epoch();
     let records = observe_records(&ctx.store).await?;
     let regions: BTreeSet<String> = records
@@ -232,7 +294,7 @@ where
         .collect();
     let mut instances = Vec::new();
     for region in &regions {
-        instances.extend(instances_in(region).find_tagged(region).await?);
+        instances.extend(ports_in(region).ec2.find_tagged(region).await?);
     }
     // Executions of the records that look stuck: only those that have sat still for the grace
     // (the plan does not look at the others).
@@ -270,17 +332,22 @@ where
                 .find(|t| t.instance.instance_id == d.instance_id)
         })
         .map(|t| t.cluster_id.clone());
+    let health = health::observe(ports_in, &records, &instances).await;
+    let (groups, parameters) = hygiene::observe(ctx, ports_in, &regions).await?;
     let observed = Observed {
         now,
         records,
         instances,
         executions,
+        health,
+        groups,
+        parameters,
     };
     let plan = plan::plan(&observed, settings, only.as_deref());
     let mut outcomes = Vec::new();
     if !event.dry_run {
         for action in &plan.actions {
-            let result = act(ctx, instances_in, action).await;
+            let result = act(ctx, ports_in, action).await;
             tracing::info!(cluster_id = action.cluster_id(), ?action, %result, "reconcile");
             outcomes.push(Outcome {
                 action: action.clone(),
@@ -302,11 +369,7 @@ where
 
 /// Carries out one action; the answer says how it went (never an error: one failed action does
 /// not stop the others).
-async fn act<S, E, P>(
-    ctx: &ApiContext<S, E, P>,
-    instances_in: &InstancesIn<'_>,
-    action: &Action,
-) -> String
+async fn act<S, E, P>(ctx: &ApiContext<S, E, P>, ports_in: &PortsIn<'_>, action: &Action) -> String
 where
     S: ClusterStore,
     E: Executions,
@@ -376,9 +439,9 @@ where
             };
             match clusters::fail_interrupted_create(ctx, record).await {
                 Ok(r) if r.status == Status::Failed && *teardown => {
-                    match clusters::delete(ctx, cluster_id).await {
-                        Ok(_) => "done: FAILED, delete started".into(),
-                        Err(e) => format!("failed: FAILED, but the delete: {}", e.message),
+                    match clusters::teardown_failed(ctx, &r).await {
+                        Ok(_) => "done: FAILED, teardown started".into(),
+                        Err(e) => format!("failed: FAILED, but the teardown: {}", e.message),
                     }
                 }
                 Ok(r) if r.status == Status::Failed => "done: FAILED (retained)".into(),
@@ -403,11 +466,33 @@ where
             Ok(_) => "done: delete resumed".into(),
             Err(e) => format!("failed: {}", e.message),
         },
+        Action::DeleteOrphanGroup {
+            region,
+            group_id,
+            cluster_id,
+        } => {
+            let ec2 = ports_in(region).ec2;
+            hygiene::delete_orphan_group(ctx, &*ec2, region, group_id, cluster_id).await
+        }
+        Action::DeleteOrphanParameters { cluster_id, names } => {
+            hygiene::delete_orphan_parameters(ctx, cluster_id, names).await
+        }
+        Action::RestoreGroupRules {
+            cluster_id,
+            region,
+            group_id,
+            authorize,
+            revoke,
+        } => {
+            let group = ports_in(region).ec2;
+            hygiene::restore_rules(ctx, &*group, cluster_id, group_id, authorize, revoke).await
+        }
         Action::TerminateOrphan {
             region,
             instance_id,
             cluster_id,
-        } => match instances_in(region)
+        } => match ports_in(region)
+            .ec2
             .terminate(std::slice::from_ref(instance_id))
             .await
         {
@@ -422,6 +507,28 @@ where
             }
             Err(e) => format!("failed: {e}"),
         },
+        Action::CheckNodes {
+            cluster_id,
+            region,
+            instance_id,
+            expected_nodes,
+        } => {
+            health::send_check(
+                &ctx.store,
+                ports_in,
+                cluster_id,
+                region,
+                instance_id,
+                *expected_nodes,
+            )
+            .await
+        }
+        Action::CloseNodeCheck {
+            cluster_id,
+            command_id,
+            checked_at,
+            ..
+        } => health::close_check(&ctx.store, cluster_id, command_id, *checked_at).await,
     }
 }
 

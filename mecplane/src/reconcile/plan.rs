@@ -12,8 +12,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::ports::{ExecutionStatus, InstanceState, TaggedInstance};
+use crate::ports::{
+    ExecutionStatus, IngressRule, InstanceState, ParameterInfo, TaggedGroup, TaggedInstance,
+};
 use crate::record::{ClusterRecord, NodeState, Role, Status};
+
+use super::health::{self, HealthSeen};
 
 /// What a deployment allows a reconcile to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +25,8 @@ pub struct Settings {
     /// A record stuck in CREATING/UPDATING/DELETING is acted on once its execution has ended and
     /// the record has not changed for this long.
     pub grace_seconds: i64,
-    /// An instance with the project's tags and no live record is removed once this old.
+    /// An instance, security group or parameter of the project whose cluster has no live record
+    /// is removed once this old.
     pub orphan_grace_seconds: i64,
     /// No remediation in a cluster where more than this share of the nodes look dead.
     pub max_unhealthy_percent: u32,
@@ -29,12 +34,18 @@ pub struct Settings {
     pub max_repairs_per_run: usize,
     /// Orphans are reported, not removed.
     pub orphans_report_only: bool,
+    /// A serving cluster's Kubernetes nodes are sampled (one command to a control plane) at most
+    /// this often.
+    pub health_interval_seconds: i64,
+    /// How often the schedule starts a run (sizes the node checks of one run).
+    pub schedule_seconds: i64,
 }
 
 impl Settings {
     /// `MECPLANE_RECONCILE_GRACE_SECONDS`, `MECPLANE_ORPHAN_GRACE_SECONDS`,
     /// `MECPLANE_MAX_UNHEALTHY_PERCENT`, `MECPLANE_MAX_REPAIRS_PER_RUN`,
-    /// `MECPLANE_ORPHANS_REPORT_ONLY` (`true`/`false`); each falls back to its default (with a
+    /// `MECPLANE_ORPHANS_REPORT_ONLY` (`true`/`false`), `MECPLANE_HEALTH_INTERVAL_SECONDS`,
+    /// `MECPLANE_RECONCILE_RATE_MINUTES` (the schedule's); each falls back to its default (with a
     /// warning when it is set but unreadable).
     pub fn from_env() -> Self {
         fn read<T: std::str::FromStr + Copy + std::fmt::Display>(name: &str, default: T) -> T {
@@ -53,6 +64,11 @@ impl Settings {
             max_unhealthy_percent: read("MECPLANE_MAX_UNHEALTHY_PERCENT", d.max_unhealthy_percent),
             max_repairs_per_run: read("MECPLANE_MAX_REPAIRS_PER_RUN", d.max_repairs_per_run),
             orphans_report_only: read("MECPLANE_ORPHANS_REPORT_ONLY", d.orphans_report_only),
+            health_interval_seconds: read(
+                "MECPLANE_HEALTH_INTERVAL_SECONDS",
+                d.health_interval_seconds,
+            ),
+            schedule_seconds: read("MECPLANE_RECONCILE_RATE_MINUTES", d.schedule_seconds / 60) * 60,
         }
     }
 }
@@ -65,6 +81,8 @@ impl Default for Settings {
             max_unhealthy_percent: 40,
             max_repairs_per_run: 5,
             orphans_report_only: false,
+            health_interval_seconds: 1800,
+            schedule_seconds: 300,
         }
     }
 }
@@ -81,6 +99,12 @@ pub struct Observed {
     /// How the executions the stuck-looking records point at stand (absent: unknown to Step
     /// Functions).
     pub executions: HashMap<String, ExecutionStatus>,
+    /// The running nodes' status checks and agents, and the node checks answered.
+    pub health: HealthSeen,
+    /// Every security group carrying the project's cluster tag, in every region looked at.
+    pub groups: Vec<TaggedGroup>,
+    /// Every parameter under the project's parameter root (metadata only, never a value).
+    pub parameters: Vec<ParameterInfo>,
 }
 
 /// One thing the run does.
@@ -101,8 +125,8 @@ pub enum Action {
         nodes: Vec<String>,
         reason: String,
     },
-    /// A create whose execution ended without a result: `FAILED`, then torn down (unless
-    /// `retain_on_failure`).
+    /// A create whose execution ended without a result: `FAILED`, then (`teardown`, unless
+    /// `retain_on_failure`) torn down by the delete machine, the record staying `FAILED`.
     FailStuckCreate { cluster_id: String, teardown: bool },
     /// An update whose execution ended without a result: the update `Failed`.
     FailStuckUpdate { cluster_id: String },
@@ -113,6 +137,42 @@ pub enum Action {
         region: String,
         instance_id: String,
         cluster_id: String,
+    },
+    /// A security group of no live cluster, older than the grace, no instance in it: deleted.
+    DeleteOrphanGroup {
+        region: String,
+        group_id: String,
+        cluster_id: String,
+    },
+    /// Parameters of no live cluster, last written before the grace: deleted.
+    DeleteOrphanParameters {
+        cluster_id: String,
+        names: Vec<String>,
+    },
+    /// A serving cluster's group drifted: the missing rules authorized again, the rules nobody
+    /// asked for revoked.
+    RestoreGroupRules {
+        cluster_id: String,
+        region: String,
+        group_id: String,
+        authorize: Vec<IngressRule>,
+        revoke: Vec<IngressRule>,
+    },
+    /// Sample the cluster's Kubernetes nodes: the verify script sent to a control plane (read-only
+    /// on the node), remembered in the record for the next run to read.
+    CheckNodes {
+        cluster_id: String,
+        region: String,
+        instance_id: String,
+        expected_nodes: u32,
+    },
+    /// Forget a node check read (or unanswered too long); `checked_at` becomes the last check
+    /// (`None`: the cluster stays due).
+    CloseNodeCheck {
+        cluster_id: String,
+        command_id: String,
+        checked_at: Option<i64>,
+        answer: String,
     },
 }
 
@@ -125,7 +185,12 @@ impl Action {
             | Action::FailStuckCreate { cluster_id, .. }
             | Action::FailStuckUpdate { cluster_id }
             | Action::ResumeDelete { cluster_id }
-            | Action::TerminateOrphan { cluster_id, .. } => cluster_id,
+            | Action::TerminateOrphan { cluster_id, .. }
+            | Action::DeleteOrphanGroup { cluster_id, .. }
+            | Action::DeleteOrphanParameters { cluster_id, .. }
+            | Action::RestoreGroupRules { cluster_id, .. }
+            | Action::CheckNodes { cluster_id, .. }
+            | Action::CloseNodeCheck { cluster_id, .. } => cluster_id,
         }
     }
 }
@@ -148,7 +213,8 @@ pub struct Plan {
     pub unhealthy_nodes: usize,
 }
 
-/// Why a recorded node looks dead, if it does: its instance is gone, stopped or stopping.
+/// Why a recorded node looks dead from its instance, if it does: gone, stopped or stopping (its
+/// health, when the instance runs: [`health::sick_reason`]).
 fn dead_reason(instance: Option<&TaggedInstance>) -> Option<String> {
     match instance.map(|t| t.instance.state) {
         None => Some("its instance no longer exists".into()),
@@ -180,7 +246,7 @@ pub fn plan(observed: &Observed, settings: &Settings, only: Option<&str>) -> Pla
         }
         match record.status {
             Status::Active | Status::Degraded => {
-                plan_health(record, &by_id, settings, &mut repairs, &mut out)
+                plan_health(record, observed, &by_id, settings, &mut repairs, &mut out)
             }
             Status::Creating | Status::Updating | Status::Deleting => {
                 plan_stuck(record, observed, settings, &mut out)
@@ -189,12 +255,27 @@ pub fn plan(observed: &Observed, settings: &Settings, only: Option<&str>) -> Pla
         }
     }
     plan_orphans(observed, settings, only, &mut out);
+    super::hygiene::plan(observed, settings, only, &mut out);
+    let dead: HashSet<String> = out
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::ReplaceNode { .. } | Action::MarkDegraded { .. }))
+        .map(|a| a.cluster_id().to_string())
+        .collect();
+    health::plan_checks(observed, settings, only, &dead, &mut out);
+    for what in &observed.health.unavailable {
+        out.findings.push(Finding {
+            cluster_id: String::new(),
+            what: format!("not observed this run: {what}"),
+        });
+    }
     out
 }
 
 /// Dead nodes of a serving cluster: one replacement at a time, within the safety limits.
 fn plan_health(
     record: &ClusterRecord,
+    observed: &Observed,
     instances: &HashMap<&str, &TaggedInstance>,
     settings: &Settings,
     repairs: &mut usize,
@@ -208,7 +289,10 @@ fn plan_health(
     let dead: Vec<(&crate::record::Node, String)> = nodes
         .iter()
         .filter_map(|n| {
-            dead_reason(instances.get(n.instance_id.as_str()).copied()).map(|r| (*n, r))
+            let instance = instances.get(n.instance_id.as_str()).copied();
+            dead_reason(instance)
+                .or_else(|| health::sick_reason(observed, settings, record, n, instance?))
+                .map(|r| (*n, r))
         })
         .collect();
     if dead.is_empty() {

@@ -2,6 +2,11 @@
 //! twice, on a `FAILED` cluster, and on one already `DELETING` or `DELETED`; a cluster still
 //! `CREATING` is refused (`InvalidState`) — its create execution owns it until it ends.
 //!
+//! With `reason: create-failed` (the reconcile's teardown of a create that ended without a
+//! result) it leaves a `FAILED` record `FAILED`: the machine removes the resources and
+//! `finish-delete` keeps the status, as a create that failed by itself ends. A record that is no
+//! longer `FAILED` (a user's `DELETE` took over) is left as it is.
+//!
 //! On a cluster already `DELETING` whose recorded delete execution is another one (one that
 //! failed, resumed by a new `DELETE` or an execution started from the console), this execution
 //! takes the record over and the history says the delete was resumed: every delete stage is
@@ -55,6 +60,35 @@ pub async fn run<E, R, P, S: ClusterStore>(
     };
     let wanted = input.id.clone().or(input.name.clone()).unwrap_or_default();
     let record = record.ok_or(StageError::ClusterNotFound(wanted))?;
+    if input.reason == Some(TeardownReason::CreateFailed) {
+        if !matches!(
+            record.status,
+            Status::Failed | Status::Deleting | Status::Deleted
+        ) {
+            return Err(StageError::InvalidState(format!(
+                "cluster {} is {}: only a FAILED cluster's resources are torn down",
+                record.id, record.status
+            )));
+        }
+        records::note(
+            store,
+            &record.id,
+            STAGE,
+            Phase::Started,
+            "removing the resources of the failed create; the record stays FAILED",
+        )
+        .await?;
+        return Ok(TeardownState {
+            region: record.spec.region.clone(),
+            cluster_id: record.id,
+            reason: TeardownReason::CreateFailed,
+            timing,
+            poll: Default::default(),
+            retain: false,
+            error: None,
+            cleanup_error: None,
+        });
+    }
     let mut resumed_from = None;
     let updated = records::modify(store, &record.id, |r| match r.status {
         Status::Creating => Err(StageError::InvalidState(format!(
@@ -153,6 +187,32 @@ mod tests {
         .unwrap();
         assert_eq!(a.cluster_id, b.cluster_id);
         assert_eq!(store.records()[0].status, Status::Deleting);
+    }
+
+    #[tokio::test]
+    async fn a_failed_creates_teardown_leaves_the_record_failed_twice_over() {
+        let (_cloud, store, state) = fixtures::registered(1, 0).await;
+        let teardown = || event(json!({"id": state.cluster_id, "reason": "create-failed"}));
+        let err = run(&fixtures::records(&store), teardown())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.name(),
+            "InvalidState",
+            "a CREATING cluster is not torn down"
+        );
+        fixtures::set_status(&store, &state.cluster_id, Status::Failed).await;
+        for _ in 0..2 {
+            let out = run(&fixtures::records(&store), teardown()).await.unwrap();
+            assert_eq!(out.reason, TeardownReason::CreateFailed);
+            let done = crate::stages::finish_delete::run(&fixtures::records(&store), out)
+                .await
+                .unwrap();
+            assert_eq!(done.status, Status::Failed);
+        }
+        let record = store.get(&state.cluster_id).await.unwrap().unwrap();
+        assert_eq!(record.status, Status::Failed);
+        assert_eq!(record.delete_execution_arn, None, "no delete was asked for");
     }
 
     #[tokio::test]

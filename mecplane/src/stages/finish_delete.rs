@@ -1,10 +1,12 @@
-//! Stage `finish-delete`: everything is gone; the record becomes `DELETED` and its name is free.
+//! Stage `finish-delete`: everything is gone; the record becomes `DELETED` and its name is free —
+//! or, after the teardown of a failed create (`reason: create-failed`), stays `FAILED` with its
+//! failure, its name still taken until the user deletes it.
 
 use super::Ports;
 use crate::error::StageError;
 use crate::ports::ClusterStore;
 use crate::record::{Phase, Status};
-use crate::state::{DeleteOutput, TeardownState};
+use crate::state::{DeleteOutput, TeardownReason, TeardownState};
 
 use super::records;
 
@@ -17,6 +19,24 @@ pub async fn run<E, R, P, S: ClusterStore>(
     state: TeardownState,
 ) -> Result<DeleteOutput, StageError> {
     let store = ports.store;
+    if state.reason == TeardownReason::CreateFailed {
+        let record = records::load(store, &state.cluster_id).await?;
+        if record.status == Status::Failed {
+            records::enter(store, &state.cluster_id, STAGE).await?;
+            records::note(
+                store,
+                &state.cluster_id,
+                STAGE,
+                Phase::Finished,
+                "the failed create's resources are removed; the record stays FAILED (delete it to free its name)",
+            )
+            .await?;
+        }
+        return Ok(DeleteOutput {
+            cluster_id: record.id,
+            status: record.status,
+        });
+    }
     let record = records::modify(store, &state.cluster_id, |r| {
         if !r.status.can_become(Status::Deleted) {
             return Err(StageError::InvalidState(format!(

@@ -38,7 +38,7 @@ pub mod verify;
 
 mod commands;
 mod nodes;
-mod records;
+pub(crate) mod records;
 
 use crate::config::StageConfig;
 

@@ -73,6 +73,8 @@ pub enum Command {
     Upgrade(UpgradeArgs),
     /// Enable or disable MicroK8s add-ons of an ACTIVE cluster.
     Addons(AddonsArgs),
+    /// Open or close workload ports of an ACTIVE cluster (its security group follows).
+    Expose(ExposeArgs),
     /// Replace one node of an ACTIVE cluster with a new instance of the same role and index.
     ReplaceNode(ReplaceNodeArgs),
     /// The changes made to a cluster, newest first.
@@ -144,8 +146,14 @@ pub struct CreateArgs {
     #[arg(long = "addon")]
     pub addons: Vec<String>,
     /// Subnet to launch the nodes in.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "subnets")]
     pub subnet_id: Option<String>,
+    /// Subnet of one VPC (repeat): control planes one per subnet in order, workers round-robin.
+    #[arg(long = "subnet", value_name = "SUBNET_ID")]
+    pub subnets: Vec<String>,
+    /// Subnet for the workers alone (repeat), e.g. in a Local Zone or Wavelength zone.
+    #[arg(long = "worker-subnet", value_name = "SUBNET_ID")]
+    pub worker_subnets: Vec<String>,
     /// CIDR allowed to reach the Kubernetes API on 16443 (repeat).
     #[arg(long = "allow-cidr")]
     pub api_allowed_cidrs: Vec<String>,
@@ -251,6 +259,30 @@ pub struct AddonsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").args(["open", "close"]).required(true).multiple(true)))]
+pub struct ExposeArgs {
+    /// Cluster id (c-…) or name.
+    pub cluster: String,
+    /// Open a workload port to CIDRs, as `create --expose` takes it:
+    /// PORT[-PORT][/tcp|udp]=CIDR[,CIDR...]; replaces the cluster's entry for the same port and
+    /// protocol, else is added (repeat).
+    #[arg(long, value_name = "PORT[/PROTO]=CIDRS", value_parser = parse_expose)]
+    pub open: Vec<mecplane::spec::ExposedPort>,
+    /// Close an exposed port: PORT[-PORT][/tcp|udp] as the cluster lists it (repeat).
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = parse_close)]
+    pub close: Vec<(String, String)>,
+    /// Mean it when an --open names 0.0.0.0/0 (the whole internet); refused otherwise.
+    #[arg(long)]
+    pub anywhere: bool,
+    /// Change the cluster only if its record is still at this version (its ETag, e.g. 7); by
+    /// default, the version the ports were read at.
+    #[arg(long)]
+    pub if_version: Option<u64>,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+}
+
+#[derive(Debug, Args)]
 pub struct ReplaceNodeArgs {
     /// Cluster id (c-…) or name.
     pub cluster: String,
@@ -324,6 +356,15 @@ fn parse_expose(s: &str) -> Result<mecplane::spec::ExposedPort, String> {
         cidrs,
         allow_anywhere: false,
     })
+}
+
+/// `8080`, `30000-32767/udp`: a port (or range) and protocol to close (tcp by default).
+fn parse_close(s: &str) -> Result<(String, String), String> {
+    let (port, protocol) = s.split_once('/').unwrap_or((s, "tcp"));
+    if port.is_empty() || protocol.is_empty() {
+        return Err(format!("'{s}' is not PORT[-PORT][/tcp|udp]"));
+    }
+    Ok((port.to_string(), protocol.to_string()))
 }
 
 /// `1.33/stable`: the shape the API accepts (mecplane's own check: `<major>.<minor>/<risk>`,

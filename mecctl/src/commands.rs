@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mecplane::spec::ClusterRequest;
+use mecplane::spec::{ClusterRequest, ExposedPort, PortValue};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::cli::{
-    AddonsArgs, ClusterArg, CreateArgs, DeleteArgs, Format, KubeconfigArgs, ListArgs,
+    AddonsArgs, ClusterArg, CreateArgs, DeleteArgs, ExposeArgs, Format, KubeconfigArgs, ListArgs,
     ReconcileArgs, ReplaceNodeArgs, ScaleArgs, UpgradeArgs, WaitArgs, WaitFlags,
 };
 use crate::client::{encode, ApiClient, Reply};
@@ -86,6 +86,12 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
     set!(root_volume_gib, args.root_volume_gib);
     if !args.addons.is_empty() {
         req.addons = Some(args.addons.clone());
+    }
+    if !args.subnets.is_empty() {
+        req.subnet_ids = Some(args.subnets.clone());
+    }
+    if !args.worker_subnets.is_empty() {
+        req.worker_subnet_ids = Some(args.worker_subnets.clone());
     }
     if !args.api_allowed_cidrs.is_empty() {
         req.api_allowed_cidrs = Some(args.api_allowed_cidrs.clone());
@@ -333,51 +339,170 @@ fn check_addon_flags(enable: &[String], disable: &[String]) -> Result<(), String
 }
 
 /// Reads the cluster's add-ons, works out the new list (see [`addons_after`]) and, unless it is
-/// the same, `PATCH /clusters/{id}` with `{"addons": [...]}` conditional on the version read (or
-/// `--if-version`), so that a change made meanwhile is a clean `412`; answered and followed as
-/// [`scale`] is.
+/// the same, `PATCH /clusters/{id}` with `{"addons": [...]}` (see [`patch_list`]).
 pub async fn addons(ctx: &Ctx, args: &AddonsArgs) -> Result<(), Failure> {
     check_addon_flags(&args.enable, &args.disable).map_err(|m| Failure::new(exit::USAGE, m))?;
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "none".to_string()
+        } else {
+            l.join(", ")
+        }
+    };
+    patch_list(
+        ctx,
+        &args.cluster,
+        args.if_version,
+        &args.wait,
+        "addons",
+        |record| {
+            let current: Vec<String> = spec_list(record, "addons")?;
+            let next = addons_after(&current, &args.enable, &args.disable)?;
+            Ok(Listed {
+                unchanged: next == current,
+                summary: format!("add-ons {}", list(&next)),
+                next: json!(next),
+            })
+        },
+    )
+    .await
+}
+
+/// A list of the record's spec (none when the record has no such field).
+fn spec_list<T: serde::de::DeserializeOwned>(
+    record: &Value,
+    field: &str,
+) -> Result<Vec<T>, String> {
+    match &record["spec"][field] {
+        Value::Null => Ok(Vec::new()),
+        v => serde_json::from_value(v.clone()).map_err(|e| format!("the record's {field}: {e}")),
+    }
+}
+
+/// The list a `mecctl addons` or `mecctl expose` wants, worked out from the record read.
+struct Listed {
+    next: Value,
+    unchanged: bool,
+    /// `add-ons dns, ingress`: what the cluster has once it is done.
+    summary: String,
+}
+
+/// Reads the cluster, works out the whole new list of `field` from it and, unless it is the
+/// same, `PATCH /clusters/{id}` with `{field: [...]}` conditional on the version read (or
+/// `--if-version`), answered and followed as [`scale`] is.
+async fn patch_list(
+    ctx: &Ctx,
+    cluster: &str,
+    if_version: Option<u64>,
+    wait: &WaitFlags,
+    field: &str,
+    next_of: impl FnOnce(&Value) -> Result<Listed, String>,
+) -> Result<(), Failure> {
     let read = ctx
         .api
-        .call_with_headers("GET", &cluster_path(&args.cluster), None, &[])
+        .call_with_headers("GET", &cluster_path(cluster), None, &[])
         .await?;
     if read.status != 200 {
         return Err(Failure::from_answer(read.status, &read.body));
     }
     let record = &read.body;
     let (id, name) = id_and_name(record);
-    let current: Vec<String> = record["spec"]["addons"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.as_str().map(String::from))
-        .collect();
-    let next = addons_after(&current, &args.enable, &args.disable)
-        .map_err(|m| Failure::new(exit::USAGE, m))?;
+    let listed = next_of(record).map_err(|m| Failure::new(exit::USAGE, m))?;
     let unchanged = |name: &str, id: &str| {
         format!(
-            "cluster {name} ({id}) already has add-ons {}: nothing to change\n",
-            if next.is_empty() {
-                "none".to_string()
-            } else {
-                next.join(", ")
-            }
+            "cluster {name} ({id}) already has {}: nothing to change\n",
+            listed.summary
         )
     };
-    if next == current {
+    if listed.unchanged {
         ctx.print(record, |_| unchanged(&name, &id));
         return Ok(());
     }
-    let tag = match args.if_version {
+    let tag = match if_version {
         Some(v) => Some(version_tag(v)),
         None => read
             .header("etag")
             .map(String::from)
             .or_else(|| record["version"].as_u64().map(version_tag)),
     };
-    let reply = patch(ctx, &id, &json!({ "addons": next }), tag.as_deref()).await?;
-    update_answer(ctx, &reply, &args.wait, unchanged).await
+    let body = json!({ field: listed.next });
+    let reply = patch(ctx, &id, &body, tag.as_deref()).await?;
+    update_answer(ctx, &reply, wait, unchanged).await
+}
+
+/// The exposed ports after `mecctl expose`: `close` leaves the list (each must be there: a typo
+/// is not a silent no-op), then each `open` replaces the entry for its port and protocol or is
+/// added. With `anywhere`, an opened entry naming `0.0.0.0/0` says it means it.
+pub fn ports_after(
+    current: &[ExposedPort],
+    open: &[ExposedPort],
+    close: &[(String, String)],
+    anywhere: bool,
+) -> Result<Vec<ExposedPort>, String> {
+    let port_of = |p: &PortValue| match p {
+        PortValue::Number(n) => n.to_string(),
+        PortValue::Text(t) => t.clone(),
+    };
+    let same = |e: &ExposedPort, port: &str, protocol: &str| {
+        e.protocol == protocol && port_of(&e.port) == port
+    };
+    let mut next = current.to_vec();
+    for (port, protocol) in close {
+        let before = next.len();
+        next.retain(|e| !same(e, port, protocol));
+        if next.len() == before {
+            let listed: Vec<String> = current
+                .iter()
+                .map(|e| format!("{}/{}", port_of(&e.port), e.protocol))
+                .collect();
+            return Err(format!(
+                "{port}/{protocol} is not exposed (the cluster exposes: {})",
+                if listed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    listed.join(", ")
+                }
+            ));
+        }
+    }
+    for entry in open {
+        let mut entry = entry.clone();
+        entry.allow_anywhere = anywhere && entry.cidrs.iter().any(|c| c.ends_with("/0"));
+        let port = port_of(&entry.port);
+        match next.iter_mut().find(|e| same(e, &port, &entry.protocol)) {
+            Some(slot) => *slot = entry,
+            None => next.push(entry),
+        }
+    }
+    Ok(next)
+}
+
+/// Reads the cluster's exposed ports, works out the new list (see [`ports_after`]) and, unless
+/// it is the same, `PATCH /clusters/{id}` with `{"exposed_ports": [...]}` (see [`patch_list`]).
+pub async fn expose(ctx: &Ctx, args: &ExposeArgs) -> Result<(), Failure> {
+    patch_list(
+        ctx,
+        &args.cluster,
+        args.if_version,
+        &args.wait,
+        "exposed_ports",
+        |record| {
+            let current: Vec<ExposedPort> = spec_list(record, "exposed_ports")?;
+            let next = ports_after(&current, &args.open, &args.close, args.anywhere)?;
+            let summary = if next.is_empty() {
+                "no exposed ports".to_string()
+            } else {
+                let each: Vec<String> = next.iter().map(ExposedPort::describe).collect();
+                format!("exposed ports {}", each.join("; "))
+            };
+            Ok(Listed {
+                unchanged: next == current,
+                summary,
+                next: json!(next),
+            })
+        },
+    )
+    .await
 }
 
 /// `POST /clusters/{id}/nodes/{instance id}/replace`: answered and followed as [`scale`] is.
@@ -1290,6 +1415,48 @@ mod tests {
     }
 
     #[test]
+    fn the_port_list_is_computed_by_port_and_protocol_keeping_order() {
+        let entry = |port: PortValue, protocol: &str, cidr: &str| ExposedPort {
+            port,
+            protocol: protocol.into(),
+            cidrs: vec![cidr.into()],
+            allow_anywhere: false,
+        };
+        let https = entry(PortValue::Number(443), "tcp", "203.0.113.0/24");
+        let nodeports = entry(PortValue::Text("30000-32767".into()), "udp", "10.0.0.0/8");
+        let current = vec![https.clone(), nodeports.clone()];
+        let close = |port: &str, protocol: &str| (port.to_string(), protocol.to_string());
+        // Opening a port that is there replaces its entry where it is; a new one goes last.
+        let moved = entry(PortValue::Number(443), "tcp", "198.51.100.0/24");
+        let metrics = entry(PortValue::Number(9100), "tcp", "10.0.0.0/8");
+        assert_eq!(
+            ports_after(&current, &[moved.clone(), metrics.clone()], &[], false),
+            Ok(vec![moved, nodeports.clone(), metrics])
+        );
+        // Closing is by port (or range) and protocol; a port not exposed is an error, not a no-op.
+        assert_eq!(
+            ports_after(&current, &[], &[close("443", "tcp")], false),
+            Ok(vec![nodeports.clone()])
+        );
+        assert_eq!(
+            ports_after(&current, &[], &[close("30000-32767", "tcp")], false),
+            Err(
+                "30000-32767/tcp is not exposed (the cluster exposes: 443/tcp, 30000-32767/udp)"
+                    .into()
+            )
+        );
+        // 0.0.0.0/0 says it means it only with --anywhere.
+        let world = entry(PortValue::Number(80), "tcp", "0.0.0.0/0");
+        assert!(
+            !ports_after(&[], std::slice::from_ref(&world), &[], false).unwrap()[0].allow_anywhere
+        );
+        assert!(ports_after(&[], &[world], &[], true).unwrap()[0].allow_anywhere);
+        assert!(
+            !ports_after(&[], std::slice::from_ref(&https), &[], true).unwrap()[0].allow_anywhere
+        );
+    }
+
+    #[test]
     fn the_update_of_a_location_is_its_last_segment() {
         assert_eq!(
             update_id_in("/clusters/c-1/updates/u-0123456789abcdef"),
@@ -1480,6 +1647,29 @@ mod tests {
                 {"port": 443, "protocol": "tcp", "cidrs": ["203.0.113.0/24"]},
                 {"port": "30000-32767", "protocol": "udp", "cidrs": ["10.0.0.0/8", "0.0.0.0/0"], "allow_anywhere": true},
             ])
+        );
+        let spread = create_request(&create_args(&[
+            "--name",
+            "ha",
+            "--subnet",
+            "subnet-0000000a",
+            "--subnet",
+            "subnet-0000000b",
+            "--worker-subnet",
+            "subnet-000000ff",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                spread.subnet_ids,
+                spread.worker_subnet_ids,
+                spread.subnet_id
+            ),
+            (
+                Some(vec!["subnet-0000000a".into(), "subnet-0000000b".into()]),
+                Some(vec!["subnet-000000ff".into()]),
+                None
+            )
         );
 
         std::fs::write(&file, r#"{"name": "x", "wokers": 1}"#).unwrap();

@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> Result<(), exit::Failure> {
         Command::Scale(args) => commands::scale(&ctx, args).await,
         Command::Upgrade(args) => commands::upgrade(&ctx, args).await,
         Command::Addons(args) => commands::addons(&ctx, args).await,
+        Command::Expose(args) => commands::expose(&ctx, args).await,
         Command::ReplaceNode(args) => commands::replace_node(&ctx, args).await,
         Command::Updates(args) => commands::updates(&ctx, args).await,
         Command::Reconcile(args) => commands::reconcile(&ctx, args).await,

@@ -123,6 +123,16 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
         text(&record["created_at"]),
         age(record["created_at"].as_str().unwrap_or_default(), now),
     );
+    let exposed: Vec<String> = spec["exposed_ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| serde_json::from_value::<mecplane::spec::ExposedPort>(p.clone()).ok())
+        .map(|p| p.describe())
+        .collect();
+    if !exposed.is_empty() {
+        out.push_str(&format!("Exposed:     {}\n", exposed.join("; ")));
+    }
     if let Some(f) = record["failure"].as_object() {
         out.push_str(&format!(
             "Failure:     {} in {}: {}\n",
@@ -142,6 +152,7 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
                 text(&n["instance_id"]),
                 text(&n["private_ip"]),
                 text(&n["public_ip"]),
+                text(&n["zone"]),
                 text(&n["state"]),
             ]
         })
@@ -155,6 +166,7 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
                 "INSTANCE",
                 "PRIVATE-IP",
                 "PUBLIC-IP",
+                "ZONE",
                 "STATE",
             ],
             &nodes,
@@ -339,9 +351,10 @@ mod tests {
         json!({
             "id": "c-0123456789abcdef", "status": "ACTIVE", "stage": "activate",
             "spec": {"name": "edge", "region": "eu-west-1", "control_planes": 1, "workers": 2,
-                     "instance_type": "t4g.medium", "microk8s_channel": "1.32/stable", "addons": ["dns"]},
+                     "instance_type": "t4g.medium", "microk8s_channel": "1.32/stable", "addons": ["dns"],
+                     "exposed_ports": [{"port": "30000-32767", "protocol": "udp", "cidrs": ["10.0.0.0/8", "192.0.2.0/24"]}]},
             "nodes": [
-                {"role": "control-plane", "index": 0, "instance_id": "i-1", "private_ip": "10.0.0.1", "public_ip": null, "state": "ready"},
+                {"role": "control-plane", "index": 0, "instance_id": "i-1", "private_ip": "10.0.0.1", "public_ip": null, "zone": "eu-west-1a", "state": "ready"},
                 {"role": "worker", "index": 0, "instance_id": "i-2", "private_ip": "10.0.0.2", "public_ip": null, "state": "ready"}
             ],
             "failure": null, "endpoint": "https://10.0.0.1:16443",
@@ -376,6 +389,15 @@ mod tests {
         assert!(out.contains("Status:      ACTIVE"));
         assert!(out.contains("Kubeconfig:  mecctl kubeconfig edge"));
         assert!(out.contains("control-plane  0      i-1"));
+        assert!(
+            out.lines()
+                .any(|l| l.contains("i-1") && l.contains("eu-west-1a") && l.contains("ready")),
+            "{out}"
+        );
+        assert!(
+            out.contains("Exposed:     30000-32767/udp from 10.0.0.0/8, 192.0.2.0/24\n"),
+            "{out}"
+        );
         assert!(out.contains("2026-11-23 10:01:00  bootstrap  finished  MicroK8s 1.32/stable"));
         r["status"] = json!("FAILED");
         r["failure"] = json!({"stage": "bootstrap", "error": "CommandFailed", "reason": "exit 1"});

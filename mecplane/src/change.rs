@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::record::{Role, Update, UpdateKind, UpdateStatus};
-use crate::spec::{ClusterSpec, ValidationError};
+use crate::spec::{ClusterSpec, ExposedPort, ValidationError};
 
 /// A change a PATCH (or a node replacement) asks of a live cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,11 @@ pub enum Change {
         role: Role,
         index: u32,
     },
+    /// `exposed_ports` from one list to another (each canonical, as the spec validates it).
+    ExposedPorts {
+        from: Vec<ExposedPort>,
+        to: Vec<ExposedPort>,
+    },
 }
 
 impl Change {
@@ -37,6 +42,7 @@ impl Change {
             Change::Upgrade { .. } => UpdateKind::Upgrade,
             Change::Addons { .. } => UpdateKind::Addons,
             Change::ReplaceNode { .. } => UpdateKind::ReplaceNode,
+            Change::ExposedPorts { .. } => UpdateKind::ExposedPorts,
         }
     }
 
@@ -58,6 +64,9 @@ impl Change {
                 role,
                 index,
             } => json!({"node": {"instance_id": instance_id, "role": role, "index": index}}),
+            Change::ExposedPorts { from, to } => {
+                json!({"exposed_ports": {"from": from, "to": to}})
+            }
         }
     }
 
@@ -88,6 +97,7 @@ impl Change {
             UpdateKind::Upgrade => "microk8s_channel",
             UpdateKind::Addons => "addons",
             UpdateKind::ReplaceNode => "node",
+            UpdateKind::ExposedPorts => "exposed_ports",
         };
         let side = |key: &str| -> Result<serde_json::Value, ValidationError> {
             update.params[field]
@@ -131,7 +141,11 @@ impl Change {
                     None => 1,
                 },
             },
-            _ => Change::Addons {
+            UpdateKind::Addons => Change::Addons {
+                from: read(side("from")?, "from", bad)?,
+                to: read(side("to")?, "to", bad)?,
+            },
+            UpdateKind::ExposedPorts => Change::ExposedPorts {
                 from: read(side("from")?, "from", bad)?,
                 to: read(side("to")?, "to", bad)?,
             },
@@ -144,6 +158,7 @@ impl Change {
             Change::Scale { to, .. } => spec.workers = *to,
             Change::Upgrade { to, .. } => spec.microk8s_channel = to.clone(),
             Change::Addons { to, .. } => spec.addons = to.clone(),
+            Change::ExposedPorts { to, .. } => spec.exposed_ports = to.clone(),
             Change::ReplaceNode { .. } => {}
         }
     }
@@ -174,6 +189,15 @@ impl Change {
                 role,
                 index,
             } => format!("replace {} {index} ({instance_id})", role.as_str()),
+            Change::ExposedPorts { from, to } => {
+                let ports =
+                    |l: &[ExposedPort]| l.iter().map(ExposedPort::describe).collect::<Vec<_>>();
+                format!(
+                    "exposed ports from [{}] to [{}]",
+                    list(&ports(from)),
+                    list(&ports(to))
+                )
+            }
         }
     }
 }
@@ -203,6 +227,15 @@ mod tests {
                 instance_id: "i-0123456789abcdef0".into(),
                 role: Role::ControlPlane,
                 index: 0,
+            },
+            Change::ExposedPorts {
+                from: vec![],
+                to: vec![ExposedPort {
+                    port: crate::spec::PortValue::Text("30000-32767".into()),
+                    protocol: "udp".into(),
+                    cidrs: vec!["0.0.0.0/0".into()],
+                    allow_anywhere: true,
+                }],
             },
         ] {
             assert_eq!(Change::of(&update(&change)).unwrap(), change);

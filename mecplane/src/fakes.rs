@@ -36,6 +36,8 @@ pub struct FakeInstance {
     pub launched_at: i64,
     pub tags: BTreeMap<String, String>,
     pub request: LaunchRequest,
+    /// Its metadata options ([`MetadataOptions::LAUNCH`] until a test changes them).
+    pub metadata: MetadataOptions,
 }
 
 type Responder = Arc<dyn Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Send + Sync>;
@@ -45,6 +47,12 @@ struct CloudState {
     instances: Vec<FakeInstance>,
     groups: BTreeMap<String, (String, Vec<IngressRule>)>,
     offline: HashSet<String>,
+    /// The last ping of an agent taken offline (epoch seconds).
+    last_ping: HashMap<String, i64>,
+    /// Impaired status checks: instance → (checks, since).
+    impaired: HashMap<String, (Vec<String>, i64)>,
+    /// DescribeInstanceStatus and DescribeInstanceInformation calls answered.
+    health_calls: usize,
     commands: Vec<FakeCommand>,
     parameters: BTreeMap<String, (String, bool)>,
     launch_failures: VecDeque<CloudError>,
@@ -52,6 +60,15 @@ struct CloudState {
     next_id: u64,
     /// DescribeInstances calls (`find`, `find_tagged`) answered.
     describe_calls: usize,
+    /// When each group was created (epoch seconds; `None`: no creation-time tag).
+    group_created: HashMap<String, Option<i64>>,
+    /// When each parameter was last written (epoch seconds).
+    parameter_written: HashMap<String, i64>,
+    /// Subnets that exist: id → (VPC, zone).
+    subnets: BTreeMap<String, (String, String)>,
+    /// Mutating EC2 and Parameter Store calls answered (launch, tag, terminate, create, authorize,
+    /// revoke and delete a group, put and delete parameters).
+    mutating_calls: usize,
 }
 
 /// Fake EC2 + SSM: implements `Instances`, `SecurityGroups`, `NodeCommands` and `Parameters`.
@@ -109,14 +126,42 @@ impl FakeCloud {
         self.lock().group_delete_failures.push_back(error);
     }
 
-    /// Takes an instance's SSM agent offline (or back online).
+    /// Takes an instance's SSM agent offline (its last ping now) or back online.
     pub fn set_online(&self, instance_id: &str, online: bool) {
+        self.set_offline_since(instance_id, (!online).then(crate::clock::now_epoch));
+    }
+
+    /// Takes an instance's SSM agent offline with its last ping at `last_ping` (epoch seconds),
+    /// or back online (`None`).
+    pub fn set_offline_since(&self, instance_id: &str, last_ping: Option<i64>) {
         let mut s = self.lock();
-        if online {
-            s.offline.remove(instance_id);
-        } else {
-            s.offline.insert(instance_id.to_string());
+        match last_ping {
+            None => {
+                s.offline.remove(instance_id);
+                s.last_ping.remove(instance_id);
+            }
+            Some(t) => {
+                s.offline.insert(instance_id.to_string());
+                s.last_ping.insert(instance_id.to_string(), t);
+            }
         }
+    }
+
+    /// Fails an instance's EC2 status checks (`system`, `instance`) since `since` (epoch
+    /// seconds), or clears them (no checks).
+    pub fn set_impaired(&self, instance_id: &str, checks: &[&str], since: i64) {
+        let mut s = self.lock();
+        if checks.is_empty() {
+            s.impaired.remove(instance_id);
+        } else {
+            let checks = checks.iter().map(|c| c.to_string()).collect();
+            s.impaired.insert(instance_id.to_string(), (checks, since));
+        }
+    }
+
+    /// How many DescribeInstanceStatus and DescribeInstanceInformation calls were answered.
+    pub fn health_calls(&self) -> usize {
+        self.lock().health_calls
     }
 
     /// Sets an instance's EC2 state.
@@ -152,6 +197,13 @@ impl FakeCloud {
         }
     }
 
+    /// Makes a subnet exist in `vpc_id` and `zone`.
+    pub fn add_subnet(&self, subnet_id: &str, vpc_id: &str, zone: &str) {
+        self.lock()
+            .subnets
+            .insert(subnet_id.into(), (vpc_id.into(), zone.into()));
+    }
+
     /// Adds an instance with the project's tags for `cluster_id`, launched `age_seconds` ago
     /// (an orphan, or a fleet for the benchmark) and answers its id.
     pub fn add_tagged(&self, cluster_id: &str, role: Role, index: u32, age_seconds: i64) -> String {
@@ -164,13 +216,18 @@ impl FakeCloud {
             private_ip: None,
             public_ip: None,
             private_dns: None,
+            zone: Some("us-east-1a".into()),
+            subnet_id: None,
         };
-        let mut tags = BTreeMap::new();
-        tags.insert(resources::TAG_CLUSTER.to_string(), cluster_id.to_string());
+        // The standard tags of a node (the cluster id stands in for its name).
+        let tags = resources::node_tags(cluster_id, cluster_id, role, index)
+            .into_iter()
+            .collect();
         self.lock().instances.push(FakeInstance {
             instance,
             cluster_id: cluster_id.into(),
             launched_at: crate::clock::now_epoch() - age_seconds,
+            metadata: MetadataOptions::LAUNCH,
             tags,
             request: LaunchRequest {
                 cluster_id: cluster_id.into(),
@@ -188,6 +245,69 @@ impl FakeCloud {
             },
         });
         id
+    }
+
+    /// Changes an instance's metadata options behind the control plane's back.
+    pub fn set_metadata(&self, instance_id: &str, metadata: MetadataOptions) {
+        for i in self
+            .lock()
+            .instances
+            .iter_mut()
+            .filter(|i| i.instance.instance_id == instance_id)
+        {
+            i.metadata = metadata;
+        }
+    }
+
+    /// Removes a tag from an instance behind the control plane's back.
+    pub fn remove_tag(&self, instance_id: &str, key: &str) {
+        for i in self
+            .lock()
+            .instances
+            .iter_mut()
+            .filter(|i| i.instance.instance_id == instance_id)
+        {
+            i.tags.remove(key);
+        }
+    }
+
+    /// Adds a security group tagged for `cluster_id`, created `age_seconds` ago (`None`: without
+    /// the creation-time tag, as groups made before it existed), and answers its id.
+    pub fn add_group(&self, cluster_id: &str, age_seconds: Option<i64>) -> String {
+        let id = self.id("sg");
+        let mut s = self.lock();
+        s.groups.insert(id.clone(), (cluster_id.into(), Vec::new()));
+        s.group_created.insert(
+            id.clone(),
+            age_seconds.map(|a| crate::clock::now_epoch() - a),
+        );
+        id
+    }
+
+    /// Adds ingress rules to a group behind the control plane's back.
+    pub fn add_rules(&self, group_id: &str, rules: &[IngressRule]) {
+        if let Some((_, existing)) = self.lock().groups.get_mut(group_id) {
+            existing.extend(rules.iter().cloned());
+        }
+    }
+
+    /// Removes ingress rules from a group behind the control plane's back.
+    pub fn remove_rules(&self, group_id: &str, rules: &[IngressRule]) {
+        if let Some((_, existing)) = self.lock().groups.get_mut(group_id) {
+            existing.retain(|r| !rules.iter().any(|gone| gone.same_as(r)));
+        }
+    }
+
+    /// Makes a parameter look last written `age_seconds` ago.
+    pub fn age_parameter(&self, name: &str, age_seconds: i64) {
+        self.lock()
+            .parameter_written
+            .insert(name.into(), crate::clock::now_epoch() - age_seconds);
+    }
+
+    /// How many mutating EC2 and Parameter Store calls were answered.
+    pub fn mutating_calls(&self) -> usize {
+        self.lock().mutating_calls
     }
 
     /// Instances not terminated.
@@ -301,6 +421,7 @@ impl Instances for FakeCloud {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        self.lock().mutating_calls += 1;
         if let Some(e) = self.lock().launch_failures.pop_front() {
             return Err(e);
         }
@@ -323,6 +444,8 @@ impl Instances for FakeCloud {
                 private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250 + 2)),
                 public_ip: Some(format!("198.51.100.{}", n % 250 + 2)),
                 private_dns: Some(format!("ip-{id}.ec2.internal")),
+                zone: Some("us-east-1a".into()),
+                subnet_id: request.subnet_id.clone(),
             };
             launched.push(instance.clone());
             self.lock().instances.push(FakeInstance {
@@ -331,6 +454,7 @@ impl Instances for FakeCloud {
                 launched_at: crate::clock::now_epoch(),
                 tags,
                 request: request.clone(),
+                metadata: MetadataOptions::LAUNCH,
             });
         }
         Ok(launched)
@@ -338,6 +462,7 @@ impl Instances for FakeCloud {
 
     async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError> {
         let mut s = self.lock();
+        s.mutating_calls += 1;
         let i = s
             .instances
             .iter_mut()
@@ -353,6 +478,7 @@ impl Instances for FakeCloud {
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {
+        self.lock().mutating_calls += 1;
         for i in self
             .lock()
             .instances
@@ -375,6 +501,12 @@ impl Instances for FakeCloud {
                 cluster_id: i.cluster_id.clone(),
                 instance: i.instance.clone(),
                 launched_at: Some(i.launched_at),
+                security_groups: Some(i.request.security_group_id.clone())
+                    .filter(|g| !g.is_empty())
+                    .into_iter()
+                    .collect(),
+                tags: i.tags.clone(),
+                metadata: Some(i.metadata),
             })
             .collect())
     }
@@ -398,9 +530,11 @@ impl SecurityGroups for FakeCloud {
         _subnet: Option<&str>,
     ) -> Result<String, CloudError> {
         let id = self.id("sg");
-        self.lock()
-            .groups
-            .insert(id.clone(), (cluster_id.into(), Vec::new()));
+        let mut s = self.lock();
+        s.mutating_calls += 1;
+        s.groups.insert(id.clone(), (cluster_id.into(), Vec::new()));
+        s.group_created
+            .insert(id.clone(), Some(crate::clock::now_epoch()));
         Ok(id)
     }
 
@@ -414,45 +548,171 @@ impl SecurityGroups for FakeCloud {
 
     async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
         let mut s = self.lock();
+        s.mutating_calls += 1;
         let (_, existing) = s
             .groups
             .get_mut(group_id)
             .ok_or_else(|| CloudError::NotFound(group_id.into()))?;
         for rule in rules {
-            if !existing.iter().any(|r| {
-                r.protocol == rule.protocol
-                    && (r.from_port, r.to_port) == (rule.from_port, rule.to_port)
-                    && r.source == rule.source
-            }) {
+            if !existing.iter().any(|r| r.same_as(rule)) {
                 existing.push(rule.clone());
             }
         }
         Ok(())
     }
 
+    async fn revoke(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
+        let mut s = self.lock();
+        s.mutating_calls += 1;
+        let (_, existing) = s
+            .groups
+            .get_mut(group_id)
+            .ok_or_else(|| CloudError::NotFound(group_id.into()))?;
+        existing.retain(|r| !rules.iter().any(|gone| gone.same_as(r)));
+        Ok(())
+    }
+
+    async fn subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, CloudError> {
+        let s = self.lock();
+        Ok(subnet_ids
+            .iter()
+            .filter_map(|id| {
+                s.subnets.get(id).map(|(vpc, zone)| Subnet {
+                    subnet_id: id.clone(),
+                    vpc_id: vpc.clone(),
+                    zone: zone.clone(),
+                })
+            })
+            .collect())
+    }
+
     async fn delete_group(&self, group_id: &str) -> Result<(), CloudError> {
         let mut s = self.lock();
+        s.mutating_calls += 1;
         if let Some(e) = s.group_delete_failures.pop_front() {
             return Err(e);
         }
         if let Some((cluster, _)) = s.groups.get(group_id) {
             let cluster = cluster.clone();
-            if s.instances
-                .iter()
-                .any(|i| i.cluster_id == cluster && !i.instance.state.is_gone())
-            {
+            // In use: an instance of its cluster, or any instance launched into it.
+            if s.instances.iter().any(|i| {
+                (i.cluster_id == cluster || i.request.security_group_id == group_id)
+                    && !i.instance.state.is_gone()
+            }) {
                 return Err(CloudError::DependencyViolation(format!(
                     "{group_id} has instances"
                 )));
             }
         }
         s.groups.remove(group_id);
+        s.group_created.remove(group_id);
         Ok(())
+    }
+
+    async fn find_tagged_groups(&self, region: &str) -> Result<Vec<TaggedGroup>, CloudError> {
+        let s = self.lock();
+        Ok(s.groups
+            .iter()
+            .map(|(id, (cluster_id, rules))| TaggedGroup {
+                region: region.to_string(),
+                group_id: id.clone(),
+                cluster_id: cluster_id.clone(),
+                created_at: s.group_created.get(id).copied().flatten(),
+                ingress: rules.clone(),
+            })
+            .collect())
+    }
+}
+
+/// Ids per DescribeInstanceStatus call and per DescribeInstanceInformation filter, as AWS.
+const STATUS_PAGE: usize = 1000;
+const PING_CHUNK: usize = 50;
+
+#[async_trait]
+impl StatusChecks for FakeCloud {
+    /// Running instances only, as DescribeInstanceStatus answers without `IncludeAllInstances`.
+    async fn impaired(&self, instance_ids: &[String]) -> Result<Vec<StatusCheck>, CloudError> {
+        let mut s = self.lock();
+        // The region's running instances, a page per 1,000 (as the adapter pages).
+        let running_count = s
+            .instances
+            .iter()
+            .filter(|i| i.instance.state == InstanceState::Running)
+            .count();
+        s.health_calls += running_count.div_ceil(STATUS_PAGE).max(1);
+        let running: HashSet<&str> = s
+            .instances
+            .iter()
+            .filter(|i| i.instance.state == InstanceState::Running)
+            .map(|i| i.instance.instance_id.as_str())
+            .collect();
+        Ok(instance_ids
+            .iter()
+            .filter(|id| running.contains(id.as_str()))
+            .filter_map(|id| {
+                s.impaired.get(id).map(|(checks, since)| StatusCheck {
+                    instance_id: id.clone(),
+                    impaired: checks.clone(),
+                    impaired_since: Some(*since),
+                })
+            })
+            .collect())
     }
 }
 
 #[async_trait]
 impl NodeCommands for FakeCloud {
+    /// Agents of running instances are `Online` (pinging now) unless taken offline; an agent
+    /// taken offline is `ConnectionLost` since its last ping; terminated instances are unknown.
+    async fn pings(&self, instance_ids: &[String]) -> Result<Vec<AgentPing>, CloudError> {
+        let mut s = self.lock();
+        s.health_calls += instance_ids.len().div_ceil(PING_CHUNK);
+        let now = crate::clock::now_epoch();
+        let known: HashMap<&str, &FakeInstance> = s
+            .instances
+            .iter()
+            .filter(|i| !i.instance.state.is_gone())
+            .map(|i| (i.instance.instance_id.as_str(), i))
+            .collect();
+        Ok(instance_ids
+            .iter()
+            .filter_map(|id| {
+                let i = known.get(id.as_str())?;
+                let online = !s.offline.contains(id) && i.instance.state == InstanceState::Running;
+                Some(AgentPing {
+                    instance_id: id.clone(),
+                    status: if online { "Online" } else { "ConnectionLost" }.into(),
+                    last_ping: Some(if online {
+                        now
+                    } else {
+                        s.last_ping.get(id).copied().unwrap_or(i.launched_at)
+                    }),
+                })
+            })
+            .collect())
+    }
+
+    async fn lost_agents(&self, instance_ids: &[String]) -> Result<Vec<AgentPing>, CloudError> {
+        let mut s = self.lock();
+        let lost: Vec<AgentPing> = instance_ids
+            .iter()
+            .filter(|id| s.offline.contains(*id))
+            .map(|id| AgentPing {
+                instance_id: id.clone(),
+                status: "ConnectionLost".into(),
+                last_ping: s.last_ping.get(id).copied().or_else(|| {
+                    s.instances
+                        .iter()
+                        .find(|i| i.instance.instance_id == *id)
+                        .map(|i| i.launched_at)
+                }),
+            })
+            .collect();
+        // Only the lost agents come back: a page per 50 of them (one call when none is lost).
+        s.health_calls += lost.len().div_ceil(PING_CHUNK).max(1);
+        Ok(lost)
+    }
+
     async fn online(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError> {
         let s = self.lock();
         Ok(instance_ids
@@ -552,18 +812,35 @@ impl Parameters for FakeCloud {
     }
 
     async fn put_secret(&self, name: &str, value: &str) -> Result<(), CloudError> {
-        self.lock()
-            .parameters
-            .insert(name.into(), (value.into(), true));
+        let mut s = self.lock();
+        s.mutating_calls += 1;
+        s.parameters.insert(name.into(), (value.into(), true));
+        s.parameter_written
+            .insert(name.into(), crate::clock::now_epoch());
         Ok(())
     }
 
     async fn delete(&self, names: &[String]) -> Result<(), CloudError> {
         let mut s = self.lock();
+        s.mutating_calls += 1;
         for n in names {
             s.parameters.remove(n);
+            s.parameter_written.remove(n);
         }
         Ok(())
+    }
+
+    async fn list_under(&self, path: &str) -> Result<Vec<ParameterInfo>, CloudError> {
+        let s = self.lock();
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        Ok(s.parameters
+            .keys()
+            .filter(|name| name.starts_with(&prefix))
+            .map(|name| ParameterInfo {
+                name: name.clone(),
+                last_modified: s.parameter_written.get(name).copied(),
+            })
+            .collect())
     }
 }
 

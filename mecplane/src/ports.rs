@@ -19,6 +19,10 @@ pub struct Instance {
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
     pub private_dns: Option<String>,
+    /// The availability zone (or Local/Wavelength zone) it runs in, when EC2 said.
+    pub zone: Option<String>,
+    /// The subnet it was launched into, when EC2 said.
+    pub subnet_id: Option<String>,
 }
 
 /// EC2 instance states.
@@ -75,6 +79,56 @@ pub struct TaggedInstance {
     pub instance: Instance,
     /// Epoch seconds (EC2's `LaunchTime`).
     pub launched_at: Option<i64>,
+    /// The ids of the security groups it is in.
+    pub security_groups: Vec<String>,
+    /// Every tag it carries.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Its instance metadata options, when EC2 said.
+    pub metadata: Option<MetadataOptions>,
+}
+
+/// IMDSv2 answers only within one network hop: a pod's packets cross a second (the CNI bridge),
+/// so no pod reaches the node role's credentials. The launch role's IAM condition
+/// (`ec2:MetadataHttpPutResponseHopLimit`) refuses any other value.
+pub const METADATA_HOP_LIMIT: i32 = 1;
+
+/// How an instance's metadata service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataOptions {
+    /// IMDSv2 only (`HttpTokens` `required`).
+    pub tokens_required: bool,
+    /// `HttpPutResponseHopLimit`.
+    pub hop_limit: Option<i32>,
+}
+
+impl MetadataOptions {
+    /// What every launch sets: IMDSv2 only, [`METADATA_HOP_LIMIT`].
+    pub const LAUNCH: MetadataOptions = MetadataOptions {
+        tokens_required: true,
+        hop_limit: Some(METADATA_HOP_LIMIT),
+    };
+}
+
+/// A security group carrying the project's cluster tag, as a fleet-wide listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedGroup {
+    pub region: String,
+    pub group_id: String,
+    /// The value of its `mecplane:cluster` tag.
+    pub cluster_id: String,
+    /// Epoch seconds, from its `mecplane:created-at` tag (EC2 keeps no creation time for a
+    /// group); `None` when the tag is missing or unreadable.
+    pub created_at: Option<i64>,
+    /// Its ingress rules (as [`SecurityGroups::ingress`] reads them).
+    pub ingress: Vec<IngressRule>,
+}
+
+/// A parameter's metadata (never its value), as a listing under a path sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterInfo {
+    pub name: String,
+    /// Epoch seconds (`LastModifiedDate`).
+    pub last_modified: Option<i64>,
 }
 
 /// Everything RunInstances needs for a batch of nodes of one role.
@@ -114,7 +168,8 @@ pub trait Instances: Send + Sync {
 }
 
 /// One ingress rule of a security group.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum IngressSource {
     /// From members of the same security group.
     SameGroup,
@@ -123,13 +178,31 @@ pub enum IngressSource {
 }
 
 /// An ingress rule: protocol (`tcp`/`udp`), ports (`from_port..=to_port`), source, description.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct IngressRule {
     pub protocol: String,
     pub from_port: u16,
     pub to_port: u16,
     pub source: IngressSource,
     pub description: String,
+}
+
+impl IngressRule {
+    /// Whether two rules open the same thing (protocol, ports, source; not the description).
+    pub fn same_as(&self, other: &IngressRule) -> bool {
+        self.protocol.eq_ignore_ascii_case(&other.protocol)
+            && (self.from_port, self.to_port) == (other.from_port, other.to_port)
+            && self.source == other.source
+    }
+}
+
+/// A subnet as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub subnet_id: String,
+    pub vpc_id: String,
+    /// Its availability zone (or Local / Wavelength zone).
+    pub zone: String,
 }
 
 /// Security groups of clusters.
@@ -148,8 +221,15 @@ pub trait SecurityGroups: Send + Sync {
     async fn ingress(&self, group_id: &str) -> Result<Vec<IngressRule>, CloudError>;
     /// Adds rules; a rule that already exists is not an error.
     async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError>;
+    /// Removes rules; a rule that is not there is not an error.
+    async fn revoke(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError>;
+    /// The subnets among `subnet_ids` that exist (one DescribeSubnets; the others are left out).
+    async fn subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, CloudError>;
     /// Deletes the group; a missing group is not an error, one still in use is `DependencyViolation`.
     async fn delete_group(&self, group_id: &str) -> Result<(), CloudError>;
+    /// Every security group in the region carrying the project's cluster tag, whatever the
+    /// cluster, with its rules (pages of 1,000), stamped with `region`.
+    async fn find_tagged_groups(&self, region: &str) -> Result<Vec<TaggedGroup>, CloudError>;
 }
 
 /// Where a node command is.
@@ -201,6 +281,48 @@ pub trait NodeCommands: Send + Sync {
         command_id: &str,
         instance_id: &str,
     ) -> Result<CommandStatus, CloudError>;
+    /// The SSM agent of each of `instance_ids` that SSM knows (`DescribeInstanceInformation`,
+    /// batched); an instance SSM does not know is absent.
+    async fn pings(&self, instance_ids: &[String]) -> Result<Vec<AgentPing>, CloudError>;
+    /// The agents of `instance_ids` that SSM knows and that are not `Online`
+    /// (`DescribeInstanceInformation` filtered by ping status: calls grow with the lost agents,
+    /// not with the fleet). An instance SSM does not know at all is not answered.
+    async fn lost_agents(&self, instance_ids: &[String]) -> Result<Vec<AgentPing>, CloudError>;
+}
+
+/// An SSM agent as `DescribeInstanceInformation` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPing {
+    pub instance_id: String,
+    /// `Online`, `ConnectionLost`, `Inactive`.
+    pub status: String,
+    /// Its last successful ping (epoch seconds), if SSM says.
+    pub last_ping: Option<i64>,
+}
+
+impl AgentPing {
+    pub fn is_online(&self) -> bool {
+        self.status == "Online"
+    }
+}
+
+/// An instance's failing EC2 status checks, as `DescribeInstanceStatus` reports a running one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCheck {
+    pub instance_id: String,
+    /// The impaired checks: `system`, `instance` (empty: none impaired).
+    pub impaired: Vec<String>,
+    /// Since when (epoch seconds) the earliest impaired check has failed (EC2's `ImpairedSince`).
+    pub impaired_since: Option<i64>,
+}
+
+/// EC2 status checks of instances.
+#[async_trait]
+pub trait StatusChecks: Send + Sync {
+    /// The status checks of the running ones of `instance_ids`; only instances with an impaired
+    /// check are answered (`DescribeInstanceStatus` over the region's running instances, pages of
+    /// 1,000: one call per 1,000 instances).
+    async fn impaired(&self, instance_ids: &[String]) -> Result<Vec<StatusCheck>, CloudError>;
 }
 
 /// SSM Parameter Store.
@@ -214,6 +336,8 @@ pub trait Parameters: Send + Sync {
     async fn put_secret(&self, name: &str, value: &str) -> Result<(), CloudError>;
     /// Deletes parameters; missing ones are not an error.
     async fn delete(&self, names: &[String]) -> Result<(), CloudError>;
+    /// The metadata of every parameter under `path` (recursively, paged), never a value.
+    async fn list_under(&self, path: &str) -> Result<Vec<ParameterInfo>, CloudError>;
 }
 
 /// A page of cluster records.

@@ -149,6 +149,10 @@ pub struct Node {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The zone the node runs in (availability, Local or Wavelength zone). Absent in records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// Why a cluster failed: the stage, the error name Step Functions saw, and a readable reason.
@@ -181,6 +185,8 @@ pub enum UpdateKind {
     Addons,
     /// One node replaced by a new one with the same role and index.
     ReplaceNode,
+    /// `exposed_ports` changes: the security group's workload rules added and revoked.
+    ExposedPorts,
 }
 
 /// How an [`Update`] went.
@@ -260,11 +266,43 @@ pub struct ClusterRecord {
     /// `authorizer.iam.userArn`); absent for a cluster started from the console.
     #[serde(default)]
     pub created_by: Option<String>,
+    /// The reconcile's sampled Kubernetes node check (absent until the first sample).
+    #[serde(default, skip_serializing_if = "NodeCheck::is_empty")]
+    pub node_check: NodeCheck,
     /// RFC 3339 UTC.
     pub created_at: String,
     pub updated_at: String,
     /// Incremented by every write; every write is conditional on the version it read.
     pub version: u64,
+}
+
+/// The reconcile's sampled Kubernetes node check of a serving cluster: a command sent to a
+/// control plane by one run, read by a later run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCheck {
+    /// When the last answer read was asked (epoch seconds); absent: never sampled (the cluster's
+    /// own verify, when it became `ACTIVE`, counts as its last check).
+    #[serde(default)]
+    pub checked_at: Option<i64>,
+    /// The command sent and not read yet.
+    #[serde(default)]
+    pub pending: Option<PendingCheck>,
+}
+
+impl NodeCheck {
+    pub fn is_empty(&self) -> bool {
+        self.checked_at.is_none() && self.pending.is_none()
+    }
+}
+
+/// A node check sent and not read yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCheck {
+    pub command_id: String,
+    /// The control plane it runs on.
+    pub instance_id: String,
+    /// Epoch seconds.
+    pub sent_at: i64,
 }
 
 impl ClusterRecord {
@@ -287,6 +325,7 @@ impl ClusterRecord {
             kubeconfig_parameter: None,
             security_group_id: None,
             created_by: None,
+            node_check: NodeCheck::default(),
             created_at: now.clone(),
             updated_at: now,
             version: 1,

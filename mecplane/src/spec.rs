@@ -52,7 +52,16 @@ pub struct ClusterRequest {
     pub ubuntu_release: Option<String>,
     pub microk8s_channel: Option<String>,
     pub addons: Option<Vec<String>>,
+    /// One subnet for every node (what the API took first; `subnet_ids` says more).
     pub subnet_id: Option<String>,
+    /// Subnets of one VPC: control planes one per subnet in order (so one per zone when the
+    /// subnets are in different zones), workers round-robin. Left out when unset, as below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_ids: Option<Vec<String>>,
+    /// Subnets for the workers alone (control plane in the region, workers at the edge), of the
+    /// same VPC. Left out when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_subnet_ids: Option<Vec<String>>,
     pub api_allowed_cidrs: Option<Vec<String>>,
     /// Must be `true` for `api_allowed_cidrs` to hold `0.0.0.0/0` (the whole internet); not
     /// part of the spec, whose CIDRs show the decision. Left out when unset, so idempotency hashes
@@ -72,8 +81,12 @@ pub struct ClusterRequest {
 impl ClusterRequest {
     /// The fields left out of the JSON when unset (see the fields): with those a default request
     /// serializes, every field a request may carry.
-    pub const OMITTED_WHEN_UNSET: &'static [&'static str] =
-        &["allow_api_from_anywhere", "exposed_ports"];
+    pub const OMITTED_WHEN_UNSET: &'static [&'static str] = &[
+        "subnet_ids",
+        "worker_subnet_ids",
+        "allow_api_from_anywhere",
+        "exposed_ports",
+    ];
 }
 
 /// Most `exposed_ports` entries of one cluster.
@@ -99,6 +112,37 @@ pub struct ExposedPort {
 
 fn default_protocol() -> String {
     "tcp".into()
+}
+
+impl ExposedPort {
+    /// For events and the CLI: `443/tcp from 203.0.113.0/24, 10.0.0.0/8`.
+    pub fn describe(&self) -> String {
+        let port = match &self.port {
+            PortValue::Number(n) => n.to_string(),
+            PortValue::Text(t) => t.clone(),
+        };
+        format!("{port}/{} from {}", self.protocol, self.cidrs.join(", "))
+    }
+}
+
+/// Whether two canonical `exposed_ports` lists open the same thing, whatever their order.
+pub fn same_exposed_ports(a: &[ExposedPort], b: &[ExposedPort]) -> bool {
+    let key = |p: &ExposedPort| {
+        let mut cidrs = p.cidrs.clone();
+        cidrs.sort();
+        (
+            p.protocol.clone(),
+            p.port.range().ok(),
+            cidrs,
+            p.allow_anywhere,
+        )
+    };
+    let sorted = |l: &[ExposedPort]| {
+        let mut keys: Vec<_> = l.iter().map(key).collect();
+        keys.sort();
+        keys
+    };
+    sorted(a) == sorted(b)
 }
 
 /// A port as written: a number, or a range `"from-to"` (a single number in quotes is accepted).
@@ -139,7 +183,7 @@ impl PortValue {
 }
 
 /// Checks `exposed_ports` and returns them in canonical form.
-fn validate_exposed_ports(ports: &[ExposedPort]) -> Result<Vec<ExposedPort>, ValidationError> {
+pub fn validate_exposed_ports(ports: &[ExposedPort]) -> Result<Vec<ExposedPort>, ValidationError> {
     if ports.len() > MAX_EXPOSED_PORTS {
         return Err(invalid(
             "exposed_ports",
@@ -267,7 +311,16 @@ pub struct ClusterSpec {
     pub ubuntu_release: String,
     pub microk8s_channel: String,
     pub addons: Vec<String>,
+    /// The first of `subnet_ids` (the subnet whose VPC holds the cluster), as records before
+    /// `subnet_ids` had it; [`ClusterSpec::subnets`] reads both.
     pub subnet_id: Option<String>,
+    /// The control planes' subnets, in order (`[]`: the default VPC's default subnet, or
+    /// `subnet_id` in records written before this field existed).
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// The workers' subnets (`[]`: the control planes').
+    #[serde(default)]
+    pub worker_subnet_ids: Vec<String>,
     pub api_allowed_cidrs: Vec<String>,
     /// Ports opened to the outside, canonical (`[]` in records written before they existed).
     #[serde(default)]
@@ -467,15 +520,24 @@ impl ClusterRequest {
         let addons = self.addons.clone().unwrap_or_else(|| vec!["dns".into()]);
         validate_addons(&addons, arch)?;
 
-        if let Some(subnet) = &self.subnet_id {
-            let hex = subnet.strip_prefix("subnet-").unwrap_or("");
-            if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let subnet_ids = match (&self.subnet_id, &self.subnet_ids) {
+            (Some(_), Some(_)) => {
                 return Err(invalid(
-                    "subnet_id",
-                    "must look like subnet-0123456789abcdef0",
-                ));
+                    "subnet_ids",
+                    "give subnet_id (one subnet) or subnet_ids (several), not both",
+                ))
             }
-        }
+            (Some(one), None) => {
+                validate_subnet(one).map_err(|m| invalid("subnet_id", m))?;
+                vec![one.clone()]
+            }
+            (None, Some(many)) => validate_subnets("subnet_ids", many)?,
+            (None, None) => Vec::new(),
+        };
+        let worker_subnet_ids = match &self.worker_subnet_ids {
+            Some(many) => validate_subnets("worker_subnet_ids", many)?,
+            None => Vec::new(),
+        };
 
         let api_allowed_cidrs = self.api_allowed_cidrs.clone().unwrap_or_default();
         if api_allowed_cidrs.len() > 20 {
@@ -548,13 +610,78 @@ impl ClusterRequest {
             ubuntu_release,
             microk8s_channel,
             addons,
-            subnet_id: self.subnet_id.clone(),
+            subnet_id: subnet_ids.first().cloned(),
+            subnet_ids,
+            worker_subnet_ids,
             api_allowed_cidrs,
             exposed_ports,
             root_volume_gib,
             tags,
             retain_on_failure: self.retain_on_failure.unwrap_or(false),
         })
+    }
+}
+
+/// Most subnets one list may name.
+pub const MAX_SUBNETS: usize = 16;
+
+/// `subnet-` and 8 or 17 hex digits.
+fn validate_subnet(subnet: &str) -> Result<(), String> {
+    let hex = subnet.strip_prefix("subnet-").unwrap_or("");
+    if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("must look like subnet-0123456789abcdef0".into());
+    }
+    Ok(())
+}
+
+/// A list of subnets: at least one, at most [`MAX_SUBNETS`], each well-formed, none twice. The
+/// error names the entry (`subnet_ids[1]`).
+fn validate_subnets(field: &str, subnets: &[String]) -> Result<Vec<String>, ValidationError> {
+    if subnets.is_empty() || subnets.len() > MAX_SUBNETS {
+        return Err(invalid(
+            field,
+            format!("name 1 to {MAX_SUBNETS} subnets (or leave it out)"),
+        ));
+    }
+    for (i, subnet) in subnets.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        validate_subnet(subnet).map_err(|m| invalid(&at, m))?;
+        if subnets[..i].contains(subnet) {
+            return Err(invalid(at, format!("{subnet} is named twice")));
+        }
+    }
+    Ok(subnets.to_vec())
+}
+
+impl ClusterSpec {
+    /// The subnets a role's nodes go to, in order (`[]`: the default subnet).
+    pub fn subnets(&self, role: crate::record::Role) -> &[String] {
+        let control_planes = if self.subnet_ids.is_empty() {
+            self.subnet_id.as_slice()
+        } else {
+            &self.subnet_ids
+        };
+        match role {
+            crate::record::Role::Worker if !self.worker_subnet_ids.is_empty() => {
+                &self.worker_subnet_ids
+            }
+            _ => control_planes,
+        }
+    }
+
+    /// The subnet of the node of `role` with `index`: control planes one per subnet in order,
+    /// workers round-robin (`None`: the default subnet).
+    pub fn subnet_for(&self, role: crate::record::Role, index: u32) -> Option<&str> {
+        let subnets = self.subnets(role);
+        (!subnets.is_empty()).then(|| subnets[index as usize % subnets.len()].as_str())
+    }
+
+    /// A subnet whose VPC holds the cluster (its security group is made there).
+    pub fn vpc_subnet(&self) -> Option<&str> {
+        self.subnets(crate::record::Role::ControlPlane)
+            .first()
+            .or_else(|| self.subnets(crate::record::Role::Worker).first())
+            .map(String::as_str)
     }
 }
 
@@ -666,6 +793,66 @@ mod tests {
 
     fn field_of(req: ClusterRequest) -> String {
         req.validate(&Policy::default()).unwrap_err().field
+    }
+
+    #[test]
+    fn subnets_spread_control_planes_in_order_and_workers_round_robin() {
+        use crate::record::Role;
+        let ids = |xs: &[&str]| Some(xs.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        let (a, b, c, w) = (
+            "subnet-0000000a",
+            "subnet-0000000b",
+            "subnet-0000000c",
+            "subnet-000000ff",
+        );
+        let mut req = request("edge");
+        req.subnet_ids = ids(&[a, b, c]);
+        let spec = req.clone().validate(&Policy::default()).unwrap();
+        assert_eq!(spec.subnet_id.as_deref(), Some(a), "the first, as before");
+        let cps: Vec<_> = (0..3)
+            .map(|i| spec.subnet_for(Role::ControlPlane, i).unwrap())
+            .collect();
+        assert_eq!(cps, [a, b, c], "one control plane per subnet");
+        let workers: Vec<_> = (0..4)
+            .map(|i| spec.subnet_for(Role::Worker, i).unwrap())
+            .collect();
+        assert_eq!(workers, [a, b, c, a]);
+        req.worker_subnet_ids = ids(&[w]);
+        let edge = req.clone().validate(&Policy::default()).unwrap();
+        assert_eq!(
+            edge.subnet_for(Role::Worker, 5),
+            Some(w),
+            "workers at the edge"
+        );
+        assert_eq!(edge.subnet_for(Role::ControlPlane, 1), Some(b));
+        assert_eq!(edge.vpc_subnet(), Some(a));
+        // One subnet as before: every node there; none: the default subnet.
+        let mut one = request("edge");
+        one.subnet_id = Some(a.into());
+        let one = one.validate(&Policy::default()).unwrap();
+        assert_eq!(
+            (one.subnet_ids.clone(), one.subnet_for(Role::Worker, 3)),
+            (vec![a.to_string()], Some(a))
+        );
+        let none = request("edge").validate(&Policy::default()).unwrap();
+        assert_eq!(none.subnet_for(Role::ControlPlane, 0), None);
+        // A record written before subnet_ids: its subnet_id still places every node.
+        let mut old = none.clone();
+        old.subnet_id = Some(c.into());
+        assert_eq!(old.subnet_for(Role::Worker, 1), Some(c));
+        // Bad lists name the entry.
+        let mut both = req.clone();
+        both.subnet_id = Some(a.into());
+        assert_eq!(field_of(both), "subnet_ids");
+        let mut twice = request("edge");
+        twice.subnet_ids = ids(&[a, b, a]);
+        assert_eq!(field_of(twice), "subnet_ids[2]");
+        let mut bad = request("edge");
+        bad.worker_subnet_ids = ids(&[a, "sub-1"]);
+        assert_eq!(field_of(bad), "worker_subnet_ids[1]");
+        let mut empty = request("edge");
+        empty.subnet_ids = ids(&[]);
+        assert_eq!(field_of(empty), "subnet_ids");
     }
 
     #[test]

@@ -246,6 +246,8 @@ pub enum UpdateRoute {
     /// One node is removed and terminated (`remove-workers` with the node chosen), then a new one
     /// with its role and index launched and joined.
     Replace,
+    /// The security group's rules are made those of the new `exposed_ports` (`security-group`).
+    Ports,
     /// Nothing to do but record the update as done.
     None,
 }
@@ -502,6 +504,10 @@ pub struct DeleteInput {
     pub name: Option<String>,
     #[serde(default)]
     pub timing: Option<Timing>,
+    /// `create-failed`: remove the resources of a `FAILED` cluster and leave the record `FAILED`
+    /// (the reconcile's teardown of a create that ended without a result); default `delete`.
+    #[serde(default)]
+    pub reason: Option<TeardownReason>,
 }
 
 /// What the begin-delete stage receives.

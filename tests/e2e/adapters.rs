@@ -602,6 +602,8 @@ fn spec(name: &str, region: &str) -> ClusterSpec {
         microk8s_channel: "1.32/stable".into(),
         addons: vec!["dns".into()],
         subnet_id: None,
+        subnet_ids: vec![],
+        worker_subnet_ids: vec![],
         api_allowed_cidrs: vec![],
         exposed_ports: vec![],
         root_volume_gib: 30,

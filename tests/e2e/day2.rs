@@ -62,11 +62,13 @@ async fn channels(stack: &Stack, name: &str) -> Vec<(String, String)> {
 async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
     let stack = Stack::start(300).await;
 
-    // GIVEN an ACTIVE 3+2 cluster on 1.31/stable with dns
+    // GIVEN an ACTIVE 3+2 cluster on 1.31/stable with dns, over three subnets in three zones
     let name = "rolling";
+    let subnets = stack.subnets_in_distinct_zones(3).await;
     let mut spec = stack::spec(name, 3, 2);
     spec["microk8s_channel"] = json!("1.31/stable");
     spec["addons"] = json!(["dns"]);
+    spec["subnet_ids"] = json!(subnets.iter().map(|(s, _)| s).collect::<Vec<_>>());
     let (code, created) = stack.api("POST", "/clusters", Some(&spec)).await;
     assert_eq!(code, 202, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
@@ -77,6 +79,27 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
         })
         .await;
     let second_worker = node_of(&record, "worker", 1).0;
+    // control planes one per zone, in the subnets' order; workers round-robin from the first
+    let zone_of = |role: &str, index: u64| {
+        record["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["role"] == role && n["index"] == index)
+            .and_then(|n| n["zone"].as_str())
+            .unwrap_or_else(|| panic!("{role} {index} has no zone: {record}"))
+            .to_string()
+    };
+    let zones: Vec<String> = subnets.iter().map(|(_, z)| z.clone()).collect();
+    assert_eq!(
+        [0, 1, 2].map(|i| zone_of("control-plane", i)).to_vec(),
+        zones,
+        "{record}"
+    );
+    assert_eq!(
+        [0, 1].map(|i| zone_of("worker", i)).to_vec(),
+        zones[..2].to_vec()
+    );
 
     // A skip of two minors or a downgrade is refused, naming the field.
     for channel in ["1.33/stable", "1.30/stable"] {

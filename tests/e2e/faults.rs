@@ -184,6 +184,32 @@ async fn bad_console_input_fails_validation_and_registers_nothing() {
     let (status, list) = stack.api("GET", "/clusters", None).await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["clusters"], json!([]));
+
+    // A subnet EC2 does not know fails the create before anything exists, naming the entry
+    let (code, created) = stack
+        .api(
+            "POST",
+            "/clusters",
+            Some(&json!({"name": "f-subnet", "workers": 1, "subnet_ids": ["subnet-0123456789abcdef0"]})),
+        )
+        .await;
+    assert_eq!(code, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let record = wait_status(&stack, &id, "FAILED").await;
+    assert_eq!(
+        (
+            record["failure"]["stage"].as_str(),
+            record["failure"]["error"].as_str()
+        ),
+        (Some("security-group"), Some("ValidationError")),
+        "{record}"
+    );
+    let reason = record["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("subnet_ids[0]") && reason.contains("no subnet subnet-0123456789abcdef0"),
+        "{reason}"
+    );
+    assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

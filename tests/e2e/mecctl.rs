@@ -31,6 +31,41 @@ async fn mecctl_raw(home: &Path, args: &[&str]) -> Output {
         .expect("mecctl runs")
 }
 
+/// The cluster's security group rules open to the outside: `tcp/443 198.51.100.0/24`, sorted.
+async fn outside_rules(stack: &Stack, cluster_id: &str) -> Vec<String> {
+    let groups = stack
+        .ec2()
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!("tag:{}", mecplane::resources::TAG_CLUSTER))
+                .values(cluster_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe security groups");
+    let mut rules: Vec<String> = groups
+        .security_groups()
+        .iter()
+        .flat_map(|g| g.ip_permissions())
+        .flat_map(|p| {
+            let ports = match (p.from_port(), p.to_port()) {
+                (Some(a), Some(b)) if a == b => a.to_string(),
+                (Some(a), Some(b)) => format!("{a}-{b}"),
+                _ => "all".into(),
+            };
+            let protocol = p.ip_protocol().unwrap_or_default().to_string();
+            p.ip_ranges()
+                .iter()
+                .map(move |r| format!("{protocol}/{ports} {}", r.cidr_ip().unwrap_or_default()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -151,6 +186,99 @@ async fn a_user_session_with_mecctl() {
     assert!(merged.contains("current-context: cli-edge"), "{merged}");
     assert!(merged.contains(":16443"), "{merged}");
 
+    // expose opens a workload port, then moves it: the group follows the spec exactly (the new
+    // rule added, the old revoked, the API's untouched); 22 is refused naming the field
+    assert_eq!(
+        outside_rules(&stack, &id).await,
+        ["tcp/16443 203.0.113.0/24"]
+    );
+    let opened = mecctl(
+        &stack,
+        &home,
+        &[
+            "expose",
+            "cli-edge",
+            "--open",
+            "443=198.51.100.0/24",
+            "--open",
+            "30000-32767/udp=10.0.0.0/8",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    )
+    .await;
+    assert_eq!(
+        opened.status.code(),
+        Some(0),
+        "{}{}",
+        out(&opened),
+        err(&opened)
+    );
+    assert_eq!(
+        outside_rules(&stack, &id).await,
+        [
+            "tcp/16443 203.0.113.0/24",
+            "tcp/443 198.51.100.0/24",
+            "udp/30000-32767 10.0.0.0/8"
+        ]
+    );
+    let moved = mecctl(
+        &stack,
+        &home,
+        &[
+            "expose",
+            "cli-edge",
+            "--close",
+            "30000-32767/udp",
+            "--open",
+            "443=192.0.2.0/24",
+            "--wait",
+            "--timeout",
+            "120s",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        moved.status.code(),
+        Some(0),
+        "{}{}",
+        out(&moved),
+        err(&moved)
+    );
+    let record: Value = serde_json::from_slice(&moved.stdout).expect("JSON");
+    assert_eq!(record["status"], "ACTIVE");
+    assert_eq!(
+        record["spec"]["exposed_ports"],
+        serde_json::json!([{"port": 443, "protocol": "tcp", "cidrs": ["192.0.2.0/24"]}])
+    );
+    assert_eq!(
+        outside_rules(&stack, &id).await,
+        ["tcp/16443 203.0.113.0/24", "tcp/443 192.0.2.0/24"]
+    );
+    let ssh = mecctl(
+        &stack,
+        &home,
+        &["expose", "cli-edge", "--open", "22=10.0.0.0/8"],
+    )
+    .await;
+    assert_eq!(ssh.status.code(), Some(5), "{}", err(&ssh));
+    assert!(err(&ssh).contains("exposed_ports[1].port"), "{}", err(&ssh));
+    let unchanged = mecctl(
+        &stack,
+        &home,
+        &["expose", "cli-edge", "--open", "443=192.0.2.0/24"],
+    )
+    .await;
+    assert_eq!(unchanged.status.code(), Some(0), "{}", err(&unchanged));
+    assert!(
+        out(&unchanged).contains("nothing to change"),
+        "{}",
+        out(&unchanged)
+    );
+
     // the exit codes a script relies on: 3 for a missing cluster, 5 for a refused spec, 4 for a taken name
     let missing = mecctl(&stack, &home, &["get", "no-such-cluster"]).await;
     assert_eq!(missing.status.code(), Some(3));
@@ -184,4 +312,6 @@ async fn a_user_session_with_mecctl() {
     let gone = mecctl(&stack, &home, &["get", "cli-edge"]).await;
     assert_eq!(gone.status.code(), Some(3));
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
+    // expose ran the security-group stage in an update: its revoke is on its role
+    stack.assert_calls_allowed_by_template().await;
 }

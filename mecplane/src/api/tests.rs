@@ -1122,6 +1122,7 @@ mod openapi {
             public_ip: None,
             state: crate::record::NodeState::Pending,
             channel: Some("1.32/stable".into()),
+            zone: Some("us-east-1a".into()),
         });
         full.failure = Some(crate::record::Failure {
             stage: "s".into(),
@@ -1139,6 +1140,14 @@ mod openapi {
             finished_at: Some("t".into()),
             failure: full.failure.clone(),
         });
+        full.node_check = crate::record::NodeCheck {
+            checked_at: Some(1),
+            pending: Some(crate::record::PendingCheck {
+                command_id: "c".into(),
+                instance_id: "i-1".into(),
+                sent_at: 2,
+            }),
+        };
         let v = serde_json::to_value(&full).unwrap();
         assert_eq!(properties("ClusterRecord"), json_keys(&v));
         assert_eq!(properties("Update"), json_keys(&v["updates"][0]));
@@ -1161,6 +1170,8 @@ mod openapi {
         let request = serde_json::to_value(crate::spec::ClusterRequest {
             allow_api_from_anywhere: Some(false),
             exposed_ports: Some(vec![]),
+            subnet_ids: Some(vec![]),
+            worker_subnet_ids: Some(vec![]),
             ..Default::default()
         })
         .unwrap();

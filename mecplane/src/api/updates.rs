@@ -16,7 +16,8 @@
 //!   with the record and `Location: /clusters/{id}/updates/{update id}`.
 //! - `workers` scales; `microk8s_channel` upgrades one minor up (a skip or a downgrade is a 422);
 //!   `addons` is the whole list wanted, validated as on create (what differs is disabled and
-//!   enabled). The [`Change`] decided here is what the update records and its stages run.
+//!   enabled); `exposed_ports` is the whole list wanted, validated as on create (the security
+//!   group gains the new rules and loses the old). The [`Change`] decided here is what the update records and its stages run.
 //! - If StartExecution fails, the record goes back to `ACTIVE` with the update `Failed`, and the
 //!   answer is `503`. An update whose execution ended without recording a result (stopped from
 //!   the console, say) is marked `Failed` the same way by the next PATCH or DELETE.
@@ -33,7 +34,10 @@ use crate::record::{
     ClusterRecord, Failure, Phase, Role, Status, Update, UpdateStatus, MAX_UPDATES_KEPT,
 };
 use crate::resources;
-use crate::spec::{validate_addons, ClusterSpec, Policy, MAX_WORKERS};
+use crate::spec::{
+    same_exposed_ports, validate_addons, validate_exposed_ports, ClusterSpec, ExposedPort, Policy,
+    MAX_WORKERS,
+};
 
 use super::clusters::{find, modify, note, status_name, STAGE, START_FAILED};
 use super::errors::{codes, ApiError};
@@ -62,12 +66,19 @@ pub struct ClusterPatch {
     /// default 1); control planes always go one at a time.
     pub max_unavailable: Option<u32>,
     pub addons: Option<Vec<String>>,
+    /// The whole list of workload ports wanted open, each as on create.
+    pub exposed_ports: Option<Vec<ExposedPort>>,
 }
 
 impl ClusterPatch {
     /// Every field a PATCH may carry.
-    pub const FIELDS: &'static [&'static str] =
-        &["workers", "microk8s_channel", "max_unavailable", "addons"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "workers",
+        "microk8s_channel",
+        "max_unavailable",
+        "addons",
+        "exposed_ports",
+    ];
 
     /// The checks that need no record (made before the table is asked anything).
     pub fn check(&self) -> Result<(), ApiError> {
@@ -139,6 +150,18 @@ impl ClusterPatch {
                     Change::Addons {
                         from: spec.addons.clone(),
                         to: to.clone(),
+                    },
+                ));
+            }
+        }
+        if let Some(to) = &self.exposed_ports {
+            let to = validate_exposed_ports(to).map_err(ApiError::from)?;
+            if !same_exposed_ports(&spec.exposed_ports, &to) {
+                changes.push((
+                    "exposed_ports",
+                    Change::ExposedPorts {
+                        from: spec.exposed_ports.clone(),
+                        to,
                     },
                 ));
             }

@@ -4,7 +4,7 @@
 //! that ran twice, or a launch whose answer was lost, still sees every instance. `DescribeInstances`
 //! is always paginated with `MaxResults` 1000 (moto stops at 100 reservations without it).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
@@ -18,18 +18,17 @@ use aws_sdk_ec2::Client;
 use super::classify_sdk_error;
 use crate::error::CloudError;
 use crate::ports::{
-    IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest, SecurityGroups,
-    TaggedInstance,
+    IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest, MetadataOptions,
+    SecurityGroups, StatusCheck, StatusChecks, Subnet, TaggedGroup, TaggedInstance,
 };
 use crate::record::Role;
-use crate::resources::{security_group_name, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_INDEX, TAG_ROLE};
+use crate::resources::{
+    security_group_name, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CREATED_AT, TAG_INDEX, TAG_ROLE,
+};
 
 /// The root device of Ubuntu's AMIs.
 const ROOT_DEVICE: &str = "/dev/sda1";
-/// IMDSv2 answers only within one network hop: a pod's packets cross a second (the CNI bridge),
-/// so no pod reaches the node role's credentials. The launch role's IAM condition
-/// (`ec2:MetadataHttpPutResponseHopLimit`) refuses any other value.
-pub const METADATA_HOP_LIMIT: i32 = 1;
+pub use crate::ports::METADATA_HOP_LIMIT;
 /// The largest `DescribeInstances` page.
 const DESCRIBE_PAGE: i32 = 1000;
 /// Instances per `TerminateInstances` call.
@@ -102,26 +101,89 @@ impl Ec2 {
             .find_map(|g| g.group_id().map(str::to_string)))
     }
 
-    /// Authorizes `rules` in one call: `Ok(false)` when EC2 refused the batch because one of them
-    /// already exists (nothing of the batch was added then).
-    async fn authorize_batch(
+    /// Adds or removes the rules that need it: one call for all, or one per rule when a
+    /// concurrent writer got to one of them first (EC2 then refuses the whole batch).
+    async fn change_rules(
         &self,
         group_id: &str,
         rules: &[IngressRule],
+        change: RuleChange,
+    ) -> Result<(), CloudError> {
+        let existing: BTreeSet<_> = self.ingress(group_id).await?.iter().map(rule_key).collect();
+        let mut seen = BTreeSet::new();
+        let todo: Vec<IngressRule> = rules
+            .iter()
+            .filter(|r| {
+                existing.contains(&rule_key(r)) == (change == RuleChange::Revoke)
+                    && seen.insert(rule_key(r))
+            })
+            .cloned()
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        if !self.change_batch(group_id, &todo, change).await? {
+            for rule in &todo {
+                self.change_batch(group_id, std::slice::from_ref(rule), change)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One AuthorizeSecurityGroupIngress or RevokeSecurityGroupIngress call: `Ok(false)` when EC2
+    /// refused the batch because one rule already exists (authorize) or is already gone (revoke);
+    /// nothing of the batch was changed then.
+    async fn change_batch(
+        &self,
+        group_id: &str,
+        rules: &[IngressRule],
+        change: RuleChange,
     ) -> Result<bool, CloudError> {
         let permissions: Vec<IpPermission> =
             rules.iter().map(|r| permission(group_id, r)).collect();
-        match self
-            .client
-            .authorize_security_group_ingress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(permissions))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("InvalidPermission.Duplicate") => Ok(false),
-            Err(e) => Err(classify_sdk_error(&e)),
+        let failed = |code: Option<&str>, error: CloudError| (code.map(str::to_string), error);
+        let sent = match change {
+            RuleChange::Authorize => self
+                .client
+                .authorize_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(permissions))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| failed(e.code(), classify_sdk_error(&e))),
+            RuleChange::Revoke => self
+                .client
+                .revoke_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(permissions))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| failed(e.code(), classify_sdk_error(&e))),
+        };
+        match sent {
+            Ok(()) => Ok(true),
+            Err((Some(code), _)) if code == change.benign_error() => Ok(false),
+            Err((_, e)) => Err(e),
+        }
+    }
+}
+
+/// Which way [`Ec2::change_rules`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuleChange {
+    Authorize,
+    Revoke,
+}
+
+impl RuleChange {
+    /// The error code that means a rule of the batch is already as wanted.
+    fn benign_error(self) -> &'static str {
+        match self {
+            RuleChange::Authorize => "InvalidPermission.Duplicate",
+            RuleChange::Revoke => "InvalidPermission.NotFound",
         }
     }
 }
@@ -164,6 +226,12 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, role: Option<Role>) -> Instance
             .private_dns_name()
             .filter(|s| !s.is_empty())
             .map(str::to_string),
+        zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        subnet_id: i.subnet_id().filter(|s| !s.is_empty()).map(str::to_string),
     }
 }
 
@@ -303,6 +371,20 @@ impl Instances for Ec2 {
                     cluster_id: cluster_id.to_string(),
                     instance: to_instance(i, None),
                     launched_at: i.launch_time().map(|t| t.secs()),
+                    security_groups: i
+                        .security_groups()
+                        .iter()
+                        .filter_map(|g| g.group_id().map(str::to_string))
+                        .collect(),
+                    tags: i
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                        .collect(),
+                    metadata: i.metadata_options().map(|m| MetadataOptions {
+                        tokens_required: m.http_tokens() == Some(&HttpTokensState::Required),
+                        hop_limit: m.http_put_response_hop_limit(),
+                    }),
                 });
             }
             match out.next_token() {
@@ -431,6 +513,73 @@ impl Instances for Ec2 {
     }
 }
 
+/// Statuses per `DescribeInstanceStatus` page (EC2's most, when no ids are named).
+const STATUS_PAGE: i32 = 1000;
+
+#[async_trait]
+impl StatusChecks for Ec2 {
+    async fn impaired(&self, instance_ids: &[String]) -> Result<Vec<StatusCheck>, CloudError> {
+        use aws_sdk_ec2::types::{InstanceStatusSummary, StatusName, SummaryStatus};
+        // The region's running instances, 1,000 a page, kept to those asked about: one call per
+        // 1,000 instances however the fleet is spread (ids would cap a call at 100), and no id
+        // that went away in between can fail the call.
+        let wanted: HashSet<&str> = instance_ids.iter().map(String::as_str).collect();
+        let mut found = Vec::new();
+        {
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .describe_instance_status()
+                    .max_results(STATUS_PAGE)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify_sdk_error(&e))?;
+                for s in out.instance_statuses() {
+                    let Some(id) = s.instance_id().filter(|id| wanted.contains(id)) else {
+                        continue;
+                    };
+                    let mut impaired = Vec::new();
+                    let mut since: Option<i64> = None;
+                    for (name, summary) in [
+                        ("system", s.system_status()),
+                        ("instance", s.instance_status()),
+                    ] {
+                        let Some(summary) = summary.filter(|x: &&InstanceStatusSummary| {
+                            x.status() == Some(&SummaryStatus::Impaired)
+                        }) else {
+                            continue;
+                        };
+                        impaired.push(name.to_string());
+                        for d in summary
+                            .details()
+                            .iter()
+                            .filter(|d| d.name() == Some(&StatusName::Reachability))
+                        {
+                            if let Some(t) = d.impaired_since() {
+                                since = Some(since.map_or(t.secs(), |s| s.min(t.secs())));
+                            }
+                        }
+                    }
+                    if !impaired.is_empty() {
+                        found.push(StatusCheck {
+                            instance_id: id.to_string(),
+                            impaired,
+                            impaired_since: since,
+                        });
+                    }
+                }
+                match out.next_token() {
+                    Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl SecurityGroups for Ec2 {
     async fn find_group(&self, cluster_id: &str) -> Result<Option<String>, CloudError> {
@@ -465,6 +614,7 @@ impl SecurityGroups for Ec2 {
             .resource_type(ResourceType::SecurityGroup)
             .tags(tag(TAG_CLUSTER, cluster_id))
             .tags(tag(TAG_CLUSTER_NAME, cluster_name))
+            .tags(tag(TAG_CREATED_AT, &crate::clock::now_rfc3339()))
             .tags(tag("Name", &name))
             .build();
         let result = self
@@ -507,25 +657,39 @@ impl SecurityGroups for Ec2 {
     }
 
     async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
-        let existing: BTreeSet<_> = self.ingress(group_id).await?.iter().map(rule_key).collect();
-        let mut seen = BTreeSet::new();
-        let missing: Vec<IngressRule> = rules
+        self.change_rules(group_id, rules, RuleChange::Authorize)
+            .await
+    }
+
+    async fn revoke(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
+        self.change_rules(group_id, rules, RuleChange::Revoke).await
+    }
+
+    async fn subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, CloudError> {
+        // A filter, not SubnetIds: an unknown id is left out instead of failing the call.
+        let out = self
+            .client
+            .describe_subnets()
+            .filters(
+                Filter::builder()
+                    .name("subnet-id")
+                    .set_values(Some(subnet_ids.to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(out
+            .subnets()
             .iter()
-            .filter(|r| !existing.contains(&rule_key(r)) && seen.insert(rule_key(r)))
-            .cloned()
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if !self.authorize_batch(group_id, &missing).await? {
-            // A concurrent writer added one of them and a duplicate fails the whole batch: go one
-            // by one, where a duplicate is simply a rule already there.
-            for rule in &missing {
-                self.authorize_batch(group_id, std::slice::from_ref(rule))
-                    .await?;
-            }
-        }
-        Ok(())
+            .filter_map(|s| {
+                Some(Subnet {
+                    subnet_id: s.subnet_id()?.to_string(),
+                    vpc_id: s.vpc_id()?.to_string(),
+                    zone: s.availability_zone()?.to_string(),
+                })
+            })
+            .collect())
     }
 
     async fn delete_group(&self, group_id: &str) -> Result<(), CloudError> {
@@ -540,6 +704,42 @@ impl SecurityGroups for Ec2 {
             Err(e) if e.code() == Some("InvalidGroup.NotFound") => Ok(()),
             Err(e) => Err(classify_sdk_error(&e)),
         }
+    }
+
+    async fn find_tagged_groups(&self, region: &str) -> Result<Vec<TaggedGroup>, CloudError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_security_groups()
+                .filters(filter("tag-key", TAG_CLUSTER))
+                .max_results(DESCRIBE_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            for g in out.security_groups() {
+                let (Some(group_id), Some(cluster_id)) =
+                    (g.group_id(), tag_value(g.tags(), TAG_CLUSTER))
+                else {
+                    continue;
+                };
+                found.push(TaggedGroup {
+                    region: region.to_string(),
+                    group_id: group_id.to_string(),
+                    cluster_id: cluster_id.to_string(),
+                    created_at: tag_value(g.tags(), TAG_CREATED_AT)
+                        .and_then(crate::clock::epoch_of),
+                    ingress: rules_of(group_id, g.ip_permissions()),
+                });
+            }
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 }
 

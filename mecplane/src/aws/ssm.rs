@@ -10,13 +10,14 @@ use async_trait::async_trait;
 use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::{
     CommandInvocationStatus, InstanceInformationStringFilter, ParameterTier, ParameterType,
-    PingStatus,
 };
 use aws_sdk_ssm::Client;
 
 use super::{classify_sdk_error, classify_sdk_error_redacted};
 use crate::error::CloudError;
-use crate::ports::{CommandStatus, NodeCommands, Parameters, SentCommand};
+use crate::ports::{
+    AgentPing, CommandStatus, NodeCommands, ParameterInfo, Parameters, SentCommand,
+};
 
 /// The document that runs a shell script.
 const RUN_SHELL_SCRIPT: &str = "AWS-RunShellScript";
@@ -30,6 +31,8 @@ const SENT_LIMIT: usize = 50;
 const COMMENT_MAX: usize = 100;
 /// Names per `DeleteParameters` call.
 const DELETE_CHUNK: usize = 10;
+/// The largest `DescribeParameters` page.
+const DESCRIBE_PAGE: i32 = 50;
 /// The largest value of the standard tier, in bytes.
 const STANDARD_TIER_MAX: usize = 4096;
 
@@ -74,6 +77,45 @@ impl Ssm {
             Err(e) if e.code() == Some("ParameterNotFound") => Ok(None),
             Err(e) => Err(classify_sdk_error(&e)),
         }
+    }
+
+    /// Every agent `DescribeInstanceInformation` answers for one filter, all pages.
+    async fn agents(&self, key: &str, values: &[String]) -> Result<Vec<AgentPing>, CloudError> {
+        let filter = InstanceInformationStringFilter::builder()
+            .key(key)
+            .set_values(Some(values.to_vec()))
+            .build()
+            .map_err(|e| CloudError::Other(e.to_string()))?;
+        let mut pings = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_instance_information()
+                .filters(filter.clone())
+                .max_results(50)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            for info in out.instance_information_list() {
+                if let Some(id) = info.instance_id() {
+                    pings.push(AgentPing {
+                        instance_id: id.to_string(),
+                        status: info
+                            .ping_status()
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_default(),
+                        last_ping: info.last_ping_date_time().map(|t| t.secs()),
+                    });
+                }
+            }
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(pings)
     }
 }
 
@@ -124,43 +166,38 @@ fn command_status(
 #[async_trait]
 impl NodeCommands for Ssm {
     async fn online(&self, instance_ids: &[String]) -> Result<Vec<String>, CloudError> {
-        let mut online = HashSet::new();
-        for chunk in instance_ids.chunks(ONLINE_CHUNK) {
-            let filter = InstanceInformationStringFilter::builder()
-                .key("InstanceIds")
-                .set_values(Some(chunk.to_vec()))
-                .build()
-                .map_err(|e| CloudError::Other(e.to_string()))?;
-            let mut token: Option<String> = None;
-            loop {
-                let out = self
-                    .client
-                    .describe_instance_information()
-                    .filters(filter.clone())
-                    .max_results(50)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify_sdk_error(&e))?;
-                for info in out.instance_information_list() {
-                    if info.ping_status() == Some(&PingStatus::Online) {
-                        if let Some(id) = info.instance_id() {
-                            online.insert(id.to_string());
-                        }
-                    }
-                }
-                match out.next_token() {
-                    Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                    _ => break,
-                }
-            }
-        }
+        let online: HashSet<String> = self
+            .pings(instance_ids)
+            .await?
+            .into_iter()
+            .filter(AgentPing::is_online)
+            .map(|p| p.instance_id)
+            .collect();
         // In the order asked, once each.
         let mut seen = HashSet::new();
         Ok(instance_ids
             .iter()
             .filter(|id| online.contains(id.as_str()) && seen.insert(id.as_str()))
             .cloned()
+            .collect())
+    }
+
+    async fn pings(&self, instance_ids: &[String]) -> Result<Vec<AgentPing>, CloudError> {
+        let mut pings = Vec::new();
+        for chunk in instance_ids.chunks(ONLINE_CHUNK) {
+            pings.extend(self.agents("InstanceIds", chunk).await?);
+        }
+        Ok(pings)
+    }
+
+    async fn lost_agents(&self, instance_ids: &[String]) -> Result<Vec<AgentPing>, CloudError> {
+        let wanted: HashSet<&str> = instance_ids.iter().map(String::as_str).collect();
+        let lost = ["ConnectionLost".to_string(), "Inactive".to_string()];
+        Ok(self
+            .agents("PingStatus", &lost)
+            .await?
+            .into_iter()
+            .filter(|p| wanted.contains(p.instance_id.as_str()))
             .collect())
     }
 
@@ -298,6 +335,40 @@ impl Parameters for Ssm {
                 .map_err(|e| classify_sdk_error(&e))?;
         }
         Ok(())
+    }
+
+    async fn list_under(&self, path: &str) -> Result<Vec<ParameterInfo>, CloudError> {
+        // DescribeParameters answers metadata only; GetParametersByPath would answer values.
+        let under = aws_sdk_ssm::types::ParameterStringFilter::builder()
+            .key("Path")
+            .option("Recursive")
+            .values(path)
+            .build()
+            .map_err(|e| CloudError::Other(e.to_string()))?;
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_parameters()
+                .parameter_filters(under.clone())
+                .max_results(DESCRIBE_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            found.extend(out.parameters().iter().filter_map(|p| {
+                Some(ParameterInfo {
+                    name: p.name()?.to_string(),
+                    last_modified: p.last_modified_date().map(|t| t.secs()),
+                })
+            }));
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -152,6 +152,11 @@ pub async fn run<E, R, P, S: ClusterStore>(
                 role.as_str()
             )
         }
+        Change::ExposedPorts { .. } => {
+            change.apply(&mut spec);
+            info.route = UpdateRoute::Ports;
+            format!("{}: the security group's rules follow", change.describe())
+        }
     };
     let mut state = CreateState::new(record.id.clone(), spec, timing);
     state.security_group_id = record.security_group_id.clone();

@@ -57,7 +57,11 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                         && !info.remove.iter().flatten().any(|r| *r == i.instance_id)
                         && !ready(&i.instance_id))
             }
-            UpdateRoute::Upgrade | UpdateRoute::Addons | UpdateRoute::None => false,
+            // A ports change launches nothing: the group's rules go back to the spec at the
+            // reconcile's next drift check.
+            UpdateRoute::Upgrade | UpdateRoute::Addons | UpdateRoute::Ports | UpdateRoute::None => {
+                false
+            }
         })
         .map(|i| i.instance_id.clone())
         .collect();

@@ -228,6 +228,8 @@ mod tests {
             private_ip: None,
             public_ip: None,
             private_dns: None,
+            zone: None,
+            subnet_id: None,
         }
     }
 

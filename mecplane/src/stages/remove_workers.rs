@@ -253,6 +253,8 @@ pub(crate) mod tests {
             private_ip: None,
             public_ip: None,
             private_dns: None,
+            zone: None,
+            subnet_id: None,
         };
         let workers = [w("a", 0), w("b", 1), w("c", 3)];
         assert_eq!(choose(&workers, 1), vec!["c", "b"]);

@@ -1,14 +1,19 @@
 //! Stage `security-group`: ensures the cluster's security group with exactly the rules MicroK8s
 //! needs — its ports open between the cluster's own nodes (self-referencing rules), the API
 //! (16443) open only to the CIDRs the user named, the `exposed_ports` the user asked for to the
-//! CIDRs named with each, and nothing else: never 22.
+//! CIDRs named with each, and nothing else: never 22. Missing rules are added first, then rules
+//! the spec no longer has are revoked, so a port that stays open never closes in between. The
+//! create runs it once; an `exposed_ports` change runs it again with the new spec (route
+//! `ports` of the update state machine).
 
 use super::Ports;
 use crate::error::StageError;
 use crate::microk8s;
-use crate::ports::{ClusterStore, IngressRule, IngressSource, SecurityGroups};
+use crate::ports::{ClusterStore, IngressRule, IngressSource, SecurityGroups, Subnet};
 use crate::record::Phase;
+use crate::record::Role;
 use crate::spec::ClusterSpec;
+use crate::spec::ValidationError;
 use crate::state::CreateState;
 
 use super::records;
@@ -64,17 +69,56 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     rules
 }
 
+/// Checks the spec's subnets against those EC2 found (pure): each exists, all in one VPC. The
+/// error names the list entry (`subnet_ids[1]`, `worker_subnet_ids[0]`).
+pub fn check_subnets(spec: &ClusterSpec, found: &[Subnet]) -> Result<(), ValidationError> {
+    let named = [
+        ("subnet_ids", spec.subnets(Role::ControlPlane)),
+        ("worker_subnet_ids", &spec.worker_subnet_ids[..]),
+    ];
+    let mut first: Option<&Subnet> = None;
+    for (field, ids) in named {
+        for (i, id) in ids.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let Some(subnet) = found.iter().find(|s| s.subnet_id == *id) else {
+                return Err(ValidationError {
+                    field: at,
+                    message: format!("no subnet {id} in {}", spec.region),
+                });
+            };
+            match first {
+                Some(f) if f.vpc_id != subnet.vpc_id => {
+                    return Err(ValidationError {
+                        field: at,
+                        message: format!(
+                            "{id} is in {}, {} in {}: a cluster's subnets share one VPC",
+                            subnet.vpc_id, f.subnet_id, f.vpc_id
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => first = Some(subnet),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The desired rules the group does not have yet (descriptions do not matter).
 pub fn missing_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<IngressRule> {
-    desired
+    absent_from(desired, current)
+}
+
+/// The group's rules that are not desired: what a change of the spec (or drift) must revoke.
+pub fn extra_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<IngressRule> {
+    absent_from(current, desired)
+}
+
+/// The rules of `these` that `those` lacks.
+fn absent_from(these: &[IngressRule], those: &[IngressRule]) -> Vec<IngressRule> {
+    these
         .iter()
-        .filter(|d| {
-            !current.iter().any(|c| {
-                c.protocol == d.protocol
-                    && (c.from_port, c.to_port) == (d.from_port, d.to_port)
-                    && c.source == d.source
-            })
-        })
+        .filter(|d| !those.iter().any(|c| c.same_as(d)))
         .cloned()
         .collect()
 }
@@ -89,21 +133,34 @@ pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
     let group_id = match groups.find_group(&state.cluster_id).await? {
         Some(id) => id,
         None => {
+            // Before anything exists: a subnet that is not there, or one of another VPC, fails
+            // the create here, naming it, with nothing to clean up.
+            let ids: Vec<String> = state
+                .spec
+                .subnets(Role::ControlPlane)
+                .iter()
+                .chain(&state.spec.worker_subnet_ids)
+                .cloned()
+                .collect();
+            if !ids.is_empty() {
+                check_subnets(&state.spec, &groups.subnets(&ids).await?)?;
+            }
             groups
-                .create_group(
-                    &state.cluster_id,
-                    &state.spec.name,
-                    state.spec.subnet_id.as_deref(),
-                )
+                .create_group(&state.cluster_id, &state.spec.name, state.spec.vpc_subnet())
                 .await?
         }
     };
-    let missing = missing_rules(
-        &desired_rules(&state.spec),
-        &groups.ingress(&group_id).await?,
+    let desired = desired_rules(&state.spec);
+    let current = groups.ingress(&group_id).await?;
+    let (missing, extra) = (
+        missing_rules(&desired, &current),
+        extra_rules(&desired, &current),
     );
     if !missing.is_empty() {
         groups.authorize(&group_id, &missing).await?;
+    }
+    if !extra.is_empty() {
+        groups.revoke(&group_id, &extra).await?;
     }
     records::modify(store, &state.cluster_id, |r| {
         let changed = r.security_group_id.as_deref() != Some(group_id.as_str());
@@ -121,7 +178,11 @@ pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
         &state.cluster_id,
         STAGE,
         Phase::Finished,
-        format!("{group_id}: {} rules added; {api}", missing.len()),
+        format!(
+            "{group_id}: {} rule(s) added, {} revoked; {api}",
+            missing.len(),
+            extra.len()
+        ),
     )
     .await?;
     state.security_group_id = Some(group_id);
@@ -203,6 +264,89 @@ mod tests {
                 ("tcp", 443, 443, "203.0.113.7/32"),
                 ("udp", 30000, 32767, "10.0.0.0/8"),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_spec_adds_the_new_rules_and_revokes_the_old() {
+        use crate::spec::{ExposedPort, PortValue};
+        let entry = |port: u32, cidr: &str| ExposedPort {
+            port: PortValue::Number(port),
+            protocol: "tcp".into(),
+            cidrs: vec![cidr.into()],
+            allow_anywhere: false,
+        };
+        let (cloud, store, mut state) = fixtures::registered(1, 0).await;
+        state.spec.exposed_ports = vec![entry(443, "198.51.100.0/24"), entry(8080, "10.0.0.0/8")];
+        run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap();
+        // 8080 closes, 443 moves to another CIDR, 9000 opens.
+        state.spec.exposed_ports = vec![entry(443, "203.0.113.0/24"), entry(9000, "10.0.0.0/8")];
+        for _ in 0..2 {
+            run(&fixtures::ports(&cloud, &store), state.clone())
+                .await
+                .unwrap();
+        }
+        let (_, rules) = cloud.groups().into_values().next().unwrap();
+        let mut outside: Vec<_> = rules
+            .iter()
+            .filter_map(|r| match &r.source {
+                IngressSource::Cidr(c) => Some((r.from_port, c.clone())),
+                IngressSource::SameGroup => None,
+            })
+            .collect();
+        outside.sort();
+        assert_eq!(
+            outside,
+            [(443, "203.0.113.0/24".into()), (9000, "10.0.0.0/8".into())]
+        );
+        assert_eq!(
+            rules.len(),
+            desired_rules(&state.spec).len(),
+            "MicroK8s' own rules stay"
+        );
+    }
+
+    #[tokio::test]
+    async fn subnets_that_are_missing_or_in_another_vpc_fail_before_anything_exists() {
+        let (cloud, store, mut state) = fixtures::registered(3, 1).await;
+        cloud.add_subnet("subnet-0000000a", "vpc-1", "us-east-1a");
+        cloud.add_subnet("subnet-0000000b", "vpc-1", "us-east-1b");
+        cloud.add_subnet("subnet-000000ff", "vpc-2", "us-east-1-bos-1a");
+        state.spec.subnet_ids = vec!["subnet-0000000a".into(), "subnet-0000000b".into()];
+        state.spec.worker_subnet_ids = vec!["subnet-000000ff".into()];
+        let err = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.name(), "ValidationError");
+        assert!(
+            err.to_string().contains("worker_subnet_ids[0]")
+                && err.to_string().contains("share one VPC"),
+            "{err}"
+        );
+        state.spec.worker_subnet_ids = vec!["subnet-0000000c".into()];
+        let err = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no subnet subnet-0000000c"),
+            "{err}"
+        );
+        assert!(cloud.groups().is_empty(), "no group made");
+        state.spec.worker_subnet_ids = vec![];
+        run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        assert_eq!(cloud.groups().len(), 1);
+    }
+
+    #[test]
+    fn extra_rules_are_what_the_spec_no_longer_has() {
+        let spec = fixtures::spec(1, 0);
+        let desired = desired_rules(&spec);
+        assert_eq!(extra_rules(&desired, &desired), vec![]);
+        assert_eq!(
+            extra_rules(&desired[1..], &desired),
+            vec![desired[0].clone()]
         );
     }
 

@@ -502,6 +502,41 @@ impl Stack {
         }
     }
 
+    /// `n` subnets of the default VPC, each in another availability zone: (subnet id, zone),
+    /// sorted by zone.
+    pub async fn subnets_in_distinct_zones(&self, n: usize) -> Vec<(String, String)> {
+        let out = self
+            .ec2()
+            .describe_subnets()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("default-for-az")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe subnets");
+        let mut by_zone: Vec<(String, String)> = out
+            .subnets()
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.availability_zone()?.to_string(),
+                    s.subnet_id()?.to_string(),
+                ))
+            })
+            .collect();
+        by_zone.sort();
+        by_zone.dedup_by(|a, b| a.0 == b.0);
+        assert!(by_zone.len() >= n, "{n} zones wanted: {by_zone:?}");
+        by_zone
+            .into_iter()
+            .take(n)
+            .map(|(zone, subnet)| (subnet, zone))
+            .collect()
+    }
+
     /// Terminates an instance behind the control plane's back (a node lost).
     pub async fn kill(&self, instance_id: &str) {
         self.ec2()

@@ -325,6 +325,18 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
         "{healed}"
     );
     assert_eq!(healed["nodes"].as_array().unwrap().len(), 4);
+    // three control planes in the datastore again: the successor in, the stopped one out
+    let members: Vec<String> = stack.sim_datastore("sentinel").await["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["instance_id"].as_str().map(str::to_string))
+        .collect();
+    for i in 0..3 {
+        let cp = node_of(&healed, "control-plane", i).0;
+        assert!(members.contains(&cp), "{cp} in {members:?}");
+    }
+    assert!(!members.contains(&stopped), "{members:?}");
     let update = healed["updates"]
         .as_array()
         .unwrap()

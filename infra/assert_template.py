@@ -27,6 +27,8 @@ NO_RESOURCE_LEVEL_ACTIONS = {
     "ec2:DescribeSubnets",
     "ec2:DescribeVpcs",
     "ec2:DescribeImages",
+    "ec2:DescribeAvailabilityZones",
+    "ec2:DescribeInstanceTypeOfferings",
     "ssm:DescribeInstanceInformation",
     "ssm:DescribeParameters",
     "ssm:GetCommandInvocation",

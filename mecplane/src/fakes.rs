@@ -66,6 +66,8 @@ struct CloudState {
     parameter_written: HashMap<String, i64>,
     /// Subnets that exist: id → (VPC, zone).
     subnets: BTreeMap<String, (String, String)>,
+    /// Zones that exist, and the instance types each offers (`None`: every type).
+    zones: BTreeMap<String, (Zone, Option<Vec<String>>)>,
     /// Mutating EC2 and Parameter Store calls answered (launch, tag, terminate, create, authorize,
     /// revoke and delete a group, put and delete parameters).
     mutating_calls: usize,
@@ -197,11 +199,30 @@ impl FakeCloud {
         }
     }
 
-    /// Makes a subnet exist in `vpc_id` and `zone`.
+    /// Makes a subnet exist in `vpc_id` and `zone` (a standard zone offering every type, unless
+    /// [`FakeCloud::add_zone`] said otherwise).
     pub fn add_subnet(&self, subnet_id: &str, vpc_id: &str, zone: &str) {
-        self.lock()
-            .subnets
+        let mut s = self.lock();
+        s.subnets
             .insert(subnet_id.into(), (vpc_id.into(), zone.into()));
+        s.zones.entry(zone.into()).or_insert_with(|| {
+            let standard = Zone {
+                name: zone.into(),
+                zone_type: "availability-zone".into(),
+                usable: true,
+                group: zone.trim_end_matches(char::is_alphabetic).into(),
+                parent: None,
+            };
+            (standard, None)
+        });
+    }
+
+    /// Makes a zone exist with the instance types it offers.
+    pub fn add_zone(&self, zone: Zone, offered: &[&str]) {
+        let offered = offered.iter().map(|t| t.to_string()).collect();
+        self.lock()
+            .zones
+            .insert(zone.name.clone(), (zone, Some(offered)));
     }
 
     /// Adds an instance with the project's tags for `cluster_id`, launched `age_seconds` ago
@@ -509,6 +530,47 @@ impl Instances for FakeCloud {
                 metadata: Some(i.metadata),
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl Zones for FakeCloud {
+    async fn zones(&self, names: &[String]) -> Result<Vec<Zone>, CloudError> {
+        let s = self.lock();
+        Ok(names
+            .iter()
+            .filter_map(|n| s.zones.get(n).map(|(z, _)| z.clone()))
+            .collect())
+    }
+
+    async fn offerings(
+        &self,
+        zones: &[String],
+        instance_type: Option<&str>,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        // The types a zone offering "every type" lists when asked for all.
+        const EVERY: [&str; 3] = ["t3.medium", "t4g.medium", "m7g.large"];
+        let s = self.lock();
+        let mut found = Vec::new();
+        for zone in zones {
+            let Some((_, offered)) = s.zones.get(zone) else {
+                continue;
+            };
+            let types: Vec<String> = match offered {
+                Some(types) => types.clone(),
+                None => match instance_type {
+                    Some(t) => vec![t.to_string()],
+                    None => EVERY.iter().map(|t| t.to_string()).collect(),
+                },
+            };
+            found.extend(
+                types
+                    .into_iter()
+                    .filter(|t| instance_type.is_none_or(|want| want == t))
+                    .map(|t| (zone.clone(), t)),
+            );
+        }
+        Ok(found)
     }
 }
 

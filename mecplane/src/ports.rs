@@ -205,6 +205,34 @@ pub struct Subnet {
     pub zone: String,
 }
 
+/// A zone as placement sees it (`DescribeAvailabilityZones` with every zone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    pub name: String,
+    /// `availability-zone`, `local-zone` or `wavelength-zone`.
+    pub zone_type: String,
+    /// `opt-in-not-required` or `opted-in`: instances may be launched there.
+    pub usable: bool,
+    /// Its zone group (what an opt-in names).
+    pub group: String,
+    /// The zone it hangs off (Local and Wavelength zones).
+    pub parent: Option<String>,
+}
+
+/// Zones and the instance types offered in them.
+#[async_trait]
+pub trait Zones: Send + Sync {
+    /// The zones named that exist, opted in or not (one call).
+    async fn zones(&self, names: &[String]) -> Result<Vec<Zone>, CloudError>;
+    /// The (zone, instance type) pairs offered among `zones`, of `instance_type` alone when named
+    /// (`DescribeInstanceTypeOfferings`, location type availability-zone, all pages).
+    async fn offerings(
+        &self,
+        zones: &[String],
+        instance_type: Option<&str>,
+    ) -> Result<Vec<(String, String)>, CloudError>;
+}
+
 /// Security groups of clusters.
 #[async_trait]
 pub trait SecurityGroups: Send + Sync {

@@ -100,6 +100,24 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
         [0, 1].map(|i| zone_of("worker", i)).to_vec(),
         zones[..2].to_vec()
     );
+    // the subnets' zones were looked up (type, opt-in, the instance type offered) before the group
+    let (_, events) = stack
+        .api("GET", &format!("/clusters/{id}/events"), None)
+        .await;
+    let placed = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["stage"] == "security-group" && e["phase"] == "finished")
+        .and_then(|e| e["detail"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    for zone in &zones {
+        assert!(
+            placed.contains(&format!("{zone} (availability-zone)")),
+            "{placed}"
+        );
+    }
 
     // A skip of two minors or a downgrade is refused, naming the field.
     for channel in ["1.33/stable", "1.30/stable"] {

@@ -19,7 +19,7 @@ use super::classify_sdk_error;
 use crate::error::CloudError;
 use crate::ports::{
     IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest, MetadataOptions,
-    SecurityGroups, StatusCheck, StatusChecks, Subnet, TaggedGroup, TaggedInstance,
+    SecurityGroups, StatusCheck, StatusChecks, Subnet, TaggedGroup, TaggedInstance, Zone, Zones,
 };
 use crate::record::Role;
 use crate::resources::{
@@ -515,6 +515,75 @@ impl Instances for Ec2 {
 
 /// Statuses per `DescribeInstanceStatus` page (EC2's most, when no ids are named).
 const STATUS_PAGE: i32 = 1000;
+
+#[async_trait]
+impl Zones for Ec2 {
+    async fn zones(&self, names: &[String]) -> Result<Vec<Zone>, CloudError> {
+        let out = self
+            .client
+            .describe_availability_zones()
+            .all_availability_zones(true)
+            .set_zone_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(out
+            .availability_zones()
+            .iter()
+            .filter_map(|z| {
+                let name = z.zone_name()?.to_string();
+                Some(Zone {
+                    zone_type: z.zone_type().unwrap_or("availability-zone").to_string(),
+                    // Absent (as older answers have it) means no opt-in is needed.
+                    usable: z
+                        .opt_in_status()
+                        .is_none_or(|s| matches!(s.as_str(), "opt-in-not-required" | "opted-in")),
+                    group: z.group_name().unwrap_or(&name).to_string(),
+                    parent: z.parent_zone_name().map(str::to_string),
+                    name,
+                })
+            })
+            .collect())
+    }
+
+    async fn offerings(
+        &self,
+        zones: &[String],
+        instance_type: Option<&str>,
+    ) -> Result<Vec<(String, String)>, CloudError> {
+        use aws_sdk_ec2::types::LocationType;
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut call = self
+                .client
+                .describe_instance_type_offerings()
+                .location_type(LocationType::AvailabilityZone)
+                .filters(
+                    Filter::builder()
+                        .name("location")
+                        .set_values(Some(zones.to_vec()))
+                        .build(),
+                )
+                .set_next_token(token.take());
+            if let Some(t) = instance_type {
+                call = call.filters(filter("instance-type", t));
+            }
+            let out = call.send().await.map_err(|e| classify_sdk_error(&e))?;
+            found.extend(out.instance_type_offerings().iter().filter_map(|o| {
+                Some((
+                    o.location()?.to_string(),
+                    o.instance_type()?.as_str().to_string(),
+                ))
+            }));
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+}
 
 #[async_trait]
 impl StatusChecks for Ec2 {

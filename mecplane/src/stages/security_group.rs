@@ -9,7 +9,7 @@
 use super::Ports;
 use crate::error::StageError;
 use crate::microk8s;
-use crate::ports::{ClusterStore, IngressRule, IngressSource, SecurityGroups, Subnet};
+use crate::ports::{ClusterStore, IngressRule, IngressSource, SecurityGroups, Subnet, Zone, Zones};
 use crate::record::Phase;
 use crate::record::Role;
 use crate::spec::ClusterSpec;
@@ -104,6 +104,68 @@ pub fn check_subnets(spec: &ClusterSpec, found: &[Subnet]) -> Result<(), Validat
     Ok(())
 }
 
+/// Why [`check_zones`] refused a placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneRefusal {
+    pub error: ValidationError,
+    /// The zone that lacks the instance type: its offerings complete the message.
+    pub lacking_type: Option<String>,
+}
+
+/// Checks the zones of the spec's subnets (pure): each usable (a Local or Wavelength zone's
+/// group opted in to), each offering the instance type (`offered`: the zones that do). The error
+/// names the subnet's entry, or `instance_type`; a zone EC2 did not describe is left to EC2.
+pub fn check_zones(
+    spec: &ClusterSpec,
+    subnets: &[Subnet],
+    zones: &[Zone],
+    offered: &[String],
+) -> Result<Vec<(String, String)>, ZoneRefusal> {
+    let named = [
+        ("subnet_ids", spec.subnets(Role::ControlPlane)),
+        ("worker_subnet_ids", &spec.worker_subnet_ids[..]),
+    ];
+    let mut placed = Vec::new();
+    for (field, ids) in named {
+        for (i, id) in ids.iter().enumerate() {
+            let Some(subnet) = subnets.iter().find(|s| s.subnet_id == *id) else {
+                continue;
+            };
+            let Some(zone) = zones.iter().find(|z| z.name == subnet.zone) else {
+                continue;
+            };
+            if !zone.usable {
+                return Err(ZoneRefusal {
+                    error: ValidationError {
+                        field: format!("{field}[{i}]"),
+                        message: format!(
+                            "{id} is in {}, a {} of zone group {} the account has not opted in to: aws ec2 modify-availability-zone-group --group-name {} --opt-in-status opted-in",
+                            zone.name, zone.zone_type, zone.group, zone.group
+                        ),
+                    },
+                    lacking_type: None,
+                });
+            }
+            if !offered.contains(&zone.name) {
+                return Err(ZoneRefusal {
+                    error: ValidationError {
+                        field: "instance_type".into(),
+                        message: format!(
+                            "{} is not offered in {} ({}, subnet {id})",
+                            spec.instance_type, zone.name, zone.zone_type
+                        ),
+                    },
+                    lacking_type: Some(zone.name.clone()),
+                });
+            }
+            placed.push((zone.name.clone(), zone.zone_type.clone()));
+        }
+    }
+    placed.sort();
+    placed.dedup();
+    Ok(placed)
+}
+
 /// The desired rules the group does not have yet (descriptions do not matter).
 pub fn missing_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<IngressRule> {
     absent_from(desired, current)
@@ -123,12 +185,67 @@ fn absent_from(these: &[IngressRule], those: &[IngressRule]) -> Vec<IngressRule>
         .collect()
 }
 
+/// Looks up the zones of the subnets and the instance type's offerings there, then
+/// [`check_zones`]; a zone that does not offer the type is named with what it does offer.
+async fn check_placement<E: Zones>(
+    ec2: &E,
+    spec: &ClusterSpec,
+    subnets: &[Subnet],
+) -> Result<Vec<(String, String)>, StageError> {
+    let mut names: Vec<String> = subnets.iter().map(|s| s.zone.clone()).collect();
+    names.sort();
+    names.dedup();
+    let zones = ec2.zones(&names).await?;
+    let offered: Vec<String> = ec2
+        .offerings(&names, Some(&spec.instance_type))
+        .await?
+        .into_iter()
+        .map(|(zone, _)| zone)
+        .collect();
+    match check_zones(spec, subnets, &zones, &offered) {
+        Ok(placed) => Ok(placed),
+        Err(ZoneRefusal {
+            error: mut e,
+            lacking_type: Some(zone),
+        }) => {
+            let mut types: Vec<String> = ec2
+                .offerings(std::slice::from_ref(&zone), None)
+                .await?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            types.sort();
+            let shown = types.len().min(MAX_OFFERED_SHOWN);
+            e.message = format!(
+                "{}; offered there: {}{}",
+                e.message,
+                if types.is_empty() {
+                    "none".to_string()
+                } else {
+                    types[..shown].join(", ")
+                },
+                if types.len() > shown {
+                    format!(" and {} more", types.len() - shown)
+                } else {
+                    String::new()
+                }
+            );
+            Err(e.into())
+        }
+        Err(ZoneRefusal { error, .. }) => Err(error.into()),
+    }
+}
+
+/// How many of a zone's instance types a placement error lists.
+const MAX_OFFERED_SHOWN: usize = 20;
+
 /// Runs the stage.
-pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
+pub async fn run<E: SecurityGroups + Zones, R, P, S: ClusterStore>(
     ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
     let (groups, store) = (ports.ec2, ports.store);
+    let mut placement = Vec::new();
     records::enter(store, &state.cluster_id, STAGE).await?;
     let group_id = match groups.find_group(&state.cluster_id).await? {
         Some(id) => id,
@@ -143,7 +260,9 @@ pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
                 .cloned()
                 .collect();
             if !ids.is_empty() {
-                check_subnets(&state.spec, &groups.subnets(&ids).await?)?;
+                let subnets = groups.subnets(&ids).await?;
+                check_subnets(&state.spec, &subnets)?;
+                placement = check_placement(groups, &state.spec, &subnets).await?;
             }
             groups
                 .create_group(&state.cluster_id, &state.spec.name, state.spec.vpc_subnet())
@@ -173,13 +292,22 @@ pub async fn run<E: SecurityGroups, R, P, S: ClusterStore>(
     } else {
         format!("API open to {}", state.spec.api_allowed_cidrs.join(", "))
     };
+    let zones: Vec<String> = placement
+        .iter()
+        .map(|(zone, kind)| format!("{zone} ({kind})"))
+        .collect();
+    let zones = if zones.is_empty() {
+        String::new()
+    } else {
+        format!("; the subnets' zones: {}", zones.join(", "))
+    };
     records::note(
         store,
         &state.cluster_id,
         STAGE,
         Phase::Finished,
         format!(
-            "{group_id}: {} rule(s) added, {} revoked; {api}",
+            "{group_id}: {} rule(s) added, {} revoked; {api}{zones}",
             missing.len(),
             extra.len()
         ),
@@ -337,6 +465,71 @@ mod tests {
         state.spec.worker_subnet_ids = vec![];
         run(&fixtures::ports(&cloud, &store), state).await.unwrap();
         assert_eq!(cloud.groups().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_zone_not_opted_in_or_without_the_instance_type_fails_naming_it() {
+        let zone = |name: &str, zone_type: &str, usable: bool| Zone {
+            name: name.into(),
+            zone_type: zone_type.into(),
+            usable,
+            group: name
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .into(),
+            parent: Some("us-east-1a".into()),
+        };
+        let (cloud, store, mut state) = fixtures::registered(1, 2).await;
+        cloud.add_subnet("subnet-0000000a", "vpc-1", "us-east-1a");
+        cloud.add_zone(
+            zone("us-east-1-bos-1a", "local-zone", true),
+            &["t3.medium", "c5.2xlarge"],
+        );
+        cloud.add_subnet("subnet-000000b0", "vpc-1", "us-east-1-bos-1a");
+        cloud.add_zone(
+            zone("us-east-1-wl1-bos-wlz-1", "wavelength-zone", false),
+            &["t3.medium"],
+        );
+        cloud.add_subnet("subnet-000000c0", "vpc-1", "us-east-1-wl1-bos-wlz-1");
+        state.spec.subnet_ids = vec!["subnet-0000000a".into()];
+        state.spec.instance_type = "t4g.medium".into();
+
+        // Workers in a Local Zone that offers no t4g.medium: named, with what it offers.
+        state.spec.worker_subnet_ids = vec!["subnet-000000b0".into()];
+        let err = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instance_type")
+                && err.contains("t4g.medium is not offered in us-east-1-bos-1a (local-zone")
+                && err.contains("offered there: c5.2xlarge, t3.medium"),
+            "{err}"
+        );
+        // A Wavelength zone whose group is not opted in: the subnet's entry, and how to opt in.
+        state.spec.worker_subnet_ids = vec!["subnet-000000c0".into()];
+        let err = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("worker_subnet_ids[0]") && err.contains("modify-availability-zone-group"),
+            "{err}"
+        );
+        assert!(cloud.groups().is_empty(), "nothing made");
+        // Offered there: the group is made, the event names the zones.
+        state.spec.instance_type = "t3.medium".into();
+        state.spec.worker_subnet_ids = vec!["subnet-000000b0".into()];
+        run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap();
+        assert_eq!(cloud.groups().len(), 1);
+        let events = store.events(&state.cluster_id).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.detail.contains("us-east-1-bos-1a (local-zone)")),
+            "{events:?}"
+        );
     }
 
     #[test]

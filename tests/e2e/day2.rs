@@ -101,12 +101,9 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
         zones[..2].to_vec()
     );
     // the subnets' zones were looked up (type, opt-in, the instance type offered) before the group
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
-    let placed = events["events"]
-        .as_array()
-        .unwrap()
+    let placed = stack
+        .events(&id)
+        .await
         .iter()
         .find(|e| e["stage"] == "security-group" && e["phase"] == "finished")
         .and_then(|e| e["detail"].as_str())

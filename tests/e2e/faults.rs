@@ -216,27 +216,9 @@ async fn bad_console_input_fails_validation_and_registers_nothing() {
 async fn a_create_stopped_by_hand_can_be_deleted_and_leaves_nothing() {
     // Agents that take a minute to come online keep the create waiting on its control plane.
     let stack = Stack::start(60_000).await;
-    let (status, created) = stack
-        .api("POST", "/clusters", Some(&json!({"name": "f-stopped"})))
-        .await;
-    assert_eq!(status, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_string();
-    let arn = created["execution_arn"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while stack.record(&id).await["stage"] != "await-control-planes" {
-        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 
     // GIVEN its create execution stopped from the console, with an instance already launched
-    stack
-        .sfn()
-        .stop_execution()
-        .execution_arn(&arn)
-        .send()
-        .await
-        .expect("StopExecution");
-    assert_eq!(stack.wait_execution(&arn, TIMEOUT).await.status, "ABORTED");
+    let (id, _) = stack.create_stopped_while_awaiting_nodes("f-stopped").await;
     assert_eq!(stack.leftovers(&id).await.0.len(), 1, "one control plane");
     assert_eq!(stack.record(&id).await["status"], "CREATING");
 

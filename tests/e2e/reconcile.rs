@@ -185,17 +185,10 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
         ),
         "{update}"
     );
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["stage"] == "reconcile"
-                && e["detail"].as_str().unwrap_or_default().contains(&lost)),
-        "{events}"
+        stack.has_event(&id, "reconcile", &lost).await,
+        "{:?}",
+        stack.events(&id).await
     );
     assert!(
         is_live(&stack, &orphan).await,
@@ -483,20 +476,12 @@ async fn on_demand_a_node_whose_agent_went_offline_is_replaced_past_the_grace() 
         !is_live(&stack, &sick).await,
         "the lost worker is terminated"
     );
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["stage"] == "reconcile"
-                && e["detail"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("SSM agent ConnectionLost")),
-        "{events}"
+        stack
+            .has_event(&id, "reconcile", "SSM agent ConnectionLost")
+            .await,
+        "{:?}",
+        stack.events(&id).await
     );
     // A run over the healed cluster plans nothing.
     let after = reconcile(&stack, false).await;
@@ -766,20 +751,12 @@ async fn a_drifted_group_gets_exactly_its_desired_rules_back() {
     );
     assert_eq!(restored[0]["revoke"][0]["from_port"], 22);
     assert_eq!(ingress_lines(&stack, &group).await, desired);
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["stage"] == "reconcile"
-                && e["detail"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("tcp 22 from 0.0.0.0/0")),
-        "{events}"
+        stack
+            .has_event(&id, "reconcile", "tcp 22 from 0.0.0.0/0")
+            .await,
+        "{:?}",
+        stack.events(&id).await
     );
 
     // AND the next run sees no drift
@@ -797,27 +774,9 @@ async fn a_create_stopped_from_the_console_is_failed_and_torn_down_after_the_gra
         &stack::RECONCILE_OFF,
     )
     .await;
-    let (status, created) = stack
-        .api("POST", "/clusters", Some(&json!({"name": "stopped"})))
-        .await;
-    assert_eq!(status, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_string();
-    let arn = created["execution_arn"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while stack.record(&id).await["stage"] != "await-control-planes" {
-        assert!(std::time::Instant::now() < deadline, "{}", stack.logs());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 
     // GIVEN its execution stopped from the console, an instance and a group already made
-    stack
-        .sfn()
-        .stop_execution()
-        .execution_arn(&arn)
-        .send()
-        .await
-        .expect("StopExecution");
-    assert_eq!(stack.wait_execution(&arn, TIMEOUT).await.status, "ABORTED");
+    let (id, _) = stack.create_stopped_while_awaiting_nodes("stopped").await;
     let (instances, groups, _) = stack.leftovers(&id).await;
     assert_eq!((instances.len(), groups.len()), (1, 1));
     assert_eq!(stack.record(&id).await["status"], "CREATING");
@@ -833,17 +792,11 @@ async fn a_create_stopped_from_the_console_is_failed_and_torn_down_after_the_gra
         failed[0]["result"], "done: FAILED, teardown started",
         "{report}"
     );
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
+    let events = stack.events(&id).await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["phase"] == "failed"
-                && e["detail"].as_str().unwrap_or_default().contains("ABORTED")),
-        "{events}"
+        events.iter().any(|e| e["phase"] == "failed"
+            && e["detail"].as_str().unwrap_or_default().contains("ABORTED")),
+        "{events:?}"
     );
     // (the teardown leaves the record FAILED, as a create that failed by itself ends)
     let deadline = std::time::Instant::now() + TIMEOUT;

@@ -478,6 +478,50 @@ impl Stack {
         body
     }
 
+    /// The cluster's events through the API, oldest first.
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let (status, body) = self
+            .api("GET", &format!("/clusters/{id}/events"), None)
+            .await;
+        assert_eq!(status, 200, "GET /clusters/{id}/events: {body}");
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Whether the cluster has an event of `stage` whose detail contains `text`.
+    pub async fn has_event(&self, id: &str, stage: &str, text: &str) -> bool {
+        self.events(id)
+            .await
+            .iter()
+            .any(|e| e["stage"] == stage && e["detail"].as_str().unwrap_or_default().contains(text))
+    }
+
+    /// Creates `name` on a stack whose agents are slow to come online, waits until the create
+    /// waits for its control plane (an instance and a group made), then stops the create
+    /// execution as a console user would and waits until it is `ABORTED`. Answers the cluster
+    /// id and the execution ARN.
+    pub async fn create_stopped_while_awaiting_nodes(&self, name: &str) -> (String, String) {
+        let timeout = Duration::from_secs(240);
+        let (status, created) = self
+            .api("POST", "/clusters", Some(&json!({"name": name})))
+            .await;
+        assert_eq!(status, 202, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        let arn = created["execution_arn"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + timeout;
+        while self.record(&id).await["stage"] != "await-control-planes" {
+            assert!(Instant::now() < deadline, "{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        self.sfn()
+            .stop_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .expect("StopExecution");
+        assert_eq!(self.wait_execution(&arn, timeout).await.status, "ABORTED");
+        (id, arn)
+    }
+
     /// Polls the cluster's record through the API until `done` accepts it; fails on `FAILED` (or
     /// after `timeout`), saying what it waited for.
     pub async fn wait_record(

@@ -73,6 +73,17 @@ struct CloudState {
     mutating_calls: usize,
 }
 
+impl CloudState {
+    /// The rules of a group an authorize or revoke is about to change (a mutating call counted).
+    fn changing_rules_of(&mut self, group_id: &str) -> Result<&mut Vec<IngressRule>, CloudError> {
+        self.mutating_calls += 1;
+        self.groups
+            .get_mut(group_id)
+            .map(|(_, rules)| rules)
+            .ok_or_else(|| CloudError::NotFound(group_id.into()))
+    }
+}
+
 /// Fake EC2 + SSM: implements `Instances`, `SecurityGroups`, `NodeCommands` and `Parameters`.
 #[derive(Clone)]
 pub struct FakeCloud {
@@ -610,11 +621,7 @@ impl SecurityGroups for FakeCloud {
 
     async fn authorize(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
         let mut s = self.lock();
-        s.mutating_calls += 1;
-        let (_, existing) = s
-            .groups
-            .get_mut(group_id)
-            .ok_or_else(|| CloudError::NotFound(group_id.into()))?;
+        let existing = s.changing_rules_of(group_id)?;
         for rule in rules {
             if !existing.iter().any(|r| r.same_as(rule)) {
                 existing.push(rule.clone());
@@ -625,11 +632,7 @@ impl SecurityGroups for FakeCloud {
 
     async fn revoke(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError> {
         let mut s = self.lock();
-        s.mutating_calls += 1;
-        let (_, existing) = s
-            .groups
-            .get_mut(group_id)
-            .ok_or_else(|| CloudError::NotFound(group_id.into()))?;
+        let existing = s.changing_rules_of(group_id)?;
         existing.retain(|r| !rules.iter().any(|gone| gone.same_as(r)));
         Ok(())
     }

@@ -274,8 +274,8 @@ pub(super) async fn observe<S, E, P: Parameters>(
     Ok((groups, parameters))
 }
 
-/// Whether the cluster has a live record now (read again just before a removal); its record,
-/// `DELETED` or not, if it has one.
+/// The cluster's record now (read again just before acting), if it has one; the outcome to
+/// report instead when it cannot be read.
 async fn record_now<S: ClusterStore>(
     store: &S,
     cluster_id: &str,
@@ -284,6 +284,19 @@ async fn record_now<S: ClusterStore>(
         .get(cluster_id)
         .await
         .map_err(|e| format!("failed: reading the record: {e}"))
+}
+
+/// The cluster's `DELETED` record, if any, when what the run found is still an orphan; the
+/// outcome to report instead when the cluster has a live record by now (or it cannot be read).
+async fn still_orphaned<S: ClusterStore>(
+    store: &S,
+    cluster_id: &str,
+) -> Result<Option<ClusterRecord>, String> {
+    let record = record_now(store, cluster_id).await?;
+    if record.as_ref().is_some_and(|r| r.status.is_live()) {
+        return Err("skipped: the cluster has a live record".into());
+    }
+    Ok(record)
 }
 
 /// Notes an event on the cluster's record (best effort: the outcome is in the report anyway).
@@ -303,13 +316,10 @@ pub(super) async fn delete_orphan_group<S: ClusterStore, E, P>(
     group_id: &str,
     cluster_id: &str,
 ) -> String {
-    let record = match record_now(&ctx.store, cluster_id).await {
+    let record = match still_orphaned(&ctx.store, cluster_id).await {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(outcome) => return outcome,
     };
-    if record.as_ref().is_some_and(|r| r.status.is_live()) {
-        return "skipped: the cluster has a live record".into();
-    }
     match ec2.delete_group(group_id).await {
         Ok(()) => {
             tracing::warn!(
@@ -340,13 +350,10 @@ pub(super) async fn delete_orphan_parameters<S: ClusterStore, E, P: Parameters>(
     cluster_id: &str,
     names: &[String],
 ) -> String {
-    let record = match record_now(&ctx.store, cluster_id).await {
+    let record = match still_orphaned(&ctx.store, cluster_id).await {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(outcome) => return outcome,
     };
-    if record.as_ref().is_some_and(|r| r.status.is_live()) {
-        return "skipped: the cluster has a live record".into();
-    }
     match ctx.parameters.delete(names).await {
         Ok(()) => {
             let list = names.join(", ");

@@ -69,36 +69,45 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     rules
 }
 
+/// The subnets a spec names, each with its entry (`subnet_ids[1]`, `worker_subnet_ids[0]`):
+/// the control planes' (a lone `subnet_id` of an older record as `subnet_ids[0]`), then the
+/// workers' own.
+fn named_subnets(spec: &ClusterSpec) -> impl Iterator<Item = (String, &String)> {
+    spec.subnets(Role::ControlPlane)
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (format!("subnet_ids[{i}]"), id))
+        .chain(
+            spec.worker_subnet_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (format!("worker_subnet_ids[{i}]"), id)),
+        )
+}
+
 /// Checks the spec's subnets against those EC2 found (pure): each exists, all in one VPC. The
 /// error names the list entry (`subnet_ids[1]`, `worker_subnet_ids[0]`).
 pub fn check_subnets(spec: &ClusterSpec, found: &[Subnet]) -> Result<(), ValidationError> {
-    let named = [
-        ("subnet_ids", spec.subnets(Role::ControlPlane)),
-        ("worker_subnet_ids", &spec.worker_subnet_ids[..]),
-    ];
     let mut first: Option<&Subnet> = None;
-    for (field, ids) in named {
-        for (i, id) in ids.iter().enumerate() {
-            let at = format!("{field}[{i}]");
-            let Some(subnet) = found.iter().find(|s| s.subnet_id == *id) else {
+    for (at, id) in named_subnets(spec) {
+        let Some(subnet) = found.iter().find(|s| s.subnet_id == *id) else {
+            return Err(ValidationError {
+                field: at,
+                message: format!("no subnet {id} in {}", spec.region),
+            });
+        };
+        match first {
+            Some(f) if f.vpc_id != subnet.vpc_id => {
                 return Err(ValidationError {
                     field: at,
-                    message: format!("no subnet {id} in {}", spec.region),
-                });
-            };
-            match first {
-                Some(f) if f.vpc_id != subnet.vpc_id => {
-                    return Err(ValidationError {
-                        field: at,
-                        message: format!(
-                            "{id} is in {}, {} in {}: a cluster's subnets share one VPC",
-                            subnet.vpc_id, f.subnet_id, f.vpc_id
-                        ),
-                    })
-                }
-                Some(_) => {}
-                None => first = Some(subnet),
+                    message: format!(
+                        "{id} is in {}, {} in {}: a cluster's subnets share one VPC",
+                        subnet.vpc_id, f.subnet_id, f.vpc_id
+                    ),
+                })
             }
+            Some(_) => {}
+            None => first = Some(subnet),
         }
     }
     Ok(())
@@ -121,23 +130,18 @@ pub fn check_zones(
     zones: &[Zone],
     offered: &[String],
 ) -> Result<Vec<(String, String)>, ZoneRefusal> {
-    let named = [
-        ("subnet_ids", spec.subnets(Role::ControlPlane)),
-        ("worker_subnet_ids", &spec.worker_subnet_ids[..]),
-    ];
     let mut placed = Vec::new();
-    for (field, ids) in named {
-        for (i, id) in ids.iter().enumerate() {
-            let Some(subnet) = subnets.iter().find(|s| s.subnet_id == *id) else {
-                continue;
-            };
-            let Some(zone) = zones.iter().find(|z| z.name == subnet.zone) else {
-                continue;
-            };
-            if !zone.usable {
-                return Err(ZoneRefusal {
+    for (at, id) in named_subnets(spec) {
+        let Some(subnet) = subnets.iter().find(|s| s.subnet_id == *id) else {
+            continue;
+        };
+        let Some(zone) = zones.iter().find(|z| z.name == subnet.zone) else {
+            continue;
+        };
+        if !zone.usable {
+            return Err(ZoneRefusal {
                     error: ValidationError {
-                        field: format!("{field}[{i}]"),
+                        field: at,
                         message: format!(
                             "{id} is in {}, a {} of zone group {} the account has not opted in to: aws ec2 modify-availability-zone-group --group-name {} --opt-in-status opted-in",
                             zone.name, zone.zone_type, zone.group, zone.group
@@ -145,21 +149,20 @@ pub fn check_zones(
                     },
                     lacking_type: None,
                 });
-            }
-            if !offered.contains(&zone.name) {
-                return Err(ZoneRefusal {
-                    error: ValidationError {
-                        field: "instance_type".into(),
-                        message: format!(
-                            "{} is not offered in {} ({}, subnet {id})",
-                            spec.instance_type, zone.name, zone.zone_type
-                        ),
-                    },
-                    lacking_type: Some(zone.name.clone()),
-                });
-            }
-            placed.push((zone.name.clone(), zone.zone_type.clone()));
         }
+        if !offered.contains(&zone.name) {
+            return Err(ZoneRefusal {
+                error: ValidationError {
+                    field: "instance_type".into(),
+                    message: format!(
+                        "{} is not offered in {} ({}, subnet {id})",
+                        spec.instance_type, zone.name, zone.zone_type
+                    ),
+                },
+                lacking_type: Some(zone.name.clone()),
+            });
+        }
+        placed.push((zone.name.clone(), zone.zone_type.clone()));
     }
     placed.sort();
     placed.dedup();
@@ -252,12 +255,8 @@ pub async fn run<E: SecurityGroups + Zones, R, P, S: ClusterStore>(
         None => {
             // Before anything exists: a subnet that is not there, or one of another VPC, fails
             // the create here, naming it, with nothing to clean up.
-            let ids: Vec<String> = state
-                .spec
-                .subnets(Role::ControlPlane)
-                .iter()
-                .chain(&state.spec.worker_subnet_ids)
-                .cloned()
+            let ids: Vec<String> = named_subnets(&state.spec)
+                .map(|(_, id)| id.clone())
                 .collect();
             if !ids.is_empty() {
                 let subnets = groups.subnets(&ids).await?;

@@ -18,6 +18,9 @@ pub struct Instance {
     pub state: InstanceState,
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
+    /// The carrier IP of a node in a Wavelength zone (its network interface's association):
+    /// Wavelength has no public IPv4.
+    pub carrier_ip: Option<String>,
     pub private_dns: Option<String>,
     /// The availability zone (or Local/Wavelength zone) it runs in, when EC2 said.
     pub zone: Option<String>,

@@ -222,6 +222,12 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance, role: Option<Role>) -> Instance
             .public_ip_address()
             .filter(|s| !s.is_empty())
             .map(str::to_string),
+        carrier_ip: i
+            .network_interfaces()
+            .iter()
+            .filter_map(|n| n.association()?.carrier_ip())
+            .find(|s| !s.is_empty())
+            .map(str::to_string),
         private_dns: i
             .private_dns_name()
             .filter(|s| !s.is_empty())

@@ -48,14 +48,7 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
         state.token_parameter = Some(ensure_token(params, &state.cluster_id).await?);
     }
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
-    let sans: Vec<&str> = [
-        first.private_ip.as_deref(),
-        first.public_ip.as_deref(),
-        first.private_dns.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let sans = nodes::api_sans(&first, None, &[]);
     let wanted = Wanted {
         cluster_id: state.cluster_id.clone(),
         instance_id: first.instance_id.clone(),

@@ -227,6 +227,7 @@ mod tests {
             state: crate::ports::InstanceState::Running,
             private_ip: None,
             public_ip: None,
+            carrier_ip: None,
             private_dns: None,
             zone: None,
             subnet_id: None,

@@ -21,6 +21,40 @@ pub(crate) async fn live<I: Instances>(
     Ok(found)
 }
 
+/// The address a cluster's API is reached at, written into its kubeconfig: a load balancer's DNS
+/// name when the cluster has one, else the first control plane's carrier IP (Wavelength), public
+/// IP or private IP, the first it has.
+pub fn api_host(first: &Instance, balancer: Option<&str>) -> Option<String> {
+    balancer
+        .or(first.carrier_ip.as_deref())
+        .or(first.public_ip.as_deref())
+        .or(first.private_ip.as_deref())
+        .map(str::to_string)
+}
+
+/// The names and addresses the API server's certificate carries besides MicroK8s' own
+/// (`EXTRA_SANS` of the bootstrap): every address of the first control plane, then the load
+/// balancer's DNS name, then the user's own names (`extra`), each once.
+pub fn api_sans(first: &Instance, balancer: Option<&str>, extra: &[String]) -> Vec<String> {
+    let mut sans: Vec<String> = Vec::new();
+    let all = [
+        first.private_ip.as_deref(),
+        first.public_ip.as_deref(),
+        first.carrier_ip.as_deref(),
+        first.private_dns.as_deref(),
+        balancer,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(extra.iter().map(String::as_str));
+    for san in all {
+        if !sans.iter().any(|s| s == san) {
+            sans.push(san.to_string());
+        }
+    }
+    sans
+}
+
 /// The first control plane: the node that bootstraps the cluster and answers joins.
 pub(crate) async fn first_control_plane<I: Instances>(
     instances: &I,

@@ -252,6 +252,7 @@ pub(crate) mod tests {
             state: InstanceState::Running,
             private_ip: None,
             public_ip: None,
+            carrier_ip: None,
             private_dns: None,
             zone: None,
             subnet_id: None,

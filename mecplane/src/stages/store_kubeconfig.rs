@@ -104,11 +104,7 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
             first.instance_id
         )));
     }
-    let host = first
-        .public_ip
-        .as_deref()
-        .or(first.private_ip.as_deref())
-        .unwrap_or_default();
+    let host = nodes::api_host(&first, None).unwrap_or_default();
     let endpoint = format!("https://{host}:{}", microk8s::PORT_API);
     let name = resources::kubeconfig_parameter(&state.cluster_id);
     params

@@ -1,22 +1,15 @@
 # shellcheck shell=bash
 # Settings and tools shared by infra/deploy.sh and infra/destroy.sh (sourced, not run).
 #
-# Every setting comes from a MECPLANE_* variable, or else its TF_VAR_* alias (for people coming
-# from the Terraform version of this blueprint), or else samconfig.toml / the template default.
-# infra/README.md lists them.
+# Every setting comes from a MECPLANE_* variable, or else samconfig.toml / the template default.
+# infra/README.md lists them. (The IEC Type 2 Terraform blueprint's TF_VAR_* variables describe a
+# cluster, not this stack: `mecctl create NAME --from-tf-vars` reads them.)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MECPLANE_DEPLOY_VENV:-$ROOT/.venv-deploy}"
 # Where SAM looks by default (next to the template); git-ignored: it names an account's bucket.
 SAMCONFIG="${MECPLANE_SAMCONFIG:-$ROOT/infra/samconfig.toml}"
 export SAM_CLI_TELEMETRY=0
-
-# setting MECPLANE_NAME TF_VAR_NAME: the first of the two that is set and not empty.
-setting() {
-    local v="${!1:-}"
-    [[ -z "$v" ]] && v="${!2:-}"
-    printf '%s' "$v"
-}
 
 # A region list as CloudFormation wants it: "a,b". Accepts "a,b", "a b" and Terraform's
 # '["a", "b"]'.
@@ -28,24 +21,21 @@ region_list() {
     printf '%s' "${v%,}"
 }
 
-STACK_NAME="$(setting MECPLANE_STACK_NAME TF_VAR_stack_name)"
-STACK_NAME="${STACK_NAME:-mecplane}"
-REGION="$(setting MECPLANE_REGION TF_VAR_region)"
-REGION="${REGION:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}"
-ALLOWED_REGIONS="$(region_list "$(setting MECPLANE_ALLOWED_REGIONS TF_VAR_allowed_regions)")"
-NAME_PREFIX="$(setting MECPLANE_NAME_PREFIX TF_VAR_name_prefix)"
-DEFAULT_INSTANCE_TYPE="$(setting MECPLANE_DEFAULT_INSTANCE_TYPE TF_VAR_default_instance_type)"
-AMI_PARAMETER_PREFIX="$(setting MECPLANE_AMI_PARAMETER_PREFIX TF_VAR_ami_parameter_prefix)"
-LOG_RETENTION_DAYS="$(setting MECPLANE_LOG_RETENTION_DAYS TF_VAR_log_retention_days)"
+STACK_NAME="${MECPLANE_STACK_NAME:-mecplane}"
+REGION="${MECPLANE_REGION:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}"
+ALLOWED_REGIONS="$(region_list "${MECPLANE_ALLOWED_REGIONS:-}")"
+NAME_PREFIX="${MECPLANE_NAME_PREFIX:-}"
+DEFAULT_INSTANCE_TYPE="${MECPLANE_DEFAULT_INSTANCE_TYPE:-}"
+AMI_PARAMETER_PREFIX="${MECPLANE_AMI_PARAMETER_PREFIX:-}"
+LOG_RETENTION_DAYS="${MECPLANE_LOG_RETENTION_DAYS:-}"
 # Cost guardrails and access (see infra/README.md, Settings).
-ALLOWED_INSTANCE_TYPES="$(region_list "$(setting MECPLANE_ALLOWED_INSTANCE_TYPES TF_VAR_allowed_instance_types)")"
-MAX_ROOT_VOLUME_GIB="$(setting MECPLANE_MAX_ROOT_VOLUME_GIB TF_VAR_max_root_volume_gib)"
-MAX_NODES_PER_CLUSTER="$(setting MECPLANE_MAX_NODES_PER_CLUSTER TF_VAR_max_nodes_per_cluster)"
-MAX_CLUSTERS_PER_PRINCIPAL="$(setting MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL TF_VAR_max_clusters_per_principal)"
-OWN_CLUSTERS_ONLY="$(setting MECPLANE_OWN_CLUSTERS_ONLY TF_VAR_own_clusters_only)"
-AMI_OWNERS="$(region_list "$(setting MECPLANE_AMI_OWNERS TF_VAR_ami_owners)")"
-PROFILE="$(setting MECPLANE_PROFILE TF_VAR_profile)"
-PROFILE="${PROFILE:-${AWS_PROFILE:-}}"
+ALLOWED_INSTANCE_TYPES="$(region_list "${MECPLANE_ALLOWED_INSTANCE_TYPES:-}")"
+MAX_ROOT_VOLUME_GIB="${MECPLANE_MAX_ROOT_VOLUME_GIB:-}"
+MAX_NODES_PER_CLUSTER="${MECPLANE_MAX_NODES_PER_CLUSTER:-}"
+MAX_CLUSTERS_PER_PRINCIPAL="${MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL:-}"
+OWN_CLUSTERS_ONLY="${MECPLANE_OWN_CLUSTERS_ONLY:-}"
+AMI_OWNERS="$(region_list "${MECPLANE_AMI_OWNERS:-}")"
+PROFILE="${MECPLANE_PROFILE:-${AWS_PROFILE:-}}"
 
 # The options every sam command gets from the settings above.
 common_options() {

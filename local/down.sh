@@ -35,7 +35,7 @@ stop() { # stop <pidfile> <pattern> <label>
 }
 
 stop "$STATE_DIR/gateway.pid" mecplane-local gateway
-stop "$STATE_DIR/moto.pid" moto_server moto
+stop "$STATE_DIR/moto.pid" moto_catalogue moto
 rm -f "$STATE_DIR/local.env"
 
 for port in "$GATEWAY_PORT" "$MOTO_PORT_LOCAL"; do

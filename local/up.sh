@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the local stack on 127.0.0.1: moto (MECPLANE_MOTO_PORT, default 47501, started with
+# Start the local stack on 127.0.0.1: moto through local/moto_catalogue.py (its zone catalogue and
+# carrier IPs; MECPLANE_MOTO_PORT, default 47501, started with
 # MOTO_PORT=<gateway port> so its Step Functions interpreter invokes Lambdas through the gateway),
 # then the gateway mecplane-local (MECPLANE_GATEWAY_PORT, default 47500). Waits until the gateway
 # wrote .mecplane/local.env. Pidfiles and logs live in MECPLANE_STATE_DIR (default .mecplane).
@@ -24,7 +25,9 @@ FUNCTIONS_DIR="${MECPLANE_FUNCTIONS_DIR:-target/debug}"
 GATEWAY_BIN="${MECPLANE_GATEWAY_BIN:-$FUNCTIONS_DIR/mecplane-local}"
 TIMEOUT="${MECPLANE_UP_TIMEOUT:-60}"
 export MECPLANE_FUNCTION_ENV_FILE="${MECPLANE_FUNCTION_ENV_FILE:-$ROOT/local/functions.env}"
-MOTO_BIN="$ROOT/.venv/bin/moto_server"
+PYTHON="$ROOT/.venv/bin/python"
+# moto with the local zone catalogue and carrier IPs (see its docstring); moto_server's arguments.
+MOTO_LAUNCHER="$ROOT/local/moto_catalogue.py"
 
 LOGS="$STATE_DIR/logs"
 ENV_FILE="$STATE_DIR/local.env"
@@ -46,14 +49,14 @@ port_busy() { # port_busy <port>
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-if alive "$MOTO_PID" moto_server && alive "$GATEWAY_PID" mecplane-local && [[ -s "$ENV_FILE" ]]; then
+if alive "$MOTO_PID" moto_catalogue && alive "$GATEWAY_PID" mecplane-local && [[ -s "$ENV_FILE" ]]; then
   echo "local stack already up: $(grep '^AWS_ENDPOINT_URL=' "$ENV_FILE" | cut -d= -f2-) (env $ENV_FILE)"
   exit 0
 fi
 # Half up: start from a clean slate.
 "$ROOT/local/down.sh" >/dev/null
 
-[[ -x "$MOTO_BIN" ]] || die "$MOTO_BIN missing: create the venv (python3 -m venv .venv && .venv/bin/pip install -r local/requirements.txt)"
+[[ -x "$ROOT/.venv/bin/moto_server" ]] || die "the pinned moto is missing: create the venv (python3 -m venv .venv && .venv/bin/pip install -r local/requirements.txt)"
 [[ -x "$GATEWAY_BIN" ]] || die "$GATEWAY_BIN missing: run cargo build first"
 for port in "$GATEWAY_PORT" "$MOTO_PORT_LOCAL"; do
   ! port_busy "$port" || die "127.0.0.1:$port is already in use (set MECPLANE_GATEWAY_PORT / MECPLANE_MOTO_PORT)"
@@ -64,7 +67,7 @@ rm -f "$ENV_FILE"
 start=$(date +%s.%N)
 
 # moto_server defaults its own port to $MOTO_PORT, so pass -p explicitly.
-MOTO_PORT="$GATEWAY_PORT" setsid "$MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT_LOCAL" \
+MOTO_PORT="$GATEWAY_PORT" setsid "$PYTHON" "$MOTO_LAUNCHER" -H 127.0.0.1 -p "$MOTO_PORT_LOCAL" \
   </dev/null >>"$LOGS/moto.log" 2>&1 &
 echo $! >"$MOTO_PID"
 

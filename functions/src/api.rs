@@ -1,5 +1,5 @@
 //! Lambda `api`: the HTTP API behind API Gateway (payload 2.0). Builds the SDK configuration and
-//! the adapters once per cold start (EC2 and SSM clients per region on first use, for `POST /reconcile`), then converts each `lambda_http` request into a
+//! the adapters once per cold start (EC2 and SSM clients per region on first use, for `POST /reconcile` and the placement checks of `POST /clusters`), then converts each `lambda_http` request into a
 //! [`mecplane::api::ApiRequest`], answers it with [`mecplane::api::handle`], and converts back.
 //! Everything else lives in the library, where it is tested against the fakes.
 

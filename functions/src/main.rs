@@ -14,6 +14,7 @@ mod await_terminated;
 mod begin_delete;
 mod begin_update;
 mod bootstrap;
+mod delete_load_balancer;
 mod delete_parameters;
 mod delete_security_group;
 mod fail_update;
@@ -21,6 +22,7 @@ mod finish_delete;
 mod finish_update;
 mod join_nodes;
 mod launch_nodes;
+mod load_balancer;
 mod mark_failed;
 mod reconcile;
 mod register;
@@ -51,6 +53,9 @@ pub const HANDLERS: &[(&str, Start)] = &[
     ("begin-delete", || Box::pin(begin_delete::serve())),
     ("begin-update", || Box::pin(begin_update::serve())),
     ("bootstrap", || Box::pin(bootstrap::serve())),
+    ("delete-load-balancer", || {
+        Box::pin(delete_load_balancer::serve())
+    }),
     ("delete-parameters", || Box::pin(delete_parameters::serve())),
     ("delete-security-group", || {
         Box::pin(delete_security_group::serve())
@@ -60,6 +65,7 @@ pub const HANDLERS: &[(&str, Start)] = &[
     ("finish-update", || Box::pin(finish_update::serve())),
     ("join-nodes", || Box::pin(join_nodes::serve())),
     ("launch-nodes", || Box::pin(launch_nodes::serve())),
+    ("load-balancer", || Box::pin(load_balancer::serve())),
     ("mark-failed", || Box::pin(mark_failed::serve())),
     ("reconcile", || Box::pin(reconcile::serve())),
     ("register", || Box::pin(register::serve())),

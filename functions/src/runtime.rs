@@ -7,7 +7,9 @@
 //! (`infra/template.yaml`, checked against the calls the tests see).
 
 use mecplane::api::{ApiConfig, ApiContext};
-use mecplane::aws::{dynamodb::Dynamo, ec2::Ec2, sfn::StepFunctions, ssm::Ssm, Regional};
+use mecplane::aws::{
+    dynamodb::Dynamo, ec2::Ec2, elbv2::Elbv2, sfn::StepFunctions, ssm::Ssm, Regional,
+};
 use mecplane::config::StageConfig;
 use mecplane::reconcile::{Fleet, PortsIn, RegionPorts, Settings};
 use mecplane::stages::Ports;
@@ -32,6 +34,8 @@ pub struct Cloud {
     ec2: Regional<Ec2>,
     /// SSM Run Command and the public AMI parameters, per cluster region.
     ssm: Regional<Ssm>,
+    /// Elastic Load Balancing (an HA cluster's API load balancer), per cluster region.
+    elb: std::sync::Arc<Regional<Elbv2>>,
     /// Parameter Store in the control plane's region (the cluster's secrets).
     secrets: Ssm,
     /// The cluster table.
@@ -48,6 +52,7 @@ impl Cloud {
         Ok(Cloud {
             ec2: Regional::new(&sdk, Ec2::new),
             ssm: Regional::new(&sdk, Ssm::new),
+            elb: std::sync::Arc::new(Regional::new(&sdk, Elbv2::new)),
             secrets: Ssm::new(&sdk).with_secrets_key(config.secrets_key.clone()),
             store: Dynamo::new(&sdk, &config.table),
             config,
@@ -84,13 +89,33 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// [`Cloud::serve`] for a stage that also works on load balancers: it gets the ELB client of
+    /// the input's region beside the ports.
+    pub async fn serve_balanced<I, O, F>(self, stage: F) -> Result<(), Error>
+    where
+        I: serde::de::DeserializeOwned + InRegion,
+        O: serde::Serialize,
+        F: AsyncFn(&AwsPorts<'_>, &Elbv2, I) -> Result<O, StageError>,
+    {
+        let elb = self.elb.clone();
+        let stage = &stage;
+        self.serve(async move |ports: &AwsPorts<'_>, input: I| {
+            let balancers = elb.region(input.region());
+            stage(ports, &balancers, input).await
+        })
+        .await
+    }
+}
+
 /// What the `api` and `reconcile` functions share: the API's context (records, executions,
-/// parameters, settings), the EC2 and SSM clients of each region (built on first use) and the
-/// reconcile's settings.
+/// parameters, settings), the EC2, SSM and ELB clients of each region (built on first use) and
+/// the reconcile's settings.
 pub struct Control {
     pub ctx: ApiContext<Dynamo, StepFunctions, Ssm>,
     ec2: Regional<Ec2>,
     ssm: Regional<Ssm>,
+    elb: Regional<Elbv2>,
     settings: Settings,
 }
 
@@ -109,6 +134,7 @@ impl Control {
             },
             ec2: Regional::new(&sdk, Ec2::new),
             ssm: Regional::new(&sdk, Ssm::new),
+            elb: Regional::new(&sdk, Elbv2::new),
             settings: Settings::from_env(),
         })
     }
@@ -118,6 +144,7 @@ impl Control {
         move |region: &str| RegionPorts {
             ec2: Box::new(self.ec2.region(region)),
             ssm: Box::new(self.ssm.region(region)),
+            balancers: Box::new(self.elb.region(region)),
         }
     }
 

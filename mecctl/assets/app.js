@@ -329,6 +329,12 @@ function fleetView(main) {
   });
 }
 
+// A node's zone, a Local or Wavelength zone with its type.
+function zoneText(n) {
+  if (!n.zone) return "—";
+  return n.zone_type && n.zone_type !== "availability-zone" ? `${n.zone} (${n.zone_type})` : n.zone;
+}
+
 // The distinct availability zones of a cluster's nodes (records before zones were kept have none).
 function zones(c) {
   return [...new Set(c.nodes.map((n) => n.zone).filter(Boolean))].sort();
@@ -483,7 +489,7 @@ function clusterView(main, id) {
   main.append(head, alerts,
     h("section", { class: "card" }, h("h2", {}, "Overview"), facts),
     h("section", { class: "card" }, h("h2", {}, "Nodes"), h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["Role", "Index", "Instance", "Zone", "Private IP", "Public IP", "State", "Channel", ""].map((c) => h("th", { scope: "col" }, c)))), nodes))),
+      h("thead", {}, h("tr", {}, ["Role", "Index", "Instance", "Zone", "Private IP", "Public / carrier IP", "State", "Channel", ""].map((c) => h("th", { scope: "col" }, c)))), nodes))),
     actions,
     h("section", { class: "card" }, h("h2", {}, "Stages"), h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Stage", "Result", "Started", "Took", "Detail"].map((c) => h("th", { scope: "col" }, c)))), stages))),
@@ -518,12 +524,14 @@ function clusterView(main, id) {
       fact("Nodes ready", readyText(c), "fact-ready"),
       fact("Instance type", `${c.spec.instance_type} (${c.spec.arch})`),
       fact("Ubuntu", c.spec.ubuntu_release),
+      fact("Image", c.spec.ami_id || "Ubuntu's, looked up"),
       fact("Root volume", `${c.spec.root_volume_gib} GiB`),
       fact("Subnets", (c.spec.subnet_ids || []).join(", ") || c.spec.subnet_id || "the default VPC's"),
       fact("Worker subnets", (c.spec.worker_subnet_ids || []).join(", ") || "the subnets above"),
       fact("MicroK8s", c.spec.microk8s_channel),
       fact("Add-ons", c.spec.addons.join(", ") || "none"),
-      fact("API endpoint", c.endpoint || "—"),
+      fact("API endpoint", `${c.endpoint || "—"}${c.spec.api_endpoint === "nlb" ? " (network load balancer)" : ""}`),
+      fact("Extra certificate names", (c.spec.extra_sans || []).join(", ") || "none"),
       fact("API allowed from", c.spec.api_allowed_cidrs.join(", ") || "nowhere"),
       fact("Exposed ports", (c.spec.exposed_ports || []).length ? h("ul", { class: "plain" }, c.spec.exposed_ports.map((p) => h("li", {}, portText(p)))) : "none", "fact-exposed-ports"),
       fact("Tags", Object.entries(c.spec.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none"),
@@ -532,7 +540,8 @@ function clusterView(main, id) {
     ].flat());
     nodes.replaceChildren(...c.nodes.map((n) => h("tr", {},
       h("td", {}, n.role), h("td", {}, n.index), h("td", { class: "mono nowrap" }, n.instance_id),
-      h("td", { class: "nowrap" }, n.zone || "—"), h("td", { class: "mono nowrap" }, n.private_ip || "—"), h("td", { class: "mono nowrap" }, n.public_ip || "—"),
+      h("td", { class: "nowrap" }, zoneText(n)), h("td", { class: "mono nowrap" }, n.private_ip || "—"),
+      h("td", { class: "mono nowrap" }, n.public_ip || (n.carrier_ip ? `${n.carrier_ip} (carrier)` : "—")),
       h("td", {}, h("span", { class: "state st-" + n.state }, n.state)), h("td", {}, n.channel || "—"),
       h("td", {}, h("button", { type: "button", class: "small needs-active", "aria-label": `Replace ${n.role} ${n.index} (${n.instance_id})`, disabled: !changeable(), onclick: () => replace(n) }, "Replace")))));
     if (c.nodes.length === 0) nodes.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No nodes yet.")));
@@ -568,8 +577,8 @@ function clusterView(main, id) {
 
 // Every field of a create request (mecplane's ClusterRequest) the form has a control for, with
 // the defaults the API fills in (mecplane/src/spec.rs) shown in the controls and hints.
-const CREATE_FIELDS = ["name", "region", "control_planes", "workers", "instance_type", "ubuntu_release", "microk8s_channel", "addons",
-  "subnet_ids", "worker_subnet_ids", "api_allowed_cidrs", "allow_api_from_anywhere", "exposed_ports", "root_volume_gib", "tags", "retain_on_failure"];
+const CREATE_FIELDS = ["name", "region", "control_planes", "workers", "instance_type", "ubuntu_release", "ami_id", "microk8s_channel", "addons",
+  "subnet_ids", "worker_subnet_ids", "api_allowed_cidrs", "allow_api_from_anywhere", "api_endpoint", "extra_sans", "exposed_ports", "root_volume_gib", "tags", "retain_on_failure"];
 const DEFAULTS = { instance_type: "t4g.medium", ubuntu_release: "24.04", microk8s_channel: "1.32/stable", addons: "dns", root_volume_gib: 20 };
 const UBUNTU_RELEASES = ["22.04", "24.04"];
 const INSTANCE_TYPES = ["t3.medium", "t3.large", "t4g.medium", "t4g.large", "m6i.large", "m7g.large", "c6i.large", "c7g.large"];
@@ -601,12 +610,18 @@ function createView(main) {
     field("instance_type", "Instance type", input("instance_type", { value: DEFAULTS.instance_type, list: "instance-types" }), `Default ${DEFAULTS.instance_type}; the architecture follows from it. The deployment may allow only some types.`),
     types,
     field("ubuntu_release", "Ubuntu release", ubuntu, `Default ${DEFAULTS.ubuntu_release}.`),
+    field("ami_id", "Image (AMI)", input("ami_id", { placeholder: "ami-0123456789abcdef0" }), "Default: the Ubuntu image of the release and architecture, looked up. Your own must exist in the region, fit the instance type's architecture and be of an owner the deployment allows."),
     field("microk8s_channel", "MicroK8s channel", input("microk8s_channel", { value: DEFAULTS.microk8s_channel }), `Default ${DEFAULTS.microk8s_channel}.`),
     field("addons", "Add-ons", input("addons", { value: DEFAULTS.addons }), `Comma-separated; default ${DEFAULTS.addons}.`),
     field("subnet_ids", "Subnets", input("subnet_ids", { placeholder: "subnet-0123456789abcdef0, subnet-…" }), "Comma-separated, of one VPC: control planes one per subnet in order (one per zone), workers round-robin. Default: a subnet of the default VPC."),
     field("worker_subnet_ids", "Worker subnets", input("worker_subnet_ids", { placeholder: "subnet-… (e.g. a Local Zone's)" }), "Comma-separated; the workers alone go there, round-robin. Default: the subnets above."),
     field("api_allowed_cidrs", "Kubernetes API allowed from", input("api_allowed_cidrs", { placeholder: "203.0.113.0/24" }), "Comma-separated IPv4 CIDRs; default none."),
     checkField("allow_api_from_anywhere", "Allow the Kubernetes API from anywhere", check("allow_api_from_anywhere"), "Needed for 0.0.0.0/0 above; default off."),
+    field("api_endpoint", "API endpoint", h("select", { id: "c-api_endpoint", name: "api_endpoint" },
+      h("option", { value: "node", selected: true }, "The first control plane's address"),
+      h("option", { value: "nlb" }, "A network load balancer (stable name)")),
+      "Default: the first control plane's address. A network load balancer forwards to every control plane; its DNS name is the kubeconfig's server."),
+    field("extra_sans", "Extra certificate names", input("extra_sans", { placeholder: "k8s.example.com, 203.0.113.9" }), "Comma-separated DNS names or IPs the API certificate also carries (at most 10); default none."),
     ports.el,
     field("root_volume_gib", "Root volume (GiB)", input("root_volume_gib", { type: "number", min: 8, inputmode: "numeric", value: String(DEFAULTS.root_volume_gib) }), `Default ${DEFAULTS.root_volume_gib} (at least 8, at most the deployment's limit, default 100).`),
     field("tags", "Tags", input("tags", { placeholder: "team=edge, env=dev" }), "Comma-separated key=value; default none."),
@@ -620,10 +635,12 @@ function createView(main) {
     const spec = { name: v("name"), control_planes: Number(v("control_planes")), ubuntu_release: v("ubuntu_release") };
     if (v("region")) spec.region = v("region");
     for (const f of ["workers", "root_volume_gib"]) if (v(f)) spec[f] = Number(v(f));
-    for (const f of ["instance_type", "microk8s_channel"]) if (v(f)) spec[f] = v(f);
+    for (const f of ["instance_type", "microk8s_channel", "ami_id"]) if (v(f)) spec[f] = v(f);
     for (const f of ["subnet_ids", "worker_subnet_ids"]) if (v(f)) spec[f] = list(v(f));
     spec.addons = list(v("addons"));
     if (v("api_allowed_cidrs")) spec.api_allowed_cidrs = list(v("api_allowed_cidrs"));
+    if (v("api_endpoint") !== "node") spec.api_endpoint = v("api_endpoint");
+    if (v("extra_sans")) spec.extra_sans = list(v("extra_sans"));
     for (const f of ["allow_api_from_anywhere", "retain_on_failure"]) if (checked(f)) spec[f] = true;
     const exposed = ports.value();
     if (exposed.length) spec.exposed_ports = exposed;

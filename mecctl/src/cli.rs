@@ -118,12 +118,28 @@ pub struct ClusterArg {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// Cluster name (lowercase letters, digits and '-'), as --name.
+    #[arg(value_name = "NAME", conflicts_with = "name")]
+    pub name_arg: Option<String>,
     /// Cluster name (lowercase letters, digits and '-').
-    #[arg(long, required_unless_present = "file")]
+    #[arg(long, required_unless_present_any = ["file", "name_arg"])]
     pub name: Option<String>,
     /// A JSON cluster spec (as POST /clusters takes); flags override its fields.
     #[arg(short, long)]
     pub file: Option<PathBuf>,
+    /// Build the spec from the IEC Type 2 Terraform blueprint's variables in the environment
+    /// (TF_VAR_aws_region, TF_VAR_aws_instance, TF_VAR_aws_ami, TF_VAR_aws_subnet_id or
+    /// TF_VAR_vpc_id, and mecplane's own TF_VAR_worker_count, default 1); flags override them.
+    /// The spec is printed (stderr) before it is sent.
+    #[arg(long, conflicts_with = "file")]
+    pub from_tf_vars: bool,
+    /// Print the request it would send (JSON, stdout) and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The image every node boots (ami-…), instead of the Ubuntu image looked up for the release
+    /// and architecture; the create checks it exists, fits the architecture and is of an allowed owner.
+    #[arg(long)]
+    pub ami_id: Option<String>,
     /// Region of the cluster (default: the API's region).
     #[arg(long)]
     pub region: Option<String>,
@@ -167,6 +183,13 @@ pub struct CreateArgs {
     /// Mean it when an --expose names 0.0.0.0/0 (the whole internet); refused otherwise.
     #[arg(long)]
     pub expose_anywhere: bool,
+    /// Where the Kubernetes API is reached: node (the first control plane's address, the
+    /// default) or nlb (a network load balancer in front of every control plane).
+    #[arg(long, value_parser = ["node", "nlb"])]
+    pub api_endpoint: Option<String>,
+    /// A DNS name or IP address the API certificate carries besides the cluster's own (repeat).
+    #[arg(long = "extra-san", value_name = "NAME")]
+    pub extra_sans: Vec<String>,
     /// Root volume size (GiB).
     #[arg(long)]
     pub root_volume_gib: Option<u32>,

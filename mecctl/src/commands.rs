@@ -75,7 +75,7 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
             }
         };
     }
-    set!(name, args.name.clone());
+    set!(name, args.name.clone().or_else(|| args.name_arg.clone()));
     set!(region, args.region.clone());
     set!(control_planes, args.control_planes);
     set!(workers, args.workers);
@@ -84,6 +84,11 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
     set!(ubuntu_release, args.ubuntu_release.clone());
     set!(subnet_id, args.subnet_id.clone());
     set!(root_volume_gib, args.root_volume_gib);
+    set!(ami_id, args.ami_id.clone());
+    set!(api_endpoint, args.api_endpoint.clone());
+    if !args.extra_sans.is_empty() {
+        req.extra_sans = Some(args.extra_sans.clone());
+    }
     if !args.addons.is_empty() {
         req.addons = Some(args.addons.clone());
     }
@@ -116,9 +121,36 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
     Ok(req)
 }
 
-pub async fn create(ctx: &Ctx, args: &CreateArgs) -> Result<(), Failure> {
-    let body =
+/// The body `create` sends: the request of the file and flags, or, with `--from-tf-vars`, the
+/// blueprint's variables in the environment with the flags on top.
+pub fn create_body(
+    args: &CreateArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Value, Failure> {
+    let request =
         serde_json::to_value(create_request(args)?).map_err(|e| Failure::other(e.to_string()))?;
+    if !args.from_tf_vars {
+        return Ok(request);
+    }
+    crate::tfvars::spec_from_tf_vars(env, &request).map_err(|m| Failure::new(exit::USAGE, m))
+}
+
+/// `create --dry-run`: the body, printed, nothing sent (no endpoint needed).
+pub fn create_dry_run(args: &CreateArgs) -> Result<(), Failure> {
+    let body = create_body(args, &|k| std::env::var(k).ok())?;
+    println!("{}", pretty(&body));
+    Ok(())
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+pub async fn create(ctx: &Ctx, args: &CreateArgs) -> Result<(), Failure> {
+    let body = create_body(args, &|k| std::env::var(k).ok())?;
+    if args.from_tf_vars {
+        eprintln!("the spec from TF_VAR_*:\n{}", pretty(&body));
+    }
     let key = args
         .idempotency_key
         .clone()
@@ -1672,10 +1704,73 @@ mod tests {
             )
         );
 
+        let fronted = create_request(&create_args(&[
+            "--name",
+            "ha",
+            "--api-endpoint",
+            "nlb",
+            "--extra-san",
+            "k8s.edge.example",
+            "--extra-san",
+            "203.0.113.9",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (fronted.api_endpoint.as_deref(), fronted.extra_sans),
+            (
+                Some("nlb"),
+                Some(vec!["k8s.edge.example".into(), "203.0.113.9".into()])
+            )
+        );
+        let plain = create_request(&create_args(&["--name", "one"])).unwrap();
+        assert_eq!((plain.api_endpoint, plain.extra_sans), (None, None));
+
         std::fs::write(&file, r#"{"name": "x", "wokers": 1}"#).unwrap();
         let err = create_request(&create_args(&["-f", file.to_str().unwrap()])).unwrap_err();
         assert_eq!(err.code, exit::INVALID);
         assert!(err.message.contains("wokers"), "{}", err.message);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn from_tf_vars_reads_the_blueprint_variables_under_the_flags() {
+        let env = |k: &str| {
+            let v = match k {
+                "TF_VAR_aws_region" => "us-east-1",
+                "TF_VAR_aws_instance" => "t3.medium",
+                "TF_VAR_aws_ami" => "ami-0123456789abcdef0",
+                "TF_VAR_aws_subnet_id" => "subnet-0123456789abcdef0",
+                "TF_VAR_vpc_id" => "vpc-0123456789abcdef0",
+                _ => return None,
+            };
+            Some(v.to_string())
+        };
+        let body = create_body(
+            &create_args(&[
+                "edge",
+                "--from-tf-vars",
+                "--ami-id",
+                "ami-00000000000000fff",
+            ]),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "name": "edge",
+                "region": "us-east-1",
+                "instance_type": "t3.medium",
+                "ami_id": "ami-00000000000000fff",
+                "subnet_ids": ["subnet-0123456789abcdef0"],
+                "workers": 1,
+            })
+        );
+        // Without the flag the variables are not read; a missing one is a usage error naming it.
+        let plain = create_body(&create_args(&["edge"]), &env).unwrap();
+        assert_eq!(plain["region"], Value::Null);
+        let err = create_body(&create_args(&["edge", "--from-tf-vars"]), &|_| None).unwrap_err();
+        assert_eq!(err.code, exit::USAGE);
+        assert!(err.message.contains("TF_VAR_aws_region"), "{}", err.message);
     }
 }

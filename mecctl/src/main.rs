@@ -10,6 +10,7 @@ mod dashboard;
 mod exit;
 mod kubeconfig;
 mod output;
+mod tfvars;
 
 use clap::Parser;
 
@@ -26,6 +27,12 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), exit::Failure> {
+    // A dry run sends nothing, so it needs no endpoint.
+    if let Command::Create(args) = &cli.command {
+        if args.dry_run {
+            return commands::create_dry_run(args);
+        }
+    }
     let sources = config::Sources::load(
         cli.endpoint.clone(),
         cli.api_region.clone(),

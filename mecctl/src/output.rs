@@ -65,7 +65,30 @@ pub fn age(since: &str, now: OffsetDateTime) -> String {
     }
 }
 
-/// `GET /clusters` pages, merged: NAME ID STATUS STAGE NODES REGION AGE.
+/// The zones of a cluster's nodes, once each, a Local or Wavelength zone with its type:
+/// `us-east-1a, us-east-1-wl1-bos-wlz-1 (wavelength-zone)`.
+fn zones(record: &Value) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for n in record["nodes"].as_array().into_iter().flatten() {
+        let Some(zone) = n["zone"].as_str() else {
+            continue;
+        };
+        let shown = match n["zone_type"].as_str() {
+            Some(kind) if kind != "availability-zone" => format!("{zone} ({kind})"),
+            _ => zone.to_string(),
+        };
+        if !seen.contains(&shown) {
+            seen.push(shown);
+        }
+    }
+    if seen.is_empty() {
+        "-".into()
+    } else {
+        seen.join(", ")
+    }
+}
+
+/// `GET /clusters` pages, merged: NAME ID STATUS STAGE NODES REGION ZONES AGE.
 pub fn cluster_table(clusters: &Value, now: OffsetDateTime) -> String {
     let rows: Vec<Vec<String>> = clusters
         .as_array()
@@ -82,6 +105,7 @@ pub fn cluster_table(clusters: &Value, now: OffsetDateTime) -> String {
                 text(&c["stage"]),
                 format!("{nodes}/{wanted}"),
                 text(&c["spec"]["region"]),
+                zones(c),
                 age(c["created_at"].as_str().unwrap_or_default(), now),
             ]
         })
@@ -90,7 +114,9 @@ pub fn cluster_table(clusters: &Value, now: OffsetDateTime) -> String {
         return "No clusters.\n".into();
     }
     table(
-        &["NAME", "ID", "STATUS", "STAGE", "NODES", "REGION", "AGE"],
+        &[
+            "NAME", "ID", "STATUS", "STAGE", "NODES", "REGION", "ZONES", "AGE",
+        ],
         &rows,
     )
 }
@@ -133,6 +159,15 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
     if !exposed.is_empty() {
         out.push_str(&format!("Exposed:     {}\n", exposed.join("; ")));
     }
+    if let Some(dns) = record["balancer"]["dns_name"].as_str() {
+        out.push_str(&format!(
+            "Balancer:    {dns} (network load balancer, TCP 16443)\n"
+        ));
+    }
+    if let Some(sans) = spec["extra_sans"].as_array().filter(|s| !s.is_empty()) {
+        let sans: Vec<String> = sans.iter().map(text).collect();
+        out.push_str(&format!("Extra SANs:  {}\n", sans.join(", ")));
+    }
     if let Some(f) = record["failure"].as_object() {
         out.push_str(&format!(
             "Failure:     {} in {}: {}\n",
@@ -141,36 +176,42 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
             text(&f["reason"])
         ));
     }
+    // A carrier IP column only when a node has one (Wavelength).
+    let carrier = record["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["carrier_ip"].is_string());
     let nodes: Vec<Vec<String>> = record["nodes"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|n| {
-            vec![
+            let mut row = vec![
                 text(&n["role"]),
                 text(&n["index"]),
                 text(&n["instance_id"]),
                 text(&n["private_ip"]),
                 text(&n["public_ip"]),
-                text(&n["zone"]),
-                text(&n["state"]),
-            ]
+            ];
+            if carrier {
+                row.push(text(&n["carrier_ip"]));
+            }
+            row.extend([text(&n["zone"]), text(&n["zone_type"]), text(&n["state"])]);
+            row
         })
         .collect();
     if !nodes.is_empty() {
+        let mut headers = vec!["ROLE", "INDEX", "INSTANCE", "PRIVATE-IP", "PUBLIC-IP"];
+        if carrier {
+            headers.push("CARRIER-IP");
+        }
+        headers.extend(["ZONE", "ZONE-TYPE", "STATE"]);
         out.push_str("\nNodes:\n");
-        out.push_str(&indent(&table(
-            &[
-                "ROLE",
-                "INDEX",
-                "INSTANCE",
-                "PRIVATE-IP",
-                "PUBLIC-IP",
-                "ZONE",
-                "STATE",
-            ],
-            &nodes,
-        )));
+        out.push_str(&indent(&table(&headers, &nodes)));
+        if let Some(note) = root_volumes(record) {
+            out.push_str(&indent(&format!("{note}\n")));
+        }
     }
     if !events.is_empty() {
         out.push_str("\nLatest events:\n");
@@ -178,6 +219,32 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
         out.push_str(&indent(&event_table(last)));
     }
     out
+}
+
+/// A note under the nodes table when a node's root volume is not the usual gp3 (a Wavelength
+/// zone offers gp2 only): `Root volumes: gp2 in us-east-1-wl1-bos-wlz-1; gp3 in us-east-1a`.
+/// `None` when every node's is gp3 (or the record predates volume types).
+fn root_volumes(record: &Value) -> Option<String> {
+    let mut seen: Vec<(String, Vec<String>)> = Vec::new();
+    for n in record["nodes"].as_array().into_iter().flatten() {
+        let Some(volume) = n["volume_type"].as_str() else {
+            continue;
+        };
+        let zone = n["zone"].as_str().unwrap_or("-").to_string();
+        match seen.iter_mut().find(|(v, _)| v == volume) {
+            Some((_, zones)) if zones.contains(&zone) => {}
+            Some((_, zones)) => zones.push(zone),
+            None => seen.push((volume.to_string(), vec![zone])),
+        }
+    }
+    if seen.iter().all(|(v, _)| v == "gp3") {
+        return None;
+    }
+    let parts: Vec<String> = seen
+        .iter()
+        .map(|(v, zones)| format!("{v} in {}", zones.join(", ")))
+        .collect();
+    Some(format!("Root volumes: {}", parts.join("; ")))
 }
 
 /// TIME STAGE PHASE DETAIL.
@@ -354,7 +421,7 @@ mod tests {
                      "instance_type": "t4g.medium", "microk8s_channel": "1.32/stable", "addons": ["dns"],
                      "exposed_ports": [{"port": "30000-32767", "protocol": "udp", "cidrs": ["10.0.0.0/8", "192.0.2.0/24"]}]},
             "nodes": [
-                {"role": "control-plane", "index": 0, "instance_id": "i-1", "private_ip": "10.0.0.1", "public_ip": null, "zone": "eu-west-1a", "state": "ready"},
+                {"role": "control-plane", "index": 0, "instance_id": "i-1", "private_ip": "10.0.0.1", "public_ip": null, "zone": "eu-west-1a", "zone_type": "availability-zone", "state": "ready"},
                 {"role": "worker", "index": 0, "instance_id": "i-2", "private_ip": "10.0.0.2", "public_ip": null, "state": "ready"}
             ],
             "failure": null, "endpoint": "https://10.0.0.1:16443",
@@ -370,12 +437,82 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("NAME  ID                  STATUS"));
         assert!(
-            lines[1].contains("edge  c-0123456789abcdef  ACTIVE  activate  2/3    eu-west-1  5m")
+            lines[1].contains(
+                "edge  c-0123456789abcdef  ACTIVE  activate  2/3    eu-west-1  eu-west-1a  5m"
+            ),
+            "{list}"
         );
         assert_eq!(cluster_table(&json!([]), now), "No clusters.\n");
         assert_eq!(age("2026-11-23T10:04:30Z", now), "30s");
         assert_eq!(age("2026-11-21T10:00:00Z", now), "2d");
         assert_eq!(age("yesterday", now), "-");
+    }
+
+    #[test]
+    fn a_wavelength_cluster_shows_zone_types_and_carrier_ips() {
+        let now = datetime!(2026-11-23 10:05:00 UTC);
+        let mut r = record();
+        r["nodes"] = json!([
+            {"role": "control-plane", "index": 0, "instance_id": "i-1", "private_ip": "10.0.0.1", "public_ip": null,
+             "carrier_ip": "155.146.0.7", "zone": "us-east-1-wl1-bos-wlz-1", "zone_type": "wavelength-zone", "state": "ready",
+             "volume_type": "gp2"},
+            {"role": "worker", "index": 0, "instance_id": "i-2", "private_ip": "10.0.0.2", "public_ip": "198.51.100.2",
+             "zone": "us-east-1a", "zone_type": "availability-zone", "state": "ready", "volume_type": "gp3"}
+        ]);
+        let out = cluster_detail(&r, &[], now);
+        // The gp2 fallback is a note under the table.
+        assert!(
+            out.contains("\n  Root volumes: gp2 in us-east-1-wl1-bos-wlz-1; gp3 in us-east-1a\n"),
+            "{out}"
+        );
+        let mut standard = r.clone();
+        standard["nodes"][0]["volume_type"] = json!("gp3");
+        assert!(
+            !cluster_detail(&standard, &[], now).contains("Root volumes"),
+            "no note when every root is gp3"
+        );
+        assert!(
+            out.contains("PUBLIC-IP     CARRIER-IP   ZONE                     ZONE-TYPE"),
+            "{out}"
+        );
+        assert!(
+            out.lines().any(|l| l.contains(
+                "i-1       10.0.0.1    -             155.146.0.7  us-east-1-wl1-bos-wlz-1  wavelength-zone"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.contains("198.51.100.2  -            us-east-1a")),
+            "{out}"
+        );
+        let list = cluster_table(&json!([r]), now);
+        assert!(
+            list.contains("us-east-1-wl1-bos-wlz-1 (wavelength-zone), us-east-1a"),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn detail_shows_the_load_balancer_and_extra_sans_only_when_there() {
+        let now = datetime!(2026-11-23 10:05:00 UTC);
+        let plain = cluster_detail(&record(), &[], now);
+        assert!(
+            !plain.contains("Balancer:") && !plain.contains("Extra SANs:"),
+            "{plain}"
+        );
+        let mut r = record();
+        r["balancer"] = json!({"dns_name": "mecplane-c-1.elb.amazonaws.com", "load_balancer_arn": "a",
+                               "listener_arn": "l", "target_group_arn": "t"});
+        r["spec"]["extra_sans"] = json!(["k8s.edge.example"]);
+        let out = cluster_detail(&r, &[], now);
+        assert!(
+            out.contains(
+                "Balancer:    mecplane-c-1.elb.amazonaws.com (network load balancer, TCP 16443)"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("Extra SANs:  k8s.edge.example"), "{out}");
     }
 
     #[test]
@@ -391,8 +528,12 @@ mod tests {
         assert!(out.contains("control-plane  0      i-1"));
         assert!(
             out.lines()
-                .any(|l| l.contains("i-1") && l.contains("eu-west-1a") && l.contains("ready")),
+                .any(|l| l.contains("i-1") && l.contains("eu-west-1a  availability-zone  ready")),
             "{out}"
+        );
+        assert!(
+            !out.contains("CARRIER-IP"),
+            "no carrier IP, no column: {out}"
         );
         assert!(
             out.contains("Exposed:     30000-32767/udp from 10.0.0.0/8, 192.0.2.0/24\n"),

@@ -71,6 +71,9 @@ async fn fleet(n: usize) -> (FakeStore, FakeCloud) {
                 state: NodeState::Ready,
                 channel: None,
                 zone: None,
+                zone_type: None,
+                carrier_ip: None,
+                volume_type: None,
             });
         }
         store.create(&record).await.unwrap();
@@ -102,6 +105,7 @@ async fn main() {
         let ports_in = move |_: &str| RegionPorts {
             ec2: Box::new(observe_cloud.clone()),
             ssm: Box::new(observe_cloud.clone()),
+            balancers: Box::new(mecplane::fakes::FakeBalancers::default()),
         };
         let fleet = Fleet {
             ports_in: &ports_in,

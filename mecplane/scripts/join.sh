@@ -4,7 +4,8 @@
 # as a worker (--worker) or as a control-plane node. Safe to run twice: a node that is already a
 # member reports join=already-member.
 # Environment: MK8S_CHANNEL, JOIN_ADDRESS (<ip>:25000), JOIN_TOKEN, NODE_ROLE (control-plane|worker),
-# WAIT_TIMEOUT (seconds).
+# WAIT_TIMEOUT (seconds), EXTRA_SANS (comma list, optional: a control plane's extra certificate names,
+# written to the launch configuration before the install, as the bootstrap does).
 set -euo pipefail
 
 fail() { echo "join: $*" >&2; exit 1; }
@@ -16,7 +17,10 @@ done
 [[ $JOIN_TOKEN =~ ^[A-Za-z0-9]{32}$ ]] || fail "JOIN_TOKEN is not 32 alphanumeric characters"
 [[ $NODE_ROLE == control-plane || $NODE_ROLE == worker ]] || fail "NODE_ROLE '$NODE_ROLE' is not control-plane or worker"
 [[ $WAIT_TIMEOUT =~ ^[1-9][0-9]*$ ]] || fail "WAIT_TIMEOUT '$WAIT_TIMEOUT' is not a positive number of seconds"
+EXTRA_SANS=${EXTRA_SANS:-}
+[[ -z $EXTRA_SANS || $EXTRA_SANS =~ ^[A-Za-z0-9.:-]+(,[A-Za-z0-9.:-]+)*$ ]] || fail "EXTRA_SANS '$EXTRA_SANS' is not a comma list of IPs or DNS names"
 JOIN_IP=${JOIN_ADDRESS%:*}
+LAUNCH_CONFIG=/var/snap/microk8s/common/.microk8s.yaml
 
 installed_channel() {
   { snap list microk8s 2>/dev/null || true; } | awk 'NR == 2 { print $4 }'
@@ -36,6 +40,18 @@ already_member() {
 
 current=$(installed_channel)
 if [[ -z $current ]]; then
+  if [[ -n $EXTRA_SANS ]]; then
+    # The launch configuration is read once, at install time: write it first.
+    mkdir -p "$(dirname "$LAUNCH_CONFIG")"
+    {
+      echo "---"
+      echo "version: 0.1.0"
+      echo "extraSANs:"
+      IFS=, read -ra items <<<"$EXTRA_SANS"
+      for item in "${items[@]}"; do echo "  - $item"; done
+    } >"$LAUNCH_CONFIG.tmp"
+    mv "$LAUNCH_CONFIG.tmp" "$LAUNCH_CONFIG"
+  fi
   snap install microk8s --classic --channel="$MK8S_CHANNEL"
 elif [[ $current != "$MK8S_CHANNEL" ]]; then
   fail "microk8s is already installed from channel $current, not the cluster's $MK8S_CHANNEL"

@@ -18,6 +18,10 @@ pub struct StageConfig {
     /// The KMS key the stages' SecureStrings are encrypted with (`MECPLANE_SECRETS_KEY`; unset:
     /// the account's `aws/ssm` key).
     pub secrets_key: Option<String>,
+    /// The accounts (or aliases such as `amazon`) whose images nodes may boot
+    /// (`MECPLANE_AMI_OWNERS`, comma list: the template's `AmiOwners`, which also binds the launch
+    /// role's `ec2:Owner`); empty: any owner.
+    pub ami_owners: Vec<String>,
     /// What a spec may ask for and its defaults (regions, instance type).
     pub policy: Policy,
 }
@@ -35,6 +39,14 @@ impl StageConfig {
                 .trim_end_matches('/')
                 .to_string(),
             secrets_key: var("MECPLANE_SECRETS_KEY"),
+            ami_owners: var("MECPLANE_AMI_OWNERS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             policy: Policy::from_env(),
         })
     }

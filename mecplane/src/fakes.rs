@@ -68,12 +68,24 @@ struct CloudState {
     subnets: BTreeMap<String, (String, String)>,
     /// Zones that exist, and the instance types each offers (`None`: every type).
     zones: BTreeMap<String, (Zone, Option<Vec<String>>)>,
+    /// Machine images that exist.
+    images: BTreeMap<String, Image>,
+    /// Errors the next subnet and zone lookups answer (DescribeSubnets, DescribeAvailabilityZones,
+    /// DescribeInstanceTypeOfferings), one each.
+    lookup_failures: VecDeque<CloudError>,
     /// Mutating EC2 and Parameter Store calls answered (launch, tag, terminate, create, authorize,
     /// revoke and delete a group, put and delete parameters).
     mutating_calls: usize,
+    /// Route tables: a subnet's own (by subnet id), or a VPC's main one (by VPC id).
+    route_tables: BTreeMap<String, RouteTable>,
 }
 
 impl CloudState {
+    /// The next injected lookup failure, if any.
+    fn lookup_failed(&mut self) -> Result<(), CloudError> {
+        self.lookup_failures.pop_front().map_or(Ok(()), Err)
+    }
+
     /// The rules of a group an authorize or revoke is about to change (a mutating call counted).
     fn changing_rules_of(&mut self, group_id: &str) -> Result<&mut Vec<IngressRule>, CloudError> {
         self.mutating_calls += 1;
@@ -132,6 +144,12 @@ impl FakeCloud {
     /// Makes the next RunInstances fail with `error`.
     pub fn fail_next_launch(&self, error: CloudError) {
         self.lock().launch_failures.push_back(error);
+    }
+
+    /// Makes the next subnet or zone lookup (DescribeSubnets, DescribeAvailabilityZones,
+    /// DescribeInstanceTypeOfferings) fail with `error`.
+    pub fn fail_next_lookup(&self, error: CloudError) {
+        self.lock().lookup_failures.push_back(error);
     }
 
     /// Makes the next DeleteSecurityGroup fail with `error`.
@@ -228,6 +246,29 @@ impl FakeCloud {
         });
     }
 
+    /// Gives a subnet (or, with a VPC id, that VPC's main table) a route table with `routes`
+    /// (destination, target), replacing the one it had.
+    pub fn set_route_table(&self, subnet_or_vpc: &str, routes: &[(&str, &str)]) {
+        let mut s = self.lock();
+        let table = RouteTable {
+            route_table_id: format!("rtb-{}", subnet_or_vpc.rsplit('-').next().unwrap_or("0")),
+            main: subnet_or_vpc.starts_with("vpc-"),
+            routes: routes
+                .iter()
+                .map(|(destination, target)| Route {
+                    destination: destination.to_string(),
+                    target: target.to_string(),
+                })
+                .collect(),
+        };
+        s.route_tables.insert(subnet_or_vpc.into(), table);
+    }
+
+    /// Makes an image exist (replacing one of the same id).
+    pub fn add_image(&self, image: Image) {
+        self.lock().images.insert(image.image_id.clone(), image);
+    }
+
     /// Makes a zone exist with the instance types it offers.
     pub fn add_zone(&self, zone: Zone, offered: &[&str]) {
         let offered = offered.iter().map(|t| t.to_string()).collect();
@@ -272,9 +313,11 @@ impl FakeCloud {
                 security_group_id: String::new(),
                 subnet_id: None,
                 root_volume_gib: 0,
+                root_volume_type: String::new(),
                 instance_profile: String::new(),
                 tags: Vec::new(),
                 client_token: String::new(),
+                carrier_ip: false,
             },
         });
         id
@@ -458,6 +501,25 @@ impl Instances for FakeCloud {
         if let Some(e) = self.lock().launch_failures.pop_front() {
             return Err(e);
         }
+        // A Wavelength zone offers gp2 volumes only: EC2 refuses any other root there, as the
+        // local stack's moto does (`local/moto_catalogue.py`).
+        {
+            let s = self.lock();
+            let zone = request
+                .subnet_id
+                .as_ref()
+                .and_then(|id| s.subnets.get(id))
+                .and_then(|(_, zone)| s.zones.get(zone))
+                .map(|(z, _)| z);
+            if let Some(z) = zone.filter(|z| z.zone_type == "wavelength-zone") {
+                if request.root_volume_type != "gp2" {
+                    return Err(CloudError::Rejected(format!(
+                        "InvalidParameterCombination: volume type {} is not supported in {} (a Wavelength Zone supports gp2 only)",
+                        request.root_volume_type, z.name
+                    )));
+                }
+            }
+        }
         let mut launched = Vec::new();
         for _ in 0..request.count {
             let id = self.id("i");
@@ -469,16 +531,30 @@ impl Instances for FakeCloud {
                 request.cluster_name.clone(),
             );
             tags.insert(resources::TAG_ROLE.into(), request.role.as_str().into());
+            // In its subnet's zone. A Wavelength zone has no public IPv4: an instance there has
+            // a carrier IP when its launch asked for one, else no address outside the VPC.
+            let zone = {
+                let s = self.lock();
+                let subnet = request.subnet_id.as_ref().and_then(|id| s.subnets.get(id));
+                subnet
+                    .and_then(|(_, zone)| s.zones.get(zone))
+                    .map(|(z, _)| (z.name.clone(), z.zone_type.clone()))
+            };
+            let wavelength = zone
+                .as_ref()
+                .is_some_and(|(_, kind)| kind == "wavelength-zone");
             let instance = Instance {
                 instance_id: id.clone(),
                 role: Some(request.role),
                 index: None,
                 state: InstanceState::Running,
                 private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250 + 2)),
-                public_ip: Some(format!("198.51.100.{}", n % 250 + 2)),
-                carrier_ip: None,
+                public_ip: Some(format!("198.51.100.{}", n % 250 + 2))
+                    .filter(|_| !wavelength && !request.carrier_ip),
+                carrier_ip: Some(format!("155.146.{}.{}", n / 250, n % 250 + 2))
+                    .filter(|_| request.carrier_ip),
                 private_dns: Some(format!("ip-{id}.ec2.internal")),
-                zone: Some("us-east-1a".into()),
+                zone: Some(zone.map_or_else(|| "us-east-1a".into(), |(name, _)| name)),
                 subnet_id: request.subnet_id.clone(),
             };
             launched.push(instance.clone());
@@ -549,7 +625,8 @@ impl Instances for FakeCloud {
 #[async_trait]
 impl Zones for FakeCloud {
     async fn zones(&self, names: &[String]) -> Result<Vec<Zone>, CloudError> {
-        let s = self.lock();
+        let mut s = self.lock();
+        s.lookup_failed()?;
         Ok(names
             .iter()
             .filter_map(|n| s.zones.get(n).map(|(z, _)| z.clone()))
@@ -563,7 +640,8 @@ impl Zones for FakeCloud {
     ) -> Result<Vec<(String, String)>, CloudError> {
         // The types a zone offering "every type" lists when asked for all.
         const EVERY: [&str; 3] = ["t3.medium", "t4g.medium", "m7g.large"];
-        let s = self.lock();
+        let mut s = self.lock();
+        s.lookup_failed()?;
         let mut found = Vec::new();
         for zone in zones {
             let Some((_, offered)) = s.zones.get(zone) else {
@@ -584,6 +662,29 @@ impl Zones for FakeCloud {
             );
         }
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl Routes for FakeCloud {
+    async fn route_table(
+        &self,
+        subnet_id: &str,
+        vpc_id: &str,
+    ) -> Result<Option<RouteTable>, CloudError> {
+        let mut s = self.lock();
+        s.lookup_failed()?;
+        Ok(s.route_tables
+            .get(subnet_id)
+            .or_else(|| s.route_tables.get(vpc_id))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl Images for FakeCloud {
+    async fn image(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
+        Ok(self.lock().images.get(image_id).cloned())
     }
 }
 
@@ -640,7 +741,8 @@ impl SecurityGroups for FakeCloud {
     }
 
     async fn subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, CloudError> {
-        let s = self.lock();
+        let mut s = self.lock();
+        s.lookup_failed()?;
         Ok(subnet_ids
             .iter()
             .filter_map(|id| {
@@ -649,6 +751,20 @@ impl SecurityGroups for FakeCloud {
                     vpc_id: vpc.clone(),
                     zone: zone.clone(),
                 })
+            })
+            .collect())
+    }
+
+    async fn vpc_subnets(&self, vpc_id: &str) -> Result<Vec<Subnet>, CloudError> {
+        let mut s = self.lock();
+        s.lookup_failed()?;
+        Ok(s.subnets
+            .iter()
+            .filter(|(_, (vpc, _))| vpc == vpc_id)
+            .map(|(id, (vpc, zone))| Subnet {
+                subnet_id: id.clone(),
+                vpc_id: vpc.clone(),
+                zone: zone.clone(),
             })
             .collect())
     }
@@ -1053,6 +1169,17 @@ impl ClusterStore for FakeStore {
             .insert(key.into(), (cluster_id.into(), request_hash.into()));
         Ok(KeyClaim::Claimed)
     }
+
+    async fn find_key(&self, key: &str) -> Result<Option<KeyClaim>, CloudError> {
+        Ok(self
+            .lock()
+            .keys
+            .get(key)
+            .map(|(cluster_id, request_hash)| KeyClaim::Existing {
+                cluster_id: cluster_id.clone(),
+                request_hash: request_hash.clone(),
+            }))
+    }
 }
 
 /// A started execution.
@@ -1133,5 +1260,378 @@ impl Executions for FakeExecutions {
             .find(|e| e.arn == execution_arn)
             .map(|e| e.status.clone())
             .ok_or_else(|| CloudError::NotFound(execution_arn.into()))
+    }
+}
+
+/// A fake network load balancer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeBalancer {
+    pub arn: String,
+    pub name: String,
+    pub dns_name: String,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub tags: Vec<(String, String)>,
+    /// Epoch seconds (AWS's `CreatedTime`).
+    pub created_at: i64,
+}
+
+/// A fake target group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeTargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub vpc_id: String,
+    pub port: u16,
+    pub targets: Vec<String>,
+    pub tags: Vec<(String, String)>,
+    /// Epoch seconds, as the adapter's `mecplane:created-at` tag carries it.
+    pub created_at: i64,
+}
+
+/// A fake listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeListener {
+    pub arn: String,
+    pub balancer_arn: String,
+    pub port: u16,
+    pub target_group_arn: String,
+}
+
+#[derive(Default)]
+struct BalancerState {
+    balancers: Vec<FakeBalancer>,
+    target_groups: Vec<FakeTargetGroup>,
+    listeners: Vec<FakeListener>,
+    /// Operation name → error its next call answers.
+    failures: HashMap<String, CloudError>,
+    next_id: u64,
+    creates: usize,
+}
+
+impl BalancerState {
+    /// ELB's `LoadBalancerNotFound` unless the load balancer `arn` exists.
+    fn require_balancer(&self, arn: &str) -> Result<(), CloudError> {
+        if self.balancers.iter().any(|b| b.arn == arn) {
+            Ok(())
+        } else {
+            Err(CloudError::NotFound(format!("LoadBalancerNotFound: {arn}")))
+        }
+    }
+
+    /// The target group `arn`, or ELB's `TargetGroupNotFound`.
+    fn target_group(&mut self, arn: &str) -> Result<&mut FakeTargetGroup, CloudError> {
+        self.target_groups
+            .iter_mut()
+            .find(|t| t.arn == arn)
+            .ok_or_else(|| CloudError::NotFound(format!("TargetGroupNotFound: {arn}")))
+    }
+}
+
+impl FakeBalancer {
+    /// What ELB answers for it.
+    fn answer(&self) -> Balancer {
+        Balancer {
+            arn: self.arn.clone(),
+            dns_name: self.dns_name.clone(),
+        }
+    }
+}
+
+/// Elastic Load Balancing in memory: names unique per region (a create with a name taken by
+/// different settings is `DuplicateLoadBalancerName`/`DuplicateTargetGroupName`, by the same ones
+/// answers the existing one, as AWS does), a target group a listener forwards to cannot be
+/// deleted (`DependencyViolation`, AWS's `ResourceInUse`), deleting a load balancer deletes its
+/// listeners, deleting what is gone is not an error, every part keeps its tags. Clones share the
+/// same state (one region's ELB, handed out per call as the functions hand out their client).
+#[derive(Default, Clone)]
+pub struct FakeBalancers {
+    state: std::sync::Arc<Mutex<BalancerState>>,
+}
+
+impl FakeBalancers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BalancerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the next call of `operation` (the trait method's name) fail with `error`.
+    pub fn fail_next(&self, operation: &str, error: CloudError) {
+        self.lock().failures.insert(operation.into(), error);
+    }
+
+    fn check(&self, operation: &str) -> Result<(), CloudError> {
+        match self.lock().failures.remove(operation) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub fn balancers(&self) -> Vec<FakeBalancer> {
+        self.lock().balancers.clone()
+    }
+
+    pub fn target_groups(&self) -> Vec<FakeTargetGroup> {
+        self.lock().target_groups.clone()
+    }
+
+    pub fn listeners(&self) -> Vec<FakeListener> {
+        self.lock().listeners.clone()
+    }
+
+    /// How many load balancers, target groups and listeners were created in all.
+    pub fn creates(&self) -> usize {
+        self.lock().creates
+    }
+
+    /// Makes the load balancer and target group named `name` created `seconds` ago.
+    pub fn age(&self, name: &str, seconds: i64) {
+        let created_at = crate::clock::now_epoch() - seconds;
+        let mut s = self.lock();
+        for b in s.balancers.iter_mut().filter(|b| b.name == name) {
+            b.created_at = created_at;
+        }
+        for t in s.target_groups.iter_mut().filter(|t| t.name == name) {
+            t.created_at = created_at;
+        }
+    }
+
+    fn next_arn(state: &mut BalancerState, kind: &str, name: &str) -> String {
+        state.next_id += 1;
+        state.creates += 1;
+        format!(
+            "arn:aws:elasticloadbalancing:us-east-1:123456789012:{kind}/{name}/{:016x}",
+            state.next_id
+        )
+    }
+}
+
+#[async_trait]
+impl LoadBalancers for FakeBalancers {
+    async fn find_balancer(&self, name: &str) -> Result<Option<Balancer>, CloudError> {
+        self.check("find_balancer")?;
+        Ok(self
+            .lock()
+            .balancers
+            .iter()
+            .find(|b| b.name == name)
+            .map(FakeBalancer::answer))
+    }
+
+    async fn create_balancer(&self, request: &BalancerRequest) -> Result<Balancer, CloudError> {
+        self.check("create_balancer")?;
+        let mut s = self.lock();
+        if let Some(b) = s.balancers.iter().find(|b| b.name == request.name) {
+            return if b.subnet_ids == request.subnet_ids
+                && b.security_group_ids == request.security_group_ids
+            {
+                Ok(b.answer())
+            } else {
+                Err(CloudError::Rejected(format!(
+                    "DuplicateLoadBalancerName: {}",
+                    request.name
+                )))
+            };
+        }
+        if request.subnet_ids.is_empty() {
+            return Err(CloudError::Rejected("SubnetNotFound".into()));
+        }
+        let arn = Self::next_arn(&mut s, "loadbalancer/net", &request.name);
+        let dns_name = format!(
+            "{}-{:08x}.elb.us-east-1.amazonaws.com",
+            request.name, s.next_id
+        );
+        s.balancers.push(FakeBalancer {
+            arn: arn.clone(),
+            name: request.name.clone(),
+            dns_name: dns_name.clone(),
+            subnet_ids: request.subnet_ids.clone(),
+            security_group_ids: request.security_group_ids.clone(),
+            tags: request.tags.clone(),
+            created_at: crate::clock::now_epoch(),
+        });
+        Ok(Balancer { arn, dns_name })
+    }
+
+    async fn delete_balancer(&self, arn: &str) -> Result<(), CloudError> {
+        self.check("delete_balancer")?;
+        let mut s = self.lock();
+        s.balancers.retain(|b| b.arn != arn);
+        s.listeners.retain(|l| l.balancer_arn != arn);
+        Ok(())
+    }
+
+    async fn find_target_group(&self, name: &str) -> Result<Option<String>, CloudError> {
+        self.check("find_target_group")?;
+        Ok(self
+            .lock()
+            .target_groups
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.arn.clone()))
+    }
+
+    async fn create_target_group(&self, request: &BalancerRequest) -> Result<String, CloudError> {
+        self.check("create_target_group")?;
+        let mut s = self.lock();
+        if let Some(t) = s.target_groups.iter().find(|t| t.name == request.name) {
+            return if t.vpc_id == request.vpc_id && t.port == request.port {
+                Ok(t.arn.clone())
+            } else {
+                Err(CloudError::Rejected(format!(
+                    "DuplicateTargetGroupName: {}",
+                    request.name
+                )))
+            };
+        }
+        let arn = Self::next_arn(&mut s, "targetgroup", &request.name);
+        s.target_groups.push(FakeTargetGroup {
+            arn: arn.clone(),
+            name: request.name.clone(),
+            vpc_id: request.vpc_id.clone(),
+            port: request.port,
+            targets: Vec::new(),
+            tags: request.tags.clone(),
+            created_at: crate::clock::now_epoch(),
+        });
+        Ok(arn)
+    }
+
+    async fn delete_target_group(&self, arn: &str) -> Result<(), CloudError> {
+        self.check("delete_target_group")?;
+        let mut s = self.lock();
+        if s.listeners.iter().any(|l| l.target_group_arn == arn) {
+            return Err(CloudError::DependencyViolation(format!(
+                "ResourceInUse: target group {arn} is in use by a listener"
+            )));
+        }
+        s.target_groups.retain(|t| t.arn != arn);
+        Ok(())
+    }
+
+    async fn listeners(
+        &self,
+        balancer_arn: &str,
+    ) -> Result<Vec<(String, u16, Option<String>)>, CloudError> {
+        self.check("listeners")?;
+        let s = self.lock();
+        s.require_balancer(balancer_arn)?;
+        Ok(s.listeners
+            .iter()
+            .filter(|l| l.balancer_arn == balancer_arn)
+            .map(|l| (l.arn.clone(), l.port, Some(l.target_group_arn.clone())))
+            .collect())
+    }
+
+    async fn create_listener(
+        &self,
+        balancer_arn: &str,
+        target_group_arn: &str,
+        request: &BalancerRequest,
+    ) -> Result<String, CloudError> {
+        self.check("create_listener")?;
+        let mut s = self.lock();
+        s.require_balancer(balancer_arn)?;
+        s.target_group(target_group_arn)?;
+        if let Some(l) = s
+            .listeners
+            .iter()
+            .find(|l| l.balancer_arn == balancer_arn && l.port == request.port)
+        {
+            return if l.target_group_arn == target_group_arn {
+                Ok(l.arn.clone())
+            } else {
+                Err(CloudError::Rejected("DuplicateListener".into()))
+            };
+        }
+        let arn = Self::next_arn(&mut s, "listener/net", &request.name);
+        s.listeners.push(FakeListener {
+            arn: arn.clone(),
+            balancer_arn: balancer_arn.into(),
+            port: request.port,
+            target_group_arn: target_group_arn.into(),
+        });
+        Ok(arn)
+    }
+
+    async fn delete_listener(&self, arn: &str) -> Result<(), CloudError> {
+        self.check("delete_listener")?;
+        self.lock().listeners.retain(|l| l.arn != arn);
+        Ok(())
+    }
+
+    async fn targets(&self, target_group_arn: &str) -> Result<Vec<String>, CloudError> {
+        self.check("targets")?;
+        Ok(self.lock().target_group(target_group_arn)?.targets.clone())
+    }
+
+    async fn register(
+        &self,
+        target_group_arn: &str,
+        instance_ids: &[String],
+    ) -> Result<(), CloudError> {
+        self.check("register")?;
+        let mut s = self.lock();
+        let group = s.target_group(target_group_arn)?;
+        for id in instance_ids {
+            if !group.targets.contains(id) {
+                group.targets.push(id.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister(
+        &self,
+        target_group_arn: &str,
+        instance_ids: &[String],
+    ) -> Result<(), CloudError> {
+        self.check("deregister")?;
+        let mut s = self.lock();
+        let group = s.target_group(target_group_arn)?;
+        group.targets.retain(|t| !instance_ids.contains(t));
+        Ok(())
+    }
+
+    async fn find_tagged_balancing(
+        &self,
+        region: &str,
+    ) -> Result<Vec<TaggedBalancing>, CloudError> {
+        self.check("find_tagged_balancing")?;
+        let s = self.lock();
+        let cluster_of = |tags: &[(String, String)]| {
+            tags.iter()
+                .find(|(k, _)| k == crate::resources::TAG_CLUSTER)
+                .map(|(_, v)| v.clone())
+        };
+        let named = |name: &str| name.starts_with(crate::resources::BALANCER_NAME_PREFIX);
+        let balancers = s
+            .balancers
+            .iter()
+            .filter(|b| named(&b.name))
+            .filter_map(|b| {
+                Some(TaggedBalancing {
+                    region: region.into(),
+                    part: BalancingPart::LoadBalancer,
+                    arn: b.arn.clone(),
+                    name: b.name.clone(),
+                    cluster_id: cluster_of(&b.tags)?,
+                    created_at: Some(b.created_at),
+                })
+            });
+        let groups = s
+            .target_groups
+            .iter()
+            .filter(|t| named(&t.name))
+            .filter_map(|t| {
+                Some(TaggedBalancing {
+                    region: region.into(),
+                    part: BalancingPart::TargetGroup,
+                    arn: t.arn.clone(),
+                    name: t.name.clone(),
+                    cluster_id: cluster_of(&t.tags)?,
+                    created_at: Some(t.created_at),
+                })
+            });
+        Ok(balancers.chain(groups).collect())
     }
 }

@@ -7,7 +7,8 @@
 //!   lifecycle, nodes, events), [`change`] (one change to a live cluster: what an update records),
 //!   [`state`] (the typed state passed between Step Functions states).
 //! - Facts: [`resources`] (tags, names, parameter paths), [`microk8s`] (ports, channels, add-ons),
-//!   [`scripts`] (the node scripts and how a command is built from them).
+//!   [`scripts`] (the node scripts and how a command is built from them), [`placement`] (where a
+//!   cluster's nodes may go: subnets, VPC, zones, offerings).
 //! - Ports: [`ports`] — `Instances`, `SecurityGroups`, `NodeCommands`, `Parameters`, `ClusterStore`,
 //!   `Executions`.
 //! - Adapters: [`aws`] implements the ports with the AWS SDK (feature `aws`); [`fakes`] implements
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod microk8s;
+pub mod placement;
 pub mod ports;
 pub mod reconcile;
 pub mod record;

@@ -146,11 +146,17 @@ pub struct LaunchRequest {
     pub security_group_id: String,
     pub subnet_id: Option<String>,
     pub root_volume_gib: u32,
+    /// The root volume's EBS type (`gp3`; `gp2` where gp3 is not offered:
+    /// [`placement::root_volume_type`](crate::placement::root_volume_type)).
+    pub root_volume_type: String,
     pub instance_profile: String,
     /// User tags from the spec; the adapter adds the standard cluster and role tags.
     pub tags: Vec<(String, String)>,
     /// EC2 idempotency token.
     pub client_token: String,
+    /// The subnet is in a Wavelength zone: the instances get a carrier IP (a network interface
+    /// with `AssociateCarrierIpAddress`) instead of a public IPv4, which Wavelength does not have.
+    pub carrier_ip: bool,
 }
 
 /// EC2 instances of clusters.
@@ -158,8 +164,9 @@ pub struct LaunchRequest {
 pub trait Instances: Send + Sync {
     /// Every instance tagged for the cluster, in any state (paginated to the end).
     async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError>;
-    /// Launches `count` instances with IMDSv2 required, an encrypted gp3 root volume, the node
-    /// instance profile, and the cluster and role tags (index tags are set by [`Instances::tag`]).
+    /// Launches `count` instances with IMDSv2 required, an encrypted root volume of the request's
+    /// type, the node instance profile, and the cluster and role tags (index tags are set by
+    /// [`Instances::tag`]).
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;
     /// Adds or overwrites tags on one instance.
     async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError>;
@@ -236,6 +243,59 @@ pub trait Zones: Send + Sync {
     ) -> Result<Vec<(String, String)>, CloudError>;
 }
 
+/// One route of a route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The IPv4 destination (`0.0.0.0/0`).
+    pub destination: String,
+    /// Where it goes: `local`, a gateway (`igw-…`, `cagw-…`, `nat-…`, `tgw-…`), an interface…
+    pub target: String,
+}
+
+/// The route table a subnet uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTable {
+    pub route_table_id: String,
+    /// Whether it is its VPC's main table (the subnet has no table of its own).
+    pub main: bool,
+    pub routes: Vec<Route>,
+}
+
+/// Route tables: what a Wavelength subnet needs (`0.0.0.0/0` to a carrier gateway) is checked
+/// before anything is made.
+#[async_trait]
+pub trait Routes: Send + Sync {
+    /// The table `subnet_id` uses: the one associated with it, else the main table of its VPC
+    /// `vpc_id` (`DescribeRouteTables`, one or two calls); `None` when there is neither.
+    async fn route_table(
+        &self,
+        subnet_id: &str,
+        vpc_id: &str,
+    ) -> Result<Option<RouteTable>, CloudError>;
+}
+
+/// A machine image as a launch sees it (`DescribeImages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub image_id: String,
+    /// EC2's name for it: `x86_64`, `arm64`, `i386`, `x86_64_mac`, `arm64_mac`.
+    pub architecture: String,
+    /// The owning account.
+    pub owner_id: String,
+    /// The owner's alias, when it has one (`amazon`, `aws-marketplace`).
+    pub owner_alias: Option<String>,
+    /// `available`, `pending`, `failed`, …
+    pub state: String,
+}
+
+/// Machine images.
+#[async_trait]
+pub trait Images: Send + Sync {
+    /// The image, if it exists in the region and may be seen (one `DescribeImages` filtered by
+    /// the id: an unknown id is `None`, not an error).
+    async fn image(&self, image_id: &str) -> Result<Option<Image>, CloudError>;
+}
+
 /// Security groups of clusters.
 #[async_trait]
 pub trait SecurityGroups: Send + Sync {
@@ -256,11 +316,125 @@ pub trait SecurityGroups: Send + Sync {
     async fn revoke(&self, group_id: &str, rules: &[IngressRule]) -> Result<(), CloudError>;
     /// The subnets among `subnet_ids` that exist (one DescribeSubnets; the others are left out).
     async fn subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, CloudError>;
+    /// Every subnet of a VPC (DescribeSubnets filtered by VPC, all pages; none when the VPC
+    /// does not exist).
+    async fn vpc_subnets(&self, vpc_id: &str) -> Result<Vec<Subnet>, CloudError>;
     /// Deletes the group; a missing group is not an error, one still in use is `DependencyViolation`.
     async fn delete_group(&self, group_id: &str) -> Result<(), CloudError>;
     /// Every security group in the region carrying the project's cluster tag, whatever the
     /// cluster, with its rules (pages of 1,000), stamped with `region`.
     async fn find_tagged_groups(&self, region: &str) -> Result<Vec<TaggedGroup>, CloudError>;
+}
+
+/// A network load balancer as the stages see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balancer {
+    pub arn: String,
+    /// Its DNS name: the cluster's API endpoint (`api_endpoint: "nlb"`).
+    pub dns_name: String,
+}
+
+/// What a cluster's API load balancer is made of; every part named by the cluster
+/// ([`crate::resources::balancer_name`]) and tagged with the cluster tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerRequest {
+    /// The name of the load balancer and of its target group (unique per region).
+    pub name: String,
+    /// The subnets it spans (the control planes', one per zone).
+    pub subnet_ids: Vec<String>,
+    /// The security groups it is in (the cluster's: its rules are the balancer's too).
+    pub security_group_ids: Vec<String>,
+    /// The VPC of its target group.
+    pub vpc_id: String,
+    /// The TCP port it listens on, forwards to and health checks.
+    pub port: u16,
+    /// The tags of every part: the cluster tags and the spec's own.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Which part of a cluster's API load balancing a [`TaggedBalancing`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BalancingPart {
+    LoadBalancer,
+    TargetGroup,
+}
+
+impl BalancingPart {
+    /// `load balancer`, `target group`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BalancingPart::LoadBalancer => "load balancer",
+            BalancingPart::TargetGroup => "target group",
+        }
+    }
+}
+
+/// A load balancer or target group carrying the project's cluster tag, as the reconcile finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedBalancing {
+    pub region: String,
+    pub part: BalancingPart,
+    pub arn: String,
+    pub name: String,
+    /// The value of its `mecplane:cluster` tag.
+    pub cluster_id: String,
+    /// Epoch seconds: a load balancer's `CreatedTime`; a target group's `mecplane:created-at`
+    /// tag (ELB keeps no creation time for a target group). `None` when unknown.
+    pub created_at: Option<i64>,
+}
+
+/// Elastic Load Balancing (v2): the network load balancer in front of an HA cluster's control
+/// planes, its TCP listener and its target group of instances.
+#[async_trait]
+pub trait LoadBalancers: Send + Sync {
+    /// The load balancer named `name`, if one exists.
+    async fn find_balancer(&self, name: &str) -> Result<Option<Balancer>, CloudError>;
+    /// Creates an internet-facing network load balancer over the request's subnets, in its
+    /// security groups, with its tags.
+    async fn create_balancer(&self, request: &BalancerRequest) -> Result<Balancer, CloudError>;
+    /// Deletes a load balancer (and so its listeners); a missing one is not an error.
+    async fn delete_balancer(&self, arn: &str) -> Result<(), CloudError>;
+    /// The ARN of the target group named `name`, if one exists.
+    async fn find_target_group(&self, name: &str) -> Result<Option<String>, CloudError>;
+    /// Creates a TCP target group of instances on the request's port and VPC, health checked
+    /// over TCP on that port, with its tags.
+    async fn create_target_group(&self, request: &BalancerRequest) -> Result<String, CloudError>;
+    /// Deletes a target group; a missing one is not an error, one a listener still forwards to
+    /// is `DependencyViolation`.
+    async fn delete_target_group(&self, arn: &str) -> Result<(), CloudError>;
+    /// The listeners of a load balancer as (listener ARN, port, target group forwarded to).
+    async fn listeners(
+        &self,
+        balancer_arn: &str,
+    ) -> Result<Vec<(String, u16, Option<String>)>, CloudError>;
+    /// Creates a TCP listener forwarding to the target group, with the request's tags.
+    async fn create_listener(
+        &self,
+        balancer_arn: &str,
+        target_group_arn: &str,
+        request: &BalancerRequest,
+    ) -> Result<String, CloudError>;
+    /// Deletes a listener; a missing one is not an error.
+    async fn delete_listener(&self, arn: &str) -> Result<(), CloudError>;
+    /// The instance ids registered in a target group.
+    async fn targets(&self, target_group_arn: &str) -> Result<Vec<String>, CloudError>;
+    /// Registers instances (on the target group's port); one already registered is not an error.
+    async fn register(
+        &self,
+        target_group_arn: &str,
+        instance_ids: &[String],
+    ) -> Result<(), CloudError>;
+    /// Deregisters instances; one not registered is not an error.
+    async fn deregister(
+        &self,
+        target_group_arn: &str,
+        instance_ids: &[String],
+    ) -> Result<(), CloudError>;
+    /// Every load balancer and target group of the region named like a cluster's
+    /// ([`crate::resources::BALANCER_NAME_PREFIX`]) and carrying the project's cluster tag,
+    /// whatever the cluster, stamped with `region`.
+    async fn find_tagged_balancing(&self, region: &str)
+        -> Result<Vec<TaggedBalancing>, CloudError>;
 }
 
 /// Where a node command is.
@@ -428,6 +602,10 @@ pub trait ClusterStore: Send + Sync {
         cluster_id: &str,
         request_hash: &str,
     ) -> Result<KeyClaim, CloudError>;
+    /// The cluster an unexpired idempotency key was claimed for, and the hash of the request
+    /// that claimed it (`KeyClaim::Existing`); `None` when the key is free. A read: nothing is
+    /// claimed.
+    async fn find_key(&self, key: &str) -> Result<Option<KeyClaim>, CloudError>;
 }
 
 /// The state of a Step Functions execution.

@@ -153,6 +153,18 @@ pub struct Node {
     /// written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Its zone's type: `availability-zone`, `local-zone` or `wavelength-zone`. Absent in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_type: Option<String>,
+    /// Its carrier IP (a node in a Wavelength zone, which has no public IPv4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_ip: Option<String>,
+    /// Its root volume's EBS type: `gp3`, or `gp2` in a Wavelength zone, which offers no gp3
+    /// ([`placement::root_volume_type`](crate::placement::root_volume_type)). Absent in records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
 }
 
 /// Why a cluster failed: the stage, the error name Step Functions saw, and a readable reason.
@@ -262,6 +274,10 @@ pub struct ClusterRecord {
     pub kubeconfig_parameter: Option<String>,
     #[serde(default)]
     pub security_group_id: Option<String>,
+    /// The network load balancer in front of the control planes (`api_endpoint: "nlb"`), once
+    /// made. Names and ARNs, never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<ApiBalancer>,
     /// The IAM principal that asked for the cluster through the API (API Gateway's
     /// `authorizer.iam.userArn`); absent for a cluster started from the console.
     #[serde(default)]
@@ -274,6 +290,17 @@ pub struct ClusterRecord {
     pub updated_at: String,
     /// Incremented by every write; every write is conditional on the version it read.
     pub version: u64,
+}
+
+/// A cluster's API load balancer: the network load balancer, its TCP 16443 listener and the
+/// target group of the control planes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiBalancer {
+    /// Its DNS name: the host of the kubeconfig's server and a name in every API certificate.
+    pub dns_name: String,
+    pub load_balancer_arn: String,
+    pub listener_arn: String,
+    pub target_group_arn: String,
 }
 
 /// The reconcile's sampled Kubernetes node check of a serving cluster: a command sent to a
@@ -324,6 +351,7 @@ impl ClusterRecord {
             endpoint: None,
             kubeconfig_parameter: None,
             security_group_id: None,
+            balancer: None,
             created_by: None,
             node_check: NodeCheck::default(),
             created_at: now.clone(),

@@ -24,6 +24,16 @@ pub fn security_group_name(cluster_id: &str) -> String {
     format!("mecplane-{cluster_id}")
 }
 
+/// The name of a cluster's API load balancer and of its target group (each unique per region,
+/// at most 32 characters: `mecplane-` and the 18 of the id).
+pub fn balancer_name(cluster_id: &str) -> String {
+    format!("{BALANCER_NAME_PREFIX}{cluster_id}")
+}
+
+/// How the name of every cluster's load balancer and target group starts (what the reconcile
+/// narrows its search by before it reads tags).
+pub const BALANCER_NAME_PREFIX: &str = "mecplane-";
+
 /// The `Name` tag of a node.
 pub fn node_name(cluster_name: &str, role: Role, index: u32) -> String {
     let short = match role {

@@ -62,6 +62,10 @@ pub struct ClusterRequest {
     /// same VPC. Left out when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_subnet_ids: Option<Vec<String>>,
+    /// The VPC of the cluster: without `subnet_ids` the API chooses its subnets (standard zones,
+    /// one per zone, at most three); with them, each must be in it. Left out when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
     pub api_allowed_cidrs: Option<Vec<String>>,
     /// Must be `true` for `api_allowed_cidrs` to hold `0.0.0.0/0` (the whole internet); not
     /// part of the spec, whose CIDRs show the decision. Left out when unset, so idempotency hashes
@@ -74,6 +78,20 @@ pub struct ClusterRequest {
     pub root_volume_gib: Option<u32>,
     pub tags: Option<BTreeMap<String, String>>,
     pub retain_on_failure: Option<bool>,
+    /// The image every node boots instead of the Ubuntu image looked up for the release and
+    /// architecture (`ami-…`; the create checks it exists in the region, fits the instance type's
+    /// architecture and is of an owner the deployment allows). Left out when unset, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami_id: Option<String>,
+    /// Where the cluster's API is reached: `node` (the first control plane's address, the
+    /// default) or `nlb` (a network load balancer in front of every control plane). Left out
+    /// when unset, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_endpoint: Option<String>,
+    /// DNS names or IP addresses the API server's certificate carries besides the cluster's own
+    /// (at most [`MAX_EXTRA_SANS`]). Left out when unset, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_sans: Option<Vec<String>>,
     /// Idempotency token, as EKS's `clientRequestToken`; not part of the spec.
     pub client_token: Option<String>,
 }
@@ -84,9 +102,85 @@ impl ClusterRequest {
     pub const OMITTED_WHEN_UNSET: &'static [&'static str] = &[
         "subnet_ids",
         "worker_subnet_ids",
+        "vpc_id",
         "allow_api_from_anywhere",
         "exposed_ports",
+        "ami_id",
+        "api_endpoint",
+        "extra_sans",
     ];
+}
+
+/// Where a cluster's Kubernetes API is reached (the kubeconfig's server).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiEndpoint {
+    /// The first control plane's address (carrier, public or private IP).
+    #[default]
+    Node,
+    /// A network load balancer's DNS name, TCP 16443 forwarded to every live control plane
+    /// (health checked): the endpoint outlives any one control plane. Allowed with one control
+    /// plane too, as Cluster API's AWS provider always fronts the API with a load balancer: the
+    /// name stays when that control plane is replaced.
+    Nlb,
+}
+
+impl ApiEndpoint {
+    /// The name a request and the record use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiEndpoint::Node => "node",
+            ApiEndpoint::Nlb => "nlb",
+        }
+    }
+}
+
+/// Most `extra_sans` of one cluster.
+pub const MAX_EXTRA_SANS: usize = 10;
+
+/// Checks `extra_sans`: at most [`MAX_EXTRA_SANS`], each an IP address or a DNS name (labels of
+/// letters, digits and hyphens, 253 characters at most), none twice. DNS names are lowercased
+/// (certificates compare them so). The error names the entry (`extra_sans[1]`).
+pub fn validate_extra_sans(sans: &[String]) -> Result<Vec<String>, ValidationError> {
+    if sans.len() > MAX_EXTRA_SANS {
+        return Err(invalid(
+            "extra_sans",
+            format!("at most {MAX_EXTRA_SANS} names"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, san) in sans.iter().enumerate() {
+        let field = format!("extra_sans[{i}]");
+        let san = if san.parse::<std::net::IpAddr>().is_ok() {
+            san.clone()
+        } else {
+            let name = san.to_ascii_lowercase();
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            let numeric_tld = name
+                .rsplit('.')
+                .next()
+                .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+            if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) || numeric_tld
+            {
+                return Err(invalid(
+                    field,
+                    "must be an IP address or a DNS name such as api.example.com",
+                ));
+            }
+            name
+        };
+        if out.contains(&san) {
+            return Err(invalid(field, format!("{san} is named twice")));
+        }
+        out.push(san);
+    }
+    Ok(out)
 }
 
 /// Most `exposed_ports` entries of one cluster.
@@ -297,6 +391,14 @@ impl Arch {
             Arch::Amd64 => "amd64",
         }
     }
+
+    /// The name EC2 gives an image of this architecture (`DescribeImages`' `Architecture`).
+    pub fn ec2_name(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Amd64 => "x86_64",
+        }
+    }
 }
 
 /// A validated cluster specification with every default resolved.
@@ -321,6 +423,10 @@ pub struct ClusterSpec {
     /// The workers' subnets (`[]`: the control planes').
     #[serde(default)]
     pub worker_subnet_ids: Vec<String>,
+    /// The VPC the user named (`None`: the subnets' VPC, or the default VPC). Its subnets, when
+    /// the API chose them, are in `subnet_ids`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
     pub api_allowed_cidrs: Vec<String>,
     /// Ports opened to the outside, canonical (`[]` in records written before they existed).
     #[serde(default)]
@@ -328,6 +434,16 @@ pub struct ClusterSpec {
     pub root_volume_gib: u32,
     pub tags: BTreeMap<String, String>,
     pub retain_on_failure: bool,
+    /// The image the user chose for every node (`None`: the Ubuntu image of the release and
+    /// architecture, looked up at launch).
+    #[serde(default)]
+    pub ami_id: Option<String>,
+    /// Where the API is reached (`node` in records written before it existed).
+    #[serde(default)]
+    pub api_endpoint: ApiEndpoint,
+    /// The user's own names in the API certificate (`[]` in records written before it existed).
+    #[serde(default)]
+    pub extra_sans: Vec<String>,
 }
 
 /// What the deployment allows and defaults (from the function's environment).
@@ -538,6 +654,9 @@ impl ClusterRequest {
             Some(many) => validate_subnets("worker_subnet_ids", many)?,
             None => Vec::new(),
         };
+        if let Some(vpc) = &self.vpc_id {
+            validate_vpc(vpc).map_err(|m| invalid("vpc_id", m))?;
+        }
 
         let api_allowed_cidrs = self.api_allowed_cidrs.clone().unwrap_or_default();
         if api_allowed_cidrs.len() > 20 {
@@ -557,6 +676,16 @@ impl ClusterRequest {
         let exposed_ports =
             validate_exposed_ports(self.exposed_ports.as_deref().unwrap_or_default())?;
 
+        let api_endpoint = match self.api_endpoint.as_deref() {
+            None | Some("node") => ApiEndpoint::Node,
+            Some("nlb") => ApiEndpoint::Nlb,
+            Some(_) => return Err(invalid(
+                "api_endpoint",
+                "must be node (the first control plane's address) or nlb (a network load balancer)",
+            )),
+        };
+        let extra_sans = validate_extra_sans(self.extra_sans.as_deref().unwrap_or_default())?;
+
         let root_volume_gib = self.root_volume_gib.unwrap_or(DEFAULT_ROOT_VOLUME_GIB);
         let max_volume = policy.max_root_volume_gib.clamp(8, 16384);
         if !(8..=max_volume).contains(&root_volume_gib) {
@@ -564,6 +693,10 @@ impl ClusterRequest {
                 "root_volume_gib",
                 format!("must be between 8 and {max_volume} (this deployment's limit)"),
             ));
+        }
+
+        if let Some(ami) = &self.ami_id {
+            validate_ami_id(ami).map_err(|m| invalid("ami_id", m))?;
         }
 
         let tags = self.tags.clone().unwrap_or_default();
@@ -613,11 +746,15 @@ impl ClusterRequest {
             subnet_id: subnet_ids.first().cloned(),
             subnet_ids,
             worker_subnet_ids,
+            vpc_id: self.vpc_id.clone(),
             api_allowed_cidrs,
             exposed_ports,
             root_volume_gib,
             tags,
             retain_on_failure: self.retain_on_failure.unwrap_or(false),
+            ami_id: self.ami_id.clone(),
+            api_endpoint,
+            extra_sans,
         })
     }
 }
@@ -630,6 +767,30 @@ fn validate_subnet(subnet: &str) -> Result<(), String> {
     let hex = subnet.strip_prefix("subnet-").unwrap_or("");
     if !(8..=17).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("must look like subnet-0123456789abcdef0".into());
+    }
+    Ok(())
+}
+
+/// `ami-` and 8 or 17 hex digits (lowercase, as EC2 writes image ids).
+fn validate_ami_id(ami: &str) -> Result<(), String> {
+    let hex = ami.strip_prefix("ami-").unwrap_or("");
+    if !(8..=17).contains(&hex.len())
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err("must look like ami-0123456789abcdef0".into());
+    }
+    Ok(())
+}
+
+/// `vpc-` and 8 or 17 lower-case hex digits.
+fn validate_vpc(vpc: &str) -> Result<(), String> {
+    let hex = vpc.strip_prefix("vpc-").unwrap_or("");
+    if !(8..=17).contains(&hex.len())
+        || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err("must look like vpc-0123456789abcdef0".into());
     }
     Ok(())
 }
@@ -796,6 +957,86 @@ mod tests {
     }
 
     #[test]
+    fn vpc_id_is_kept_when_well_formed() {
+        for bad in [
+            "vpc-123",
+            "vpc-0123456789ABCDEF0",
+            "subnet-01234567",
+            "vpc-0123456789abcdef01",
+        ] {
+            let req = ClusterRequest {
+                vpc_id: Some(bad.into()),
+                ..request("a")
+            };
+            assert_eq!(field_of(req), "vpc_id", "{bad}");
+        }
+        let spec = ClusterRequest {
+            vpc_id: Some("vpc-0123456789abcdef0".into()),
+            ..request("a")
+        }
+        .validate(&Policy::default())
+        .unwrap();
+        assert_eq!(spec.vpc_id.as_deref(), Some("vpc-0123456789abcdef0"));
+        assert!(spec.subnet_ids.is_empty(), "the API chooses them");
+    }
+
+    #[test]
+    fn api_endpoint_and_extra_sans_are_checked_and_named() {
+        let ok = ClusterRequest {
+            api_endpoint: Some("nlb".into()),
+            extra_sans: Some(vec!["API.Edge.example".into(), "203.0.113.7".into()]),
+            ..request("edge")
+        }
+        .validate(&Policy::default())
+        .unwrap();
+        assert_eq!(ok.api_endpoint, ApiEndpoint::Nlb);
+        assert_eq!(ok.extra_sans, vec!["api.edge.example", "203.0.113.7"]);
+        let default = request("edge").validate(&Policy::default()).unwrap();
+        assert_eq!(
+            (default.api_endpoint, default.extra_sans.len()),
+            (ApiEndpoint::Node, 0)
+        );
+        // One control plane with nlb is allowed (the name survives the node's replacement).
+        assert_eq!(ok.control_planes, 1);
+        let bad = |r: ClusterRequest| r.validate(&Policy::default()).unwrap_err();
+        let e = bad(ClusterRequest {
+            api_endpoint: Some("alb".into()),
+            ..request("edge")
+        });
+        assert_eq!(e.field, "api_endpoint");
+        for (sans, field) in [
+            (vec!["ok.example", "bad_name.example"], "extra_sans[1]"),
+            (vec!["-x.example"], "extra_sans[0]"),
+            (vec!["a.example", "A.example"], "extra_sans[1]"),
+            (vec!["1.2.3.999"], "extra_sans[0]"),
+            (vec![""], "extra_sans[0]"),
+        ] {
+            let e = bad(ClusterRequest {
+                extra_sans: Some(sans.iter().map(|s| s.to_string()).collect()),
+                ..request("edge")
+            });
+            assert_eq!(e.field, field, "{sans:?}: {e}");
+        }
+        let many = (0..=MAX_EXTRA_SANS)
+            .map(|i| format!("n{i}.example"))
+            .collect();
+        assert_eq!(
+            bad(ClusterRequest {
+                extra_sans: Some(many),
+                ..request("edge")
+            })
+            .field,
+            "extra_sans"
+        );
+        // Records written before the fields existed read as node, none.
+        let mut old = serde_json::to_value(&default).unwrap();
+        old.as_object_mut().unwrap().remove("api_endpoint");
+        old.as_object_mut().unwrap().remove("extra_sans");
+        let read: ClusterSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(read, default);
+    }
+
+    #[test]
     fn subnets_spread_control_planes_in_order_and_workers_round_robin() {
         use crate::record::Role;
         let ids = |xs: &[&str]| Some(xs.iter().map(|x| x.to_string()).collect::<Vec<_>>());
@@ -951,6 +1192,32 @@ mod tests {
                 ..request("a")
             }),
             "root_volume_gib"
+        );
+        for bad in [
+            "ami-12345",
+            "ami-0123456789ABCDEF0",
+            "img-01234567",
+            "ami-0123456789abcdef01",
+        ] {
+            assert_eq!(
+                field_of(ClusterRequest {
+                    ami_id: Some(bad.into()),
+                    ..request("a")
+                }),
+                "ami_id",
+                "{bad}"
+            );
+        }
+        let chosen = ClusterRequest {
+            ami_id: Some("ami-0123456789abcdef0".into()),
+            ..request("a")
+        }
+        .validate(&Policy::default())
+        .unwrap();
+        assert_eq!(chosen.ami_id.as_deref(), Some("ami-0123456789abcdef0"));
+        assert_eq!(
+            request("a").validate(&Policy::default()).unwrap().ami_id,
+            None
         );
         let tags = BTreeMap::from([("aws:x".to_string(), "y".to_string())]);
         assert_eq!(

@@ -47,12 +47,14 @@ fn launch_request(
         security_group_id: sg.into(),
         subnet_id: None,
         root_volume_gib: 30,
+        root_volume_type: "gp3".into(),
         instance_profile: "mecplane-node".into(),
         tags: vec![
             ("team".into(), "edge".into()),
             (TAG_ROLE.into(), "spoofed".into()),
         ],
         client_token: token.into(),
+        carrier_ip: false,
     }
 }
 
@@ -258,6 +260,78 @@ async fn ec2_find_pages_past_100_reservations() {
         .map(|i| i.instance_id)
         .collect();
     assert_eq!(found, launched);
+}
+
+/// The placement lookups on moto: a VPC's subnets (no other's), the named subnets that exist,
+/// their zones and the instance type's offerings there.
+#[tokio::test]
+async fn ec2_subnets_of_a_vpc_their_zones_and_offerings() {
+    use mecplane::ports::Zones;
+    let moto = Moto::start().await;
+    let config = moto.sdk_config().await;
+    let ec2 = Ec2::new(&config);
+    let raw = aws_sdk_ec2::Client::new(&config);
+    let vpc = raw
+        .create_vpc()
+        .cidr_block("10.20.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let mut made = Vec::new();
+    for (cidr, zone) in [
+        ("10.20.1.0/24", "us-east-1a"),
+        ("10.20.2.0/24", "us-east-1b"),
+    ] {
+        let subnet = raw
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(cidr)
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap();
+        let id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap();
+        made.push((id.to_string(), zone.to_string()));
+    }
+    let mut found: Vec<(String, String)> = ec2
+        .vpc_subnets(&vpc)
+        .await
+        .unwrap()
+        .into_iter()
+        .inspect(|s| assert_eq!(s.vpc_id, vpc))
+        .map(|s| (s.subnet_id, s.zone))
+        .collect();
+    found.sort();
+    made.sort();
+    assert_eq!(found, made, "the VPC's subnets, not the default VPC's");
+    assert!(ec2
+        .vpc_subnets("vpc-0000000000000dead")
+        .await
+        .unwrap()
+        .is_empty());
+    let named = ec2
+        .subnets(&[made[0].0.clone(), "subnet-0123456789abcdef0".into()])
+        .await
+        .unwrap();
+    assert_eq!(named.len(), 1, "an unknown subnet is left out: {named:?}");
+    let zones = ec2.zones(&["us-east-1a".into()]).await.unwrap();
+    assert_eq!(
+        (zones.len(), zones[0].zone_type.as_str(), zones[0].usable),
+        (1, "availability-zone", true),
+        "{zones:?}"
+    );
+    let offered = ec2
+        .offerings(
+            &["us-east-1a".into(), "us-east-1e".into()],
+            Some("t4g.medium"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        offered,
+        [("us-east-1a".to_string(), "t4g.medium".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -604,11 +678,15 @@ fn spec(name: &str, region: &str) -> ClusterSpec {
         subnet_id: None,
         subnet_ids: vec![],
         worker_subnet_ids: vec![],
+        vpc_id: None,
         api_allowed_cidrs: vec![],
         exposed_ports: vec![],
         root_volume_gib: 30,
         tags: BTreeMap::new(),
         retain_on_failure: false,
+        ami_id: None,
+        api_endpoint: Default::default(),
+        extra_sans: vec![],
     }
 }
 
@@ -941,6 +1019,16 @@ async fn dynamo_events_and_idempotency_keys() {
         .send()
         .await
         .unwrap();
+    // Reading a key claims nothing; an expired one reads as free.
+    assert_eq!(db.find_key("key-old").await.unwrap(), None);
+    assert_eq!(db.find_key("key-new").await.unwrap(), None);
+    assert_eq!(
+        db.find_key("key-1").await.unwrap(),
+        Some(KeyClaim::Existing {
+            cluster_id: a.id.clone(),
+            request_hash: "hash-1".into()
+        })
+    );
     assert_eq!(
         db.claim_key("key-old", &a.id, "hash-new").await.unwrap(),
         KeyClaim::Claimed
@@ -953,6 +1041,11 @@ async fn dynamo_events_and_idempotency_keys() {
             cluster_id: a.id.clone(),
             request_hash: "hash-1".into()
         }
+    );
+    assert_eq!(
+        db.find_key("key-2").await.unwrap(),
+        None,
+        "never claimed by a read"
     );
     assert_eq!(
         db.claim_key("key-2", "c-000000000000000b", "hash-2")

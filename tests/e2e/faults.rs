@@ -185,16 +185,25 @@ async fn bad_console_input_fails_validation_and_registers_nothing() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["clusters"], json!([]));
 
-    // A subnet EC2 does not know fails the create before anything exists, naming the entry
-    let (code, created) = stack
-        .api(
-            "POST",
-            "/clusters",
-            Some(&json!({"name": "f-subnet", "workers": 1, "subnet_ids": ["subnet-0123456789abcdef0"]})),
-        )
-        .await;
-    assert_eq!(code, 202, "{created}");
-    let id = created["id"].as_str().unwrap().to_string();
+    // A subnet EC2 does not know is refused at the request, naming the entry, nothing registered
+    let unknown_subnet =
+        json!({"name": "f-subnet", "workers": 1, "subnet_ids": ["subnet-0123456789abcdef0"]});
+    let (code, refused) = stack.api("POST", "/clusters", Some(&unknown_subnet)).await;
+    assert_eq!(
+        (code, refused["error"]["field"].as_str()),
+        (422, Some("subnet_ids[0]")),
+        "{refused}"
+    );
+    let (_, list) = stack.api("GET", "/clusters", None).await;
+    assert_eq!(list["clusters"], json!([]));
+    // AND started from the console (no API in between, as when a subnet goes after the request),
+    // the create fails in security-group before anything exists, naming the entry
+    let arn = stack.start_create("f-subnet", unknown_subnet).await;
+    stack.wait_execution(&arn, TIMEOUT).await;
+    let id = stack.record("f-subnet").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let record = wait_status(&stack, &id, "FAILED").await;
     assert_eq!(
         (

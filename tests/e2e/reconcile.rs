@@ -5,8 +5,9 @@
 //! firing the schedule every few seconds (and EC2 state-change events), a terminated worker is
 //! replaced without anyone asking, and the runs over a healthy fleet made no mutating call.
 //! Housekeeping: an orphan security group and parameter go after their grace (a live cluster's
-//! stay), a group's drifted rules come back exactly, and a create stopped from the console is
-//! failed and torn down.
+//! stay), a group's drifted rules come back exactly, a create stopped from the console is
+//! failed and torn down, and an orphan API load balancer (its record `DELETED` without a teardown)
+//! goes with its listener and target group once past the grace.
 
 use std::time::Duration;
 
@@ -269,6 +270,7 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
             [
                 "ec2:Describe",
                 "ssm:Describe",
+                "elasticloadbalancing:Describe",
                 "dynamodb:Query",
                 "dynamodb:GetItem",
                 "states:Describe",
@@ -827,5 +829,112 @@ async fn a_create_stopped_from_the_console_is_failed_and_torn_down_after_the_gra
     // AND a later run has nothing to do for it
     let again = reconcile(&stack, false).await;
     assert_eq!(again["plan"]["actions"], json!([]), "{again}");
+    stack.assert_calls_allowed_by_template().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_orphan_load_balancer_is_removed_with_its_listener_and_target_group() {
+    let grace = ORPHAN_GRACE_SECONDS.to_string();
+    let stack = Stack::start_with(
+        300,
+        &[("MECPLANE_ORPHAN_GRACE_SECONDS", grace.as_str())],
+        &stack::RECONCILE_OFF,
+    )
+    .await;
+    // GIVEN a 1+0 cluster behind a network load balancer, over a standard-zone subnet
+    let (mut spec, _) = stack.spec_across_zones("lb-orphan", 1, 0, 1).await;
+    spec["api_endpoint"] = json!("nlb");
+    let (code, created) = stack.api("POST", "/clusters", Some(&spec)).await;
+    assert_eq!(code, 202, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    stack
+        .wait_record(&id, "ACTIVE", TIMEOUT, |r| {
+            assert_ne!(r["status"], "FAILED", "{r}");
+            r["status"] == "ACTIVE"
+        })
+        .await;
+    assert_eq!(
+        stack.balancers_left(&id).await.len(),
+        3,
+        "balancer, listener, group"
+    );
+
+    // AND its record let go of it without its teardown (marked DELETED by hand)
+    let store =
+        mecplane::aws::dynamodb::Dynamo::new(&stack.sdk, stack.env["MECPLANE_TABLE"].clone());
+    let mut record = mecplane::ports::ClusterStore::get(&store, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    record.status = mecplane::record::Status::Deleted;
+    mecplane::ports::ClusterStore::update(&store, &record)
+        .await
+        .expect("record marked DELETED");
+
+    // WHEN a reconcile runs past the grace (by the balancer's CreatedTime)
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&stack.sdk);
+    let name = mecplane::resources::balancer_name(&id);
+    let created_at = elb
+        .describe_load_balancers()
+        .names(&name)
+        .send()
+        .await
+        .expect("describe the balancer")
+        .load_balancers()[0]
+        .created_time()
+        .expect("CreatedTime")
+        .secs();
+    let past = created_at + ORPHAN_GRACE_SECONDS as i64 + 2 - mecplane::clock::now_epoch();
+    tokio::time::sleep(Duration::from_secs(past.max(0) as u64)).await;
+    let dry = reconcile(&stack, true).await;
+    let planned: Vec<&Value> = dry["plan"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "delete-orphan-balancer")
+        .collect();
+    assert_eq!(
+        planned,
+        [&json!({
+            "action": "delete-orphan-balancer",
+            "region": "us-east-1",
+            "cluster_id": id,
+            "parts": [format!("load balancer {name}"), format!("target group {name}")],
+        })],
+        "{dry}"
+    );
+    assert_eq!(
+        stack.balancers_left(&id).await.len(),
+        3,
+        "a dry run removes nothing"
+    );
+    let report = reconcile(&stack, false).await;
+
+    // THEN the report names it, and nothing of it is left
+    let removed = outcomes_of(&report, "delete-orphan-balancer");
+    assert_eq!(removed.len(), 1, "{report}");
+    let result = removed[0]["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("done: deleted load balancer")
+            && result.contains(&format!("target group {name}")),
+        "{report}"
+    );
+    assert_eq!(stack.balancers_left(&id).await, Vec::<String>::new());
+    let events = mecplane::ports::ClusterStore::events(&store, &id)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.stage == "reconcile" && e.detail.contains("orphan load balancer")),
+        "{events:?}"
+    );
+
+    // AND a later run finds no balancer to remove
+    let again = reconcile(&stack, false).await;
+    assert!(
+        outcomes_of(&again, "delete-orphan-balancer").is_empty(),
+        "{again}"
+    );
     stack.assert_calls_allowed_by_template().await;
 }

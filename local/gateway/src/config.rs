@@ -44,8 +44,9 @@ pub struct Args {
     #[arg(long, env = "MECPLANE_MOTO_ENDPOINT")]
     pub moto_endpoint: Option<String>,
 
-    /// Start moto as a child of the gateway with this `moto_server` executable (with `MOTO_PORT`
-    /// set to the gateway's port); it is stopped with the gateway.
+    /// Start moto as a child of the gateway by running this launcher with --python
+    /// (`<repo>/local/moto_catalogue.py`: moto with the local zone catalogue; `moto_server`'s
+    /// arguments), with `MOTO_PORT` set to the gateway's port; it is stopped with the gateway.
     #[arg(long, env = "MECPLANE_SPAWN_MOTO")]
     pub spawn_moto: Option<PathBuf>,
 
@@ -79,7 +80,8 @@ pub struct Args {
     #[arg(long, env = "MECPLANE_TEMPLATE")]
     pub template: Option<PathBuf>,
 
-    /// The python that runs provision.py (default <repo-root>/.venv/bin/python).
+    /// The python that runs provision.py and the --spawn-moto launcher (default
+    /// <repo-root>/.venv/bin/python).
     #[arg(long, env = "MECPLANE_PYTHON")]
     pub python: Option<PathBuf>,
 

@@ -9,7 +9,8 @@
 //! # Start-up
 //!
 //! 1. bind the public listener (`--port 0` picks a free port);
-//! 2. with `--spawn-moto <moto_server>`, start moto as a child on `--moto-port` (0 = a free port)
+//! 2. with `--spawn-moto <repo>/local/moto_catalogue.py` (moto with the local zone catalogue and
+//!    carrier IPs, run by `--python`), start moto as a child on `--moto-port` (0 = a free port)
 //!    with `MOTO_PORT=<gateway port>`; otherwise use the moto at `--moto-endpoint` /
 //!    `http://127.0.0.1:<--moto-port>`, which must have been started with `MOTO_PORT=<gateway port>`;
 //! 3. wait for moto, `POST /moto-api/config {"stepfunctions":{"execute_state_machine":true}}`;
@@ -26,7 +27,7 @@
 //!
 //! ```text
 //! target/debug/mecplane-local \
-//!     --port 0 --moto-port 0 --spawn-moto <repo>/.venv/bin/moto_server \
+//!     --port 0 --moto-port 0 --spawn-moto <repo>/local/moto_catalogue.py \
 //!     --state-dir <fresh temp dir> --repo-root <repo> \
 //!     --functions-dir <repo>/target/debug [--function <name>]... \
 //!     [--template <sam template>] [--skip-provision] \
@@ -157,7 +158,13 @@ async fn run(args: Args) -> Result<(), StartupError> {
                 p => p,
             };
             let log = args.log_dir().join("moto.log");
-            moto_child = Some(startup::spawn_moto(exe, moto_port, port, &log)?);
+            moto_child = Some(startup::spawn_moto(
+                &args.python_path(),
+                exe,
+                moto_port,
+                port,
+                &log,
+            )?);
             format!("http://127.0.0.1:{moto_port}")
         }
         (None, Some(endpoint)) => endpoint.trim_end_matches('/').to_string(),

@@ -93,23 +93,32 @@ impl Provisioned {
     }
 }
 
-/// Starts `moto_server` on 127.0.0.1:`moto_port` with `MOTO_PORT=<gateway_port>`; it dies with the
-/// gateway.
+/// Starts moto on 127.0.0.1:`moto_port` by running `launcher` (`local/moto_catalogue.py`, which
+/// takes `moto_server`'s arguments) with `python`, with `MOTO_PORT=<gateway_port>`; it dies with
+/// the gateway.
 pub fn spawn_moto(
+    python: &Path,
     exe: &Path,
     moto_port: u16,
     gateway_port: u16,
     log: &Path,
 ) -> Result<tokio::process::Child, StartupError> {
     let err = |e| StartupError::SpawnMoto(exe.to_path_buf(), e);
+    if !exe.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such launcher file",
+        )));
+    }
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(err)?;
     let out_err = out.try_clone().map_err(err)?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(exe)
+        .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
         .env("MOTO_PORT", gateway_port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

@@ -1,7 +1,8 @@
 //! Integration tests: a real stack (moto spawned by the gateway on free ports, the `echo-fn`
 //! example as the hosted functions) and `local/up.sh` / `local/down.sh`.
 //!
-//! They need `<repo>/.venv/bin/moto_server` (`make setup-python`); without it they fail. The node
+//! They need the pinned moto in `<repo>/.venv` (`make setup-python`), started through
+//! `local/moto_catalogue.py`; without it they fail. The node
 //! simulator is off here (it belongs to `mecplane-nodesim`'s own tests and the end-to-end tests).
 
 use std::collections::HashMap;
@@ -22,9 +23,14 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The pinned moto server `make setup-python` installs; its absence fails the test.
+/// The launcher of the pinned moto `make setup-python` installs (`local/moto_catalogue.py`, run by
+/// the venv's python); the venv's absence fails the test.
 fn moto_server() -> PathBuf {
-    let p = repo_root().join(".venv/bin/moto_server");
+    assert!(
+        repo_root().join(".venv/bin/moto_server").is_file(),
+        "the pinned moto is missing: run `make setup-python`"
+    );
+    let p = repo_root().join("local/moto_catalogue.py");
     assert!(
         p.is_file(),
         "{} is missing: run `make setup-python`",

@@ -59,12 +59,14 @@ fn free_port() -> u16 {
 
 async fn start_moto() -> (Moto, String) {
     let port = free_port();
-    let child = Command::new(repo_root().join(".venv/bin/moto_server"))
+    // The local stack's moto: the pinned one started through its zone-catalogue launcher.
+    let child = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("local/moto_catalogue.py"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("moto_server from .venv");
+        .expect("the venv's python (make setup-python)");
     let moto = Moto(child);
     let endpoint = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,8 +1,9 @@
-//! The operations on clusters: create (register the record, start the create execution), find by
-//! id or name, delete (record `DELETING`, start the delete execution), events and kubeconfig.
+//! The operations on clusters: create (check where the nodes go, register the record, start the
+//! create execution), find by id or name, delete (record `DELETING`, start the delete
+//! execution), events and kubeconfig.
 //!
 //! Each is safe to repeat. A create with an idempotency key answers a retry with the first
-//! request's cluster, and finishes the first request's work if it was cut short (the execution is
+//! request's cluster (without checking its placement again), and finishes the first request's work if it was cut short (the execution is
 //! named after the cluster id, so starting it again is a no-op). A delete of a cluster already
 //! `DELETING` starts the delete execution if none is recorded, starts the next attempt
 //! (`<id>-delete-2`, …) if the recorded one has ended without finishing, and otherwise starts
@@ -12,7 +13,9 @@
 use serde::Serialize;
 
 use crate::error::CloudError;
+use crate::placement::{self, PlacementError};
 use crate::ports::{ClusterStore, ExecutionStatus, Executions, KeyClaim, ListFilter, Parameters};
+use crate::reconcile::Fleet;
 use crate::record::{ClusterRecord, Event, Failure, Phase, Status};
 use crate::resources;
 use crate::spec::ClusterSpec;
@@ -91,13 +94,43 @@ fn accepted(record: &ClusterRecord) -> ApiResponse {
 }
 
 /// `POST /clusters`.
+///
+/// Where the nodes go is checked first, in the spec's region ([`place`]): a refusal claims
+/// nothing — no idempotency key, no name, no record, no execution — so the caller can fix the
+/// request and send it again, with the same key or without.
 pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     req: &ApiRequest,
+    fleet: Option<&Fleet<'_>>,
 ) -> Result<ApiResponse, ApiError> {
     let request = body::decode_create(&req.body)?;
-    let spec = request.validate(&ctx.config.policy)?;
+    let mut spec = request.validate(&ctx.config.policy)?;
     let key = idempotency::key_of(req, &request)?;
+    if let Some(key) = &key {
+        // A retry of a create that was taken answers its cluster as it is now, whatever the
+        // placement would say today (a subnet may have gone since); the key stays unclaimed
+        // until the placement has passed.
+        let hash = idempotency::request_hash(&request);
+        if let Some(KeyClaim::Existing {
+            cluster_id,
+            request_hash,
+        }) = ctx
+            .store
+            .find_key(&key.scoped(req.caller.as_deref()))
+            .await?
+        {
+            if let Some(existing) = ctx
+                .store
+                .get(&cluster_id)
+                .await?
+                .filter(|_| request_hash == hash)
+            {
+                tracing::info!(cluster_id = %existing.id, "idempotent replay");
+                return finish_create(ctx, existing).await;
+            }
+        }
+    }
+    let chosen = place(fleet, &mut spec).await?;
 
     let mut id = resources::new_cluster_id();
     if let Some(key) = &key {
@@ -134,11 +167,18 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
     record.created_by = req.caller.clone();
     if ctx.store.create(&record).await? {
         tracing::info!(cluster_id = %id, name = %record.spec.name, "cluster registered");
+        let subnets = match (chosen, &record.spec.vpc_id) {
+            (true, Some(vpc)) => format!(
+                "; in {vpc}, subnets {} chosen",
+                record.spec.subnet_ids.join(", ")
+            ),
+            _ => String::new(),
+        };
         note(
             &ctx.store,
             &id,
             Phase::Started,
-            format!("create of {} requested", record.spec.name),
+            format!("create of {} requested{subnets}", record.spec.name),
         )
         .await;
         return finish_create(ctx, record).await;
@@ -161,6 +201,37 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
         ),
     )
     .with_field("name"))
+}
+
+/// Chooses the subnets of a spec that names only its VPC, then checks where its nodes go, in the
+/// spec's region ([`placement::choose_subnets`], [`placement::check`]): a refusal is a `422`
+/// naming the field (`subnet_ids[1]`, `instance_type`, `vpc_id`), EC2 failing a `503` to retry.
+/// A spec naming neither subnets nor a VPC (the default VPC) asks EC2 nothing. Answers whether
+/// it chose the subnets.
+async fn place(fleet: Option<&Fleet<'_>>, spec: &mut ClusterSpec) -> Result<bool, ApiError> {
+    if spec.vpc_id.is_none() && placement::named_subnets(spec).next().is_none() {
+        return Ok(false);
+    }
+    let fleet = fleet.ok_or_else(|| {
+        ApiError::unavailable("this API has no EC2 access to check where the cluster's nodes go")
+    })?;
+    let ec2 = (fleet.ports_in)(&spec.region).ec2;
+    let placed = async {
+        let chosen = placement::choose_subnets(&*ec2, spec).await?;
+        placement::check(&*ec2, spec).await.map(|_| chosen)
+    }
+    .await;
+    match placed {
+        Ok(chosen) => Ok(chosen),
+        Err(PlacementError::Invalid(e)) => Err(e.into()),
+        Err(PlacementError::Cloud(e)) => {
+            tracing::warn!(region = %spec.region, error = %e, "placement lookup failed");
+            Err(ApiError::unavailable(format!(
+                "could not look up the subnets and zones in {}; retry shortly",
+                spec.region
+            )))
+        }
+    }
 }
 
 /// The most records read to count one principal's clusters (100 per page).

@@ -183,7 +183,8 @@ pub struct ApiContext<S, E, P> {
 }
 
 /// Answers one request. Never fails: every error becomes its JSON answer. Without fleet access
-/// `POST /reconcile` answers `503` (see [`handle_with`]).
+/// `POST /reconcile`, and a `POST /clusters` naming subnets or a VPC, answer `503` (see
+/// [`handle_with`]).
 pub async fn handle<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     req: ApiRequest,
@@ -191,7 +192,8 @@ pub async fn handle<S: ClusterStore, E: Executions, P: Parameters>(
     handle_with(ctx, req, None).await
 }
 
-/// [`handle`], with the fleet access `POST /reconcile` runs on (the api function's EC2 clients).
+/// [`handle`], with the fleet access `POST /reconcile` runs on (the api function's EC2 clients),
+/// which `POST /clusters` also uses to check where the nodes go ([`crate::placement`]).
 pub async fn handle_with<S: ClusterStore, E: Executions, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     req: ApiRequest,
@@ -224,7 +226,7 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
     }
     match route {
         Route::Healthz => Ok(ApiResponse::json(200, &serde_json::json!({"status": "ok"}))),
-        Route::CreateCluster => clusters::create(ctx, req).await,
+        Route::CreateCluster => clusters::create(ctx, req, fleet).await,
         Route::ListClusters => {
             let query = pagination::parse_query(&req.query)?;
             let mut page = pagination::list(&ctx.store, &query).await?;

@@ -917,6 +917,9 @@ impl ClusterStore for DownStore {
     async fn claim_key(&self, _: &str, _: &str, _: &str) -> Result<KeyClaim, CloudError> {
         Err(self.0.clone())
     }
+    async fn find_key(&self, _: &str) -> Result<Option<KeyClaim>, CloudError> {
+        Err(self.0.clone())
+    }
 }
 
 #[tokio::test]
@@ -1114,6 +1117,7 @@ mod openapi {
         let ctx = ctx();
         let rec = create(&ctx, "edge").await;
         let mut full = ctx.store.get(&rec.id).await.unwrap().unwrap();
+        full.spec.vpc_id = Some("vpc-0123456789abcdef0".into());
         full.nodes.push(crate::record::Node {
             instance_id: "i-1".into(),
             role: crate::record::Role::ControlPlane,
@@ -1123,6 +1127,9 @@ mod openapi {
             state: crate::record::NodeState::Pending,
             channel: Some("1.32/stable".into()),
             zone: Some("us-east-1a".into()),
+            zone_type: Some("wavelength-zone".into()),
+            carrier_ip: Some("155.146.0.2".into()),
+            volume_type: Some("gp2".into()),
         });
         full.failure = Some(crate::record::Failure {
             stage: "s".into(),
@@ -1139,6 +1146,12 @@ mod openapi {
             started_at: "t".into(),
             finished_at: Some("t".into()),
             failure: full.failure.clone(),
+        });
+        full.balancer = Some(crate::record::ApiBalancer {
+            dns_name: "mecplane-c-1.elb.amazonaws.com".into(),
+            load_balancer_arn: "arn:lb".into(),
+            listener_arn: "arn:listener".into(),
+            target_group_arn: "arn:tg".into(),
         });
         full.node_check = crate::record::NodeCheck {
             checked_at: Some(1),
@@ -1172,6 +1185,10 @@ mod openapi {
             exposed_ports: Some(vec![]),
             subnet_ids: Some(vec![]),
             worker_subnet_ids: Some(vec![]),
+            vpc_id: Some("vpc-0123456789abcdef0".into()),
+            ami_id: Some("ami-0123456789abcdef0".into()),
+            api_endpoint: Some("nlb".into()),
+            extra_sans: Some(vec![]),
             ..Default::default()
         })
         .unwrap();
@@ -1623,6 +1640,9 @@ impl ClusterStore for RacingStore {
     async fn claim_key(&self, k: &str, id: &str, h: &str) -> Result<KeyClaim, CloudError> {
         self.inner.claim_key(k, id, h).await
     }
+    async fn find_key(&self, k: &str) -> Result<Option<KeyClaim>, CloudError> {
+        self.inner.find_key(k).await
+    }
 }
 
 #[tokio::test]
@@ -2029,5 +2049,267 @@ async fn own_clusters_only_covers_patch_and_updates() {
             200,
             "{path}"
         );
+    }
+}
+
+/// Placement (`crate::placement`) as `POST /clusters` checks it: against the fake EC2 of the
+/// cluster's region, before anything is claimed.
+mod placement {
+    use super::*;
+    use crate::reconcile::{Fleet, RegionPorts, Settings};
+    use crate::stages::fixtures::zone;
+
+    /// `handle_with` with `cloud` as every region's EC2.
+    async fn handle_in(ctx: &Ctx, cloud: &FakeCloud, req: ApiRequest) -> ApiResponse {
+        let cloud = cloud.clone();
+        let ports_in = move |_: &str| RegionPorts {
+            ec2: Box::new(cloud.clone()),
+            ssm: Box::new(cloud.clone()),
+            balancers: Box::new(crate::fakes::FakeBalancers::default()),
+        };
+        let settings = Settings::default();
+        let fleet = Fleet {
+            ports_in: &ports_in,
+            allowed_regions: &[],
+            settings: &settings,
+        };
+        handle_with(ctx, req, Some(&fleet)).await
+    }
+
+    /// A VPC with subnets in three standard zones, a Local Zone offering two types, and a Local
+    /// Zone whose group is not opted in.
+    fn cloud() -> FakeCloud {
+        let cloud = FakeCloud::new();
+        cloud.add_subnet("subnet-0000000a0", "vpc-0000000a", "us-east-1a");
+        cloud.add_subnet("subnet-0000000b0", "vpc-0000000a", "us-east-1b");
+        cloud.add_subnet("subnet-0000000b1", "vpc-0000000a", "us-east-1b");
+        cloud.add_subnet("subnet-0000000c0", "vpc-0000000a", "us-east-1c");
+        cloud.add_subnet("subnet-0000000d0", "vpc-0000000a", "us-east-1d");
+        cloud.add_zone(
+            zone("us-east-1-bos-1a", "local-zone", true),
+            &["t3.xlarge", "t3.medium"],
+        );
+        cloud.add_subnet("subnet-000000b05", "vpc-0000000a", "us-east-1-bos-1a");
+        cloud.add_zone(
+            zone("us-east-1-mia-1a", "local-zone", false),
+            &["t3.medium"],
+        );
+        cloud.add_subnet("subnet-0000000a1a", "vpc-0000000a", "us-east-1-mia-1a");
+        cloud.add_subnet("subnet-0000000f0", "vpc-0000000f", "us-east-1a");
+        cloud
+    }
+
+    /// Nothing was claimed: no record, no execution, the name free.
+    fn nothing_claimed(ctx: &Ctx) {
+        assert!(ctx.store.records().is_empty(), "no record");
+        assert!(ctx.executions.started().is_empty(), "no execution");
+    }
+
+    #[tokio::test]
+    async fn refusals_are_422_naming_the_field_and_claim_nothing() {
+        let (ctx, cloud) = (ctx(), cloud());
+        let ask = |body: Value| with_key(post(&body.to_string()), "k-1");
+
+        // The default type (t4g.medium) in the Local Zone: named, with what the zone offers.
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            ask(json!({"name": "edge", "subnet_ids": ["subnet-0000000a0", "subnet-000000b05"]})),
+        )
+        .await;
+        let (status, code, field) = error_of(&r);
+        assert_eq!((status, code.as_str()), (422, "ValidationError"));
+        assert_eq!(field.as_deref(), Some("instance_type"));
+        let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("t4g.medium is not offered in us-east-1-bos-1a")
+                && message.contains("offered there: t3.medium, t3.xlarge"),
+            "{message}"
+        );
+        nothing_claimed(&ctx);
+
+        // Workers in a zone whose group is not opted in: the entry and the group.
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            ask(json!({"name": "edge", "workers": 1, "worker_subnet_ids": ["subnet-0000000a1a"]})),
+        )
+        .await;
+        assert_eq!(
+            error_of(&r),
+            (
+                422,
+                "ValidationError".into(),
+                Some("worker_subnet_ids[0]".into())
+            )
+        );
+        assert!(
+            body(&r)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("zone group us-east-1-mia-1"),
+            "{}",
+            body(&r)
+        );
+        // A subnet that does not exist, and one of another VPC.
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            ask(json!({"name": "edge", "subnet_ids": ["subnet-0000000a0", "subnet-00000000e"]})),
+        )
+        .await;
+        assert_eq!(error_of(&r).2.as_deref(), Some("subnet_ids[1]"));
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            ask(json!({"name": "edge", "subnet_ids": ["subnet-0000000a0", "subnet-0000000f0"]})),
+        )
+        .await;
+        assert_eq!(error_of(&r).2.as_deref(), Some("subnet_ids[1]"));
+        nothing_claimed(&ctx);
+
+        // Fixed, with the same key and name: nothing of the refusals stands in the way.
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            ask(json!({"name": "edge", "instance_type": "t3.medium",
+                "subnet_ids": ["subnet-0000000a0", "subnet-000000b05"]})),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", body(&r));
+        assert_eq!(ctx.store.records().len(), 1);
+        assert_eq!(ctx.executions.started().len(), 1);
+        // The replay answers the same cluster.
+        let again = handle_in(
+            &ctx,
+            &cloud,
+            ask(json!({"name": "edge", "instance_type": "t3.medium",
+                "subnet_ids": ["subnet-0000000a0", "subnet-000000b05"]})),
+        )
+        .await;
+        assert_eq!(
+            (again.status, body(&again)["id"].clone()),
+            (202, body(&r)["id"].clone())
+        );
+        assert_eq!(ctx.executions.started().len(), 1);
+        // Even once the placement would be refused (the subnet's zone no longer usable) or
+        // could not be checked: the replay answers the cluster the key was taken for.
+        cloud.add_subnet("subnet-0000000a0", "vpc-0000000a", "us-east-1-mia-1a");
+        cloud.fail_next_lookup(CloudError::Transient("Throttling".into()));
+        for _ in 0..2 {
+            let replay = handle_in(
+                &ctx,
+                &cloud,
+                ask(json!({"name": "edge", "instance_type": "t3.medium",
+                    "subnet_ids": ["subnet-0000000a0", "subnet-000000b05"]})),
+            )
+            .await;
+            assert_eq!(replay.status, 202, "{}", body(&replay));
+            assert_eq!(body(&replay)["id"], body(&r)["id"]);
+        }
+        // A new request is checked as ever: the failure the replays never met, then the zone.
+        let other =
+            || post(&json!({"name": "other", "subnet_ids": ["subnet-0000000a0"]}).to_string());
+        assert_eq!(error_of(&handle_in(&ctx, &cloud, other()).await).0, 503);
+        let refused = handle_in(&ctx, &cloud, other()).await;
+        assert_eq!(error_of(&refused).2.as_deref(), Some("subnet_ids[0]"));
+    }
+
+    #[tokio::test]
+    async fn an_ec2_failure_during_the_check_is_a_503_to_retry() {
+        let (ctx, cloud) = (ctx(), cloud());
+        let ask = || {
+            with_key(
+                post(&json!({"name": "edge", "subnet_ids": ["subnet-0000000a0"]}).to_string()),
+                "k-1",
+            )
+        };
+        for error in [
+            CloudError::Transient("Throttling".into()),
+            CloudError::Other("UnauthorizedOperation".into()),
+        ] {
+            cloud.fail_next_lookup(error);
+            let r = handle_in(&ctx, &cloud, ask()).await;
+            assert_eq!(error_of(&r).0, 503, "{}", body(&r));
+            assert_eq!(r.header("retry-after"), Some("2"));
+            nothing_claimed(&ctx);
+        }
+        let r = handle_in(&ctx, &cloud, ask()).await;
+        assert_eq!(r.status, 202, "{}", body(&r));
+    }
+
+    #[tokio::test]
+    async fn a_vpc_alone_gets_one_standard_subnet_per_zone_in_the_record() {
+        let (ctx, cloud) = (ctx(), cloud());
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            post(&json!({"name": "edge", "control_planes": 3, "workers": 2, "vpc_id": "vpc-0000000a"}).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", body(&r));
+        let chosen = ["subnet-0000000a0", "subnet-0000000b0", "subnet-0000000c0"];
+        assert_eq!(body(&r)["spec"]["subnet_ids"], json!(chosen));
+        assert_eq!(body(&r)["spec"]["vpc_id"], "vpc-0000000a");
+        let record = ctx.store.records().pop().unwrap();
+        assert_eq!(record.spec.subnet_ids, chosen);
+        assert_eq!(record.spec.subnet_id.as_deref(), Some(chosen[0]));
+        let input: Value = serde_json::from_str(&ctx.executions.started()[0].input).unwrap();
+        assert_eq!(
+            input["spec"]["subnet_ids"],
+            json!(chosen),
+            "the stages see them"
+        );
+        let events = ctx.store.events(&record.id).await.unwrap();
+        assert!(
+            events[0]
+                .detail
+                .contains("in vpc-0000000a, subnets subnet-0000000a0"),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vpc_that_does_not_hold_the_subnets_or_has_none_is_422() {
+        let (ctx, cloud) = (ctx(), cloud());
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            post(
+                &json!({"name": "edge", "vpc_id": "vpc-0000000a",
+                "subnet_ids": ["subnet-0000000a0", "subnet-0000000f0"]})
+                .to_string(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            error_of(&r),
+            (422, "ValidationError".into(), Some("subnet_ids[1]".into()))
+        );
+        let r = handle_in(
+            &ctx,
+            &cloud,
+            post(&json!({"name": "edge", "vpc_id": "vpc-000000ee"}).to_string()),
+        )
+        .await;
+        assert_eq!(
+            error_of(&r),
+            (422, "ValidationError".into(), Some("vpc_id".into()))
+        );
+        nothing_claimed(&ctx);
+    }
+
+    #[tokio::test]
+    async fn without_ec2_access_only_the_default_vpc_is_served() {
+        let ctx = ctx();
+        let r = handle(
+            &ctx,
+            post(&json!({"name": "edge", "vpc_id": "vpc-0000000a"}).to_string()),
+        )
+        .await;
+        assert_eq!(error_of(&r).0, 503);
+        nothing_claimed(&ctx);
+        let r = handle(&ctx, post(&json!({"name": "edge"}).to_string())).await;
+        assert_eq!(r.status, 202);
     }
 }

@@ -82,6 +82,15 @@ fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// An idempotency key's item as the claim it holds.
+fn key_claim_of(item: &Item) -> KeyClaim {
+    let text = |name: &str| string_attr(item, name).unwrap_or_default().to_string();
+    KeyClaim::Existing {
+        cluster_id: text("cluster_id"),
+        request_hash: text("request_hash"),
+    }
+}
+
 /// An RFC 3339 time with a fixed-width fraction (nanoseconds), so that keys sort by time even when
 /// one stamp has no fraction and another has a short one. Unparsable text is kept as it is.
 fn sortable_time(t: &str) -> String {
@@ -525,17 +534,26 @@ impl ClusterStore for Dynamo {
                 let existing = self.get_item(item_key).await?.ok_or_else(|| {
                     CloudError::Transient("idempotency key vanished while read".into())
                 })?;
-                Ok(KeyClaim::Existing {
-                    cluster_id: string_attr(&existing, "cluster_id")
-                        .unwrap_or_default()
-                        .to_string(),
-                    request_hash: string_attr(&existing, "request_hash")
-                        .unwrap_or_default()
-                        .to_string(),
-                })
+                Ok(key_claim_of(&existing))
             }
             Err(e) => Err(classify_sdk_error(&e)),
         }
+    }
+
+    async fn find_key(&self, key_name: &str) -> Result<Option<KeyClaim>, CloudError> {
+        let item = self
+            .get_item(key(format!("IDEMPOTENCY#{key_name}"), "KEY"))
+            .await?;
+        // Expired but not yet deleted by DynamoDB: free, as `claim_key` treats it.
+        let now = crate::clock::now_epoch();
+        Ok(item
+            .filter(|i| {
+                i.get(TTL_ATTRIBUTE)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_none_or(|expires| expires >= now)
+            })
+            .map(|i| key_claim_of(&i)))
     }
 }
 

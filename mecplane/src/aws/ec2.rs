@@ -1,4 +1,5 @@
-//! EC2: the cluster's instances ([`Instances`]) and its security group ([`SecurityGroups`]).
+//! EC2: the cluster's instances ([`Instances`]), its security group ([`SecurityGroups`]), its
+//! subnets' zones ([`Zones`]) and route tables ([`Routes`]).
 //!
 //! Instances and groups are always found by the `mecplane:cluster` tag, never remembered: a stage
 //! that ran twice, or a launch whose answer was lost, still sees every instance. `DescribeInstances`
@@ -10,16 +11,18 @@ use async_trait::async_trait;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission,
-    IpRange, ResourceType, Tag, TagSpecification, UserIdGroupPair, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceType, IpPermission, IpRange, ResourceType, Tag,
+    TagSpecification, UserIdGroupPair, VolumeType,
 };
 use aws_sdk_ec2::Client;
 
 use super::classify_sdk_error;
 use crate::error::CloudError;
 use crate::ports::{
-    IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest, MetadataOptions,
-    SecurityGroups, StatusCheck, StatusChecks, Subnet, TaggedGroup, TaggedInstance, Zone, Zones,
+    Image, Images, IngressRule, IngressSource, Instance, InstanceState, Instances, LaunchRequest,
+    MetadataOptions, Route, RouteTable, Routes, SecurityGroups, StatusCheck, StatusChecks, Subnet,
+    TaggedGroup, TaggedInstance, Zone, Zones,
 };
 use crate::record::Role;
 use crate::resources::{
@@ -431,7 +434,7 @@ impl Instances for Ec2 {
             .device_name(ROOT_DEVICE)
             .ebs(
                 EbsBlockDevice::builder()
-                    .volume_type(VolumeType::Gp3)
+                    .volume_type(VolumeType::from(request.root_volume_type.as_str()))
                     .volume_size(i32::try_from(request.root_volume_gib).unwrap_or(i32::MAX))
                     .encrypted(true)
                     .delete_on_termination(true)
@@ -443,15 +446,30 @@ impl Instances for Ec2 {
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
             .http_put_response_hop_limit(METADATA_HOP_LIMIT)
             .build();
-        let out = self
+        let call = self
             .client
             .run_instances()
             .min_count(count)
             .max_count(count)
             .image_id(&request.ami_id)
-            .instance_type(InstanceType::from(request.instance_type.as_str()))
-            .security_group_ids(&request.security_group_id)
-            .set_subnet_id(request.subnet_id.clone())
+            .instance_type(InstanceType::from(request.instance_type.as_str()));
+        // Wavelength has no public IPv4: the instance's interface asks for a carrier IP, and
+        // then the subnet and group go on the interface (EC2 refuses them on both).
+        let call = if request.carrier_ip {
+            call.network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .set_subnet_id(request.subnet_id.clone())
+                    .groups(&request.security_group_id)
+                    .associate_carrier_ip_address(true)
+                    .delete_on_termination(true)
+                    .build(),
+            )
+        } else {
+            call.security_group_ids(&request.security_group_id)
+                .set_subnet_id(request.subnet_id.clone())
+        };
+        let out = call
             .iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
                     .name(&request.instance_profile)
@@ -517,6 +535,18 @@ impl Instances for Ec2 {
         }
         Ok(())
     }
+}
+
+/// Subnets per `DescribeSubnets` page (EC2's most).
+const SUBNET_PAGE: i32 = 1000;
+
+/// A subnet as placement sees it (`None` when EC2 left out its id, VPC or zone).
+fn subnet_of(s: &aws_sdk_ec2::types::Subnet) -> Option<Subnet> {
+    Some(Subnet {
+        subnet_id: s.subnet_id()?.to_string(),
+        vpc_id: s.vpc_id()?.to_string(),
+        zone: s.availability_zone()?.to_string(),
+    })
 }
 
 /// Statuses per `DescribeInstanceStatus` page (EC2's most, when no ids are named).
@@ -588,6 +618,91 @@ impl Zones for Ec2 {
             }
         }
         Ok(found)
+    }
+}
+
+#[async_trait]
+impl Routes for Ec2 {
+    async fn route_table(
+        &self,
+        subnet_id: &str,
+        vpc_id: &str,
+    ) -> Result<Option<RouteTable>, CloudError> {
+        let own = self
+            .client
+            .describe_route_tables()
+            .filters(filter("association.subnet-id", subnet_id))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        let (tables, main) = if own.route_tables().is_empty() {
+            let out = self
+                .client
+                .describe_route_tables()
+                .filters(filter("vpc-id", vpc_id))
+                .filters(filter("association.main", "true"))
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            (out.route_tables().to_vec(), true)
+        } else {
+            (own.route_tables().to_vec(), false)
+        };
+        Ok(tables.first().map(|t| RouteTable {
+            route_table_id: t.route_table_id().unwrap_or_default().to_string(),
+            main,
+            routes: t
+                .routes()
+                .iter()
+                .filter_map(|r| {
+                    let target = r
+                        .carrier_gateway_id()
+                        .or(r.gateway_id())
+                        .or(r.nat_gateway_id())
+                        .or(r.transit_gateway_id())
+                        .or(r.vpc_peering_connection_id())
+                        .or(r.network_interface_id())
+                        .or(r.instance_id())
+                        .or(r.local_gateway_id())?;
+                    Some(Route {
+                        destination: r.destination_cidr_block()?.to_string(),
+                        target: target.to_string(),
+                    })
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Images for Ec2 {
+    async fn image(&self, image_id: &str) -> Result<Option<Image>, CloudError> {
+        // A filter, not ImageIds: an unknown (or deregistered) id is left out instead of failing
+        // the call with InvalidAMIID.NotFound.
+        let out = self
+            .client
+            .describe_images()
+            .filters(filter("image-id", image_id))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(out
+            .images()
+            .iter()
+            .find(|i| i.image_id() == Some(image_id))
+            .map(|i| Image {
+                image_id: image_id.to_string(),
+                architecture: i
+                    .architecture()
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default(),
+                owner_id: i.owner_id().unwrap_or_default().to_string(),
+                owner_alias: i.image_owner_alias().map(str::to_string),
+                state: i
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            }))
     }
 }
 
@@ -754,17 +869,29 @@ impl SecurityGroups for Ec2 {
             .send()
             .await
             .map_err(|e| classify_sdk_error(&e))?;
-        Ok(out
-            .subnets()
-            .iter()
-            .filter_map(|s| {
-                Some(Subnet {
-                    subnet_id: s.subnet_id()?.to_string(),
-                    vpc_id: s.vpc_id()?.to_string(),
-                    zone: s.availability_zone()?.to_string(),
-                })
-            })
-            .collect())
+        Ok(out.subnets().iter().filter_map(subnet_of).collect())
+    }
+
+    async fn vpc_subnets(&self, vpc_id: &str) -> Result<Vec<Subnet>, CloudError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_subnets()
+                .filters(filter("vpc-id", vpc_id))
+                .max_results(SUBNET_PAGE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(&e))?;
+            found.extend(out.subnets().iter().filter_map(subnet_of));
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     async fn delete_group(&self, group_id: &str) -> Result<(), CloudError> {

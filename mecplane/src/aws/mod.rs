@@ -3,6 +3,7 @@
 
 pub mod dynamodb;
 pub mod ec2;
+pub mod elbv2;
 pub mod sfn;
 pub mod ssm;
 
@@ -102,7 +103,7 @@ const MISSING_CODES: &[&str] = &[
 /// - throttling codes, 5xx answers, timeouts and dispatch (connection) failures: `Transient`;
 /// - SSM's `InvalidInstanceId` (agent not registered yet): `AgentNotReady`;
 /// - `InsufficientInstanceCapacity`: `InsufficientCapacity`;
-/// - `DependencyViolation`: `DependencyViolation`;
+/// - `DependencyViolation`, and Elastic Load Balancing's `ResourceInUse`: `DependencyViolation`;
 /// - `ConditionalCheckFailedException`, and `TransactionCanceledException` whose reasons include
 ///   `ConditionalCheckFailed`: `ConditionFailed` (a transaction lost to another one: `Transient`);
 /// - `*NotFound`, `ParameterNotFound`, `*DoesNotExist`: `NotFound`;
@@ -181,7 +182,8 @@ pub fn classify_code(code: Option<&str>, message: Option<&str>, status: u16) -> 
     match code {
         "InvalidInstanceId" => return CloudError::AgentNotReady(text),
         "InsufficientInstanceCapacity" => return CloudError::InsufficientCapacity(text),
-        "DependencyViolation" => return CloudError::DependencyViolation(text),
+        // Elastic Load Balancing's: a target group a listener still forwards to.
+        "DependencyViolation" | "ResourceInUse" => return CloudError::DependencyViolation(text),
         "ConditionalCheckFailedException" => return CloudError::ConditionFailed,
         "TransactionCanceledException" => {
             // The reasons are listed in the message: `[ConditionalCheckFailed, None]`.
@@ -259,6 +261,7 @@ mod tests {
             ("InvalidInstanceId", "", 400, |e| matches!(e, CloudError::AgentNotReady(_))),
             ("InsufficientInstanceCapacity", "", 500, |e| matches!(e, CloudError::InsufficientCapacity(_))),
             ("DependencyViolation", "in use", 400, |e| matches!(e, CloudError::DependencyViolation(_))),
+            ("ResourceInUse", "in use by a listener", 400, |e| matches!(e, CloudError::DependencyViolation(_))),
             ("ConditionalCheckFailedException", "", 400, |e| *e == CloudError::ConditionFailed),
             (
                 "TransactionCanceledException",

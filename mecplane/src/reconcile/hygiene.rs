@@ -6,6 +6,11 @@
 //!   so a group without the tag is only reported) and with no instance still in them: deleted;
 //! - parameters under the project's root whose cluster has no live record, last written before the
 //!   orphan grace: deleted;
+//! - API load balancers and target groups (`api_endpoint: "nlb"`) with the project's cluster tag
+//!   whose cluster has no record, a `DELETED` one or a `FAILED` one not retained, older than the
+//!   orphan grace (a balancer by its `CreatedTime`, a lone target group by its
+//!   `mecplane:created-at` tag; without one it is only reported): deleted by name, listener,
+//!   balancer and target group, as the delete's stage does ([`delete_load_balancer::remove`]);
 //! - the ingress rules of a serving cluster's group against
 //!   [`desired_rules`](crate::stages::security_group::desired_rules): the missing ones authorized
 //!   again, the ones nobody asked for revoked;
@@ -16,7 +21,9 @@
 //! cluster alone. A fleet without drift plans nothing, so a run over it makes no mutating call.
 //!
 //! Beside the plan, its thin effects: the observation (one paged `DescribeSecurityGroups` per
-//! region, paged `DescribeParameters` under the root: metadata, never values) and the actions,
+//! region, paged `DescribeParameters` under the root: metadata, never values; per region the paged
+//! `DescribeLoadBalancers` and `DescribeTargetGroups` and, for those named like a cluster's, one
+//! `DescribeTags` per 20) and the actions,
 //! each re-checking the record first and idempotent (a group or parameter already gone is not an
 //! error; a group still in use is left for a later run).
 
@@ -25,11 +32,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use crate::api::ApiContext;
 use crate::error::CloudError;
 use crate::ports::{
-    ClusterStore, IngressRule, MetadataOptions, ParameterInfo, Parameters, TaggedGroup,
-    TaggedInstance,
+    BalancingPart, ClusterStore, IngressRule, LoadBalancers, MetadataOptions, ParameterInfo,
+    Parameters, TaggedBalancing, TaggedGroup, TaggedInstance,
 };
 use crate::record::{ClusterRecord, Event, Phase, Status};
 use crate::resources;
+use crate::stages::delete_load_balancer;
 use crate::stages::security_group::{desired_rules, extra_rules, missing_rules};
 
 use super::plan::{Action, Finding, Observed, Plan, Settings};
@@ -48,6 +56,7 @@ pub fn plan(observed: &Observed, settings: &Settings, only: Option<&str>, out: &
     let wanted = |cluster_id: &str| only.is_none_or(|id| id == cluster_id);
     orphan_groups(observed, settings, &live, &wanted, out);
     orphan_parameters(observed, settings, &live, &wanted, out);
+    orphan_balancing(observed, settings, &wanted, out);
     // By cluster, once: each record then looks at its own (linear in the fleet, not quadratic).
     let mut groups: HashMap<&str, Vec<&TaggedGroup>> = HashMap::new();
     for g in &observed.groups {
@@ -175,6 +184,77 @@ fn orphan_parameters(
     }
 }
 
+/// Whether a cluster's API load balancer is an orphan given its record now: no record, a `DELETED`
+/// one, or a `FAILED` one not retained (its teardown was to remove it).
+pub fn balancer_orphaned(record: Option<&ClusterRecord>) -> bool {
+    record.is_none_or(|r| {
+        !r.status.is_live() || (r.status == Status::Failed && !r.spec.retain_on_failure)
+    })
+}
+
+fn orphan_balancing(
+    observed: &Observed,
+    settings: &Settings,
+    wanted: &dyn Fn(&str) -> bool,
+    out: &mut Plan,
+) {
+    let records: HashMap<&str, &ClusterRecord> = observed
+        .records
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    // By region and cluster: one removal each (the delete finds its parts by name).
+    let mut by_cluster: BTreeMap<(&str, &str), Vec<&TaggedBalancing>> = BTreeMap::new();
+    for b in &observed.balancing {
+        if wanted(&b.cluster_id) && balancer_orphaned(records.get(b.cluster_id.as_str()).copied()) {
+            by_cluster
+                .entry((b.region.as_str(), b.cluster_id.as_str()))
+                .or_default()
+                .push(b);
+        }
+    }
+    for ((region, cluster_id), mut parts) in by_cluster {
+        parts.sort_by_key(|b| (b.part, b.arn.as_str()));
+        let names: Vec<String> = parts
+            .iter()
+            .map(|b| format!("{} {}", b.part.as_str(), b.name))
+            .collect();
+        let what = format!(
+            "orphan {} in {region} (no live cluster record)",
+            names.join(" and ")
+        );
+        // The balancer's age when there is one (its target group is as old or older), else the
+        // lone target group's.
+        let age_of = parts
+            .iter()
+            .find(|b| b.part == BalancingPart::LoadBalancer)
+            .unwrap_or(&parts[0]);
+        let Some(created_at) = age_of.created_at else {
+            out.findings.push(Finding {
+                cluster_id: cluster_id.to_string(),
+                what: format!(
+                    "{what} carries no creation time ({} tag): its age is unknown, so it is not removed",
+                    resources::TAG_CREATED_AT
+                ),
+            });
+            continue;
+        };
+        if observed.now - created_at < settings.orphan_grace_seconds {
+            continue;
+        }
+        remove(
+            settings,
+            Action::DeleteOrphanBalancer {
+                region: region.to_string(),
+                cluster_id: cluster_id.to_string(),
+                parts: names,
+            },
+            what,
+            out,
+        );
+    }
+}
+
 /// The serving cluster's group: the one its record names, else the one tagged for it, in its
 /// region.
 fn group_of<'a>(record: &ClusterRecord, groups: &[&'a TaggedGroup]) -> Option<&'a TaggedGroup> {
@@ -259,19 +339,33 @@ fn instance_drift(record: &ClusterRecord, instances: &[&TaggedInstance], out: &m
     }
 }
 
-/// The project's security groups in every region looked at, and its parameters (in the control
-/// plane's region, where the stages write them).
+/// What the housekeeping looks at: the project's security groups, load balancers and target
+/// groups in every region looked at, and its parameters (in the control plane's region, where the
+/// stages write them).
+pub(super) struct Seen {
+    pub groups: Vec<TaggedGroup>,
+    pub balancing: Vec<TaggedBalancing>,
+    pub parameters: Vec<ParameterInfo>,
+}
+
+/// Observes what the housekeeping looks at.
 pub(super) async fn observe<S, E, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     ports_in: &PortsIn<'_>,
     regions: &BTreeSet<String>,
-) -> Result<(Vec<TaggedGroup>, Vec<ParameterInfo>), CloudError> {
-    let mut groups = Vec::new();
+) -> Result<Seen, CloudError> {
+    let (mut groups, mut balancing) = (Vec::new(), Vec::new());
     for region in regions {
-        groups.extend(ports_in(region).ec2.find_tagged_groups(region).await?);
+        let ports = ports_in(region);
+        groups.extend(ports.ec2.find_tagged_groups(region).await?);
+        balancing.extend(ports.balancers.find_tagged_balancing(region).await?);
     }
     let parameters = ctx.parameters.list_under(resources::PARAMETER_ROOT).await?;
-    Ok((groups, parameters))
+    Ok(Seen {
+        groups,
+        balancing,
+        parameters,
+    })
 }
 
 /// The cluster's record now (read again just before acting), if it has one; the outcome to
@@ -340,6 +434,42 @@ pub(super) async fn delete_orphan_group<S: ClusterStore, E, P>(
             format!("done: deleted {group_id} in {region}")
         }
         Err(CloudError::DependencyViolation(m)) => format!("skipped: still in use: {m}"),
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
+/// Deletes a cluster's orphan API load balancer (listener, balancer, target group), unless its
+/// record by now says it is no orphan ([`balancer_orphaned`]); an event on its record, if it has
+/// one. What is already gone is skipped, so a second run (or the delete's own stage) is harmless.
+pub(super) async fn delete_orphan_balancer<S: ClusterStore, E, P>(
+    ctx: &ApiContext<S, E, P>,
+    balancers: &dyn LoadBalancers,
+    region: &str,
+    cluster_id: &str,
+) -> String {
+    let record = match record_now(&ctx.store, cluster_id).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
+    if !balancer_orphaned(record.as_ref()) {
+        return "skipped: the cluster has a live record".into();
+    }
+    match delete_load_balancer::remove(balancers, cluster_id).await {
+        Ok(deleted) if deleted.is_empty() => "skipped: already gone".into(),
+        Ok(deleted) => {
+            let list = deleted.join(" and ");
+            tracing::warn!(cluster_id, region, deleted = %list, "orphan load balancer deleted");
+            if record.is_some() {
+                note(
+                    &ctx.store,
+                    cluster_id,
+                    Phase::Finished,
+                    format!("orphan {list} in {region} deleted"),
+                )
+                .await;
+            }
+            format!("done: deleted {list} in {region}")
+        }
         Err(e) => format!("failed: {e}"),
     }
 }

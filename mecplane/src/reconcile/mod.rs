@@ -6,15 +6,15 @@
 //! Observed: the records not `DELETED` (DynamoDB pages of the status index), every instance with
 //! the project's cluster tag in each region a record lives in or the deployment allows
 //! (DescribeInstances pages of 1,000), and the executions of records that look stuck; for the
-//! housekeeping ([`hygiene`]), the project's security groups per region and its parameters'
-//! metadata.
+//! housekeeping ([`hygiene`]), the project's security groups, API load balancers and target
+//! groups per region and its parameters' metadata.
 //!
 //! Overlapping runs are harmless because every action is conditional or idempotent: a
 //! replacement is a conditional write of the record to `UPDATING` (a second run finds it
 //! `UPDATING` and skips it: one replacement per dead node), marking `DEGRADED` is a conditional
 //! write, failing a stuck create or update re-checks the execution, a delete resumes with a
-//! deterministic execution name, and terminating an orphan (or deleting an orphan group or
-//! parameter) twice removes it once.
+//! deterministic execution name, and terminating an orphan (or deleting an orphan group,
+//! parameter or load balancer) twice removes it once.
 
 pub mod health;
 pub mod hygiene;
@@ -28,8 +28,8 @@ use crate::api::updates::{self, Who};
 use crate::api::{clusters, ApiContext};
 use crate::error::CloudError;
 use crate::ports::{
-    ClusterStore, Executions, Instances, ListFilter, NodeCommands, Parameters, SecurityGroups,
-    StatusChecks,
+    ClusterStore, Executions, Instances, ListFilter, LoadBalancers, NodeCommands, Parameters,
+    SecurityGroups, StatusChecks, Zones,
 };
 use crate::record::{ClusterRecord, Degradation, Event, Phase, Status};
 
@@ -89,9 +89,11 @@ pub struct ReconcileRequest {
     pub dry_run: bool,
 }
 
-/// EC2 in one region as a run uses it: the instances, their status checks, the security groups.
-pub trait FleetEc2: Instances + StatusChecks + SecurityGroups {}
-impl<T: Instances + StatusChecks + SecurityGroups> FleetEc2 for T {}
+/// EC2 in one region as a run uses it: the instances, their status checks, the security groups;
+/// and, for `POST /clusters` in the same function, the subnets' zones and offerings
+/// ([`crate::placement`]).
+pub trait FleetEc2: Instances + StatusChecks + SecurityGroups + Zones {}
+impl<T: Instances + StatusChecks + SecurityGroups + Zones> FleetEc2 for T {}
 
 /// The adapters of one region a run reaches (the functions' regional clients; the tests' fakes).
 /// The cluster's parameters are not here: they live in the control plane's region
@@ -101,6 +103,8 @@ pub struct RegionPorts {
     pub ec2: Box<dyn FleetEc2>,
     /// SSM Run Command: the nodes' agents.
     pub ssm: Box<dyn NodeCommands>,
+    /// Elastic Load Balancing: the clusters' API load balancers (orphans found and removed).
+    pub balancers: Box<dyn LoadBalancers>,
 }
 
 /// The adapters of a region, by its name.
@@ -143,10 +147,13 @@ impl Report {
         self.count(|a| matches!(a, Action::ReplaceNode { .. }))
     }
 
-    /// Orphans removed this run: instances terminated, security groups and parameters deleted.
+    /// Orphans removed this run: instances terminated, security groups, parameters and load
+    /// balancers (each with its listener and target group) deleted.
     pub fn orphans_removed(&self) -> usize {
         self.sum(|a| match a {
-            Action::TerminateOrphan { .. } | Action::DeleteOrphanGroup { .. } => 1,
+            Action::TerminateOrphan { .. }
+            | Action::DeleteOrphanGroup { .. }
+            | Action::DeleteOrphanBalancer { .. } => 1,
             Action::DeleteOrphanParameters { names, .. } => names.len(),
             _ => 0,
         })
@@ -333,15 +340,16 @@ where
         })
         .map(|t| t.cluster_id.clone());
     let health = health::observe(ports_in, &records, &instances).await;
-    let (groups, parameters) = hygiene::observe(ctx, ports_in, &regions).await?;
+    let seen = hygiene::observe(ctx, ports_in, &regions).await?;
     let observed = Observed {
         now,
         records,
         instances,
         executions,
         health,
-        groups,
-        parameters,
+        groups: seen.groups,
+        parameters: seen.parameters,
+        balancing: seen.balancing,
     };
     let plan = plan::plan(&observed, settings, only.as_deref());
     let mut outcomes = Vec::new();
@@ -473,6 +481,12 @@ where
         } => {
             let ec2 = ports_in(region).ec2;
             hygiene::delete_orphan_group(ctx, &*ec2, region, group_id, cluster_id).await
+        }
+        Action::DeleteOrphanBalancer {
+            region, cluster_id, ..
+        } => {
+            let balancers = ports_in(region).balancers;
+            hygiene::delete_orphan_balancer(ctx, &*balancers, region, cluster_id).await
         }
         Action::DeleteOrphanParameters { cluster_id, names } => {
             hygiene::delete_orphan_parameters(ctx, cluster_id, names).await

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::ports::{
-    ExecutionStatus, IngressRule, InstanceState, ParameterInfo, TaggedGroup, TaggedInstance,
+    ExecutionStatus, IngressRule, InstanceState, ParameterInfo, TaggedBalancing, TaggedGroup,
+    TaggedInstance,
 };
 use crate::record::{ClusterRecord, NodeState, Role, Status};
 
@@ -25,8 +26,8 @@ pub struct Settings {
     /// A record stuck in CREATING/UPDATING/DELETING is acted on once its execution has ended and
     /// the record has not changed for this long.
     pub grace_seconds: i64,
-    /// An instance, security group or parameter of the project whose cluster has no live record
-    /// is removed once this old.
+    /// An instance, security group, parameter or API load balancer of the project whose cluster
+    /// has no live record is removed once this old.
     pub orphan_grace_seconds: i64,
     /// No remediation in a cluster where more than this share of the nodes look dead.
     pub max_unhealthy_percent: u32,
@@ -105,6 +106,9 @@ pub struct Observed {
     pub groups: Vec<TaggedGroup>,
     /// Every parameter under the project's parameter root (metadata only, never a value).
     pub parameters: Vec<ParameterInfo>,
+    /// Every load balancer and target group named like a cluster's and carrying the project's
+    /// cluster tag, in every region looked at.
+    pub balancing: Vec<TaggedBalancing>,
 }
 
 /// One thing the run does.
@@ -143,6 +147,14 @@ pub enum Action {
         region: String,
         group_id: String,
         cluster_id: String,
+    },
+    /// The API load balancer (its listener, the balancer, its target group) of a cluster with no
+    /// record, a `DELETED` one or a `FAILED` one not retained, older than the grace: deleted by
+    /// name, as the delete does. `parts`: what the run found (`load balancer mecplane-c-…`).
+    DeleteOrphanBalancer {
+        region: String,
+        cluster_id: String,
+        parts: Vec<String>,
     },
     /// Parameters of no live cluster, last written before the grace: deleted.
     DeleteOrphanParameters {
@@ -187,6 +199,7 @@ impl Action {
             | Action::ResumeDelete { cluster_id }
             | Action::TerminateOrphan { cluster_id, .. }
             | Action::DeleteOrphanGroup { cluster_id, .. }
+            | Action::DeleteOrphanBalancer { cluster_id, .. }
             | Action::DeleteOrphanParameters { cluster_id, .. }
             | Action::RestoreGroupRules { cluster_id, .. }
             | Action::CheckNodes { cluster_id, .. }

@@ -1,13 +1,13 @@
 //! The plan on hand-made observations, and whole runs against the fakes: a dead node gets one
 //! replacement however many runs overlap, a healthy fleet sees no mutating call, the safety
 //! limits report instead of acting, stuck records move on, orphans (instances, groups,
-//! parameters) go after their grace only, drifted rules come back, IMDS and tag drift is reported.
+//! parameters, API load balancers) go after their grace only, drifted rules come back, IMDS and tag drift is reported.
 
 use std::collections::HashMap;
 
 use super::*;
 use crate::api::{ApiConfig, ApiContext};
-use crate::fakes::{FakeCloud, FakeExecutions, FakeStore};
+use crate::fakes::{FakeBalancers, FakeCloud, FakeExecutions, FakeStore};
 use crate::ports::{ExecutionStatus, IngressRule, IngressSource, InstanceState, MetadataOptions};
 use crate::record::{Node, NodeState, Role, UpdateKind, UpdateStatus};
 use crate::resources;
@@ -62,6 +62,9 @@ async fn cluster(ctx: &Ctx, cloud: &FakeCloud, n: u32, cps: u32, workers: u32) -
                 state: NodeState::Ready,
                 channel: None,
                 zone: None,
+                zone_type: None,
+                carrier_ip: None,
+                volume_type: None,
             });
         }
     }
@@ -70,14 +73,26 @@ async fn cluster(ctx: &Ctx, cloud: &FakeCloud, n: u32, cps: u32, workers: u32) -
 }
 
 async fn reconcile(ctx: &Ctx, cloud: &FakeCloud, settings: &Settings, dry_run: bool) -> Report {
+    reconcile_balanced(ctx, cloud, &FakeBalancers::default(), settings, dry_run).await
+}
+
+/// [`reconcile`] with `balancers` as every region's ELB.
+async fn reconcile_balanced(
+    ctx: &Ctx,
+    cloud: &FakeCloud,
+    balancers: &FakeBalancers,
+    settings: &Settings,
+    dry_run: bool,
+) -> Report {
     let event = ReconcileEvent {
         dry_run,
         ..ReconcileEvent::default()
     };
-    let cloud = cloud.clone();
+    let (cloud, balancers) = (cloud.clone(), balancers.clone());
     let ports_in = move |_: &str| RegionPorts {
         ec2: Box::new(cloud.clone()),
         ssm: Box::new(cloud.clone()),
+        balancers: Box::new(balancers.clone()),
     };
     let fleet = Fleet {
         ports_in: &ports_in,
@@ -737,6 +752,7 @@ async fn reconcile_targeted(ctx: &Ctx, cloud: &FakeCloud, instance_id: &str) -> 
     let ports_in = move |_: &str| RegionPorts {
         ec2: Box::new(cloud.clone()),
         ssm: Box::new(cloud.clone()),
+        balancers: Box::new(FakeBalancers::default()),
     };
     let settings = Settings::default();
     let fleet = Fleet {
@@ -1111,4 +1127,231 @@ async fn a_targeted_run_tidies_only_its_cluster() {
         orphan_params.len(),
         "another cluster's orphans wait for a full run"
     );
+}
+
+// ---- orphan API load balancers (`hygiene::orphan_balancing`) ----
+
+/// The cluster's API load balancer as the create makes it (target group, balancer, listener,
+/// named and tagged for it), created `age` seconds ago; with `lone`, its target group alone.
+async fn balancer_of(balancers: &FakeBalancers, cluster_id: &str, age: i64, lone: bool) {
+    let spec = serde_json::from_value::<ClusterRequest>(serde_json::json!({"name": "edge"}))
+        .unwrap()
+        .validate(&Policy::default())
+        .unwrap();
+    let request = crate::stages::load_balancer::request(
+        cluster_id,
+        &spec,
+        &["subnet-1".into()],
+        "vpc-1",
+        "sg-1",
+    );
+    let group = balancers.create_target_group(&request).await.unwrap();
+    if !lone {
+        let balancer = balancers.create_balancer(&request).await.unwrap();
+        balancers
+            .create_listener(&balancer.arn, &group, &request)
+            .await
+            .unwrap();
+    }
+    balancers.age(&request.name, age);
+}
+
+fn balancing_of(balancers: &FakeBalancers, cluster_id: &str) -> (usize, usize, usize) {
+    let name = resources::balancer_name(cluster_id);
+    let lbs = balancers.balancers();
+    let arns: Vec<&String> = lbs
+        .iter()
+        .filter(|b| b.name == name)
+        .map(|b| &b.arn)
+        .collect();
+    (
+        arns.len(),
+        balancers
+            .listeners()
+            .iter()
+            .filter(|l| arns.contains(&&l.balancer_arn))
+            .count(),
+        balancers
+            .target_groups()
+            .iter()
+            .filter(|t| t.name == name)
+            .count(),
+    )
+}
+
+#[tokio::test]
+async fn an_orphan_balancer_goes_after_its_grace_with_its_listener_and_target_group() {
+    let (ctx, cloud, balancers) = (ctx(), FakeCloud::new(), FakeBalancers::default());
+    let live = cluster(&ctx, &cloud, 1, 1, 0).await;
+    balancer_of(&balancers, &live.id, 7200, false).await;
+    let (old, young, lone) = (
+        "c-00000000000000ff",
+        "c-00000000000000fe",
+        "c-00000000000000fd",
+    );
+    balancer_of(&balancers, old, 7200, false).await;
+    balancer_of(&balancers, young, 60, false).await;
+    balancer_of(&balancers, lone, 7200, true).await;
+    let is_removal = |a: &Action| matches!(a, Action::DeleteOrphanBalancer { .. });
+
+    // Report-only: findings naming them, nothing deleted.
+    let report_only = Settings {
+        orphans_report_only: true,
+        ..Settings::default()
+    };
+    let report = reconcile_balanced(&ctx, &cloud, &balancers, &report_only, false).await;
+    assert!(!report.plan.actions.iter().any(is_removal), "{report:?}");
+    for (id, part) in [(old, "load balancer"), (lone, "target group")] {
+        let name = resources::balancer_name(id);
+        assert!(
+            report.plan.findings.iter().any(|f| f.cluster_id == id
+                && f.what.contains(&format!("{part} {name}"))
+                && f.what.contains("report-only")),
+            "{report:?}"
+        );
+    }
+    assert_eq!(balancing_of(&balancers, old), (1, 1, 1));
+    assert_eq!(balancing_of(&balancers, lone), (0, 0, 1));
+
+    // The target group's delete fails once: the balancer and its listener are gone, the group is
+    // left and the outcome says so; the next run finds it alone and removes it.
+    balancers.fail_next(
+        "delete_target_group",
+        CloudError::DependencyViolation("ResourceInUse".into()),
+    );
+    let report = reconcile_balanced(&ctx, &cloud, &balancers, &Settings::default(), false).await;
+    let removals = done(&report, is_removal);
+    assert_eq!(removals.len(), 2, "{report:?}");
+    let outcome_of = |id: &str| {
+        removals
+            .iter()
+            .find(|o| o.action.cluster_id() == id)
+            .map(|o| o.result.clone())
+            .unwrap()
+    };
+    // Planned by cluster id: `…fd` (lone) comes before `…ff`.
+    assert!(outcome_of(lone).starts_with("failed: "), "{report:?}");
+    assert!(
+        outcome_of(old).starts_with("done: deleted load balancer"),
+        "{report:?}"
+    );
+    assert!(outcome_of(old).contains("target group"), "{report:?}");
+    assert_eq!(balancing_of(&balancers, lone), (0, 0, 1));
+    assert_eq!(balancing_of(&balancers, old), (0, 0, 0));
+    assert_eq!(
+        balancing_of(&balancers, young),
+        (1, 1, 1),
+        "within the grace"
+    );
+    assert_eq!(
+        balancing_of(&balancers, &live.id),
+        (1, 1, 1),
+        "a live cluster's"
+    );
+    assert_eq!(report.orphans_removed(), 1);
+
+    let again = reconcile_balanced(&ctx, &cloud, &balancers, &Settings::default(), false).await;
+    assert!(
+        matches!(&done(&again, is_removal)[..], [Outcome { action: Action::DeleteOrphanBalancer { cluster_id, parts, .. }, result }]
+            if cluster_id == lone && parts[..] == [format!("target group {}", resources::balancer_name(lone))] && result.starts_with("done")),
+        "{again:?}"
+    );
+    assert_eq!(balancing_of(&balancers, lone), (0, 0, 0));
+    assert_eq!(again.orphans_removed(), 1);
+
+    // Nothing more is planned; a removal repeated finds nothing.
+    let third = reconcile_balanced(&ctx, &cloud, &balancers, &Settings::default(), false).await;
+    assert!(!third.plan.actions.iter().any(is_removal), "{third:?}");
+    assert_eq!(
+        hygiene::delete_orphan_balancer(&ctx, &balancers, "us-east-1", old).await,
+        "skipped: already gone"
+    );
+    assert_eq!(balancers.balancers().len(), 2);
+}
+
+#[tokio::test]
+async fn a_balancer_is_an_orphan_only_when_its_record_lets_go_of_it() {
+    let (ctx, cloud, balancers) = (ctx(), FakeCloud::new(), FakeBalancers::default());
+    // Every status that still owns its balancer, then FAILED not retained and DELETED.
+    let mut kept = Vec::new();
+    for (n, status, retain) in [
+        (1, Status::Active, false),
+        (2, Status::Creating, false),
+        (3, Status::Updating, false),
+        (4, Status::Deleting, false),
+        (5, Status::Degraded, false),
+        (6, Status::Failed, true),
+        (7, Status::Failed, false),
+        (8, Status::Deleted, false),
+    ] {
+        let mut r = cluster(&ctx, &cloud, n, 1, 0).await;
+        r.status = status;
+        r.spec.retain_on_failure = retain;
+        ctx.store.update(&r).await.unwrap();
+        balancer_of(&balancers, &r.id, 7200, false).await;
+        if n <= 6 {
+            kept.push(r.id);
+        }
+    }
+    let eager = Settings {
+        orphan_grace_seconds: 0,
+        ..Settings::default()
+    };
+    let report = reconcile_balanced(&ctx, &cloud, &balancers, &eager, false).await;
+    let removed: Vec<String> = done(&report, |a| {
+        matches!(a, Action::DeleteOrphanBalancer { .. })
+    })
+    .iter()
+    .filter(|o| o.result.starts_with("done"))
+    .map(|o| o.action.cluster_id().to_string())
+    .collect();
+    assert_eq!(
+        removed,
+        ["c-0000000000000007", "c-0000000000000008"],
+        "{report:?}"
+    );
+    for id in &kept {
+        assert_eq!(balancing_of(&balancers, id), (1, 1, 1), "{id} kept");
+    }
+    for id in ["c-0000000000000007", "c-0000000000000008"] {
+        assert_eq!(balancing_of(&balancers, id), (0, 0, 0), "{id} removed");
+        let events = ctx.store.events(id).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.stage == STAGE
+                && e.detail.contains("orphan load balancer")
+                && e.detail.contains("deleted")),
+            "{events:?}"
+        );
+    }
+    // A removal planned earlier and acted on after the record took the balancer back stands back.
+    assert_eq!(
+        hygiene::delete_orphan_balancer(&ctx, &balancers, "us-east-1", &kept[5]).await,
+        "skipped: the cluster has a live record"
+    );
+    assert_eq!(balancing_of(&balancers, &kept[5]), (1, 1, 1));
+}
+
+#[test]
+fn a_balancer_without_a_known_age_is_only_reported() {
+    let observed = Observed {
+        now: 10_000,
+        balancing: vec![crate::ports::TaggedBalancing {
+            region: "us-east-1".into(),
+            part: crate::ports::BalancingPart::TargetGroup,
+            arn: "arn:tg".into(),
+            name: "mecplane-c-00000000000000ff".into(),
+            cluster_id: "c-00000000000000ff".into(),
+            created_at: None,
+        }],
+        ..Observed::default()
+    };
+    let plan = plan::plan(&observed, &Settings::default(), None);
+    assert_eq!(plan.actions, vec![]);
+    assert!(
+        matches!(&plan.findings[..], [f] if f.what.contains("its age is unknown") && f.what.contains("target group mecplane-c-00000000000000ff")),
+        "{plan:?}"
+    );
+    // A targeted run at another cluster does not look at it.
+    let plan = plan::plan(&observed, &Settings::default(), Some("c-0000000000000001"));
+    assert!(plan.findings.is_empty(), "{plan:?}");
 }

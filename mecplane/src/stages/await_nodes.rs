@@ -81,6 +81,7 @@ pub async fn run<E: Instances, R: NodeCommands, P, S: ClusterStore>(
                 if let Some(n) = r.nodes.iter_mut().find(|n| n.instance_id == i.instance_id) {
                     n.private_ip = i.private_ip.clone();
                     n.public_ip = i.public_ip.clone();
+                    n.carrier_ip = i.carrier_ip.clone();
                     if n.state == NodeState::Pending {
                         n.state = NodeState::Running;
                     }

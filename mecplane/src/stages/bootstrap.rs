@@ -41,14 +41,15 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
     let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
-    records::enter(store, &state.cluster_id, STAGE).await?;
+    let record = records::enter(store, &state.cluster_id, STAGE).await?;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.command_timeout_seconds);
     if state.token_parameter.is_none() {
         state.token_parameter = Some(ensure_token(params, &state.cluster_id).await?);
     }
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
-    let sans = nodes::api_sans(&first, None, &[]);
+    let balancer = record.balancer.as_ref().map(|b| b.dns_name.as_str());
+    let sans = nodes::api_sans(&first, balancer, &state.spec.extra_sans);
     let wanted = Wanted {
         cluster_id: state.cluster_id.clone(),
         instance_id: first.instance_id.clone(),

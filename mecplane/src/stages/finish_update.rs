@@ -99,6 +99,7 @@ pub async fn run<E, R, P, S: ClusterStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::fixtures::{poll_until_done, twice};
     use crate::stages::{fixtures, remove_workers};
 
     #[tokio::test]
@@ -140,30 +141,6 @@ mod tests {
         next.finished_at = None;
         r.updates.push(next);
         store.update(&r).await.unwrap()
-    }
-
-    async fn twice<F, Fut, T>(f: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, StageError>>,
-    {
-        let _ = f().await.expect("first run");
-        f().await.expect("second run")
-    }
-
-    async fn poll_until_done<F, Fut>(mut state: CreateState, f: F) -> CreateState
-    where
-        F: Fn(CreateState) -> Fut,
-        Fut: std::future::Future<Output = Result<CreateState, StageError>>,
-    {
-        for _ in 0..30 {
-            let _ = f(state.clone()).await.expect("poll");
-            state = f(state).await.expect("poll again");
-            if state.poll.done {
-                return state;
-            }
-        }
-        panic!("stage never finished");
     }
 
     /// 1+2 -> 1+4 -> 1+1 as the update machine chains the stages, every stage run twice.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::config::StageConfig;
 use crate::error::StageError;
 use crate::fakes::{FakeCloud, FakeStore};
-use crate::ports::ClusterStore;
+use crate::ports::{ClusterStore, Zone};
 use crate::record::{ClusterRecord, Role, Status};
 use crate::spec::{ClusterRequest, ClusterSpec, Policy};
 use crate::state::{CreateState, Timing};
@@ -33,6 +33,7 @@ pub(crate) fn config() -> StageConfig {
         node_instance_profile: "mecplane-node".into(),
         ami_parameter_prefix: crate::config::DEFAULT_AMI_PARAMETER_PREFIX.into(),
         secrets_key: None,
+        ami_owners: Vec::new(),
         policy: Policy::default(),
     }
 }
@@ -163,6 +164,53 @@ pub(crate) fn fail_script(cloud: &FakeCloud, script: &'static str, stderr: &'sta
             crate::fakes::default_outcome(cmd, all)
         }
     });
+}
+
+/// A zone of us-east-1 as EC2 describes it: its group is its name without the final letter
+/// (`us-east-1-bos-1a`: `us-east-1-bos-1`), a Wavelength zone's its name up to the carrier
+/// (`us-east-1-wl1-bos-wlz-1`: `us-east-1-wl1`), and a zone other than a standard one has
+/// `us-east-1a` as its parent.
+pub(crate) fn zone(name: &str, zone_type: &str, usable: bool) -> Zone {
+    use crate::placement::{STANDARD_ZONE, WAVELENGTH_ZONE};
+    let group = if zone_type == WAVELENGTH_ZONE {
+        name.split('-').take(4).collect::<Vec<_>>().join("-")
+    } else {
+        name.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .to_string()
+    };
+    Zone {
+        name: name.into(),
+        zone_type: zone_type.into(),
+        usable,
+        group,
+        parent: (zone_type != STANDARD_ZONE).then(|| "us-east-1a".into()),
+    }
+}
+
+/// Runs `f` twice, as a retried Lambda would, and answers the second run's output.
+pub(crate) async fn twice<F, Fut, T>(f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StageError>>,
+{
+    let _ = f().await.expect("first run");
+    f().await.expect("second run")
+}
+
+/// Polls `stage` until it says done (at most 30 polls, each run twice as a retried Lambda would).
+pub(crate) async fn poll_until_done<F, Fut>(mut state: CreateState, stage: F) -> CreateState
+where
+    F: Fn(CreateState) -> Fut,
+    Fut: std::future::Future<Output = Result<CreateState, StageError>>,
+{
+    for _ in 0..30 {
+        let _ = stage(state.clone()).await.expect("poll");
+        state = stage(state).await.expect("poll again");
+        if state.poll.done {
+            return state;
+        }
+    }
+    panic!("stage never finished");
 }
 
 /// Polls `stage` until it fails (at most `polls` times) and answers the error.

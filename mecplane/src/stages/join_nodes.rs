@@ -67,6 +67,10 @@ struct Ctx<'a> {
     first: &'a Instance,
     token: &'a str,
     state: &'a CreateState,
+    /// The nodes to join (a joining control plane's certificate names its own addresses).
+    candidates: &'a [Instance],
+    /// The cluster's load balancer's DNS name, when it has one.
+    balancer: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -86,6 +90,18 @@ impl Ctx<'_> {
     }
 
     fn join(&self, instance_id: &str, role: Role) -> Result<Wanted, StageError> {
+        let mut extra = Vec::new();
+        // A control plane serves the API too: its certificate carries the same names as the
+        // first one's (the load balancer forwards to any of them), with its own addresses.
+        if let (Role::ControlPlane, Some(node)) = (
+            role,
+            self.candidates
+                .iter()
+                .find(|i| i.instance_id == instance_id),
+        ) {
+            let sans = nodes::api_sans(node, self.balancer, &self.state.spec.extra_sans);
+            extra.push(("EXTRA_SANS", sans.join(",")));
+        }
         Ok(Wanted {
             cluster_id: self.cluster_id.to_string(),
             instance_id: instance_id.to_string(),
@@ -112,7 +128,10 @@ impl Ctx<'_> {
                         .max(30)
                         .to_string(),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(extra)
+            .collect(),
             timeout_seconds: self.state.timing.command_timeout_seconds,
             secrets: vec![self.token.to_string()],
         })
@@ -136,7 +155,7 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
     let role = state.target_role();
     let stage = stage(role);
-    records::enter(store, &state.cluster_id, stage).await?;
+    let record = records::enter(store, &state.cluster_id, stage).await?;
     let now = clock::now_epoch();
     let total = state.spec.control_planes + state.spec.workers;
     state.poll.tick(
@@ -168,6 +187,8 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
         first: &first,
         token: &token,
         state: &snapshot,
+        candidates: &candidates,
+        balancer: record.balancer.as_ref().map(|b| b.dns_name.as_str()),
     };
 
     // Each pass finishes one command or leaves one running; bounded so a bug cannot spin.

@@ -5,9 +5,20 @@
 //! ([`ClusterSpec::subnet_for`](crate::spec::ClusterSpec::subnet_for): control planes one per
 //! subnet, workers round-robin), so the instances of one subnet are launched together and an
 //! instance left untagged by an interrupted launch takes a free index of its own subnet.
+//!
+//! Where a node goes decides how it is reached: the stage asks EC2 for the zones of the subnets it
+//! launches into and of the instances it records (the fact is EC2's, read where it is needed, so
+//! an update's launch knows it as a create's does). A launch into a Wavelength zone asks for
+//! carrier IPs (Wavelength has no public IPv4), and each node's record carries its zone's type
+//! and its carrier IP. The zone's type also decides the root volume's EBS type
+//! ([`root_volume_type`]: gp3, gp2 in a Wavelength zone, which offers no gp3): the launch asks
+//! for it, each node's record says it, and the stage's event names the zones that fell back.
+
+use std::collections::HashMap;
 
 use crate::error::StageError;
-use crate::ports::{ClusterStore, Instance, Instances, LaunchRequest};
+use crate::placement::{root_volume_type, volume_fallback, WAVELENGTH_ZONE};
+use crate::ports::{ClusterStore, Instance, Instances, LaunchRequest, SecurityGroups, Zones};
 use crate::record::{Node, NodeState, Phase, Role};
 use crate::resources;
 use crate::state::CreateState;
@@ -84,8 +95,51 @@ pub fn plan(
     LaunchPlan { adopt, launches }
 }
 
+/// The zones of the subnets a plan launches into (subnet → zone name) and the types of those
+/// zones and of the instances' own (zone name → type): one `DescribeSubnets` when the plan
+/// launches into named subnets, one `DescribeAvailabilityZones` when there is any zone.
+async fn zones_of<E: SecurityGroups + Zones>(
+    ec2: &E,
+    plan: &LaunchPlan,
+    instances: &[Instance],
+) -> Result<(HashMap<String, String>, HashMap<String, String>), StageError> {
+    let mut subnet_ids: Vec<String> = plan
+        .launches
+        .iter()
+        .filter_map(|l| l.subnet_id.clone())
+        .collect();
+    subnet_ids.sort();
+    subnet_ids.dedup();
+    let subnet_zones: HashMap<String, String> = if subnet_ids.is_empty() {
+        HashMap::new()
+    } else {
+        ec2.subnets(&subnet_ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.subnet_id, s.zone))
+            .collect()
+    };
+    let mut names: Vec<String> = subnet_zones
+        .values()
+        .cloned()
+        .chain(instances.iter().filter_map(|i| i.zone.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let zone_types = if names.is_empty() {
+        HashMap::new()
+    } else {
+        ec2.zones(&names)
+            .await?
+            .into_iter()
+            .map(|z| (z.name, z.zone_type))
+            .collect()
+    };
+    Ok((subnet_zones, zone_types))
+}
+
 /// Runs the stage for `state.target`.
-pub async fn run<E: Instances, R, P, S: ClusterStore>(
+pub async fn run<E: Instances + SecurityGroups + Zones, R, P, S: ClusterStore>(
     ports: &Ports<'_, E, R, P, S>,
     state: CreateState,
 ) -> Result<CreateState, StageError> {
@@ -112,6 +166,7 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                 .map(|i| (i.clone(), *index))
         })
         .collect();
+    let (subnet_zones, mut zone_types) = zones_of(instances, &plan, &existing).await?;
     if !plan.launches.is_empty() {
         let ami_id = state
             .ami_id
@@ -122,6 +177,12 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
             .clone()
             .ok_or_else(|| StageError::Internal("no security group".into()))?;
         for (k, launch) in plan.launches.iter().enumerate() {
+            let zone_type = launch
+                .subnet_id
+                .as_ref()
+                .and_then(|s| subnet_zones.get(s))
+                .and_then(|zone| zone_types.get(zone))
+                .map(String::as_str);
             let request = LaunchRequest {
                 cluster_id: state.cluster_id.clone(),
                 cluster_name: state.spec.name.clone(),
@@ -131,7 +192,9 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                 instance_type: state.spec.instance_type.clone(),
                 security_group_id: security_group_id.clone(),
                 subnet_id: launch.subnet_id.clone(),
+                carrier_ip: zone_type == Some(WAVELENGTH_ZONE),
                 root_volume_gib: state.spec.root_volume_gib,
+                root_volume_type: root_volume_type(zone_type).into(),
                 instance_profile: config.node_instance_profile.clone(),
                 tags: state
                     .spec
@@ -182,9 +245,27 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
         .filter(|i| i.index.is_some())
         .chain(indexed.into_iter().map(|(i, _)| i))
         .collect();
+    // A launch into the default subnet learns its zone only now.
+    let mut unknown: Vec<String> = all
+        .iter()
+        .filter_map(|i| i.zone.clone())
+        .filter(|z| !zone_types.contains_key(z))
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        zone_types.extend(
+            instances
+                .zones(&unknown)
+                .await?
+                .into_iter()
+                .map(|z| (z.name, z.zone_type)),
+        );
+    }
     records::modify(store, &state.cluster_id, |r| {
         for i in &all {
             if !r.nodes.iter().any(|n| n.instance_id == i.instance_id) {
+                let zone_type = i.zone.as_ref().and_then(|z| zone_types.get(z)).cloned();
                 r.upsert_node(Node {
                     instance_id: i.instance_id.clone(),
                     role,
@@ -194,6 +275,10 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
                     state: NodeState::Pending,
                     channel: Some(state.spec.microk8s_channel.clone()),
                     zone: i.zone.clone(),
+                    // As its launch chose it: by the type of its subnet's zone, which is its own.
+                    volume_type: Some(root_volume_type(zone_type.as_deref()).into()),
+                    zone_type,
+                    carrier_ip: i.carrier_ip.clone(),
                 });
             }
         }
@@ -204,8 +289,12 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
     zones.sort_unstable();
     zones.dedup();
     let ids: Vec<&str> = all.iter().map(|i| i.instance_id.as_str()).collect();
+    let fallbacks: Vec<String> = zones
+        .iter()
+        .filter_map(|z| volume_fallback(z, zone_types.get(*z).map(String::as_str)))
+        .collect();
     let detail = format!(
-        "{} {} node(s): {} ({} launched now){}",
+        "{} {} node(s): {} ({} launched now){}{}",
         all.len(),
         role.as_str(),
         ids.join(", "),
@@ -214,6 +303,11 @@ pub async fn run<E: Instances, R, P, S: ClusterStore>(
             String::new()
         } else {
             format!(" in {}", zones.join(", "))
+        },
+        if fallbacks.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", fallbacks.join("; "))
         }
     );
     records::note(store, &state.cluster_id, stage, Phase::Finished, detail).await?;
@@ -363,6 +457,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ec2_refuses_a_gp3_root_in_a_wavelength_zone_and_launches_nothing() {
+        let (cloud, _store, state) = fixtures::ready_to_launch(1, 0).await;
+        with_wavelength_subnet(&cloud);
+        let request = |volume: &str| LaunchRequest {
+            cluster_id: state.cluster_id.clone(),
+            cluster_name: state.spec.name.clone(),
+            role: Role::ControlPlane,
+            count: 1,
+            ami_id: "ami-0abc".into(),
+            instance_type: "t3.medium".into(),
+            security_group_id: "sg-1".into(),
+            subnet_id: Some("subnet-000000w1".into()),
+            root_volume_gib: 20,
+            root_volume_type: volume.into(),
+            instance_profile: "mecplane-node".into(),
+            tags: Vec::new(),
+            client_token: format!("t-{volume}"),
+            carrier_ip: true,
+        };
+        for volume in ["gp3", "io2", "st1"] {
+            match cloud.launch(&request(volume)).await {
+                Err(CloudError::Rejected(m)) => {
+                    assert!(m.starts_with("InvalidParameterCombination"), "{m}");
+                    assert!(
+                        m.contains(volume) && m.contains("us-east-1-wl1-bos-wlz-1"),
+                        "{m}"
+                    );
+                }
+                other => panic!("{volume}: {other:?}"),
+            }
+        }
+        assert!(cloud.live_instances().is_empty(), "nothing launched");
+        assert_eq!(cloud.launch(&request("gp2")).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn capacity_errors_are_named_and_not_transient() {
         let (cloud, store, state) = fixtures::ready_to_launch(1, 0).await;
         cloud.fail_next_launch(CloudError::InsufficientCapacity(
@@ -373,5 +503,120 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.name(), "InsufficientCapacity");
         assert!(cloud.live_instances().is_empty());
+    }
+
+    /// A cloud with a Wavelength zone and a subnet there (`subnet-000000w1`).
+    fn with_wavelength_subnet(cloud: &crate::fakes::FakeCloud) {
+        cloud.add_zone(
+            crate::ports::Zone {
+                name: "us-east-1-wl1-bos-wlz-1".into(),
+                zone_type: WAVELENGTH_ZONE.into(),
+                usable: true,
+                group: "us-east-1-wl1".into(),
+                parent: Some("us-east-1a".into()),
+            },
+            &["t3.medium"],
+        );
+        cloud.add_subnet("subnet-000000w1", "vpc-1", "us-east-1-wl1-bos-wlz-1");
+    }
+
+    #[tokio::test]
+    async fn a_wavelength_subnet_gets_carrier_ips_and_its_zone_type_however_often_it_runs() {
+        let (cloud, store, mut state) = fixtures::registered(1, 2).await;
+        with_wavelength_subnet(&cloud);
+        cloud.add_subnet("subnet-0000000a", "vpc-1", "us-east-1a");
+        cloud.set_route_table("subnet-000000w1", &[("0.0.0.0/0", "cagw-0001")]);
+        cloud.put_public(
+            &super::super::resolve_ami::ami_parameter(
+                &fixtures::config().ami_parameter_prefix,
+                &state.spec,
+            ),
+            "ami-0abc",
+        );
+        // Control planes in the Wavelength zone, workers in a standard zone.
+        state.spec.instance_type = "t3.medium".into();
+        state.spec.subnet_ids = vec!["subnet-000000w1".into()];
+        state.spec.worker_subnet_ids = vec!["subnet-0000000a".into()];
+        let ports = fixtures::ports(&cloud, &store);
+        let state = super::super::resolve_ami::run(&ports, state).await.unwrap();
+        let mut state = super::super::security_group::run(&ports, state)
+            .await
+            .unwrap();
+        for role in [Role::ControlPlane, Role::Worker] {
+            state.target = Some(role);
+            for _ in 0..2 {
+                run(&ports, state.clone()).await.unwrap();
+            }
+        }
+
+        let launched = cloud.live_instances();
+        assert_eq!(launched.len(), 3, "launched once however often it ran");
+        for i in &launched {
+            let wavelength = i.request.role == Role::ControlPlane;
+            // The interface form with a carrier IP in Wavelength, no public IPv4 there.
+            assert_eq!(i.request.carrier_ip, wavelength, "{i:?}");
+            // A gp2 root where gp3 is not offered (the fake refuses gp3 there), gp3 elsewhere.
+            let volume = if wavelength { "gp2" } else { "gp3" };
+            assert_eq!(i.request.root_volume_type, volume, "{i:?}");
+            assert_eq!(i.instance.carrier_ip.is_some(), wavelength, "{i:?}");
+            assert_eq!(i.instance.public_ip.is_none(), wavelength, "{i:?}");
+        }
+        let nodes = store.records()[0].nodes.clone();
+        assert_eq!(nodes.len(), 3);
+        for n in &nodes {
+            let (zone, kind) = match n.role {
+                Role::ControlPlane => ("us-east-1-wl1-bos-wlz-1", WAVELENGTH_ZONE),
+                Role::Worker => ("us-east-1a", "availability-zone"),
+            };
+            assert_eq!(
+                (n.zone.as_deref(), n.zone_type.as_deref()),
+                (Some(zone), Some(kind)),
+                "{n:?}"
+            );
+            assert_eq!(
+                n.carrier_ip.is_some(),
+                n.role == Role::ControlPlane,
+                "{n:?}"
+            );
+            let volume = match n.role {
+                Role::ControlPlane => "gp2",
+                Role::Worker => "gp3",
+            };
+            assert_eq!(n.volume_type.as_deref(), Some(volume), "{n:?}");
+        }
+        // The control planes' launch says their root volumes fell back, the workers' does not.
+        let events = store.events(&state.cluster_id).await.unwrap();
+        let finished = |stage_name: &str| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e.stage == stage_name && e.phase == Phase::Finished)
+                .map(|e| e.detail.clone())
+                .collect()
+        };
+        let said =
+            "root volume gp2 in us-east-1-wl1-bos-wlz-1 (gp3 is not offered in Wavelength zones)";
+        let control_planes = finished(stage(Role::ControlPlane));
+        assert_eq!(control_planes.len(), 2, "{events:?}");
+        assert!(
+            control_planes.iter().all(|d| d.ends_with(said)),
+            "{control_planes:?}"
+        );
+        let workers = finished(stage(Role::Worker));
+        assert_eq!(workers.len(), 2, "{events:?}");
+        assert!(
+            workers.iter().all(|d| !d.contains("root volume")),
+            "{workers:?}"
+        );
+        // The kubeconfig's host and the certificate's names: the carrier IP.
+        let first = launched
+            .iter()
+            .find(|i| i.request.role == Role::ControlPlane)
+            .unwrap();
+        let carrier = first.instance.carrier_ip.clone().unwrap();
+        assert_eq!(
+            nodes::api_host(&first.instance, None),
+            Some(carrier.clone())
+        );
+        assert!(nodes::api_sans(&first.instance, None, &[]).contains(&carrier));
     }
 }

@@ -3,13 +3,14 @@
 //! by their comment), compares it with what the state asks for, and acts on the difference.
 //!
 //! Create: [`register`] → [`resolve_ami`] → [`security_group`] → [`launch_nodes`] (control planes)
-//! → [`await_nodes`] → [`bootstrap`] → [`join_nodes`] (control planes) → [`launch_nodes`] (workers)
+//! → [`await_nodes`] → [`load_balancer`] (`api_endpoint: "nlb"`) → [`bootstrap`] → [`join_nodes`] (control planes) → [`launch_nodes`] (workers)
 //! → [`await_nodes`] → [`join_nodes`] (workers) → [`verify`] → [`store_kubeconfig`] → [`activate`];
 //! any failure → [`mark_failed`] → teardown.
 //! Teardown (delete, or after a failed create): [`begin_delete`] → [`terminate_nodes`] →
-//! [`await_terminated`] → [`delete_security_group`] → [`delete_parameters`] → [`finish_delete`].
+//! [`await_terminated`] → [`delete_load_balancer`] → [`delete_security_group`] →
+//! [`delete_parameters`] → [`finish_delete`].
 //! Update (scale a live cluster): [`begin_update`] → up: [`resolve_ami`] → [`launch_nodes`] →
-//! [`await_nodes`] → [`join_nodes`] → [`verify`]; down: [`remove_workers`] → [`finish_update`];
+//! [`await_nodes`] → [`join_nodes`] → [`verify`] → [`load_balancer`]; down: [`remove_workers`] → [`finish_update`];
 //! any failure → [`fail_update`] (the cluster stays `ACTIVE`).
 
 pub mod activate;
@@ -19,6 +20,7 @@ pub mod await_terminated;
 pub mod begin_delete;
 pub mod begin_update;
 pub mod bootstrap;
+pub mod delete_load_balancer;
 pub mod delete_parameters;
 pub mod delete_security_group;
 pub mod fail_update;
@@ -26,6 +28,7 @@ pub mod finish_delete;
 pub mod finish_update;
 pub mod join_nodes;
 pub mod launch_nodes;
+pub mod load_balancer;
 pub mod mark_failed;
 pub mod register;
 pub mod remove_workers;
@@ -63,44 +66,20 @@ pub struct Ports<'a, E, R, P, S> {
 }
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod pipeline_tests {
     //! The whole create and teardown, stage after stage as the state machines chain them, with
     //! every stage invoked twice on the same input (as a Step Functions retry would).
 
+    use super::fixtures::{poll_until_done, twice};
     use super::*;
     use crate::fakes::{FakeCloud, FakeStore};
     use crate::record::{Role, Status};
     use crate::resources;
-    use crate::state::{BeginDeleteEvent, CreateState, RegisterEvent, TeardownState};
+    use crate::state::{BeginDeleteEvent, RegisterEvent, TeardownState};
     use serde_json::json;
-
-    async fn twice<F, Fut, T>(f: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, crate::StageError>>,
-    {
-        let _ = f().await.expect("first run");
-        f().await.expect("second run")
-    }
-
-    async fn poll_until_done<F, Fut>(mut state: CreateState, f: F) -> CreateState
-    where
-        F: Fn(CreateState) -> Fut,
-        Fut: std::future::Future<Output = Result<CreateState, crate::StageError>>,
-    {
-        for _ in 0..30 {
-            let s = state.clone();
-            let _ = f(s.clone()).await.expect("poll");
-            state = f(s).await.expect("poll again");
-            if state.poll.done {
-                return state;
-            }
-        }
-        panic!("stage never finished");
-    }
 
     #[tokio::test]
     async fn create_then_delete_with_every_stage_run_twice() {

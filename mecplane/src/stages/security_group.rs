@@ -5,13 +5,20 @@
 //! the spec no longer has are revoked, so a port that stays open never closes in between. The
 //! create runs it once; an `exposed_ports` change runs it again with the new spec (route
 //! `ports` of the update state machine).
+//!
+//! Before the group exists it checks the placement ([`placement::check`]) and that every
+//! Wavelength subnet routes `0.0.0.0/0` to a carrier gateway ([`check_carrier_route`]): without
+//! one its nodes' carrier IPs reach nothing, so the create fails here, naming the subnet's entry
+//! and what to add, with nothing made.
 
 use super::Ports;
 use crate::error::StageError;
 use crate::microk8s;
-use crate::ports::{ClusterStore, IngressRule, IngressSource, SecurityGroups, Subnet, Zone, Zones};
+use crate::placement::{self, Placement, WAVELENGTH_ZONE};
+use crate::ports::{
+    ClusterStore, IngressRule, IngressSource, RouteTable, Routes, SecurityGroups, Subnet, Zones,
+};
 use crate::record::Phase;
-use crate::record::Role;
 use crate::spec::ClusterSpec;
 use crate::spec::ValidationError;
 use crate::state::CreateState;
@@ -69,106 +76,6 @@ pub fn desired_rules(spec: &ClusterSpec) -> Vec<IngressRule> {
     rules
 }
 
-/// The subnets a spec names, each with its entry (`subnet_ids[1]`, `worker_subnet_ids[0]`):
-/// the control planes' (a lone `subnet_id` of an older record as `subnet_ids[0]`), then the
-/// workers' own.
-fn named_subnets(spec: &ClusterSpec) -> impl Iterator<Item = (String, &String)> {
-    spec.subnets(Role::ControlPlane)
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (format!("subnet_ids[{i}]"), id))
-        .chain(
-            spec.worker_subnet_ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (format!("worker_subnet_ids[{i}]"), id)),
-        )
-}
-
-/// Checks the spec's subnets against those EC2 found (pure): each exists, all in one VPC. The
-/// error names the list entry (`subnet_ids[1]`, `worker_subnet_ids[0]`).
-pub fn check_subnets(spec: &ClusterSpec, found: &[Subnet]) -> Result<(), ValidationError> {
-    let mut first: Option<&Subnet> = None;
-    for (at, id) in named_subnets(spec) {
-        let Some(subnet) = found.iter().find(|s| s.subnet_id == *id) else {
-            return Err(ValidationError {
-                field: at,
-                message: format!("no subnet {id} in {}", spec.region),
-            });
-        };
-        match first {
-            Some(f) if f.vpc_id != subnet.vpc_id => {
-                return Err(ValidationError {
-                    field: at,
-                    message: format!(
-                        "{id} is in {}, {} in {}: a cluster's subnets share one VPC",
-                        subnet.vpc_id, f.subnet_id, f.vpc_id
-                    ),
-                })
-            }
-            Some(_) => {}
-            None => first = Some(subnet),
-        }
-    }
-    Ok(())
-}
-
-/// Why [`check_zones`] refused a placement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ZoneRefusal {
-    pub error: ValidationError,
-    /// The zone that lacks the instance type: its offerings complete the message.
-    pub lacking_type: Option<String>,
-}
-
-/// Checks the zones of the spec's subnets (pure): each usable (a Local or Wavelength zone's
-/// group opted in to), each offering the instance type (`offered`: the zones that do). The error
-/// names the subnet's entry, or `instance_type`; a zone EC2 did not describe is left to EC2.
-pub fn check_zones(
-    spec: &ClusterSpec,
-    subnets: &[Subnet],
-    zones: &[Zone],
-    offered: &[String],
-) -> Result<Vec<(String, String)>, ZoneRefusal> {
-    let mut placed = Vec::new();
-    for (at, id) in named_subnets(spec) {
-        let Some(subnet) = subnets.iter().find(|s| s.subnet_id == *id) else {
-            continue;
-        };
-        let Some(zone) = zones.iter().find(|z| z.name == subnet.zone) else {
-            continue;
-        };
-        if !zone.usable {
-            return Err(ZoneRefusal {
-                    error: ValidationError {
-                        field: at,
-                        message: format!(
-                            "{id} is in {}, a {} of zone group {} the account has not opted in to: aws ec2 modify-availability-zone-group --group-name {} --opt-in-status opted-in",
-                            zone.name, zone.zone_type, zone.group, zone.group
-                        ),
-                    },
-                    lacking_type: None,
-                });
-        }
-        if !offered.contains(&zone.name) {
-            return Err(ZoneRefusal {
-                error: ValidationError {
-                    field: "instance_type".into(),
-                    message: format!(
-                        "{} is not offered in {} ({}, subnet {id})",
-                        spec.instance_type, zone.name, zone.zone_type
-                    ),
-                },
-                lacking_type: Some(zone.name.clone()),
-            });
-        }
-        placed.push((zone.name.clone(), zone.zone_type.clone()));
-    }
-    placed.sort();
-    placed.dedup();
-    Ok(placed)
-}
-
 /// The desired rules the group does not have yet (descriptions do not matter).
 pub fn missing_rules(desired: &[IngressRule], current: &[IngressRule]) -> Vec<IngressRule> {
     absent_from(desired, current)
@@ -188,81 +95,141 @@ fn absent_from(these: &[IngressRule], those: &[IngressRule]) -> Vec<IngressRule>
         .collect()
 }
 
-/// Looks up the zones of the subnets and the instance type's offerings there, then
-/// [`check_zones`]; a zone that does not offer the type is named with what it does offer.
-async fn check_placement<E: Zones>(
-    ec2: &E,
-    spec: &ClusterSpec,
-    subnets: &[Subnet],
-) -> Result<Vec<(String, String)>, StageError> {
-    let mut names: Vec<String> = subnets.iter().map(|s| s.zone.clone()).collect();
-    names.sort();
-    names.dedup();
-    let zones = ec2.zones(&names).await?;
-    let offered: Vec<String> = ec2
-        .offerings(&names, Some(&spec.instance_type))
-        .await?
-        .into_iter()
-        .map(|(zone, _)| zone)
-        .collect();
-    match check_zones(spec, subnets, &zones, &offered) {
-        Ok(placed) => Ok(placed),
-        Err(ZoneRefusal {
-            error: mut e,
-            lacking_type: Some(zone),
-        }) => {
-            let mut types: Vec<String> = ec2
-                .offerings(std::slice::from_ref(&zone), None)
-                .await?
-                .into_iter()
-                .map(|(_, t)| t)
-                .collect();
-            types.sort();
-            let shown = types.len().min(MAX_OFFERED_SHOWN);
-            e.message = format!(
-                "{}; offered there: {}{}",
-                e.message,
-                if types.is_empty() {
-                    "none".to_string()
-                } else {
-                    types[..shown].join(", ")
-                },
-                if types.len() > shown {
-                    format!(" and {} more", types.len() - shown)
-                } else {
-                    String::new()
-                }
-            );
-            Err(e.into())
+/// The prefix of a carrier gateway's id.
+const CARRIER_GATEWAY: &str = "cagw-";
+
+/// Checks that a Wavelength subnet's route table sends `0.0.0.0/0` to a carrier gateway (pure).
+/// `at` is the subnet's entry in the spec (`subnet_ids[0]`), `zone` its Wavelength zone, `table`
+/// the table it uses (`None`: none found). The refusal names the entry and the commands that
+/// add what is missing.
+pub fn check_carrier_route(
+    at: &str,
+    subnet: &Subnet,
+    table: Option<&RouteTable>,
+) -> Result<(), ValidationError> {
+    let default_route = table.and_then(|t| t.routes.iter().find(|r| r.destination == "0.0.0.0/0"));
+    if default_route.is_some_and(|r| r.target.starts_with(CARRIER_GATEWAY)) {
+        return Ok(());
+    }
+    let (id, vpc) = (&subnet.subnet_id, &subnet.vpc_id);
+    let now = match (table, default_route) {
+        (None, _) => "it has no route table".to_string(),
+        (Some(t), Some(r)) => format!(
+            "{} sends 0.0.0.0/0 to {}, not to a carrier gateway",
+            table_name(t),
+            r.target
+        ),
+        (Some(t), None) => format!(
+            "{} has no 0.0.0.0/0 route to a carrier gateway",
+            table_name(t)
+        ),
+    };
+    // The route goes into the subnet's own table. A main table whose 0.0.0.0/0 serves the VPC's
+    // other subnets (or no table at all) is left alone: the subnet gets a table of its own first.
+    let (first, table_id, verb) = match table {
+        Some(t) if !t.main && default_route.is_some() => {
+            (String::new(), t.route_table_id.as_str(), "replace-route")
         }
-        Err(ZoneRefusal { error, .. }) => Err(error.into()),
+        Some(t) if default_route.is_none() => {
+            (String::new(), t.route_table_id.as_str(), "create-route")
+        }
+        _ => (
+            format!(
+                "give {id} a route table of its own (aws ec2 create-route-table --vpc-id {vpc}; aws ec2 associate-route-table --route-table-id <rtb-id> --subnet-id {id}), "
+            ),
+            "<rtb-id>",
+            "create-route",
+        ),
+    };
+    Err(ValidationError {
+        field: at.to_string(),
+        message: format!(
+            "{id} is in Wavelength zone {zone} and {now}: its nodes are reached only through their carrier IPs. Add a carrier gateway to the VPC (aws ec2 create-carrier-gateway --vpc-id {vpc}), {first}then the route (aws ec2 {verb} --route-table-id {table_id} --destination-cidr-block 0.0.0.0/0 --carrier-gateway-id <cagw-id>)",
+            zone = subnet.zone,
+        ),
+    })
+}
+
+/// `its route table rtb-…` or `its VPC's main route table rtb-…`.
+fn table_name(t: &RouteTable) -> String {
+    if t.main {
+        format!("its VPC's main route table {}", t.route_table_id)
+    } else {
+        format!("its route table {}", t.route_table_id)
     }
 }
 
-/// How many of a zone's instance types a placement error lists.
-const MAX_OFFERED_SHOWN: usize = 20;
+/// [`check_carrier_route`] for every Wavelength subnet the spec names (one route-table lookup
+/// each, none for a placement without Wavelength).
+pub async fn check_carrier_routes<E: Routes + ?Sized>(
+    ec2: &E,
+    spec: &ClusterSpec,
+    found: &Placement,
+) -> Result<(), StageError> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (at, id) in placement::named_subnets(spec) {
+        if seen.contains(&id.as_str()) {
+            continue;
+        }
+        seen.push(id);
+        let wavelength = found
+            .zone_of(id)
+            .is_some_and(|z| z.zone_type == WAVELENGTH_ZONE);
+        let Some(subnet) = found.subnets.iter().find(|s| s.subnet_id == *id) else {
+            continue;
+        };
+        if wavelength {
+            let table = ec2.route_table(id, &subnet.vpc_id).await?;
+            check_carrier_route(&at, subnet, table.as_ref())?;
+        }
+    }
+    Ok(())
+}
+
+/// A create started without the API (from the console) whose spec names only its VPC gets the
+/// subnets the API would have chosen ([`placement::choose_subnets`]). The record keeps them, and
+/// whatever the record holds wins, so a retry puts the nodes where the record says.
+async fn choose_subnets<E: SecurityGroups + Zones, S: ClusterStore>(
+    ec2: &E,
+    store: &S,
+    state: &mut CreateState,
+) -> Result<(), StageError> {
+    if !placement::choose_subnets(ec2, &mut state.spec).await? {
+        return Ok(());
+    }
+    let chosen = state.spec.clone();
+    let record = records::modify(store, &state.cluster_id, |r| {
+        let changed = r.spec.subnets(crate::record::Role::ControlPlane).is_empty();
+        if changed {
+            r.spec.subnet_id = chosen.subnet_id.clone();
+            r.spec.subnet_ids = chosen.subnet_ids.clone();
+        }
+        Ok(changed)
+    })
+    .await?;
+    state.spec.subnet_id = record.spec.subnet_id;
+    state.spec.subnet_ids = record.spec.subnet_ids;
+    Ok(())
+}
 
 /// Runs the stage.
-pub async fn run<E: SecurityGroups + Zones, R, P, S: ClusterStore>(
+pub async fn run<E: SecurityGroups + Zones + Routes, R, P, S: ClusterStore>(
     ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
     let (groups, store) = (ports.ec2, ports.store);
     let mut placement = Vec::new();
     records::enter(store, &state.cluster_id, STAGE).await?;
+    choose_subnets(groups, store, &mut state).await?;
     let group_id = match groups.find_group(&state.cluster_id).await? {
         Some(id) => id,
         None => {
-            // Before anything exists: a subnet that is not there, or one of another VPC, fails
-            // the create here, naming it, with nothing to clean up.
-            let ids: Vec<String> = named_subnets(&state.spec)
-                .map(|(_, id)| id.clone())
-                .collect();
-            if !ids.is_empty() {
-                let subnets = groups.subnets(&ids).await?;
-                check_subnets(&state.spec, &subnets)?;
-                placement = check_placement(groups, &state.spec, &subnets).await?;
-            }
+            // Before anything exists: a subnet that is not there (any more), one of another VPC
+            // or a zone that cannot take the nodes fails the create here, naming it, with
+            // nothing to clean up (the API refused all this already, at the request).
+            let found = placement::check(groups, &state.spec).await?;
+            check_carrier_routes(groups, &state.spec, &found).await?;
+            placement = found.placed;
             groups
                 .create_group(&state.cluster_id, &state.spec.name, state.spec.vpc_subnet())
                 .await?
@@ -467,16 +434,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_vpc_alone_started_from_the_console_gets_the_subnets_the_record_keeps() {
+        let (cloud, store, mut state) = fixtures::registered(3, 1).await;
+        cloud.add_subnet("subnet-0000000b0", "vpc-0000000a", "us-east-1b");
+        cloud.add_subnet("subnet-0000000a0", "vpc-0000000a", "us-east-1a");
+        state.spec.vpc_id = Some("vpc-0000000a".into());
+        let out = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap();
+        let chosen = ["subnet-0000000a0", "subnet-0000000b0"];
+        assert_eq!(out.spec.subnet_ids, chosen);
+        let record = store.get(&state.cluster_id).await.unwrap().unwrap();
+        assert_eq!(record.spec.subnet_ids, chosen);
+        // A retry from the same input, after the VPC gained a subnet in an earlier zone: the
+        // record's choice stands.
+        cloud.add_subnet("subnet-000000009", "vpc-0000000a", "us-east-0a");
+        let again = run(&fixtures::ports(&cloud, &store), state).await.unwrap();
+        assert_eq!(again.spec.subnet_ids, chosen);
+        assert_eq!(cloud.groups().len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_zone_not_opted_in_or_without_the_instance_type_fails_naming_it() {
-        let zone = |name: &str, zone_type: &str, usable: bool| Zone {
-            name: name.into(),
-            zone_type: zone_type.into(),
-            usable,
-            group: name
-                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-                .into(),
-            parent: Some("us-east-1a".into()),
-        };
+        use fixtures::zone;
         let (cloud, store, mut state) = fixtures::registered(1, 2).await;
         cloud.add_subnet("subnet-0000000a", "vpc-1", "us-east-1a");
         cloud.add_zone(
@@ -529,6 +509,76 @@ mod tests {
                 .any(|e| e.detail.contains("us-east-1-bos-1a (local-zone)")),
             "{events:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_wavelength_subnet_without_a_carrier_gateway_route_fails_naming_it_and_what_to_add() {
+        let (cloud, store, mut state) = fixtures::registered(1, 2).await;
+        cloud.add_zone(
+            fixtures::zone("us-east-1-wl1-bos-wlz-1", WAVELENGTH_ZONE, true),
+            &["t3.medium"],
+        );
+        cloud.add_subnet("subnet-0000000a", "vpc-1", "us-east-1a");
+        cloud.add_subnet("subnet-000000w1", "vpc-1", "us-east-1-wl1-bos-wlz-1");
+        state.spec.instance_type = "t3.medium".into();
+        state.spec.subnet_ids = vec!["subnet-0000000a".into()];
+        state.spec.worker_subnet_ids = vec!["subnet-000000w1".into()];
+        // A standard subnet needs no carrier gateway. The VPC's main table reaches the internet
+        // gateway: the subnet is told to get a table of its own, and the route to add there.
+        cloud.set_route_table("vpc-1", &[("0.0.0.0/0", "igw-0001")]);
+        for _ in 0..2 {
+            let err = run(&fixtures::ports(&cloud, &store), state.clone())
+                .await
+                .unwrap_err();
+            assert_eq!(err.name(), "ValidationError");
+            let err = err.to_string();
+            assert!(
+                err.contains("worker_subnet_ids[0]")
+                    && err.contains("subnet-000000w1 is in Wavelength zone us-east-1-wl1-bos-wlz-1")
+                    && err.contains("main route table rtb-1 sends 0.0.0.0/0 to igw-0001")
+                    && err.contains("aws ec2 create-carrier-gateway --vpc-id vpc-1")
+                    && err.contains("aws ec2 associate-route-table --route-table-id <rtb-id> --subnet-id subnet-000000w1")
+                    && err.contains("aws ec2 create-route --route-table-id <rtb-id> --destination-cidr-block 0.0.0.0/0 --carrier-gateway-id"),
+                "{err}"
+            );
+        }
+        // Its own table without a default route: the route to create there.
+        cloud.set_route_table("subnet-000000w1", &[("172.31.0.0/16", "local")]);
+        let err = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("its route table rtb-000000w1 has no 0.0.0.0/0 route")
+                && err.contains("aws ec2 create-route --route-table-id rtb-000000w1")
+                && !err.contains("associate-route-table"),
+            "{err}"
+        );
+        // Its own table sending 0.0.0.0/0 elsewhere: the route to replace.
+        cloud.set_route_table("subnet-000000w1", &[("0.0.0.0/0", "nat-0001")]);
+        let err = run(&fixtures::ports(&cloud, &store), state.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sends 0.0.0.0/0 to nat-0001")
+                && err.contains("aws ec2 replace-route --route-table-id rtb-000000w1"),
+            "{err}"
+        );
+        assert!(cloud.groups().is_empty(), "nothing made");
+        assert_eq!(cloud.mutating_calls(), 0, "nothing changed in EC2");
+
+        // With the route: the group is made, once however often the stage runs.
+        cloud.set_route_table(
+            "subnet-000000w1",
+            &[("172.31.0.0/16", "local"), ("0.0.0.0/0", "cagw-0001")],
+        );
+        for _ in 0..2 {
+            run(&fixtures::ports(&cloud, &store), state.clone())
+                .await
+                .unwrap();
+        }
+        assert_eq!(cloud.groups().len(), 1);
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
 ) -> Result<CreateState, StageError> {
     let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
     let record = records::enter(store, &state.cluster_id, STAGE).await?;
-    if let Some(stored) = record.kubeconfig_parameter {
+    if let Some(stored) = record.kubeconfig_parameter.clone() {
         // Stored by an earlier invocation (its transport key is gone): done, nothing to send.
         state.command = None;
         state.kubeconfig_parameter = Some(stored);
@@ -104,7 +104,8 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
             first.instance_id
         )));
     }
-    let host = nodes::api_host(&first, None).unwrap_or_default();
+    let balancer = record.balancer.as_ref().map(|b| b.dns_name.as_str());
+    let host = nodes::api_host(&first, balancer).unwrap_or_default();
     let endpoint = format!("https://{host}:{}", microk8s::PORT_API);
     let name = resources::kubeconfig_parameter(&state.cluster_id);
     params

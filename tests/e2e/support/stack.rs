@@ -62,7 +62,7 @@ impl Gateway {
         let mut child = Command::new(&gateway)
             .args(["--port", "0", "--moto-port", "0"])
             .arg("--spawn-moto")
-            .arg(root.join(".venv/bin/moto_server"))
+            .arg(root.join("local/moto_catalogue.py"))
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--repo-root")
@@ -240,14 +240,35 @@ impl Stack {
         aws_sdk_ec2::Client::new(&self.sdk)
     }
 
-    /// An EC2 client for another region (clusters may live outside the control plane's).
-    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
-        let config = self
-            .sdk
+    /// The stack's SDK configuration for another region (clusters may live outside the control
+    /// plane's).
+    fn sdk_in(&self, region: &str) -> aws_config::SdkConfig {
+        self.sdk
             .to_builder()
             .region(Region::new(region.to_string()))
-            .build();
-        aws_sdk_ec2::Client::new(&config)
+            .build()
+    }
+
+    /// An EC2 client for another region.
+    pub fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk_in(region))
+    }
+
+    /// The id of the region's default VPC (the one the default subnets are in).
+    pub async fn default_vpc(&self) -> String {
+        let vpcs = self
+            .ec2()
+            .describe_vpcs()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("is-default")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeVpcs");
+        vpcs.vpcs()[0].vpc_id().expect("vpc id").to_string()
     }
 
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
@@ -546,8 +567,23 @@ impl Stack {
         }
     }
 
-    /// `n` subnets of the default VPC, each in another availability zone: (subnet id, zone),
-    /// sorted by zone.
+    /// A [`spec`] over `zones` subnets in as many standard zones
+    /// ([`Stack::subnets_in_distinct_zones`]): the spec and those (subnet id, zone).
+    pub async fn spec_across_zones(
+        &self,
+        name: &str,
+        control_planes: u32,
+        workers: u32,
+        zones: usize,
+    ) -> (Value, Vec<(String, String)>) {
+        let subnets = self.subnets_in_distinct_zones(zones).await;
+        let mut spec = spec(name, control_planes, workers);
+        spec["subnet_ids"] = json!(subnets.iter().map(|(s, _)| s).collect::<Vec<_>>());
+        (spec, subnets)
+    }
+
+    /// `n` subnets of the default VPC, each in another standard availability zone (not one of the
+    /// local stack's Local or Wavelength zones): (subnet id, zone), sorted by zone.
     pub async fn subnets_in_distinct_zones(&self, n: usize) -> Vec<(String, String)> {
         let out = self
             .ec2()
@@ -569,6 +605,11 @@ impl Stack {
                     s.availability_zone()?.to_string(),
                     s.subnet_id()?.to_string(),
                 ))
+            })
+            // A standard zone is the region and one letter (us-east-1a; not us-east-1-bos-1a).
+            .filter(|(zone, _)| {
+                zone.strip_prefix(CLUSTER_REGIONS[0])
+                    .is_some_and(|letter| letter.len() == 1)
             })
             .collect();
         by_zone.sort();
@@ -661,6 +702,51 @@ impl Stack {
             .filter_map(|p| p.name().map(str::to_string))
             .collect();
         (live, groups, params)
+    }
+
+    /// What is left of a cluster's API load balancer (`api_endpoint: "nlb"`) in every cluster
+    /// region: its load balancer, their listeners and its target group, named.
+    pub async fn balancers_left(&self, cluster_id: &str) -> Vec<String> {
+        let name = mecplane::resources::balancer_name(cluster_id);
+        let mut left = Vec::new();
+        for region in CLUSTER_REGIONS {
+            let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.sdk_in(region));
+            let balancers = elb
+                .describe_load_balancers()
+                .send()
+                .await
+                .expect("describe load balancers");
+            for lb in balancers.load_balancers() {
+                if lb.load_balancer_name() != Some(name.as_str()) {
+                    continue;
+                }
+                left.push(format!("load balancer {name} in {region}"));
+                let arn = lb.load_balancer_arn().unwrap_or_default();
+                let listeners = elb
+                    .describe_listeners()
+                    .load_balancer_arn(arn)
+                    .send()
+                    .await
+                    .expect("describe listeners");
+                for listener in listeners.listeners() {
+                    left.push(format!(
+                        "listener {:?} in {region}",
+                        listener.listener_arn()
+                    ));
+                }
+            }
+            let groups = elb
+                .describe_target_groups()
+                .send()
+                .await
+                .expect("describe target groups");
+            for group in groups.target_groups() {
+                if group.target_group_name() == Some(name.as_str()) {
+                    left.push(format!("target group {name} in {region}"));
+                }
+            }
+        }
+        left
     }
 
     /// Panics naming every AWS call a function made that its role in `infra/template.yaml` does

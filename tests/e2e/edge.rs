@@ -575,19 +575,11 @@ async fn a_wavelength_subnet_without_a_carrier_gateway_route_fails_early_leaving
 
     // THEN the create ends FAILED at the security-group stage, naming the subnet's entry and
     // saying what to add
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let record = loop {
-        let record = stack.record(&id).await;
-        if record["status"] == "FAILED" {
-            break record;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{record}\n{}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let record = stack
+        .wait_record(&id, "the create to fail", TIMEOUT, |r| {
+            r["status"] == "FAILED"
+        })
+        .await;
     let failure = &record["failure"];
     assert_eq!(
         (failure["stage"].as_str(), failure["error"].as_str()),

@@ -18,6 +18,17 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// The orphan grace the test stacks run with.
 const ORPHAN_GRACE_SECONDS: u64 = 20;
 
+/// A stack whose reconcile runs only when asked, with [`ORPHAN_GRACE_SECONDS`] of grace.
+async fn start_with_orphan_grace() -> Stack {
+    let grace = ORPHAN_GRACE_SECONDS.to_string();
+    Stack::start_with(
+        300,
+        &[("MECPLANE_ORPHAN_GRACE_SECONDS", grace.as_str())],
+        &stack::RECONCILE_OFF,
+    )
+    .await
+}
+
 async fn reconcile(stack: &Stack, dry_run: bool) -> Value {
     let (code, report) = stack
         .api("POST", "/reconcile", Some(&json!({"dry_run": dry_run})))
@@ -63,13 +74,7 @@ async fn create(stack: &Stack, name: &str, control_planes: u32, workers: u32) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_grace() {
-    let grace = ORPHAN_GRACE_SECONDS.to_string();
-    let stack = Stack::start_with(
-        300,
-        &[("MECPLANE_ORPHAN_GRACE_SECONDS", grace.as_str())],
-        &stack::RECONCILE_OFF,
-    )
-    .await;
+    let stack = start_with_orphan_grace().await;
     let record = create(&stack, "mended", 1, 2).await;
     let id = record["id"].as_str().unwrap().to_string();
 
@@ -571,13 +576,7 @@ async fn ingress_lines(stack: &Stack, group_id: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_orphan_group_and_parameter_are_removed_after_their_grace_and_a_live_clusters_kept() {
-    let grace = ORPHAN_GRACE_SECONDS.to_string();
-    let stack = Stack::start_with(
-        300,
-        &[("MECPLANE_ORPHAN_GRACE_SECONDS", grace.as_str())],
-        &stack::RECONCILE_OFF,
-    )
-    .await;
+    let stack = start_with_orphan_grace().await;
     let record = create(&stack, "tidy", 1, 1).await;
     let id = record["id"].as_str().unwrap().to_string();
     let live_before = stack.leftovers(&id).await;
@@ -834,13 +833,7 @@ async fn a_create_stopped_from_the_console_is_failed_and_torn_down_after_the_gra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_orphan_load_balancer_is_removed_with_its_listener_and_target_group() {
-    let grace = ORPHAN_GRACE_SECONDS.to_string();
-    let stack = Stack::start_with(
-        300,
-        &[("MECPLANE_ORPHAN_GRACE_SECONDS", grace.as_str())],
-        &stack::RECONCILE_OFF,
-    )
-    .await;
+    let stack = start_with_orphan_grace().await;
     // GIVEN a 1+0 cluster behind a network load balancer, over a standard-zone subnet
     let (mut spec, _) = stack.spec_across_zones("lb-orphan", 1, 0, 1).await;
     spec["api_endpoint"] = json!("nlb");

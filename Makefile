@@ -11,7 +11,7 @@ CARGO       ?= cargo
 export MECPLANE_FUNCTIONS_DIR ?= target/debug
 
 .PHONY: help setup setup-apt setup-python setup-infra build build-all up down demo test test-rust test-infra test-unit test-e2e test-all \
-        lint fmt clippy check-infra bench sam-build deploy destroy clean
+        lint fmt fmt-check clippy check-infra bench sam-build deploy destroy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,8 +67,10 @@ demo: setup-apt setup-python build ## Create, show and delete a 1+2 cluster on t
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-lint: ## rustfmt and clippy, warnings are errors
+fmt-check:
 	$(CARGO) fmt --all -- --check
+
+lint: fmt-check ## rustfmt and clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 check-infra: setup-apt setup-infra ## Offline checks of the SAM template, state machines and scripts
@@ -80,27 +82,41 @@ check-infra: setup-apt setup-infra ## Offline checks of the SAM template, state 
 build-all: ## Build every target of the workspace (bins, tests, examples) once
 	$(CARGO) build --workspace --all-targets
 
-test-unit: build-all ## Unit tests of every crate
-	$(CARGO) test --workspace --lib --bins --test stack --test simulator
+# The tests run in one pool of $(TEST_THREADS) processes with cargo-nextest (installed with the
+# machine's toolchain): the unit and simulator tests overlap the end-to-end tests instead of
+# running before them, one binary after another. Without nextest, `cargo test` runs them so.
+# Three at a time on 2 cores: an e2e test mostly waits on its stack (polls, simulated agents), so
+# a third overlaps those waits (the 48 e2e tests: 467 s at 3 threads, 604 s at 2).
+TEST_THREADS ?= 3
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+run_tests = $(if $(NEXTEST),$(CARGO) nextest run --no-fail-fast --test-threads $(TEST_THREADS) $(1),$(CARGO) test --no-fail-fast $(1) -- --test-threads $(TEST_THREADS))
 
-# Three tests at a time on 2 cores: an e2e test mostly waits on its stack (polls, simulated agents),
-# so a third overlaps those waits (the 48 e2e tests: 467 s at 3 threads, 604 s at 2).
-E2E_THREADS ?= 3
+test-unit: build-all ## Unit tests of every crate
+	$(call run_tests,--workspace --lib --bins --test stack --test simulator)
 
 test-e2e: setup-apt setup-python build-all ## End-to-end tests against local stacks started on free ports
-	$(CARGO) test --workspace --test e2e -- --test-threads $(E2E_THREADS)
+	$(call run_tests,--workspace --test e2e)
 
 test-all: setup-apt setup-python build-all ## Unit and end-to-end tests in one run
-	$(CARGO) test --workspace -- --test-threads $(E2E_THREADS)
+	$(call run_tests,--workspace)
 
 test: setup-apt ## Everything CI runs (the Rust checks and the infra checks side by side)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-rust test-infra
 	@echo "make test: all checks passed"
 
-# The two branches of `make test`, each sequential inside: the infra checks are single-threaded
-# Python, so they fill the cores the Rust build leaves idle (linking, the SDK's largest crates).
+# The two branches of `make test`: the infra checks are single-threaded Python, so they fill the
+# cores the Rust build leaves idle (linking, the SDK's largest crates).
+# The Rust branch lints while it builds: tests/clippy-rustc compiles the workspace's own crates
+# with Clippy's lints (warnings are errors), the checks of `make lint` in the one build of every
+# target, so the dependencies are not compiled a second time in check mode. Cargo keys the
+# workspace crates' artifacts by the wrapper: a later plain `cargo build` recompiles those crates
+# (not the dependencies), and `make test` after a plain build lints them again. The test venvs
+# are made while it builds (pip mostly waits on downloads).
+test-rust: export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/tests/clippy-rustc
 test-rust:
-	@$(MAKE) --no-print-directory -j1 setup-python lint test-all
+	@$(MAKE) --no-print-directory -j1 fmt-check
+	@$(MAKE) --no-print-directory -j2 --output-sync=target setup-python build-all
+	@$(MAKE) --no-print-directory -j1 test-all
 
 test-infra:
 	@$(MAKE) --no-print-directory -j1 check-infra

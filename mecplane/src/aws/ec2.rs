@@ -333,24 +333,17 @@ fn rules_of(group_id: &str, permissions: &[IpPermission]) -> Vec<IngressRule> {
 impl Instances for Ec2 {
     async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError> {
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
-                .max_results(DESCRIBE_PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
-            for reservation in out.reservations() {
-                found.extend(reservation.instances().iter().map(|i| to_instance(i, None)));
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
-            }
+        let mut reservations = self
+            .client
+            .describe_instances()
+            .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
+            .max_results(DESCRIBE_PAGE)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(reservation) = reservations.next().await {
+            let reservation = reservation.map_err(|e| classify_sdk_error(&e))?;
+            found.extend(reservation.instances().iter().map(|i| to_instance(i, None)));
         }
         found.sort_by(|a, b| {
             (a.role, a.index, &a.instance_id).cmp(&(b.role, b.index, &b.instance_id))
@@ -360,18 +353,17 @@ impl Instances for Ec2 {
 
     async fn find_tagged(&self, region: &str) -> Result<Vec<TaggedInstance>, CloudError> {
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_instances()
-                .filters(filter("tag-key", TAG_CLUSTER))
-                .max_results(DESCRIBE_PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
-            for i in out.reservations().iter().flat_map(|r| r.instances()) {
+        let mut reservations = self
+            .client
+            .describe_instances()
+            .filters(filter("tag-key", TAG_CLUSTER))
+            .max_results(DESCRIBE_PAGE)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(reservation) = reservations.next().await {
+            let reservation = reservation.map_err(|e| classify_sdk_error(&e))?;
+            for i in reservation.instances() {
                 let Some(cluster_id) = tag_value(i.tags(), TAG_CLUSTER) else {
                     continue;
                 };
@@ -395,10 +387,6 @@ impl Instances for Ec2 {
                         hop_limit: m.http_put_response_hop_limit(),
                     }),
                 });
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
             }
         }
         Ok(found)
@@ -588,33 +576,25 @@ impl Zones for Ec2 {
         instance_type: Option<&str>,
     ) -> Result<Vec<(String, String)>, CloudError> {
         use aws_sdk_ec2::types::LocationType;
+        let mut call = self
+            .client
+            .describe_instance_type_offerings()
+            .location_type(LocationType::AvailabilityZone)
+            .filters(
+                Filter::builder()
+                    .name("location")
+                    .set_values(Some(zones.to_vec()))
+                    .build(),
+            );
+        if let Some(t) = instance_type {
+            call = call.filters(filter("instance-type", t));
+        }
+        let mut offerings = call.into_paginator().items().send();
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut call = self
-                .client
-                .describe_instance_type_offerings()
-                .location_type(LocationType::AvailabilityZone)
-                .filters(
-                    Filter::builder()
-                        .name("location")
-                        .set_values(Some(zones.to_vec()))
-                        .build(),
-                )
-                .set_next_token(token.take());
-            if let Some(t) = instance_type {
-                call = call.filters(filter("instance-type", t));
-            }
-            let out = call.send().await.map_err(|e| classify_sdk_error(&e))?;
-            found.extend(out.instance_type_offerings().iter().filter_map(|o| {
-                Some((
-                    o.location()?.to_string(),
-                    o.instance_type()?.as_str().to_string(),
-                ))
-            }));
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
+        while let Some(o) = offerings.next().await {
+            let o = o.map_err(|e| classify_sdk_error(&e))?;
+            if let (Some(location), Some(kind)) = (o.location(), o.instance_type()) {
+                found.push((location.to_string(), kind.as_str().to_string()));
             }
         }
         Ok(found)
@@ -715,55 +695,46 @@ impl StatusChecks for Ec2 {
         // that went away in between can fail the call.
         let wanted: HashSet<&str> = instance_ids.iter().map(String::as_str).collect();
         let mut found = Vec::new();
-        {
-            let mut token: Option<String> = None;
-            loop {
-                let out = self
-                    .client
-                    .describe_instance_status()
-                    .max_results(STATUS_PAGE)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify_sdk_error(&e))?;
-                for s in out.instance_statuses() {
-                    let Some(id) = s.instance_id().filter(|id| wanted.contains(id)) else {
-                        continue;
-                    };
-                    let mut impaired = Vec::new();
-                    let mut since: Option<i64> = None;
-                    for (name, summary) in [
-                        ("system", s.system_status()),
-                        ("instance", s.instance_status()),
-                    ] {
-                        let Some(summary) = summary.filter(|x: &&InstanceStatusSummary| {
-                            x.status() == Some(&SummaryStatus::Impaired)
-                        }) else {
-                            continue;
-                        };
-                        impaired.push(name.to_string());
-                        for d in summary
-                            .details()
-                            .iter()
-                            .filter(|d| d.name() == Some(&StatusName::Reachability))
-                        {
-                            if let Some(t) = d.impaired_since() {
-                                since = Some(since.map_or(t.secs(), |s| s.min(t.secs())));
-                            }
-                        }
-                    }
-                    if !impaired.is_empty() {
-                        found.push(StatusCheck {
-                            instance_id: id.to_string(),
-                            impaired,
-                            impaired_since: since,
-                        });
+        let mut statuses = self
+            .client
+            .describe_instance_status()
+            .max_results(STATUS_PAGE)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(s) = statuses.next().await {
+            let s = s.map_err(|e| classify_sdk_error(&e))?;
+            let Some(id) = s.instance_id().filter(|id| wanted.contains(id)) else {
+                continue;
+            };
+            let mut impaired = Vec::new();
+            let mut since: Option<i64> = None;
+            for (name, summary) in [
+                ("system", s.system_status()),
+                ("instance", s.instance_status()),
+            ] {
+                let Some(summary) = summary.filter(|x: &&InstanceStatusSummary| {
+                    x.status() == Some(&SummaryStatus::Impaired)
+                }) else {
+                    continue;
+                };
+                impaired.push(name.to_string());
+                for d in summary
+                    .details()
+                    .iter()
+                    .filter(|d| d.name() == Some(&StatusName::Reachability))
+                {
+                    if let Some(t) = d.impaired_since() {
+                        since = Some(since.map_or(t.secs(), |s| s.min(t.secs())));
                     }
                 }
-                match out.next_token() {
-                    Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                    _ => break,
-                }
+            }
+            if !impaired.is_empty() {
+                found.push(StatusCheck {
+                    instance_id: id.to_string(),
+                    impaired,
+                    impaired_since: since,
+                });
             }
         }
         Ok(found)
@@ -873,23 +844,17 @@ impl SecurityGroups for Ec2 {
     }
 
     async fn vpc_subnets(&self, vpc_id: &str) -> Result<Vec<Subnet>, CloudError> {
+        let mut subnets = self
+            .client
+            .describe_subnets()
+            .filters(filter("vpc-id", vpc_id))
+            .max_results(SUBNET_PAGE)
+            .into_paginator()
+            .items()
+            .send();
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_subnets()
-                .filters(filter("vpc-id", vpc_id))
-                .max_results(SUBNET_PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
-            found.extend(out.subnets().iter().filter_map(subnet_of));
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
-            }
+        while let Some(subnet) = subnets.next().await {
+            found.extend(subnet_of(&subnet.map_err(|e| classify_sdk_error(&e))?));
         }
         Ok(found)
     }
@@ -910,36 +875,28 @@ impl SecurityGroups for Ec2 {
 
     async fn find_tagged_groups(&self, region: &str) -> Result<Vec<TaggedGroup>, CloudError> {
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_security_groups()
-                .filters(filter("tag-key", TAG_CLUSTER))
-                .max_results(DESCRIBE_PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
-            for g in out.security_groups() {
-                let (Some(group_id), Some(cluster_id)) =
-                    (g.group_id(), tag_value(g.tags(), TAG_CLUSTER))
-                else {
-                    continue;
-                };
-                found.push(TaggedGroup {
-                    region: region.to_string(),
-                    group_id: group_id.to_string(),
-                    cluster_id: cluster_id.to_string(),
-                    created_at: tag_value(g.tags(), TAG_CREATED_AT)
-                        .and_then(crate::clock::epoch_of),
-                    ingress: rules_of(group_id, g.ip_permissions()),
-                });
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
-            }
+        let mut groups = self
+            .client
+            .describe_security_groups()
+            .filters(filter("tag-key", TAG_CLUSTER))
+            .max_results(DESCRIBE_PAGE)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(g) = groups.next().await {
+            let g = g.map_err(|e| classify_sdk_error(&e))?;
+            let (Some(group_id), Some(cluster_id)) =
+                (g.group_id(), tag_value(g.tags(), TAG_CLUSTER))
+            else {
+                continue;
+            };
+            found.push(TaggedGroup {
+                region: region.to_string(),
+                group_id: group_id.to_string(),
+                cluster_id: cluster_id.to_string(),
+                created_at: tag_value(g.tags(), TAG_CREATED_AT).and_then(crate::clock::epoch_of),
+                ingress: rules_of(group_id, g.ip_permissions()),
+            });
         }
         Ok(found)
     }

@@ -86,33 +86,26 @@ impl Ssm {
             .set_values(Some(values.to_vec()))
             .build()
             .map_err(|e| CloudError::Other(e.to_string()))?;
+        let mut infos = self
+            .client
+            .describe_instance_information()
+            .filters(filter)
+            .max_results(50)
+            .into_paginator()
+            .items()
+            .send();
         let mut pings = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_instance_information()
-                .filters(filter.clone())
-                .max_results(50)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
-            for info in out.instance_information_list() {
-                if let Some(id) = info.instance_id() {
-                    pings.push(AgentPing {
-                        instance_id: id.to_string(),
-                        status: info
-                            .ping_status()
-                            .map(|s| s.as_str().to_string())
-                            .unwrap_or_default(),
-                        last_ping: info.last_ping_date_time().map(|t| t.secs()),
-                    });
-                }
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
+        while let Some(info) = infos.next().await {
+            let info = info.map_err(|e| classify_sdk_error(&e))?;
+            if let Some(id) = info.instance_id() {
+                pings.push(AgentPing {
+                    instance_id: id.to_string(),
+                    status: info
+                        .ping_status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    last_ping: info.last_ping_date_time().map(|t| t.secs()),
+                });
             }
         }
         Ok(pings)
@@ -234,17 +227,19 @@ impl NodeCommands for Ssm {
 
     async fn sent(&self, instance_id: &str) -> Result<Vec<SentCommand>, CloudError> {
         let mut invocations = Vec::new();
-        let mut token: Option<String> = None;
+        let mut pages = self
+            .client
+            .list_command_invocations()
+            .instance_id(instance_id)
+            .max_results(50)
+            .into_paginator()
+            .send();
+        // Whole pages until SENT_LIMIT are read, then the newest SENT_LIMIT of them are kept.
         while invocations.len() < SENT_LIMIT {
-            let out = self
-                .client
-                .list_command_invocations()
-                .instance_id(instance_id)
-                .max_results(50)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let out = page.map_err(|e| classify_sdk_error(&e))?;
             for inv in out.command_invocations() {
                 if let Some(id) = inv.command_id() {
                     let when = inv
@@ -260,10 +255,6 @@ impl NodeCommands for Ssm {
                         },
                     ));
                 }
-            }
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
             }
         }
         // Newest first, whatever order the service answered in (a stable sort keeps its order on ties).
@@ -345,28 +336,22 @@ impl Parameters for Ssm {
             .values(path)
             .build()
             .map_err(|e| CloudError::Other(e.to_string()))?;
+        let mut pages = self
+            .client
+            .describe_parameters()
+            .parameter_filters(under)
+            .max_results(DESCRIBE_PAGE)
+            .into_paginator()
+            .send();
         let mut found = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_parameters()
-                .parameter_filters(under.clone())
-                .max_results(DESCRIBE_PAGE)
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| classify_sdk_error(&e))?;
+        while let Some(page) = pages.next().await {
+            let out = page.map_err(|e| classify_sdk_error(&e))?;
             found.extend(out.parameters().iter().filter_map(|p| {
                 Some(ParameterInfo {
                     name: p.name()?.to_string(),
                     last_modified: p.last_modified_date().map(|t| t.secs()),
                 })
             }));
-            match out.next_token() {
-                Some(next) if !next.is_empty() => token = Some(next.to_string()),
-                _ => break,
-            }
         }
         Ok(found)
     }

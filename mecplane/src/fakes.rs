@@ -73,6 +73,8 @@ struct CloudState {
     /// Errors the next subnet and zone lookups answer (DescribeSubnets, DescribeAvailabilityZones,
     /// DescribeInstanceTypeOfferings), one each.
     lookup_failures: VecDeque<CloudError>,
+    /// Subnet and zone lookups asked (those calls, failed or answered).
+    lookup_calls: usize,
     /// Mutating EC2 and Parameter Store calls answered (launch, tag, terminate, create, authorize,
     /// revoke and delete a group, put and delete parameters).
     mutating_calls: usize,
@@ -83,6 +85,7 @@ struct CloudState {
 impl CloudState {
     /// The next injected lookup failure, if any.
     fn lookup_failed(&mut self) -> Result<(), CloudError> {
+        self.lookup_calls += 1;
         self.lookup_failures.pop_front().map_or(Ok(()), Err)
     }
 
@@ -188,6 +191,12 @@ impl FakeCloud {
             let checks = checks.iter().map(|c| c.to_string()).collect();
             s.impaired.insert(instance_id.to_string(), (checks, since));
         }
+    }
+
+    /// How many subnet and zone lookups (DescribeSubnets, DescribeAvailabilityZones,
+    /// DescribeInstanceTypeOfferings) were asked.
+    pub fn lookup_calls(&self) -> usize {
+        self.lock().lookup_calls
     }
 
     /// How many DescribeInstanceStatus and DescribeInstanceInformation calls were answered.

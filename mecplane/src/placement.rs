@@ -273,19 +273,29 @@ pub fn pick_subnets(
         .collect())
 }
 
+/// What a lookup learned from EC2 for one spec: subnets, their zones, and those of the zones that
+/// offer the spec's instance type. [`choose_subnets`] hands it to [`check`], which then asks only
+/// for what it does not know yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Seen {
+    subnets: Vec<Subnet>,
+    zones: Vec<Zone>,
+    offered: Vec<String>,
+}
+
 /// For a spec that names its VPC and no control-plane subnets: looks up the VPC's subnets and
 /// their zones and writes the chosen ones into the spec's `subnet_ids` (and `subnet_id`), so every
-/// later stage and change sees concrete subnets. Answers whether it chose; any other spec is left
-/// as it is.
+/// later stage and change sees concrete subnets. Answers what it saw when it chose (for
+/// [`check`]); any other spec is left as it is, with `None`.
 pub async fn choose_subnets<E: SecurityGroups + Zones + ?Sized>(
     ec2: &E,
     spec: &mut ClusterSpec,
-) -> Result<bool, PlacementError> {
+) -> Result<Option<Seen>, PlacementError> {
     let Some(vpc_id) = spec.vpc_id.clone() else {
-        return Ok(false);
+        return Ok(None);
     };
     if !spec.subnets(Role::ControlPlane).is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let subnets = ec2.vpc_subnets(&vpc_id).await?;
     let names = zone_names(&subnets);
@@ -300,25 +310,60 @@ pub async fn choose_subnets<E: SecurityGroups + Zones + ?Sized>(
     let chosen = pick_subnets(spec, &vpc_id, &subnets, &zones, &offered)?;
     spec.subnet_id = chosen.first().cloned();
     spec.subnet_ids = chosen;
-    Ok(true)
+    Ok(Some(Seen {
+        subnets,
+        zones,
+        offered,
+    }))
 }
 
-/// Looks up the spec's subnets, their zones and the instance type's offerings there, then
-/// [`check_subnets`] and [`check_zones`]; a zone that does not offer the type is named with what
-/// it does offer. A spec without subnets (the default VPC) makes no call.
+/// Looks up the spec's subnets, their zones and the instance type's offerings there — only what
+/// `seen` (by [`choose_subnets`] for this spec) does not hold already — then [`check_subnets`] and
+/// [`check_zones`]; a zone that does not offer the type is named with what it does offer. A spec
+/// without subnets (the default VPC) makes no call.
 pub async fn check<E: SecurityGroups + Zones + ?Sized>(
     ec2: &E,
     spec: &ClusterSpec,
+    seen: Option<&Seen>,
 ) -> Result<Placement, PlacementError> {
     let ids: Vec<String> = named_subnets(spec).map(|(_, id)| id.clone()).collect();
     if ids.is_empty() {
         return Ok(Placement::default());
     }
-    let subnets = ec2.subnets(&ids).await?;
+    let seen = seen.cloned().unwrap_or_default();
+    let mut subnets: Vec<Subnet> = Vec::new();
+    let mut unseen: Vec<String> = Vec::new();
+    for id in &ids {
+        match seen.subnets.iter().find(|s| &s.subnet_id == id) {
+            Some(s) if !subnets.contains(s) => subnets.push(s.clone()),
+            Some(_) => {}
+            None if !unseen.contains(id) => unseen.push(id.clone()),
+            None => {}
+        }
+    }
+    if !unseen.is_empty() {
+        subnets.extend(ec2.subnets(&unseen).await?);
+    }
     check_subnets(spec, &subnets)?;
     let names = zone_names(&subnets);
-    let zones = ec2.zones(&names).await?;
-    let offered = offered_zones(ec2, &names, &spec.instance_type).await?;
+    let seen_zone = |name: &String| seen.zones.iter().any(|z| &z.name == name);
+    let mut zones: Vec<Zone> = seen
+        .zones
+        .iter()
+        .filter(|z| names.contains(&z.name))
+        .cloned()
+        .collect();
+    let mut offered: Vec<String> = seen
+        .offered
+        .iter()
+        .filter(|z| names.contains(z))
+        .cloned()
+        .collect();
+    let new_names: Vec<String> = names.iter().filter(|n| !seen_zone(n)).cloned().collect();
+    if !new_names.is_empty() {
+        zones.extend(ec2.zones(&new_names).await?);
+        offered.extend(offered_zones(ec2, &new_names, &spec.instance_type).await?);
+    }
     match check_zones(spec, &subnets, &zones, &offered) {
         Ok(placed) => Ok(Placement {
             subnets,
@@ -403,22 +448,45 @@ mod tests {
         cloud.add_subnet("subnet-000000e00", "vpc-0000000b", "us-east-1e");
         let mut spec = fixtures::spec(3, 2);
         spec.vpc_id = Some("vpc-0000000a".into());
-        assert!(choose_subnets(&cloud, &mut spec).await.unwrap());
+        let seen = choose_subnets(&cloud, &mut spec).await.unwrap();
+        assert!(seen.is_some());
         assert_eq!(
             spec.subnet_ids,
             ["subnet-0000000a0", "subnet-0000000b2", "subnet-0000000c0"]
         );
         assert_eq!(spec.subnet_id.as_deref(), Some("subnet-0000000a0"));
+        // The choice looked up the VPC's subnets, their zones and the offerings: three calls.
+        assert_eq!(cloud.lookup_calls(), 3);
+        let placed = [
+            ("us-east-1a".to_string(), STANDARD_ZONE.to_string()),
+            ("us-east-1b".into(), STANDARD_ZONE.into()),
+            ("us-east-1c".into(), STANDARD_ZONE.into()),
+        ];
+        // The check after it asks EC2 nothing more; without what was seen it asks again.
         assert_eq!(
-            check(&cloud, &spec).await.unwrap().placed,
-            [
-                ("us-east-1a".to_string(), STANDARD_ZONE.to_string()),
-                ("us-east-1b".into(), STANDARD_ZONE.into()),
-                ("us-east-1c".into(), STANDARD_ZONE.into()),
-            ]
+            check(&cloud, &spec, seen.as_ref()).await.unwrap().placed,
+            placed
         );
+        assert_eq!(cloud.lookup_calls(), 3);
+        assert_eq!(check(&cloud, &spec, None).await.unwrap().placed, placed);
+        assert_eq!(cloud.lookup_calls(), 6);
+        // A worker subnet the choice did not see is looked up, in a zone it saw: one call.
+        cloud.add_subnet("subnet-0000000b9", "vpc-0000000a", "us-east-1b");
+        spec.worker_subnet_ids = vec!["subnet-0000000b9".into()];
+        assert_eq!(
+            check(&cloud, &spec, seen.as_ref()).await.unwrap().placed,
+            placed
+        );
+        assert_eq!(cloud.lookup_calls(), 7);
+        // One of another VPC is still refused, naming it.
+        spec.worker_subnet_ids = vec!["subnet-000000e00".into()];
+        match check(&cloud, &spec, seen.as_ref()).await {
+            Err(PlacementError::Invalid(e)) => assert_eq!(e.field, "worker_subnet_ids[0]"),
+            other => panic!("{other:?}"),
+        }
+        spec.worker_subnet_ids.clear();
         // Chosen once: a spec with subnets is left as it is.
-        assert!(!choose_subnets(&cloud, &mut spec).await.unwrap());
+        assert!(choose_subnets(&cloud, &mut spec).await.unwrap().is_none());
     }
 
     #[tokio::test]

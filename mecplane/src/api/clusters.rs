@@ -217,8 +217,10 @@ async fn place(fleet: Option<&Fleet<'_>>, spec: &mut ClusterSpec) -> Result<bool
     })?;
     let ec2 = (fleet.ports_in)(&spec.region).ec2;
     let placed = async {
-        let chosen = placement::choose_subnets(&*ec2, spec).await?;
-        placement::check(&*ec2, spec).await.map(|_| chosen)
+        let seen = placement::choose_subnets(&*ec2, spec).await?;
+        placement::check(&*ec2, spec, seen.as_ref())
+            .await
+            .map(|_| seen.is_some())
     }
     .await;
     match placed {

@@ -188,15 +188,16 @@ pub async fn check_carrier_routes<E: Routes + ?Sized>(
 
 /// A create started without the API (from the console) whose spec names only its VPC gets the
 /// subnets the API would have chosen ([`placement::choose_subnets`]). The record keeps them, and
-/// whatever the record holds wins, so a retry puts the nodes where the record says.
+/// whatever the record holds wins, so a retry puts the nodes where the record says. Answers what
+/// the choice saw, for the placement check.
 async fn choose_subnets<E: SecurityGroups + Zones, S: ClusterStore>(
     ec2: &E,
     store: &S,
     state: &mut CreateState,
-) -> Result<(), StageError> {
-    if !placement::choose_subnets(ec2, &mut state.spec).await? {
-        return Ok(());
-    }
+) -> Result<Option<placement::Seen>, StageError> {
+    let Some(seen) = placement::choose_subnets(ec2, &mut state.spec).await? else {
+        return Ok(None);
+    };
     let chosen = state.spec.clone();
     let record = records::modify(store, &state.cluster_id, |r| {
         let changed = r.spec.subnets(crate::record::Role::ControlPlane).is_empty();
@@ -209,7 +210,7 @@ async fn choose_subnets<E: SecurityGroups + Zones, S: ClusterStore>(
     .await?;
     state.spec.subnet_id = record.spec.subnet_id;
     state.spec.subnet_ids = record.spec.subnet_ids;
-    Ok(())
+    Ok(Some(seen))
 }
 
 /// Runs the stage.
@@ -220,14 +221,14 @@ pub async fn run<E: SecurityGroups + Zones + Routes, R, P, S: ClusterStore>(
     let (groups, store) = (ports.ec2, ports.store);
     let mut placement = Vec::new();
     records::enter(store, &state.cluster_id, STAGE).await?;
-    choose_subnets(groups, store, &mut state).await?;
+    let seen = choose_subnets(groups, store, &mut state).await?;
     let group_id = match groups.find_group(&state.cluster_id).await? {
         Some(id) => id,
         None => {
             // Before anything exists: a subnet that is not there (any more), one of another VPC
             // or a zone that cannot take the nodes fails the create here, naming it, with
             // nothing to clean up (the API refused all this already, at the request).
-            let found = placement::check(groups, &state.spec).await?;
+            let found = placement::check(groups, &state.spec, seen.as_ref()).await?;
             check_carrier_routes(groups, &state.spec, &found).await?;
             placement = found.placed;
             groups

@@ -37,8 +37,8 @@ use crate::ports::{
 };
 use crate::record::{ClusterRecord, Event, Phase, Status};
 use crate::resources;
-use crate::stages::delete_load_balancer;
 use crate::stages::security_group::{desired_rules, extra_rules, missing_rules};
+use crate::stages::{delete_load_balancer, records};
 
 use super::plan::{Action, Finding, Observed, Plan, Settings};
 use super::{FleetEc2, PortsIn, STAGE};
@@ -459,7 +459,17 @@ pub(super) async fn delete_orphan_balancer<S: ClusterStore, E, P>(
         Ok(deleted) => {
             let list = deleted.join(" and ");
             tracing::warn!(cluster_id, region, deleted = %list, "orphan load balancer deleted");
-            if record.is_some() {
+            if let Some(record) = &record {
+                // A FAILED record lets go of what is gone, as the delete's stage does (a
+                // DELETED one was let go by its delete, and stays as its delete left it).
+                if record.status == Status::Failed {
+                    let forget = records::modify(&ctx.store, cluster_id, |r| {
+                        Ok(r.balancer.take().is_some())
+                    });
+                    if let Err(e) = forget.await {
+                        tracing::warn!(cluster_id, error = %e, "could not clear the record's balancer");
+                    }
+                }
                 note(
                     &ctx.store,
                     cluster_id,

@@ -9,7 +9,7 @@ use super::*;
 use crate::api::{ApiConfig, ApiContext};
 use crate::fakes::{FakeBalancers, FakeCloud, FakeExecutions, FakeStore};
 use crate::ports::{ExecutionStatus, IngressRule, IngressSource, InstanceState, MetadataOptions};
-use crate::record::{Node, NodeState, Role, UpdateKind, UpdateStatus};
+use crate::record::{ApiBalancer, Node, NodeState, Role, UpdateKind, UpdateStatus};
 use crate::resources;
 use crate::spec::{ClusterRequest, Policy};
 use crate::state::Timing;
@@ -1287,6 +1287,12 @@ async fn a_balancer_is_an_orphan_only_when_its_record_lets_go_of_it() {
         let mut r = cluster(&ctx, &cloud, n, 1, 0).await;
         r.status = status;
         r.spec.retain_on_failure = retain;
+        r.balancer = Some(ApiBalancer {
+            dns_name: format!("{}.elb.example", r.id),
+            load_balancer_arn: format!("arn:lb/{}", r.id),
+            listener_arn: format!("arn:listener/{}", r.id),
+            target_group_arn: format!("arn:tg/{}", r.id),
+        });
         ctx.store.update(&r).await.unwrap();
         balancer_of(&balancers, &r.id, 7200, false).await;
         if n <= 6 {
@@ -1312,9 +1318,18 @@ async fn a_balancer_is_an_orphan_only_when_its_record_lets_go_of_it() {
     );
     for id in &kept {
         assert_eq!(balancing_of(&balancers, id), (1, 1, 1), "{id} kept");
+        let record = ctx.store.get(id).await.unwrap().unwrap();
+        assert!(record.balancer.is_some(), "{id} keeps its balancer");
     }
     for id in ["c-0000000000000007", "c-0000000000000008"] {
         assert_eq!(balancing_of(&balancers, id), (0, 0, 0), "{id} removed");
+        // A FAILED record no longer names what is gone; a DELETED one is left as its delete left it.
+        let record = ctx.store.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            record.balancer.is_none(),
+            record.status == Status::Failed,
+            "{id}"
+        );
         let events = ctx.store.events(id).await.unwrap();
         assert!(
             events.iter().any(|e| e.stage == STAGE

@@ -335,6 +335,12 @@ function zoneText(n) {
   return n.zone_type && n.zone_type !== "availability-zone" ? `${n.zone} (${n.zone_type})` : n.zone;
 }
 
+// The root volumes' size and the EBS types the nodes got (gp2 where a Wavelength zone offers no gp3).
+function rootVolumeText(c) {
+  const types = [...new Set(c.nodes.map((n) => n.volume_type).filter(Boolean))].sort();
+  return `${c.spec.root_volume_gib} GiB${types.length ? " " + types.join(", ") : ""}`;
+}
+
 // The distinct availability zones of a cluster's nodes (records before zones were kept have none).
 function zones(c) {
   return [...new Set(c.nodes.map((n) => n.zone).filter(Boolean))].sort();
@@ -525,7 +531,7 @@ function clusterView(main, id) {
       fact("Instance type", `${c.spec.instance_type} (${c.spec.arch})`),
       fact("Ubuntu", c.spec.ubuntu_release),
       fact("Image", c.spec.ami_id || "Ubuntu's, looked up"),
-      fact("Root volume", `${c.spec.root_volume_gib} GiB`),
+      fact("Root volume", rootVolumeText(c), "fact-root-volume"),
       fact("Subnets", (c.spec.subnet_ids || []).join(", ") || c.spec.subnet_id || "the default VPC's"),
       fact("Worker subnets", (c.spec.worker_subnet_ids || []).join(", ") || "the subnets above"),
       fact("MicroK8s", c.spec.microk8s_channel),

@@ -243,6 +243,14 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
         Duration::from_secs(240),
     )
     .await;
+    // The root volumes' size and the EBS type the nodes got.
+    wait_text(
+        browser,
+        "#fact-root-volume",
+        |t| t == "20 GiB gp3",
+        Duration::from_secs(10),
+    )
+    .await;
     wait_text(
         browser,
         "#cluster-status",

@@ -184,16 +184,8 @@ async fn every_route_and_every_error_class() {
         kubeconfig.contains("apiVersion: v1") && kubeconfig.contains("server: https://"),
         "{kubeconfig}"
     );
-    let (code, body) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
-    assert_eq!(code, 200);
-    let stages: Vec<&str> = body["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["stage"].as_str())
-        .collect();
+    let events = stack.events(&id).await;
+    let stages: Vec<&str> = events.iter().filter_map(|e| e["stage"].as_str()).collect();
     for stage in ["bootstrap", "join-workers", "verify", "activate"] {
         assert!(stages.contains(&stage), "{stage} in {stages:?}");
     }

@@ -196,11 +196,7 @@ async fn one_plus_two_cluster_through_the_api_then_delete() {
     assert_eq!(status, 200, "{kubeconfig}");
 
     // AND the events tell the story, stage by stage, without a secret
-    let (status, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
-    assert_eq!(status, 200);
-    let text = events.to_string();
+    let text = stack.events_text(&id).await;
     for stage in [
         "register",
         "resolve-ami",

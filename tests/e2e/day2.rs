@@ -190,12 +190,8 @@ async fn upgrade_stops_at_a_failed_node_resumes_then_addons_change() {
         .all(|(_, c)| c == "1.32/stable"));
 
     // One node at a time, control planes first: each node's steps end before the next begins.
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
-    let steps: Vec<String> = events["events"]
-        .as_array()
-        .unwrap()
+    let events = stack.events(&id).await;
+    let steps: Vec<String> = events
         .iter()
         .filter(|e| e["stage"] == "upgrade-nodes" && e["phase"] == "progress")
         .filter_map(|e| e["detail"].as_str().map(str::to_string))

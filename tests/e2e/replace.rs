@@ -98,10 +98,7 @@ async fn a_lost_worker_then_a_dead_first_control_plane_are_replaced() {
         new_worker,
         worker,
         "{record}\n{}",
-        stack
-            .api("GET", &format!("/clusters/{id}/events"), None)
-            .await
-            .1
+        stack.events_text(&id).await
     );
     assert_eq!(record["nodes"].as_array().unwrap().len(), 4, "{record}");
     assert!(
@@ -158,10 +155,7 @@ async fn a_lost_worker_then_a_dead_first_control_plane_are_replaced() {
         !removals.iter().any(|r| r["reason"] == "no-quorum"),
         "quorum was never at risk: {cluster}"
     );
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
-    let events = events.to_string();
+    let events = stack.events_text(&id).await;
     for said in [
         "remove-workers",
         "join-control-planes",

@@ -206,10 +206,7 @@ async fn scale_one_plus_two_to_four_then_to_one_then_a_failed_scale_up() {
             "{hostname} was not drained"
         );
     }
-    let (_, events) = stack
-        .api("GET", &format!("/clusters/{id}/events"), None)
-        .await;
-    let events = events.to_string();
+    let events = stack.events_text(&id).await;
     for said in [
         "begin-update",
         "remove-workers",

@@ -508,6 +508,11 @@ impl Stack {
         body["events"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The cluster's events as one JSON text (for `contains` checks and failure messages).
+    pub async fn events_text(&self, id: &str) -> String {
+        Value::from(self.events(id).await).to_string()
+    }
+
     /// Whether the cluster has an event of `stage` whose detail contains `text`.
     pub async fn has_event(&self, id: &str, stage: &str, text: &str) -> bool {
         self.events(id)

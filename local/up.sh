@@ -82,7 +82,9 @@ echo $! >"$GATEWAY_PID"
 
 deadline=$(( $(date +%s) + TIMEOUT ))
 until [[ -s "$ENV_FILE" ]]; do
-  if ! alive "$GATEWAY_PID" mecplane-local; then
+  # The process itself, not its command line: until setsid has exec'd the gateway, the child
+  # started above still runs this script's command line.
+  if ! kill -0 "$(cat "$GATEWAY_PID")" 2>/dev/null; then
     echo "up.sh: the gateway exited; last lines of $LOGS/gateway.log:" >&2
     tail -n 20 "$LOGS/gateway.log" >&2 || true
     "$ROOT/local/down.sh" >/dev/null

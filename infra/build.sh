@@ -14,7 +14,7 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx a
     rustup target add aarch64-unknown-linux-gnu
 fi
 
-echo "==> sam build (cargo lambda, release, arm64: one bootstrap binary for all 22 functions, one build and one link)"
+echo "==> sam build (cargo lambda, release, arm64: one bootstrap binary for every function, one build and one link)"
 started=$SECONDS
 sam build --template infra/template.yaml --build-dir .aws-sam/build --cache-dir .aws-sam/cache "$@"
 echo "==> built in $((SECONDS - started)) s"

@@ -332,19 +332,22 @@ fn rules_of(group_id: &str, permissions: &[IpPermission]) -> Vec<IngressRule> {
 #[async_trait]
 impl Instances for Ec2 {
     async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError> {
-        let mut found = Vec::new();
-        let mut reservations = self
+        let reservations = self
             .client
             .describe_instances()
             .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
             .items()
-            .send();
-        while let Some(reservation) = reservations.next().await {
-            let reservation = reservation.map_err(|e| classify_sdk_error(&e))?;
-            found.extend(reservation.instances().iter().map(|i| to_instance(i, None)));
-        }
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        let mut found: Vec<Instance> = reservations
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| to_instance(i, None))
+            .collect();
         found.sort_by(|a, b| {
             (a.role, a.index, &a.instance_id).cmp(&(b.role, b.index, &b.instance_id))
         });
@@ -352,17 +355,19 @@ impl Instances for Ec2 {
     }
 
     async fn find_tagged(&self, region: &str) -> Result<Vec<TaggedInstance>, CloudError> {
-        let mut found = Vec::new();
-        let mut reservations = self
+        let reservations = self
             .client
             .describe_instances()
             .filters(filter("tag-key", TAG_CLUSTER))
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
             .items()
-            .send();
-        while let Some(reservation) = reservations.next().await {
-            let reservation = reservation.map_err(|e| classify_sdk_error(&e))?;
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        let mut found = Vec::new();
+        for reservation in &reservations {
             for i in reservation.instances() {
                 let Some(cluster_id) = tag_value(i.tags(), TAG_CLUSTER) else {
                     continue;
@@ -589,15 +594,22 @@ impl Zones for Ec2 {
         if let Some(t) = instance_type {
             call = call.filters(filter("instance-type", t));
         }
-        let mut offerings = call.into_paginator().items().send();
-        let mut found = Vec::new();
-        while let Some(o) = offerings.next().await {
-            let o = o.map_err(|e| classify_sdk_error(&e))?;
-            if let (Some(location), Some(kind)) = (o.location(), o.instance_type()) {
-                found.push((location.to_string(), kind.as_str().to_string()));
-            }
-        }
-        Ok(found)
+        let offerings = call
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(offerings
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o.location()?.to_string(),
+                    o.instance_type()?.as_str().to_string(),
+                ))
+            })
+            .collect())
     }
 }
 
@@ -844,19 +856,18 @@ impl SecurityGroups for Ec2 {
     }
 
     async fn vpc_subnets(&self, vpc_id: &str) -> Result<Vec<Subnet>, CloudError> {
-        let mut subnets = self
+        let subnets = self
             .client
             .describe_subnets()
             .filters(filter("vpc-id", vpc_id))
             .max_results(SUBNET_PAGE)
             .into_paginator()
             .items()
-            .send();
-        let mut found = Vec::new();
-        while let Some(subnet) = subnets.next().await {
-            found.extend(subnet_of(&subnet.map_err(|e| classify_sdk_error(&e))?));
-        }
-        Ok(found)
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(subnets.iter().filter_map(subnet_of).collect())
     }
 
     async fn delete_group(&self, group_id: &str) -> Result<(), CloudError> {
@@ -874,17 +885,19 @@ impl SecurityGroups for Ec2 {
     }
 
     async fn find_tagged_groups(&self, region: &str) -> Result<Vec<TaggedGroup>, CloudError> {
-        let mut found = Vec::new();
-        let mut groups = self
+        let groups = self
             .client
             .describe_security_groups()
             .filters(filter("tag-key", TAG_CLUSTER))
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
             .items()
-            .send();
-        while let Some(g) = groups.next().await {
-            let g = g.map_err(|e| classify_sdk_error(&e))?;
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        let mut found = Vec::new();
+        for g in &groups {
             let (Some(group_id), Some(cluster_id)) =
                 (g.group_id(), tag_value(g.tags(), TAG_CLUSTER))
             else {

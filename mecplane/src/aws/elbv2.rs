@@ -190,16 +190,18 @@ impl LoadBalancers for Elbv2 {
         &self,
         balancer_arn: &str,
     ) -> Result<Vec<(String, u16, Option<String>)>, CloudError> {
-        let mut pages = self
+        let listeners = self
             .client
             .describe_listeners()
             .load_balancer_arn(balancer_arn)
             .into_paginator()
             .items()
-            .send();
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
         let mut out = Vec::new();
-        while let Some(listener) = pages.next().await {
-            let listener = listener.map_err(|e| classify_sdk_error(&e))?;
+        for listener in &listeners {
             let Some(arn) = listener.listener_arn() else {
                 continue;
             };
@@ -301,14 +303,16 @@ impl LoadBalancers for Elbv2 {
     ) -> Result<Vec<TaggedBalancing>, CloudError> {
         // (part, ARN, name, CreatedTime) of every part named like a cluster's, paged.
         let mut named = Vec::new();
-        let mut pages = self
+        let balancers = self
             .client
             .describe_load_balancers()
             .into_paginator()
             .items()
-            .send();
-        while let Some(lb) = pages.next().await {
-            let lb = lb.map_err(|e| classify_sdk_error(&e))?;
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        for lb in &balancers {
             if let (Some(arn), Some(name)) = (lb.load_balancer_arn(), lb.load_balancer_name()) {
                 let created = lb.created_time().map(|t| t.secs());
                 named.push((
@@ -319,14 +323,16 @@ impl LoadBalancers for Elbv2 {
                 ));
             }
         }
-        let mut pages = self
+        let groups = self
             .client
             .describe_target_groups()
             .into_paginator()
             .items()
-            .send();
-        while let Some(group) = pages.next().await {
-            let group = group.map_err(|e| classify_sdk_error(&e))?;
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        for group in &groups {
             if let (Some(arn), Some(name)) = (group.target_group_arn(), group.target_group_name()) {
                 named.push((
                     BalancingPart::TargetGroup,

@@ -86,29 +86,30 @@ impl Ssm {
             .set_values(Some(values.to_vec()))
             .build()
             .map_err(|e| CloudError::Other(e.to_string()))?;
-        let mut infos = self
+        let infos = self
             .client
             .describe_instance_information()
             .filters(filter)
             .max_results(50)
             .into_paginator()
             .items()
-            .send();
-        let mut pings = Vec::new();
-        while let Some(info) = infos.next().await {
-            let info = info.map_err(|e| classify_sdk_error(&e))?;
-            if let Some(id) = info.instance_id() {
-                pings.push(AgentPing {
-                    instance_id: id.to_string(),
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(infos
+            .iter()
+            .filter_map(|info| {
+                Some(AgentPing {
+                    instance_id: info.instance_id()?.to_string(),
                     status: info
                         .ping_status()
                         .map(|s| s.as_str().to_string())
                         .unwrap_or_default(),
                     last_ping: info.last_ping_date_time().map(|t| t.secs()),
-                });
-            }
-        }
-        Ok(pings)
+                })
+            })
+            .collect())
     }
 }
 
@@ -336,24 +337,27 @@ impl Parameters for Ssm {
             .values(path)
             .build()
             .map_err(|e| CloudError::Other(e.to_string()))?;
-        let mut pages = self
+        // DescribeParameters has no item paginator: its pages, each with its parameters.
+        let pages = self
             .client
             .describe_parameters()
             .parameter_filters(under)
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
-            .send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let out = page.map_err(|e| classify_sdk_error(&e))?;
-            found.extend(out.parameters().iter().filter_map(|p| {
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| classify_sdk_error(&e))?;
+        Ok(pages
+            .iter()
+            .flat_map(|page| page.parameters())
+            .filter_map(|p| {
                 Some(ParameterInfo {
                     name: p.name()?.to_string(),
                     last_modified: p.last_modified_date().map(|t| t.secs()),
                 })
-            }));
-        }
-        Ok(found)
+            })
+            .collect())
     }
 }
 

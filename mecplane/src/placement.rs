@@ -276,7 +276,7 @@ pub fn pick_subnets(
 /// What a lookup learned from EC2 for one spec: subnets, their zones, and those of the zones that
 /// offer the spec's instance type. [`choose_subnets`] hands it to [`check`], which then asks only
 /// for what it does not know yet.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Seen {
     subnets: Vec<Subnet>,
     zones: Vec<Zone>,
@@ -330,23 +330,25 @@ pub async fn check<E: SecurityGroups + Zones + ?Sized>(
     if ids.is_empty() {
         return Ok(Placement::default());
     }
-    let seen = seen.cloned().unwrap_or_default();
-    let mut subnets: Vec<Subnet> = Vec::new();
-    let mut unseen: Vec<String> = Vec::new();
-    for id in &ids {
-        match seen.subnets.iter().find(|s| &s.subnet_id == id) {
-            Some(s) if !subnets.contains(s) => subnets.push(s.clone()),
-            Some(_) => {}
-            None if !unseen.contains(id) => unseen.push(id.clone()),
-            None => {}
-        }
-    }
+    let nothing = Seen::default();
+    let seen = seen.unwrap_or(&nothing);
+    let mut subnets: Vec<Subnet> = seen
+        .subnets
+        .iter()
+        .filter(|s| ids.contains(&s.subnet_id))
+        .cloned()
+        .collect();
+    let mut unseen: Vec<String> = ids
+        .into_iter()
+        .filter(|id| !subnets.iter().any(|s| &s.subnet_id == id))
+        .collect();
+    unseen.sort();
+    unseen.dedup();
     if !unseen.is_empty() {
         subnets.extend(ec2.subnets(&unseen).await?);
     }
     check_subnets(spec, &subnets)?;
     let names = zone_names(&subnets);
-    let seen_zone = |name: &String| seen.zones.iter().any(|z| &z.name == name);
     let mut zones: Vec<Zone> = seen
         .zones
         .iter()
@@ -359,7 +361,10 @@ pub async fn check<E: SecurityGroups + Zones + ?Sized>(
         .filter(|z| names.contains(z))
         .cloned()
         .collect();
-    let new_names: Vec<String> = names.iter().filter(|n| !seen_zone(n)).cloned().collect();
+    let new_names: Vec<String> = names
+        .into_iter()
+        .filter(|n| !zones.iter().any(|z| &z.name == n))
+        .collect();
     if !new_names.is_empty() {
         zones.extend(ec2.zones(&new_names).await?);
         offered.extend(offered_zones(ec2, &new_names, &spec.instance_type).await?);

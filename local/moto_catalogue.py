@@ -47,9 +47,19 @@ The patches:
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import sys
 from typing import Any
+
+if __name__ == "__main__" and os.environ.get("MECPLANE_MOTO_ZYGOTE"):
+    # Under `make test`: this stack's moto is forked from the warm one of local/moto_zygote.py,
+    # before this file imports moto at all; when that zygote does not answer, on as usual.
+    from moto_zygote import ZYGOTE_ENV, fork_from_zygote
+
+    _code = fork_from_zygote(os.environ[ZYGOTE_ENV], sys.argv[1:])
+    if _code is not None:
+        sys.exit(_code)
 
 from moto.ec2.exceptions import InvalidParameterCombination
 from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend, Zone
@@ -231,11 +241,16 @@ def add_volume_types() -> None:
     EBSBackend.create_volume = create_volume
 
 
-def main() -> None:
+def patch_moto() -> None:
+    """Applies the four patches (local/moto_zygote.py applies them before it forks its motos)."""
     add_zones()
     add_offerings()
     add_carrier_ips()
     add_volume_types()
+
+
+def main() -> None:
+    patch_moto()
     from moto.server import main as moto_server
 
     moto_server(sys.argv[1:])

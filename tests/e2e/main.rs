@@ -16,6 +16,7 @@ mod endpoint;
 mod faults;
 mod idempotency;
 mod mecctl;
+mod moto_zygote;
 mod patch;
 mod placement;
 mod reconcile;

@@ -1,5 +1,5 @@
 //! A private moto server for a test, started the one way the tests start anything: by
-//! `mecplane-local` ([`Gateway::launch`]) with its own moto on a free port, no node simulator and
+//! `mecplane-local` ([`Gateway::launch_with`]) with its own moto on a free port, no node simulator and
 //! nothing provisioned; the tests talk to moto directly. Stopped when the [`Moto`] is dropped.
 
 use std::io::{Read, Write};
@@ -21,9 +21,15 @@ pub struct Moto {
 impl Moto {
     /// Starts a moto server and waits until it answers. Panics when it cannot (tests need it).
     pub async fn start() -> Moto {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Moto::start`] with variables added to the environment of its `mecplane-local` (and so of
+    /// the launcher it runs, as `MECPLANE_MOTO_ZYGOTE`).
+    pub async fn start_with(env: &[(&str, &str)]) -> Moto {
         let args: Vec<std::ffi::OsString> =
             vec!["--sim".into(), "off".into(), "--skip-provision".into()];
-        let gateway = Gateway::launch(&args).await;
+        let gateway = Gateway::launch_with(&args, env).await;
         let port = gateway.env["MECPLANE_MOTO_ENDPOINT"]
             .rsplit(':')
             .next()

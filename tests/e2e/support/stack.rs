@@ -41,13 +41,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts `mecplane-local` on free ports with its own moto and `args`, and waits for its
-    /// `local.env`.
-    pub async fn launch(args: &[std::ffi::OsString]) -> Gateway {
-        Self::launch_with(args, &[]).await
-    }
-
-    /// [`Gateway::launch`] with variables added to the gateway's own environment.
+    /// Starts `mecplane-local` on free ports with its own moto, `args` and `env` added to its own
+    /// environment, and waits for its `local.env`.
     pub async fn launch_with(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> Gateway {
         let root = repo_root();
         let state_dir = std::env::temp_dir().join(format!("mecplane-e2e-{}", uuid::Uuid::new_v4()));

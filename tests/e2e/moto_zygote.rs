@@ -1,0 +1,152 @@
+//! The warm moto the tests run under (`local/moto_zygote.py`, `make test`): a stack's moto is a
+//! fork of it with the zone catalogue's patches, it ends with its stack, and a stack whose zygote
+//! is gone starts its own moto.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::moto::Moto;
+use crate::support::stack::repo_root;
+
+/// A zygote in `serve` mode on its own socket; killed when dropped.
+struct Zygote {
+    child: Child,
+    socket: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Zygote {
+    async fn start() -> Zygote {
+        let dir = std::env::temp_dir().join(format!("zygote-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("zygote dir");
+        let socket = dir.join("z.sock");
+        let root = repo_root();
+        let child = Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("local/moto_zygote.py"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start local/moto_zygote.py");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the zygote made no socket in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Zygote {
+            child,
+            socket,
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// The zygote's live children (its forked motos).
+    fn forks(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .expect("/proc children of the zygote");
+        children
+            .split_whitespace()
+            .map(|p| p.parse().expect("a pid"))
+            .filter(|p| !is_zombie(*p))
+            .collect()
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Whether moto answers DescribeAvailabilityZones with the catalogue's Boston Local Zone.
+fn has_the_catalogue(moto: &Moto) -> bool {
+    let (status, body) = moto.query(
+        "ec2",
+        &[
+            ("Action", "DescribeAvailabilityZones"),
+            ("Version", "2016-11-15"),
+        ],
+    );
+    status == 200 && body.contains("us-east-1-bos-1a")
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 15 s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stacks_moto_is_a_fork_of_the_zygote_ends_with_its_stack_and_starts_alone_without_it() {
+    let zygote = Zygote::start().await;
+    let socket = zygote.socket.to_str().expect("a UTF-8 path").to_string();
+    assert!(zygote.forks().is_empty(), "a fresh zygote has no forks");
+
+    let moto = Moto::start_with(&[("MECPLANE_MOTO_ZYGOTE", &socket)]).await;
+    let forks = zygote.forks();
+    assert_eq!(forks.len(), 1, "one fork for the one stack: {forks:?}");
+    assert!(
+        has_the_catalogue(&moto),
+        "the forked moto serves with the catalogue's patches"
+    );
+    // Two stacks at once get a fork each, with state of their own.
+    let other = Moto::start_with(&[("MECPLANE_MOTO_ZYGOTE", &socket)]).await;
+    assert_eq!(zygote.forks().len(), 2);
+    moto.create_instance_profile("only-in-the-first");
+    let (_, profiles) = other.query(
+        "iam",
+        &[
+            ("Action", "ListInstanceProfiles"),
+            ("Version", "2010-05-08"),
+        ],
+    );
+    assert!(
+        !profiles.contains("only-in-the-first"),
+        "forks share no state: {profiles}"
+    );
+
+    drop(moto);
+    drop(other);
+    wait_until("the forks end with their stacks", || {
+        zygote.forks().is_empty()
+    })
+    .await;
+
+    // No zygote behind the path (a socket file left by one that was killed): a stack still gets
+    // a moto, its own.
+    drop(zygote);
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("zygote-{}", uuid::Uuid::new_v4().simple())));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let stale = dir.0.join("z.sock");
+    std::os::unix::net::UnixListener::bind(&stale).expect("bind, then close: a dead socket");
+    let alone = Moto::start_with(&[("MECPLANE_MOTO_ZYGOTE", stale.to_str().expect("UTF-8"))]).await;
+    assert!(has_the_catalogue(&alone), "a moto of its own, patched");
+}

@@ -10,7 +10,7 @@ STAMPS      := .mecplane/stamps
 CARGO       ?= cargo
 export MECPLANE_FUNCTIONS_DIR ?= target/debug
 
-.PHONY: help setup setup-apt setup-python setup-infra build build-all up down demo test test-rust test-infra test-unit test-e2e test-all \
+.PHONY: help setup setup-apt setup-python setup-infra build build-all up down demo test test-infra test-unit test-e2e test-all \
         lint fmt fmt-check clippy check-infra bench sam-build deploy destroy clean
 
 help: ## List the targets
@@ -85,9 +85,10 @@ build-all: ## Build every target of the workspace (bins, tests, examples) once
 # The tests run in one pool of $(TEST_THREADS) processes with cargo-nextest (installed with the
 # machine's toolchain): the unit and simulator tests overlap the end-to-end tests instead of
 # running before them, one binary after another. Without nextest, `cargo test` runs them so.
-# Three at a time on 2 cores: an e2e test mostly waits on its stack (polls, simulated agents), so
-# a third overlaps those waits (the 48 e2e tests: 467 s at 3 threads, 604 s at 2).
-TEST_THREADS ?= 3
+# Four at a time on 2 cores: an e2e test mostly waits on its stack (polls, simulated agents), so
+# more tests than cores overlap those waits (the 48 e2e tests: 467 s at 3 threads, 604 s at 2,
+# before their motos were forked from a warm one; see below).
+TEST_THREADS ?= 4
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 # They run under one warm moto that forks each local stack's moto (local/moto_zygote.py): a cold
 # moto spends ~3 s of CPU importing itself and building its backends before it serves, and the
@@ -104,23 +105,24 @@ test-e2e: setup-apt setup-python build-all ## End-to-end tests against local sta
 test-all: setup-apt setup-python build-all ## Unit and end-to-end tests in one run
 	$(call run_tests,--workspace)
 
-test: setup-apt ## Everything CI runs (the Rust checks and the infra checks side by side)
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-rust test-infra
-	@echo "make test: all checks passed"
-
-# The two branches of `make test`: the infra checks are single-threaded Python, so they fill the
-# cores the Rust build leaves idle (linking, the SDK's largest crates).
-# The Rust branch lints while it builds: tests/clippy-rustc compiles the workspace's own crates
-# with Clippy's lints (warnings are errors), the checks of `make lint` in the one build of every
-# target, so the dependencies are not compiled a second time in check mode. Cargo keys the
-# workspace crates' artifacts by the wrapper: a later plain `cargo build` recompiles those crates
-# (not the dependencies), and `make test` after a plain build lints them again. The test venvs
-# are made while it builds (pip mostly waits on downloads).
-test-rust: export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/tests/clippy-rustc
-test-rust:
+# `make test` in three steps, each filling the two cores:
+# 1. fmt;
+# 2. one build of every target, and beside it the venvs and npm packages the checks need (pip
+#    and npm mostly wait on downloads);
+# 3. the tests, and beside them the offline infra checks (single-threaded Python): the tests
+#    wait on their stacks often enough to leave a core part-idle, where the build leaves none.
+# The build lints while it builds: tests/clippy-rustc compiles the workspace's own crates with
+# Clippy's lints (warnings are errors), the checks of `make lint` in the one build of every target,
+# so the dependencies are not compiled a second time in check mode. Cargo keys the workspace
+# crates' artifacts by the wrapper, so the tests' own `cargo nextest` (a no-op build) runs with it
+# too; a later plain `cargo build` recompiles those crates (not the dependencies), and `make test`
+# after a plain build lints them again.
+test: export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/tests/clippy-rustc
+test: setup-apt ## Everything CI runs: fmt, the build that lints, the tests and the infra checks
 	@$(MAKE) --no-print-directory -j1 fmt-check
-	@$(MAKE) --no-print-directory -j2 --output-sync=target setup-python build-all
-	@$(MAKE) --no-print-directory -j1 test-all
+	@$(MAKE) --no-print-directory -j3 --output-sync=target setup-python setup-infra build-all
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-all test-infra
+	@echo "make test: all checks passed"
 
 test-infra:
 	@$(MAKE) --no-print-directory -j1 check-infra

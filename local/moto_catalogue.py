@@ -4,7 +4,7 @@ Every place that starts the local stack's moto runs this file with the venv's py
 arguments `moto_server` takes (`.venv/bin/python local/moto_catalogue.py -H 127.0.0.1 -p 47501`):
 it extends the pinned moto (5.2.5, `local/requirements.txt`) in memory, then hands over to moto's
 own server entry point. It relies on moto 5.2.5's internals on purpose; a moto upgrade re-checks
-the four patches below.
+the five patches below.
 
 moto knows standard availability zones only. For placement to be exercised end to end the
 catalogue adds, in us-east-1 (the region of the e2e clusters), with fixed names that tests use:
@@ -42,6 +42,10 @@ The patches:
    `InvalidParameterCombination` naming the type and the zone (the message is ours; the code is
    the one EC2 gives a parameter that does not fit the rest of the request); so does CreateVolume
    there. A mapping that names no type gets moto's default, gp2.
+5. Lambda clients of executions (speed only): moto's state-machine interpreter builds a new boto3
+   client for every Lambda Task it runs (botocore loads the Lambda model and endpoint rules each
+   time, ~0.1 s of CPU) and ignores the Task's credentials; one client per region and endpoint
+   serves every Task (botocore clients are safe to share between threads).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import ipaddress
 import os
 import random
 import sys
+import threading
 from typing import Any
 
 if __name__ == "__main__" and os.environ.get("MECPLANE_MOTO_ZYGOTE"):
@@ -241,12 +246,31 @@ def add_volume_types() -> None:
     EBSBackend.create_volume = create_volume
 
 
+def share_lambda_clients() -> None:
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    new_client = lambda_eval_utils.boto_client_for
+    clients: dict[tuple[str, str, str], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        key = (region, service, moto_server_port())
+        with lock:
+            if key not in clients:
+                clients[key] = new_client(region=region, service=service, state_credentials=state_credentials)
+            return clients[key]
+
+    lambda_eval_utils.boto_client_for = boto_client_for
+
+
 def patch_moto() -> None:
-    """Applies the four patches (local/moto_zygote.py applies them before it forks its motos)."""
+    """Applies the five patches (local/moto_zygote.py applies them before it forks its motos)."""
     add_zones()
     add_offerings()
     add_carrier_ips()
     add_volume_types()
+    share_lambda_clients()
 
 
 def main() -> None:

@@ -39,19 +39,21 @@ impl Zygote {
             .stderr(Stdio::null())
             .spawn()
             .expect("start local/moto_zygote.py");
+        // Made before the wait, so that a panic in it still kills the zygote.
+        let zygote = Zygote {
+            child,
+            socket,
+            _dir: TempDir(dir),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !socket.exists() {
+        while !zygote.socket.exists() {
             assert!(
                 Instant::now() < deadline,
                 "the zygote made no socket in 60 s"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Zygote {
-            child,
-            socket,
-            _dir: TempDir(dir),
-        }
+        zygote
     }
 
     /// The zygote's live children (its forked motos).

@@ -16,7 +16,7 @@ started=$SECONDS
 # The compile starts while aws-sam-cli installs: the command `sam build` runs for this template
 # (aws-lambda-builders' rust-cargolambda workflow, provided.al2023 on arm64, in the CodeUri, into
 # the workspace's target/), so the one that sam runs next finds the binary fresh and only copies it.
-ensure_tools build
+ensure_build_tools
 echo "==> cargo lambda build --release --arm64 --bin bootstrap (the one binary of every function), while the deploy tools install"
 (cd functions && cargo lambda build --release --arm64 --bin bootstrap) &
 compiling=$!

@@ -1,23 +1,26 @@
 """The local stacks' motos forked from one warm moto: what `make test` runs its tests under.
 
-Every local stack has its own moto (`local/moto_catalogue.py`, started by `mecplane-local`). A
-cold moto imports itself and botocore's service models, then builds each region's EC2 backend on
-the first request there: about 2.5 s of CPU before it has served the stack, paid again by each of
-the stacks a test run starts, on a machine whose cores the tests already fill. This process pays
-it once: it imports moto with the catalogue's patches, loads the models, builds the backends of
-the regions the stacks use by answering a few read-only requests in memory, then forks a moto for
-each stack, copy-on-write.
+Every local stack has its own moto (`local/moto_catalogue.py`, started by `mecplane-local`), and
+the gateway fills it with `local/provision.py`. A cold moto imports itself and botocore's service
+models, then builds each region's EC2 backend on the first request there: about 2.5 s of CPU
+before it has served the stack, and provision.py about 0.7 s more importing boto3 and loading its
+clients' models; each of the stacks a test run starts pays it again, on a machine whose cores the
+tests already fill. This process pays it once: it imports moto with the catalogue's patches and
+provision.py, loads the models, builds the backends of the regions the stacks use by answering a
+few read-only requests in memory, then forks a moto, or a provision.py run, for each stack,
+copy-on-write.
 
     python local/moto_zygote.py serve [--socket PATH]           # until SIGTERM or SIGINT
     python local/moto_zygote.py run [--socket PATH] -- CMD ...  # while CMD runs; its exit code
 
-`run` gives CMD `MECPLANE_MOTO_ZYGOTE=<socket>`. A launcher (`moto_catalogue.py`) that finds it
-asks for a fork instead of starting moto: it sends its arguments (`-H host -p port`), environment,
-working directory and standard streams (SCM_RIGHTS), and stays, holding the connection, as the
-process `mecplane-local` waits on and signals. The fork serves on that port with the launcher's
-environment and streams, and exits when the connection closes (the launcher exited or was
-killed); a server that fails sends its exit code first, and the launcher exits with it. When no
-zygote answers, the launcher starts moto itself, as it does without one.
+`run` gives CMD `MECPLANE_MOTO_ZYGOTE=<socket>`. A launcher (`moto_catalogue.py`, `provision.py`)
+that finds it asks for a fork instead of running: it sends the program's name, its arguments,
+environment, working directory and standard streams (SCM_RIGHTS), and stays, holding the
+connection, as the process `mecplane-local` waits on and signals. The fork runs with the
+launcher's environment and streams (a moto serves on the arguments' port) and ends when the
+connection closes (the launcher exited or was killed); it sends its exit code when it ends by
+itself, and the launcher exits with it. When no zygote answers, the launcher runs the program
+itself, as it does without one. The zygote logs each fork on its standard error.
 
 A fork is a fresh moto: the zygote only reads in its warm-up, and what that made (the default VPC
 of each warmed region) is what any moto makes on its first request to a region. `random` is
@@ -52,11 +55,12 @@ _LENGTH = struct.Struct("!I")
 # ---- the launcher's side (imports nothing of moto) ---------------------------------------------
 
 
-def fork_from_zygote(path: str, argv: list[str]) -> int | None:
-    """Has the zygote at `path` fork a moto for `argv` and waits, holding the connection, until
-    that moto ends. Returns the exit code to leave with, or None when no zygote answered (the
-    caller starts moto itself)."""
-    request = json.dumps({"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+def fork_from_zygote(path: str, argv: list[str], program: str = "moto") -> int | None:
+    """Has the zygote at `path` fork `program` (a `PROGRAMS` name) for `argv` and waits, holding
+    the connection, until that fork ends. Returns the exit code to leave with, or None when no
+    zygote answered (the caller runs the program itself)."""
+    request = {"program": program, "argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}
+    request = json.dumps(request).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.settimeout(FORK_TIMEOUT_SECONDS)
@@ -64,15 +68,15 @@ def fork_from_zygote(path: str, argv: list[str]) -> int | None:
         socket.send_fds(conn, [_LENGTH.pack(len(request)) + request], [0, 1, 2])
         forked = _read_line(conn)
     except OSError as e:
-        print(f"moto zygote at {path} did not answer ({e}); starting moto here", file=sys.stderr)
+        print(f"moto zygote at {path} did not answer ({e}); running {program} here", file=sys.stderr)
         conn.close()
         return None
     if not forked.startswith("forked "):
-        print(f"moto zygote at {path} refused ({forked!r}); starting moto here", file=sys.stderr)
+        print(f"moto zygote at {path} refused ({forked!r}); running {program} here", file=sys.stderr)
         conn.close()
         return None
     conn.settimeout(None)
-    # The fork says nothing more unless its server fails; the connection closes when it exits.
+    # The fork says how it ended (a server only when it fails); the connection closes as it exits.
     ended = _read_line(conn)
     return int(ended.split()[1]) if ended.startswith("exit ") else 1
 
@@ -100,6 +104,7 @@ def warm(regions: tuple[str, ...]) -> Any:
     from werkzeug.test import Client
 
     moto_catalogue.patch_moto()
+    _warm_provision(regions)
     app = DomainDispatcherApplication(create_backend_app)
     client = Client(app)
     query = [
@@ -122,6 +127,18 @@ def warm(regions: tuple[str, ...]) -> Any:
         for service, target, body in json_11:
             _warm_call(client, region, service, body, "application/x-amz-json-1.1", target)
     return app
+
+
+def _warm_provision(regions: tuple[str, ...]) -> None:
+    """Imports provision.py (boto3, PyYAML) and has botocore load the models and endpoint rules
+    of the clients it makes, into the default session it makes them from; no request is sent."""
+    import boto3
+    import provision  # noqa: F401  (imported for the forks)
+
+    for service in ("dynamodb", "stepfunctions", "iam", "kms", "ec2", "ssm"):
+        for region in regions:
+            boto3.client(service, region_name=region, endpoint_url="http://127.0.0.1:9",
+                         aws_access_key_id="warm", aws_secret_access_key="warm")
 
 
 def _warm_call(client: Any, region: str, service: str, body: str, content_type: str, target: str | None) -> None:
@@ -177,6 +194,8 @@ def _fork_one(conn: socket.socket, listener: socket.socket, app: Any) -> int | N
                 raise OSError("the launcher hung up mid-request")
             body += chunk
         request = json.loads(body)
+        if request.get("program") not in PROGRAMS:
+            raise ValueError(f"unknown program {request.get('program')!r} (known: {', '.join(PROGRAMS)})")
     except (OSError, ValueError) as e:
         print(f"moto zygote: bad request: {e}", file=sys.stderr)
         conn.close()
@@ -187,16 +206,21 @@ def _fork_one(conn: socket.socket, listener: socket.socket, app: Any) -> int | N
     if pid == 0:
         listener.close()
         try:
-            code = _serve_in_fork(conn, fds, request, app)
+            code = _run_in_fork(conn, fds, request, app)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
         except BaseException as e:  # the fork must never return into the zygote's loop
             print(f"moto zygote fork: {e!r}", file=sys.stderr)
             code = 1
         try:
+            sys.stdout.flush()
+            sys.stderr.flush()
             conn.sendall(f"exit {code}\n".encode())
         finally:
             os._exit(code)
     for fd in fds:
         os.close(fd)
+    print(f"moto zygote: forked {pid} for {request['program']}", file=sys.stderr, flush=True)
     try:
         conn.sendall(f"forked {pid}\n".encode())
     except OSError:
@@ -205,7 +229,7 @@ def _fork_one(conn: socket.socket, listener: socket.socket, app: Any) -> int | N
     return pid
 
 
-def _serve_in_fork(conn: socket.socket, fds: list[int], request: dict[str, Any], app: Any) -> int:
+def _run_in_fork(conn: socket.socket, fds: list[int], request: dict[str, Any], app: Any) -> int:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -223,18 +247,32 @@ def _serve_in_fork(conn: socket.socket, fds: list[int], request: dict[str, Any],
         os._exit(0)
 
     threading.Thread(target=end_with_the_launcher, name="launcher-watch", daemon=True).start()
+    return PROGRAMS[request["program"]](request["argv"], app)
 
+
+def _serve_moto(argv: list[str], app: Any) -> int:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
     p = argparse.ArgumentParser(prog="moto (forked)")
     p.add_argument("-H", "--host", default="127.0.0.1")
     p.add_argument("-p", "--port", type=int, default=int(os.environ.get("MOTO_PORT", "5000")))
-    args = p.parse_args(request["argv"])
+    args = p.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))
     # As moto's own server entry point runs it (moto.server.main).
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     return 0
+
+
+def _provision(argv: list[str], _app: Any) -> int:
+    import provision
+
+    return provision.main(argv)
+
+
+# What a launcher may ask the zygote to fork: moto (local/moto_catalogue.py's arguments) and
+# local/provision.py (its arguments), which the gateway runs against it at every stack start.
+PROGRAMS = {"moto": _serve_moto, "provision": _provision}
 
 
 def main(argv: list[str]) -> int:

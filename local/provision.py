@@ -41,7 +41,16 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+if __name__ == "__main__" and os.environ.get("MECPLANE_MOTO_ZYGOTE"):
+    # Under `make test`: run as a fork of local/moto_zygote.py, which has imported this file,
+    # boto3 and the clients' models once; when that zygote does not answer, on as usual.
+    from moto_zygote import ZYGOTE_ENV, fork_from_zygote
+
+    _code = fork_from_zygote(os.environ[ZYGOTE_ENV], sys.argv[1:], program="provision")
+    if _code is not None:
+        sys.exit(_code)
+
+import yaml  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
 SFN_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/mecplane-local-states"

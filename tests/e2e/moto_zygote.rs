@@ -1,17 +1,18 @@
-//! The warm moto the tests run under (`local/moto_zygote.py`, `make test`): a stack's moto is a
-//! fork of it with the zone catalogue's patches, it ends with its stack, and a stack whose zygote
-//! is gone starts its own moto.
+//! The warm moto the tests run under (`local/moto_zygote.py`, `make test`): a stack's moto and its
+//! provision.py run are forks of it, the moto with the zone catalogue's patches; a fork ends with
+//! its stack, and a stack whose zygote is gone starts its own moto.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::moto::Moto;
-use crate::support::stack::repo_root;
+use crate::support::stack::{repo_root, Stack, RECONCILE_OFF};
 
-/// A zygote in `serve` mode on its own socket; killed when dropped.
+/// A zygote in `serve` mode on its own socket, logging to `log`; killed when dropped.
 struct Zygote {
     child: Child,
     socket: std::path::PathBuf,
+    log: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -28,6 +29,7 @@ impl Zygote {
         let dir = std::env::temp_dir().join(format!("zygote-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("zygote dir");
         let socket = dir.join("z.sock");
+        let log = dir.join("zygote.log");
         let root = repo_root();
         let child = Command::new(root.join(".venv/bin/python"))
             .arg(root.join("local/moto_zygote.py"))
@@ -36,13 +38,14 @@ impl Zygote {
             .arg(&socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("zygote log"))
             .spawn()
             .expect("start local/moto_zygote.py");
         // Made before the wait, so that a panic in it still kills the zygote.
         let zygote = Zygote {
             child,
             socket,
+            log,
             _dir: TempDir(dir),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -56,7 +59,17 @@ impl Zygote {
         zygote
     }
 
-    /// The zygote's live children (its forked motos).
+    /// What the zygote forked, as its log says (`moto`, `provision`), in order.
+    fn forked(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .expect("zygote log")
+            .lines()
+            .filter(|l| l.starts_with("moto zygote: forked "))
+            .filter_map(|l| l.rsplit(" for ").next().map(str::to_string))
+            .collect()
+    }
+
+    /// The zygote's live children (its forks).
     fn forks(&self) -> Vec<u32> {
         let pid = self.child.id();
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -137,6 +150,29 @@ async fn a_stacks_moto_is_a_fork_of_the_zygote_ends_with_its_stack_and_starts_al
     drop(moto);
     drop(other);
     wait_until("the forks end with their stacks", || {
+        zygote.forks().is_empty()
+    })
+    .await;
+    assert_eq!(zygote.forked(), ["moto", "moto"]);
+
+    // A whole stack: its moto, then its provision.py run, both forked; provisioned as without.
+    let mut gateway_env = RECONCILE_OFF.to_vec();
+    gateway_env.push(("MECPLANE_MOTO_ZYGOTE", &socket));
+    let stack = Stack::start_with(0, &[], &gateway_env).await;
+    assert_eq!(zygote.forked(), ["moto", "moto", "moto", "provision"]);
+    for name in [
+        "MECPLANE_TABLE",
+        "MECPLANE_CREATE_STATE_MACHINE_ARN",
+        "MECPLANE_DELETE_STATE_MACHINE_ARN",
+    ] {
+        assert!(
+            stack.env.get(name).is_some_and(|v| !v.is_empty()),
+            "{name} provisioned: {:?}",
+            stack.env
+        );
+    }
+    drop(stack);
+    wait_until("the stack's moto ends with it", || {
         zygote.forks().is_empty()
     })
     .await;

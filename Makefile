@@ -118,12 +118,13 @@ test-e2e: setup-apt setup-python build-all ## End-to-end tests against local sta
 test-all: setup-apt setup-python build-all ## Unit and end-to-end tests in one run
 	$(call run_tests,--workspace)
 
-# `make test` in three steps, each filling the two cores:
+# `make test` in three steps:
 # 1. fmt;
-# 2. one build of every target, and beside it the venvs and npm packages the checks need (pip
-#    and npm mostly wait on downloads);
-# 3. the tests, and beside them the offline infra checks (single-threaded Python): the tests
-#    wait on their stacks often enough to leave a core part-idle, where the build leaves none.
+# 2. one build of every target, and beside it the venvs (uv) and npm packages the checks need;
+# 3. the tests, and beside them the offline infra checks (single-threaded Python).
+# The build lasts as long as its longest chain of crates (aws-lc-sys, the SDK's runtime, then
+# aws-sdk-ec2's ~280 s front end on one core): the infra checks beside it slowed that chain down
+# (579 s with them and pip, 538 s without); beside the tests they cost ~25 s (372 / 397 s).
 # The build lints while it builds: tests/clippy-rustc compiles the workspace's own crates with
 # Clippy's lints (warnings are errors), the checks of `make lint` in the one build of every target,
 # so the dependencies are not compiled a second time in check mode. Cargo keys the workspace

@@ -66,29 +66,16 @@ parameter_overrides() {
 }
 
 # The deploy tools in $VENV, installed (again) when infra/requirements-deploy.txt changed.
-DEPLOY_REQUIREMENTS="$ROOT/infra/requirements-deploy.txt"
 ensure_tools() {
-    local stamp="$VENV/.requirements.sha256" sum
-    sum="$(sha256sum "$DEPLOY_REQUIREMENTS" | cut -d' ' -f1)"
+    local req="$ROOT/infra/requirements-deploy.txt" stamp="$VENV/.requirements.sha256" sum
+    sum="$(sha256sum "$req" | cut -d' ' -f1)"
     if [[ ! -x "$VENV/bin/sam" || "$(cat "$stamp" 2>/dev/null)" != "$sum" ]]; then
         echo "==> installing the deploy tools into $VENV (aws-sam-cli, cargo-lambda, ziglang; ~1 min)"
-        [[ -x "$VENV/bin/pip" ]] || python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$DEPLOY_REQUIREMENTS"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --upgrade pip
+        "$VENV/bin/pip" install --quiet -r "$req"
         echo "$sum" >"$stamp"
     fi
     # cargo-lambda, sam and the python that runs `python -m ziglang` (cargo-lambda's zig).
-    export PATH="$VENV/bin:$PATH"
-}
-
-# Only the two tools a build needs (cargo-lambda, ziglang; their pins from the same file), so that
-# infra/build.sh can start compiling while ensure_tools installs the rest.
-ensure_build_tools() {
-    if [[ ! -x "$VENV/bin/cargo-lambda" || ! -x "$VENV/bin/python" ]]; then
-        echo "==> installing cargo-lambda and ziglang into $VENV"
-        [[ -x "$VENV/bin/pip" ]] || python3 -m venv "$VENV"
-        # shellcheck disable=SC2046  # one argument per pinned requirement
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-            $(grep -E '^(cargo-lambda|ziglang)==' "$DEPLOY_REQUIREMENTS")
-    fi
     export PATH="$VENV/bin:$PATH"
 }

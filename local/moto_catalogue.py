@@ -60,11 +60,9 @@ from typing import Any
 if __name__ == "__main__" and os.environ.get("MECPLANE_MOTO_ZYGOTE"):
     # Under `make test`: this stack's moto is forked from the warm one of local/moto_zygote.py,
     # before this file imports moto at all; when that zygote does not answer, on as usual.
-    from moto_zygote import ZYGOTE_ENV, fork_from_zygote
+    from moto_zygote import run_as_fork
 
-    _code = fork_from_zygote(os.environ[ZYGOTE_ENV], sys.argv[1:])
-    if _code is not None:
-        sys.exit(_code)
+    run_as_fork("moto")
 
 from moto.ec2.exceptions import InvalidParameterCombination
 from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend, Zone

@@ -50,16 +50,32 @@ WARM_REGIONS = ("us-east-1", "eu-west-1")
 # How long a launcher waits for the zygote to say it forked before starting moto itself.
 FORK_TIMEOUT_SECONDS = 10.0
 _LENGTH = struct.Struct("!I")
+_QUERY = "application/x-www-form-urlencoded"
+_JSON_10 = "application/x-amz-json-1.0"
+_JSON_11 = "application/x-amz-json-1.1"
+# The read-only requests that build each service's app and backends in a warmed region:
+# (service, content type, X-Amz-Target, body).
+WARM_REQUESTS = [
+    ("ec2", _QUERY, None, "Action=DescribeAvailabilityZones&Version=2016-11-15"),
+    ("ec2", _QUERY, None, "Action=DescribeInstances&Version=2016-11-15"),
+    ("elasticloadbalancing", _QUERY, None, "Action=DescribeLoadBalancers&Version=2015-12-01"),
+    ("iam", _QUERY, None, "Action=ListInstanceProfiles&Version=2010-05-08"),
+    ("dynamodb", _JSON_10, "DynamoDB_20120810.ListTables", "{}"),
+    ("ssm", _JSON_11, "AmazonSSM.DescribeParameters", "{}"),
+    ("states", _JSON_11, "AWSStepFunctions.ListStateMachines", "{}"),
+    ("kms", _JSON_11, "TrentService.ListAliases", "{}"),
+]
 
 
 # ---- the launcher's side (imports nothing of moto) ---------------------------------------------
 
 
-def fork_from_zygote(path: str, argv: list[str], program: str = "moto") -> int | None:
-    """Has the zygote at `path` fork `program` (a `PROGRAMS` name) for `argv` and waits, holding
-    the connection, until that fork ends. Returns the exit code to leave with, or None when no
-    zygote answered (the caller runs the program itself)."""
-    request = {"program": program, "argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}
+def run_as_fork(program: str) -> None:
+    """Has the zygote that `MECPLANE_MOTO_ZYGOTE` names fork `program` (a `PROGRAMS` name) for this
+    process's arguments, waits, holding the connection, until that fork ends, and exits with its
+    code. Returns when no zygote answered: the caller runs the program itself."""
+    path = os.environ[ZYGOTE_ENV]
+    request = {"program": program, "argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
     request = json.dumps(request).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -70,15 +86,15 @@ def fork_from_zygote(path: str, argv: list[str], program: str = "moto") -> int |
     except OSError as e:
         print(f"moto zygote at {path} did not answer ({e}); running {program} here", file=sys.stderr)
         conn.close()
-        return None
+        return
     if not forked.startswith("forked "):
         print(f"moto zygote at {path} refused ({forked!r}); running {program} here", file=sys.stderr)
         conn.close()
-        return None
+        return
     conn.settimeout(None)
     # The fork says how it ended (a server only when it fails); the connection closes as it exits.
     ended = _read_line(conn)
-    return int(ended.split()[1]) if ended.startswith("exit ") else 1
+    sys.exit(int(ended.split()[1]) if ended.startswith("exit ") else 1)
 
 
 def _read_line(conn: socket.socket) -> str:
@@ -104,41 +120,25 @@ def warm(regions: tuple[str, ...]) -> Any:
     from werkzeug.test import Client
 
     moto_catalogue.patch_moto()
-    _warm_provision(regions)
+    _warm_provision()
     app = DomainDispatcherApplication(create_backend_app)
     client = Client(app)
-    query = [
-        ("ec2", "Action=DescribeAvailabilityZones&Version=2016-11-15"),
-        ("ec2", "Action=DescribeInstances&Version=2016-11-15"),
-        ("elasticloadbalancing", "Action=DescribeLoadBalancers&Version=2015-12-01"),
-        ("iam", "Action=ListInstanceProfiles&Version=2010-05-08"),
-    ]
-    json_10 = [("dynamodb", "DynamoDB_20120810.ListTables", "{}")]
-    json_11 = [
-        ("ssm", "AmazonSSM.DescribeParameters", "{}"),
-        ("states", "AWSStepFunctions.ListStateMachines", "{}"),
-        ("kms", "TrentService.ListAliases", "{}"),
-    ]
     for region in regions:
-        for service, body in query:
-            _warm_call(client, region, service, body, "application/x-www-form-urlencoded", None)
-        for service, target, body in json_10:
-            _warm_call(client, region, service, body, "application/x-amz-json-1.0", target)
-        for service, target, body in json_11:
-            _warm_call(client, region, service, body, "application/x-amz-json-1.1", target)
+        for service, content_type, target, body in WARM_REQUESTS:
+            _warm_call(client, region, service, body, content_type, target)
     return app
 
 
-def _warm_provision(regions: tuple[str, ...]) -> None:
+def _warm_provision() -> None:
     """Imports provision.py (boto3, PyYAML) and has botocore load the models and endpoint rules
-    of the clients it makes, into the default session it makes them from; no request is sent."""
+    of the clients it makes (per service, whatever the region), into the default session it makes
+    them from; no request is sent."""
     import boto3
     import provision  # noqa: F401  (imported for the forks)
 
     for service in ("dynamodb", "stepfunctions", "iam", "kms", "ec2", "ssm"):
-        for region in regions:
-            boto3.client(service, region_name=region, endpoint_url="http://127.0.0.1:9",
-                         aws_access_key_id="warm", aws_secret_access_key="warm")
+        boto3.client(service, region_name=WARM_REGIONS[0], endpoint_url="http://127.0.0.1:9",
+                     aws_access_key_id="warm", aws_secret_access_key="warm")
 
 
 def _warm_call(client: Any, region: str, service: str, body: str, content_type: str, target: str | None) -> None:
@@ -152,7 +152,8 @@ def _warm_call(client: Any, region: str, service: str, body: str, content_type: 
         headers["X-Amz-Target"] = target
     answer = client.post("/", data=body, headers=headers)
     if answer.status_code != 200:
-        raise SystemExit(f"moto zygote: warm-up {service} in {region} answered {answer.status_code}: {answer.data[:300]!r}")
+        raise SystemExit(f"moto zygote: warm-up {service} in {region} answered {answer.status_code}: "
+                         f"{answer.data[:300]!r}")
 
 
 def serve_forks(listener: socket.socket, app: Any, keep_going) -> None:

@@ -44,11 +44,9 @@ from pathlib import Path
 if __name__ == "__main__" and os.environ.get("MECPLANE_MOTO_ZYGOTE"):
     # Under `make test`: run as a fork of local/moto_zygote.py, which has imported this file,
     # boto3 and the clients' models once; when that zygote does not answer, on as usual.
-    from moto_zygote import ZYGOTE_ENV, fork_from_zygote
+    from moto_zygote import run_as_fork
 
-    _code = fork_from_zygote(os.environ[ZYGOTE_ENV], sys.argv[1:], program="provision")
-    if _code is not None:
-        sys.exit(_code)
+    run_as_fork("provision")
 
 import yaml  # noqa: E402
 

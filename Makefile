@@ -144,13 +144,13 @@ test-infra:
 bench: setup-apt setup-python ## Release sizes, cold start and local create/delete timings
 	@local/bench.sh
 
-sam-build: ## Build every function for arm64 with sam build (what deploy uploads; no AWS needed)
+sam-build: $(STAMPS)/uv ## Build every function for arm64 with sam build (what deploy uploads; no AWS needed)
 	infra/build.sh
 
-deploy: ## Deploy to AWS with SAM (guided the first time)
+deploy: $(STAMPS)/uv ## Deploy to AWS with SAM (guided the first time)
 	infra/deploy.sh
 
-destroy: ## Remove the deployed stack
+destroy: $(STAMPS)/uv ## Remove the deployed stack
 	infra/destroy.sh
 
 clean: down ## Remove build output, venvs and local state

@@ -65,15 +65,21 @@ parameter_overrides() {
     [[ ${#p[@]} -eq 0 ]] || printf '%s\n' "${p[@]}"
 }
 
-# The deploy tools in $VENV, installed (again) when infra/requirements-deploy.txt changed.
+# The deploy tools in $VENV, installed (again) when infra/requirements-deploy.txt changed: by the
+# pinned uv the Makefile installs for every venv (.venv-uv; `make sam-build`, `make deploy`), else
+# (a script run by hand before any make) by pip, ~50 s slower.
 ensure_tools() {
     local req="$ROOT/infra/requirements-deploy.txt" stamp="$VENV/.requirements.sha256" sum
+    local uv="$ROOT/.venv-uv/bin/uv"
     sum="$(sha256sum "$req" | cut -d' ' -f1)"
     if [[ ! -x "$VENV/bin/sam" || "$(cat "$stamp" 2>/dev/null)" != "$sum" ]]; then
-        echo "==> installing the deploy tools into $VENV (aws-sam-cli, cargo-lambda, ziglang; ~1 min)"
+        echo "==> installing the deploy tools into $VENV (aws-sam-cli, cargo-lambda, ziglang)"
         python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet --upgrade pip
-        "$VENV/bin/pip" install --quiet -r "$req"
+        if [[ -x "$uv" ]]; then
+            "$uv" pip install --quiet --python "$VENV/bin/python" -r "$req"
+        else
+            "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+        fi
         echo "$sum" >"$stamp"
     fi
     # cargo-lambda, sam and the python that runs `python -m ziglang` (cargo-lambda's zig).

@@ -31,7 +31,7 @@ if [[ ! -x "$VENV_BENCH/bin/python" || ! -f "$STAMP" || "$REQS" -nt "$STAMP" ]];
   touch "$STAMP"
 fi
 
-echo "==> cargo build --release -p mecplane-functions --bin bootstrap --example reference (cold: ~20 min on 2 cores)"
+echo "==> cargo build --release -p mecplane-functions --bin bootstrap --example reference (cold: ~8 min on 2 cores)"
 start=$(date +%s)
 "$CARGO" build --release -p mecplane-functions --bin bootstrap --example reference
 MECPLANE_BENCH_BUILD_SECONDS=$(( $(date +%s) - start ))

@@ -134,9 +134,9 @@ def _warm_provision() -> None:
     of the clients it makes (per service, whatever the region), into the default session it makes
     them from; no request is sent."""
     import boto3
-    import provision  # noqa: F401  (imported for the forks)
+    import provision
 
-    for service in ("dynamodb", "stepfunctions", "iam", "kms", "ec2", "ssm"):
+    for service in provision.STACK_SERVICES + provision.REGION_SERVICES:
         boto3.client(service, region_name=WARM_REGIONS[0], endpoint_url="http://127.0.0.1:9",
                      aws_access_key_id="warm", aws_secret_access_key="warm")
 

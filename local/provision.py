@@ -51,6 +51,10 @@ if __name__ == "__main__" and os.environ.get("MECPLANE_MOTO_ZYGOTE"):
 import yaml  # noqa: E402
 
 ACCOUNT_ID = "123456789012"
+# The services this file makes boto3 clients of: in the stack's region, and in each region it
+# serves (local/moto_zygote.py loads their models once for every run it forks).
+STACK_SERVICES = ("dynamodb", "stepfunctions", "iam", "kms")
+REGION_SERVICES = ("ec2", "ssm")
 SFN_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/mecplane-local-states"
 
 
@@ -544,8 +548,8 @@ def main(argv: list[str]) -> int:
             os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
             os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
             cfg = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60)
-            client = lambda svc: boto3.client(svc, region_name=args.region, endpoint_url=args.endpoint_url, config=cfg)  # noqa: E731
-            ddb, sfn, iam = client("dynamodb"), client("stepfunctions"), client("iam")
+            client = lambda svc, region: boto3.client(svc, region_name=region, endpoint_url=args.endpoint_url, config=cfg)  # noqa: E731
+            ddb, sfn, iam, kms = (client(svc, args.region) for svc in STACK_SERVICES)
             for _, req, ttl in table_reqs:
                 ensure_table(ddb, req, ttl)
             for lid, name, definition, kind in machines:
@@ -553,10 +557,9 @@ def main(argv: list[str]) -> int:
             for name in profiles:
                 ensure_instance_profile(iam, name)
             for alias, description in aliases:
-                ensure_kms_alias(client("kms"), alias, description)
+                ensure_kms_alias(kms, alias, description)
             for region in regions:
-                ec2, ssm = (boto3.client(svc, region_name=region, endpoint_url=args.endpoint_url, config=cfg)
-                            for svc in ("ec2", "ssm"))
+                ec2, ssm = (client(svc, region) for svc in REGION_SERVICES)
                 seed_images(ec2, ssm, LOCAL_AMI_PREFIX)
             for facts in out["functions"].values():
                 env = facts.setdefault("environment", {})

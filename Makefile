@@ -30,13 +30,14 @@ setup-apt: | $(STAMPS) ## Debian packages: shellcheck, jq (stand-ins), util-linu
 # requirements, resolved to the same versions, in ~2 s of CPU each where pip spends 30-55 s
 # unpacking and byte-compiling (.venv-infra: 57 -> 2.5 CPU-s). Modules compile when first imported.
 UV_VERSION := 0.13.9
-UV         := .venv-uv/bin/uv
+VENV_UV    := .venv-uv
+UV         := $(VENV_UV)/bin/uv
 # make_venv DIR REQUIREMENTS
 make_venv = python3 -m venv $(1) && $(UV) pip install -q --python $(1)/bin/python -r $(2)
 
 $(STAMPS)/uv: | $(STAMPS)
-	@echo "==> uv $(UV_VERSION) (pinned) in .venv-uv, the installer of the venvs"
-	@python3 -m venv .venv-uv && .venv-uv/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@echo "==> uv $(UV_VERSION) (pinned) in $(VENV_UV), the installer of the venvs"
+	@python3 -m venv $(VENV_UV) && $(VENV_UV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	@touch $@
 
 $(STAMPS)/venv: local/requirements.txt $(STAMPS)/uv | $(STAMPS)
@@ -154,4 +155,4 @@ destroy: $(STAMPS)/uv ## Remove the deployed stack
 	infra/destroy.sh
 
 clean: down ## Remove build output, venvs and local state
-	rm -rf target $(VENV) $(VENV_INFRA) $(VENV_ST) .venv-bench .venv-uv node_modules .mecplane
+	rm -rf target $(VENV) $(VENV_INFRA) $(VENV_ST) .venv-bench $(VENV_UV) node_modules .mecplane

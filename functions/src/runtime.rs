@@ -49,10 +49,11 @@ impl Cloud {
     pub async fn load() -> Result<Self, Error> {
         let config = StageConfig::from_env()?;
         let sdk = mecplane::aws::load_config().await;
+        let (ec2, elb) = mecplane::aws::owned_by(&sdk, &config.deployment);
         Ok(Cloud {
-            ec2: Regional::new(&sdk, Ec2::new),
+            ec2,
             ssm: Regional::new(&sdk, Ssm::new),
-            elb: std::sync::Arc::new(Regional::new(&sdk, Elbv2::new)),
+            elb: std::sync::Arc::new(elb),
             secrets: Ssm::new(&sdk).with_secrets_key(config.secrets_key.clone()),
             store: Dynamo::new(&sdk, &config.table),
             config,
@@ -122,9 +123,12 @@ pub struct Control {
 impl Control {
     /// Reads the environment and builds the clients, once per cold start.
     pub async fn load() -> Result<Self, Error> {
-        let table = StageConfig::from_env()?.table;
+        let StageConfig {
+            table, deployment, ..
+        } = StageConfig::from_env()?;
         let config = ApiConfig::from_env()?;
         let sdk = mecplane::aws::load_config().await;
+        let (ec2, elb) = mecplane::aws::owned_by(&sdk, &deployment);
         Ok(Control {
             ctx: ApiContext {
                 store: Dynamo::new(&sdk, table),
@@ -132,10 +136,10 @@ impl Control {
                 parameters: Ssm::new(&sdk),
                 config,
             },
-            ec2: Regional::new(&sdk, Ec2::new),
+            ec2,
             ssm: Regional::new(&sdk, Ssm::new),
-            elb: Regional::new(&sdk, Elbv2::new),
-            settings: Settings::from_env(),
+            elb,
+            settings: Settings::from_env(deployment),
         })
     }
 

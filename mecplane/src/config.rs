@@ -1,6 +1,7 @@
 //! The deployment settings the stages read from the function's environment (set by
 //! `infra/template.yaml`, or by the local stack from the same template).
 
+use crate::resources::Deployment;
 use crate::spec::Policy;
 
 /// The public SSM parameter tree holding Ubuntu's AMI ids.
@@ -11,8 +12,9 @@ pub const DEFAULT_AMI_PARAMETER_PREFIX: &str = "/aws/service/canonical/ubuntu/se
 pub struct StageConfig {
     /// The DynamoDB table (`MECPLANE_TABLE`).
     pub table: String,
-    /// The instance profile nodes are launched with (`MECPLANE_NODE_INSTANCE_PROFILE`).
-    pub node_instance_profile: String,
+    /// Who this deployment is (`MECPLANE_DEPLOYMENT`) and the instance profile its nodes are
+    /// launched with (`MECPLANE_NODE_INSTANCE_PROFILE`): its names, tags and what it owns.
+    pub deployment: Deployment,
     /// Where Ubuntu's AMI parameters live (`MECPLANE_AMI_PARAMETER_PREFIX`).
     pub ami_parameter_prefix: String,
     /// The KMS key the stages' SecureStrings are encrypted with (`MECPLANE_SECRETS_KEY`; unset:
@@ -32,8 +34,7 @@ impl StageConfig {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Ok(StageConfig {
             table: var("MECPLANE_TABLE").ok_or("MECPLANE_TABLE is not set")?,
-            node_instance_profile: var("MECPLANE_NODE_INSTANCE_PROFILE")
-                .unwrap_or_else(|| "mecplane-node".into()),
+            deployment: Deployment::from_env()?,
             ami_parameter_prefix: var("MECPLANE_AMI_PARAMETER_PREFIX")
                 .unwrap_or_else(|| DEFAULT_AMI_PARAMETER_PREFIX.into())
                 .trim_end_matches('/')

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::error::CloudError;
 use crate::ports::*;
 use crate::record::{ClusterRecord, Event, Role, Status};
-use crate::resources;
+use crate::resources::{self, Deployment};
 
 /// A command the fake SSM received.
 #[derive(Debug, Clone)]
@@ -38,6 +38,23 @@ pub struct FakeInstance {
     pub request: LaunchRequest,
     /// Its metadata options ([`MetadataOptions::LAUNCH`] until a test changes them).
     pub metadata: MetadataOptions,
+    /// The ARN of its instance profile, as EC2 answers it (`IamInstanceProfile.Arn`).
+    pub profile_arn: Option<String>,
+}
+
+impl FakeInstance {
+    /// Whether `deployment` owns it, by the same rule as the EC2 adapter.
+    pub fn owned_by(&self, deployment: &Deployment) -> bool {
+        deployment.owns_instance(
+            self.tags.get(resources::TAG_DEPLOYMENT).map(String::as_str),
+            self.profile_arn.as_deref(),
+        )
+    }
+}
+
+/// The ARN EC2 answers for the instance profile named `name`.
+fn profile_arn(name: &str) -> String {
+    format!("arn:aws:iam::123456789012:instance-profile/{name}")
 }
 
 type Responder = Arc<dyn Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Send + Sync>;
@@ -46,6 +63,8 @@ type Responder = Arc<dyn Fn(&FakeCommand, &[FakeInstance]) -> CommandStatus + Se
 struct CloudState {
     instances: Vec<FakeInstance>,
     groups: BTreeMap<String, (String, Vec<IngressRule>)>,
+    /// The deployment tag each group was created with.
+    group_deployment: HashMap<String, String>,
     offline: HashSet<String>,
     /// The last ping of an agent taken offline (epoch seconds).
     last_ping: HashMap<String, i64>,
@@ -100,10 +119,14 @@ impl CloudState {
 }
 
 /// Fake EC2 + SSM: implements `Instances`, `SecurityGroups`, `NodeCommands` and `Parameters`.
+/// As the adapters, it is one deployment's view: its listings answer only what that deployment
+/// owns ([`Deployment::owns_instance`], [`Deployment::owns_tagged`]); [`FakeCloud::as_deployment`]
+/// gives another deployment's view of the same account.
 #[derive(Clone)]
 pub struct FakeCloud {
     state: Arc<Mutex<CloudState>>,
     responder: Arc<Mutex<Responder>>,
+    deployment: Deployment,
 }
 
 impl Default for FakeCloud {
@@ -129,7 +152,23 @@ impl FakeCloud {
         FakeCloud {
             state: Arc::default(),
             responder: Arc::new(Mutex::new(responder)),
+            deployment: Deployment::default(),
         }
+    }
+
+    /// Another deployment's view of the same account and region (same instances, groups,
+    /// commands and parameters).
+    pub fn as_deployment(&self, deployment: Deployment) -> FakeCloud {
+        FakeCloud {
+            deployment,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the group was created by this view's deployment.
+    fn owns_group(&self, state: &CloudState, group_id: &str) -> bool {
+        self.deployment
+            .owns_tagged(state.group_deployment.get(group_id).map(String::as_str))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CloudState> {
@@ -303,10 +342,13 @@ impl FakeCloud {
             subnet_id: None,
         };
         // The standard tags of a node (the cluster id stands in for its name).
-        let tags = resources::node_tags(cluster_id, cluster_id, role, index)
+        let tags = self
+            .deployment
+            .node_tags(cluster_id, cluster_id, role, index)
             .into_iter()
             .collect();
         self.lock().instances.push(FakeInstance {
+            profile_arn: Some(profile_arn(self.deployment.node_profile())),
             instance,
             cluster_id: cluster_id.into(),
             launched_at: crate::clock::now_epoch() - age_seconds,
@@ -314,9 +356,8 @@ impl FakeCloud {
             tags,
             request: LaunchRequest {
                 cluster_id: cluster_id.into(),
-                cluster_name: String::new(),
                 role,
-                count: 1,
+                index,
                 ami_id: String::new(),
                 instance_type: String::new(),
                 security_group_id: String::new(),
@@ -330,6 +371,37 @@ impl FakeCloud {
             },
         });
         id
+    }
+
+    /// Adds a running instance that someone made outside the deployment to look like one of its
+    /// nodes: the project's node tags for `cluster_id`, but the deployment tag and instance
+    /// profile given (`None`: none), and answers its id.
+    pub fn add_look_alike(
+        &self,
+        cluster_id: &str,
+        role: Role,
+        index: u32,
+        deployment_tag: Option<&str>,
+        profile: Option<&str>,
+    ) -> String {
+        let id = self.add_tagged(cluster_id, role, index, 0);
+        let mut s = self.lock();
+        let i = s
+            .instances
+            .iter_mut()
+            .find(|i| i.instance.instance_id == id)
+            .expect("just added");
+        match deployment_tag {
+            Some(d) => i.tags.insert(resources::TAG_DEPLOYMENT.into(), d.into()),
+            None => i.tags.remove(resources::TAG_DEPLOYMENT),
+        };
+        i.profile_arn = profile.map(profile_arn);
+        id
+    }
+
+    /// Every instance of the account and region, whoever owns it (what EC2 holds).
+    pub fn all_instances(&self) -> Vec<FakeInstance> {
+        self.lock().instances.clone()
     }
 
     /// Changes an instance's metadata options behind the control plane's back.
@@ -362,6 +434,8 @@ impl FakeCloud {
         let id = self.id("sg");
         let mut s = self.lock();
         s.groups.insert(id.clone(), (cluster_id.into(), Vec::new()));
+        s.group_deployment
+            .insert(id.clone(), self.deployment.id().into());
         s.group_created.insert(
             id.clone(),
             age_seconds.map(|a| crate::clock::now_epoch() - a),
@@ -500,7 +574,7 @@ impl Instances for FakeCloud {
         s.describe_calls += 1;
         Ok(s.instances
             .iter()
-            .filter(|i| i.cluster_id == cluster_id)
+            .filter(|i| i.cluster_id == cluster_id && i.owned_by(&self.deployment))
             .map(|i| i.instance.clone())
             .collect())
     }
@@ -530,16 +604,11 @@ impl Instances for FakeCloud {
             }
         }
         let mut launched = Vec::new();
-        for _ in 0..request.count {
+        {
             let id = self.id("i");
             let n = self.lock().next_id;
-            let mut tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
-            tags.insert(resources::TAG_CLUSTER.into(), request.cluster_id.clone());
-            tags.insert(
-                resources::TAG_CLUSTER_NAME.into(),
-                request.cluster_name.clone(),
-            );
-            tags.insert(resources::TAG_ROLE.into(), request.role.as_str().into());
+            // Every tag from RunInstances itself, as the adapter launches.
+            let tags: BTreeMap<String, String> = request.tags.iter().cloned().collect();
             // In its subnet's zone. A Wavelength zone has no public IPv4: an instance there has
             // a carrier IP when its launch asked for one, else no address outside the VPC.
             let zone = {
@@ -555,7 +624,7 @@ impl Instances for FakeCloud {
             let instance = Instance {
                 instance_id: id.clone(),
                 role: Some(request.role),
-                index: None,
+                index: Some(request.index),
                 state: InstanceState::Running,
                 private_ip: Some(format!("10.0.{}.{}", n / 250, n % 250 + 2)),
                 public_ip: Some(format!("198.51.100.{}", n % 250 + 2))
@@ -574,26 +643,10 @@ impl Instances for FakeCloud {
                 tags,
                 request: request.clone(),
                 metadata: MetadataOptions::LAUNCH,
+                profile_arn: Some(profile_arn(&request.instance_profile)),
             });
         }
         Ok(launched)
-    }
-
-    async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError> {
-        let mut s = self.lock();
-        s.mutating_calls += 1;
-        let i = s
-            .instances
-            .iter_mut()
-            .find(|i| i.instance.instance_id == instance_id)
-            .ok_or_else(|| CloudError::NotFound(instance_id.into()))?;
-        for (k, v) in tags {
-            i.tags.insert(k.clone(), v.clone());
-            if k == resources::TAG_INDEX {
-                i.instance.index = v.parse().ok();
-            }
-        }
-        Ok(())
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {
@@ -615,6 +668,7 @@ impl Instances for FakeCloud {
         s.describe_calls += s.instances.len().div_ceil(1000).max(1);
         Ok(s.instances
             .iter()
+            .filter(|i| i.owned_by(&self.deployment))
             .map(|i| TaggedInstance {
                 region: region.to_string(),
                 cluster_id: i.cluster_id.clone(),
@@ -700,11 +754,10 @@ impl Images for FakeCloud {
 #[async_trait]
 impl SecurityGroups for FakeCloud {
     async fn find_group(&self, cluster_id: &str) -> Result<Option<String>, CloudError> {
-        Ok(self
-            .lock()
-            .groups
+        let s = self.lock();
+        Ok(s.groups
             .iter()
-            .find(|(_, (c, _))| c == cluster_id)
+            .find(|(id, (c, _))| c == cluster_id && self.owns_group(&s, id))
             .map(|(id, _)| id.clone()))
     }
 
@@ -718,6 +771,8 @@ impl SecurityGroups for FakeCloud {
         let mut s = self.lock();
         s.mutating_calls += 1;
         s.groups.insert(id.clone(), (cluster_id.into(), Vec::new()));
+        s.group_deployment
+            .insert(id.clone(), self.deployment.id().into());
         s.group_created
             .insert(id.clone(), Some(crate::clock::now_epoch()));
         Ok(id)
@@ -805,6 +860,7 @@ impl SecurityGroups for FakeCloud {
         let s = self.lock();
         Ok(s.groups
             .iter()
+            .filter(|(id, _)| self.owns_group(&s, id))
             .map(|(id, (cluster_id, rules))| TaggedGroup {
                 region: region.to_string(),
                 group_id: id.clone(),
@@ -1356,11 +1412,21 @@ impl FakeBalancer {
 #[derive(Default, Clone)]
 pub struct FakeBalancers {
     state: std::sync::Arc<Mutex<BalancerState>>,
+    /// Whose view this is (the reconcile's search keeps only its deployment's).
+    deployment: Deployment,
 }
 
 impl FakeBalancers {
     fn lock(&self) -> std::sync::MutexGuard<'_, BalancerState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Another deployment's view of the same region's load balancing.
+    pub fn as_deployment(&self, deployment: Deployment) -> FakeBalancers {
+        FakeBalancers {
+            deployment,
+            ..self.clone()
+        }
     }
 
     /// Makes the next call of `operation` (the trait method's name) fail with `error`.
@@ -1607,12 +1673,19 @@ impl LoadBalancers for FakeBalancers {
     ) -> Result<Vec<TaggedBalancing>, CloudError> {
         self.check("find_tagged_balancing")?;
         let s = self.lock();
-        let cluster_of = |tags: &[(String, String)]| {
-            tags.iter()
-                .find(|(k, _)| k == crate::resources::TAG_CLUSTER)
-                .map(|(_, v)| v.clone())
+        let tag = |tags: &[(String, String)], key: &str| {
+            tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
         };
-        let named = |name: &str| name.starts_with(crate::resources::BALANCER_NAME_PREFIX);
+        // Named like one of its deployment's and carrying its deployment tag, as the adapter.
+        let prefix = self.deployment.name_prefix();
+        let cluster_of = |tags: &[(String, String)]| {
+            let deployment = tag(tags, resources::TAG_DEPLOYMENT);
+            self.deployment
+                .owns_tagged(deployment.as_deref())
+                .then(|| tag(tags, resources::TAG_CLUSTER))
+                .flatten()
+        };
+        let named = |name: &str| name.starts_with(&prefix);
         let balancers = s
             .balancers
             .iter()

@@ -134,13 +134,15 @@ pub struct ParameterInfo {
     pub last_modified: Option<i64>,
 }
 
-/// Everything RunInstances needs for a batch of nodes of one role.
+/// Everything RunInstances needs for one node. Nodes are launched one per call so that every
+/// tag, the index included, is set by RunInstances itself: the roles may not tag afterwards
+/// (`ec2:CreateAction`), so nobody can turn an instance into a node by tagging it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchRequest {
     pub cluster_id: String,
-    pub cluster_name: String,
     pub role: Role,
-    pub count: u32,
+    /// Its index within its role.
+    pub index: u32,
     pub ami_id: String,
     pub instance_type: String,
     pub security_group_id: String,
@@ -150,7 +152,8 @@ pub struct LaunchRequest {
     /// [`placement::root_volume_type`](crate::placement::root_volume_type)).
     pub root_volume_type: String,
     pub instance_profile: String,
-    /// User tags from the spec; the adapter adds the standard cluster and role tags.
+    /// Every tag of the instance and its volume, set at creation: the deployment's node tags
+    /// ([`Deployment::node_tags`](crate::resources::Deployment::node_tags)) and the spec's own.
     pub tags: Vec<(String, String)>,
     /// EC2 idempotency token.
     pub client_token: String,
@@ -159,21 +162,21 @@ pub struct LaunchRequest {
     pub carrier_ip: bool,
 }
 
-/// EC2 instances of clusters.
+/// EC2 instances of clusters. An adapter lists only the instances its deployment owns
+/// ([`Deployment::owns_instance`](crate::resources::Deployment::owns_instance)): the deployment's
+/// tag and its node instance profile, whatever else an instance is tagged with.
 #[async_trait]
 pub trait Instances: Send + Sync {
-    /// Every instance tagged for the cluster, in any state (paginated to the end).
+    /// Every instance of this deployment tagged for the cluster, in any state (paginated to
+    /// the end).
     async fn find(&self, cluster_id: &str) -> Result<Vec<Instance>, CloudError>;
-    /// Launches `count` instances with IMDSv2 required, an encrypted root volume of the request's
-    /// type, the node instance profile, and the cluster and role tags (index tags are set by
-    /// [`Instances::tag`]).
+    /// Launches one instance with IMDSv2 required, an encrypted root volume of the request's
+    /// type, the node instance profile, and every tag of the request.
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;
-    /// Adds or overwrites tags on one instance.
-    async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError>;
     /// Terminates instances; already terminated or unknown ones are not an error.
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError>;
-    /// Every instance in the region carrying the project's cluster tag, whatever the cluster
-    /// (pages of 1,000: one call per 1,000 instances), stamped with `region`.
+    /// Every instance of this deployment in the region carrying the project's cluster tag,
+    /// whatever the cluster (pages of 1,000: one call per 1,000 instances), stamped with `region`.
     async fn find_tagged(&self, region: &str) -> Result<Vec<TaggedInstance>, CloudError>;
 }
 

@@ -21,7 +21,9 @@ use mecplane::ports::{
     KeyClaim, LaunchRequest, ListFilter, NodeCommands, Parameters, SecurityGroups,
 };
 use mecplane::record::{ClusterRecord, Event, Phase, Role, Status};
-use mecplane::resources::{TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_INDEX, TAG_ROLE};
+use mecplane::resources::{
+    Deployment, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_DEPLOYMENT, TAG_INDEX, TAG_ROLE,
+};
 use mecplane::spec::{Arch, ClusterSpec};
 use mecplane::CloudError;
 
@@ -30,18 +32,20 @@ const TABLE: &str = "mecplane-test";
 // ---------------------------------------------------------------------------------------------
 // EC2
 
+/// One node of cluster `edge`, with the deployment's node tags (as the launch stage sends).
 fn launch_request(
     cluster_id: &str,
     sg: &str,
     role: Role,
-    count: u32,
+    index: u32,
     token: &str,
 ) -> LaunchRequest {
+    let mut tags = Deployment::default().node_tags(cluster_id, "edge", role, index);
+    tags.push(("team".into(), "edge".into()));
     LaunchRequest {
         cluster_id: cluster_id.into(),
-        cluster_name: "edge".into(),
         role,
-        count,
+        index,
         ami_id: "ami-0123456789abcdef0".into(),
         instance_type: "t4g.medium".into(),
         security_group_id: sg.into(),
@@ -49,10 +53,7 @@ fn launch_request(
         root_volume_gib: 30,
         root_volume_type: "gp3".into(),
         instance_profile: "mecplane-node".into(),
-        tags: vec![
-            ("team".into(), "edge".into()),
-            (TAG_ROLE.into(), "spoofed".into()),
-        ],
+        tags,
         client_token: token.into(),
         carrier_ip: false,
     }
@@ -80,20 +81,30 @@ fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
 async fn ec2_launch_tags_finds_and_terminates_instances() {
     let moto = ec2_moto().await;
     let config = moto.sdk_config().await;
-    let ec2 = Ec2::new(&config);
+    let ec2 = Ec2::new(&config, mecplane::resources::Deployment::default());
     let raw = aws_sdk_ec2::Client::new(&config);
     let cluster = "c-00000000000000a1";
 
     assert!(ec2.find(cluster).await.unwrap().is_empty());
     let sg = ec2.create_group(cluster, "edge", None).await.unwrap();
-    let launched = ec2
-        .launch(&launch_request(cluster, &sg, Role::Worker, 2, "token-1"))
-        .await
-        .unwrap();
-    assert_eq!(launched.len(), 2);
-    assert!(launched
-        .iter()
-        .all(|i| i.role == Some(Role::Worker) && i.index.is_none()));
+    // One node per call, index 1 first: every tag is set by RunInstances itself.
+    let mut launched = Vec::new();
+    for index in [1, 0] {
+        let node = ec2
+            .launch(&launch_request(
+                cluster,
+                &sg,
+                Role::Worker,
+                index,
+                "token-1",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(node.len(), 1);
+        assert_eq!(node[0].index, Some(index));
+        launched.extend(node);
+    }
+    assert!(launched.iter().all(|i| i.role == Some(Role::Worker)));
 
     // What EC2 holds: tags, IMDSv2, the instance profile, the security group, the encrypted gp3 root.
     let ids: Vec<String> = launched.iter().map(|i| i.instance_id.clone()).collect();
@@ -113,11 +124,12 @@ async fn ec2_launch_tags_finds_and_terminates_instances() {
         let tags = tags_of(i.tags());
         assert_eq!(tags.get(TAG_CLUSTER).map(String::as_str), Some(cluster));
         assert_eq!(tags.get(TAG_CLUSTER_NAME).map(String::as_str), Some("edge"));
+        assert_eq!(tags.get(TAG_ROLE).map(String::as_str), Some("worker"));
         assert_eq!(
-            tags.get(TAG_ROLE).map(String::as_str),
-            Some("worker"),
-            "user tags never override ours"
+            tags.get(TAG_DEPLOYMENT).map(String::as_str),
+            Some("mecplane")
         );
+        assert!(tags.contains_key(TAG_INDEX));
         assert_eq!(tags.get("team").map(String::as_str), Some("edge"));
         let md = i.metadata_options().expect("metadata options");
         assert_eq!(md.http_tokens().map(|t| t.as_str()), Some("required"));
@@ -152,8 +164,9 @@ async fn ec2_launch_tags_finds_and_terminates_instances() {
             );
         }
     }
-    // moto associates the instance profile with the first instance of a batch only.
-    assert!(instances.iter().any(|i| i.iam_instance_profile().is_some()));
+    // One instance per RunInstances: each has the node profile (moto associates it with the
+    // first instance of a batch only).
+    assert!(instances.iter().all(|i| i.iam_instance_profile().is_some()));
     let volumes = raw
         .describe_volumes()
         .filters(
@@ -186,15 +199,13 @@ async fn ec2_launch_tags_finds_and_terminates_instances() {
             "{v:?}"
         );
         assert_eq!(tags.get(TAG_ROLE).map(String::as_str), Some("worker"));
+        assert_eq!(
+            tags.get(TAG_DEPLOYMENT).map(String::as_str),
+            Some("mecplane")
+        );
     }
 
-    // tag() adds the index; find() reads it back, sorted by role and index.
-    for (n, id) in ids.iter().enumerate() {
-        ec2.tag(id, &[(TAG_INDEX.into(), (1 - n).to_string())])
-            .await
-            .unwrap();
-    }
-    ec2.tag(&ids[0], &[]).await.unwrap();
+    // find() reads the indexes back, sorted by role and index.
     let found = ec2.find(cluster).await.unwrap();
     assert_eq!(found.len(), 2);
     assert_eq!(found[0].instance_id, ids[1]);
@@ -230,11 +241,135 @@ async fn ec2_launch_tags_finds_and_terminates_instances() {
     );
 }
 
+/// Ownership on real EC2 semantics (moto): instances made outside the deployment with the
+/// cluster's tags are never listed, whether they lack the deployment tag, run with another
+/// instance profile, or are a second deployment's nodes; nor are groups without its tag.
+#[tokio::test]
+async fn ec2_lists_only_what_its_deployment_owns() {
+    let moto = ec2_moto().await;
+    moto.create_instance_profile("prod-app");
+    moto.create_instance_profile("beta-node");
+    let config = moto.sdk_config().await;
+    let ec2 = Ec2::new(&config, Deployment::default());
+    let beta = Ec2::new(&config, Deployment::new("beta", "beta-node").unwrap());
+    let raw = aws_sdk_ec2::Client::new(&config);
+    let cluster = "c-00000000000000d4";
+    let sg = ec2.create_group(cluster, "edge", None).await.unwrap();
+    let ours = ec2
+        .launch(&launch_request(cluster, &sg, Role::Worker, 0, "own"))
+        .await
+        .unwrap()
+        .remove(0);
+    // GIVEN look-alikes: every node tag (the deployment's included) but another profile; the
+    // node profile without the deployment tag; and beta's node of a cluster with the same id.
+    let image = raw
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let plant = |tags: Vec<(String, String)>, profile: Option<&'static str>| {
+        let (raw, image) = (raw.clone(), image.clone());
+        async move {
+            let spec = aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                        .collect(),
+                ))
+                .build();
+            raw.run_instances()
+                .image_id(image)
+                .min_count(1)
+                .max_count(1)
+                .tag_specifications(spec)
+                .set_iam_instance_profile(profile.map(|p| {
+                    aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                        .name(p)
+                        .build()
+                }))
+                .send()
+                .await
+                .unwrap()
+                .instances()[0]
+                .instance_id()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let tags = Deployment::default().node_tags(cluster, "edge", Role::Worker, 1);
+    let other_profile = plant(tags.clone(), Some("prod-app")).await;
+    let no_profile = plant(tags.clone(), None).await;
+    let untagged: Vec<_> = tags
+        .iter()
+        .filter(|(k, _)| k != TAG_DEPLOYMENT)
+        .cloned()
+        .collect();
+    let no_deployment_tag = plant(untagged, Some("mecplane-node")).await;
+    let betas = beta
+        .launch(&LaunchRequest {
+            instance_profile: "beta-node".into(),
+            tags: Deployment::new("beta", "beta-node").unwrap().node_tags(
+                cluster,
+                "edge",
+                Role::Worker,
+                2,
+            ),
+            ..launch_request(cluster, &sg, Role::Worker, 2, "beta")
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    // THEN each deployment finds its own node only, by cluster and fleet-wide.
+    let found: Vec<String> = ec2
+        .find(cluster)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    assert_eq!(
+        found,
+        vec![ours.instance_id.clone()],
+        "{other_profile} {no_profile} {no_deployment_tag}"
+    );
+    let fleet: Vec<String> = ec2
+        .find_tagged("us-east-1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.instance.instance_id)
+        .collect();
+    assert_eq!(fleet, vec![ours.instance_id.clone()]);
+    let theirs: Vec<String> = beta
+        .find(cluster)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    assert_eq!(theirs, vec![betas.instance_id]);
+    // Groups: ours carries the deployment tag; beta neither finds nor lists it.
+    assert_eq!(ec2.find_group(cluster).await.unwrap(), Some(sg.clone()));
+    assert_eq!(beta.find_group(cluster).await.unwrap(), None);
+    assert!(beta
+        .find_tagged_groups("us-east-1")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(ec2.find_tagged_groups("us-east-1").await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn ec2_find_pages_past_100_reservations() {
     let moto = ec2_moto().await;
     let config = moto.sdk_config().await;
-    let ec2 = Ec2::new(&config);
+    let ec2 = Ec2::new(&config, mecplane::resources::Deployment::default());
     let cluster = "c-00000000000000c3";
     let sg = ec2.create_group(cluster, "edge", None).await.unwrap();
     // One reservation per call: moto stops at 100 reservations when the caller does not page.
@@ -245,7 +380,7 @@ async fn ec2_find_pages_past_100_reservations() {
                 cluster,
                 &sg,
                 Role::Worker,
-                1,
+                n,
                 &format!("t-{n}"),
             ))
             .await
@@ -269,7 +404,7 @@ async fn ec2_subnets_of_a_vpc_their_zones_and_offerings() {
     use mecplane::ports::Zones;
     let moto = Moto::start().await;
     let config = moto.sdk_config().await;
-    let ec2 = Ec2::new(&config);
+    let ec2 = Ec2::new(&config, mecplane::resources::Deployment::default());
     let raw = aws_sdk_ec2::Client::new(&config);
     let vpc = raw
         .create_vpc()
@@ -338,7 +473,7 @@ async fn ec2_subnets_of_a_vpc_their_zones_and_offerings() {
 async fn ec2_security_group_lifecycle() {
     let moto = Moto::start().await;
     let config = moto.sdk_config().await;
-    let ec2 = Ec2::new(&config);
+    let ec2 = Ec2::new(&config, mecplane::resources::Deployment::default());
     let raw = aws_sdk_ec2::Client::new(&config);
     let cluster = "c-00000000000000d4";
 
@@ -582,12 +717,12 @@ async fn ssm_parameters_round_trip() {
 async fn ssm_run_command_shape() {
     let moto = ec2_moto().await;
     let config = moto.sdk_config().await;
-    let ec2 = Ec2::new(&config);
+    let ec2 = Ec2::new(&config, mecplane::resources::Deployment::default());
     let ssm = Ssm::new(&config);
     let cluster = "c-0000000000000a07";
     let sg = ec2.create_group(cluster, "edge", None).await.unwrap();
     let node = ec2
-        .launch(&launch_request(cluster, &sg, Role::ControlPlane, 1, "t"))
+        .launch(&launch_request(cluster, &sg, Role::ControlPlane, 0, "t"))
         .await
         .unwrap()
         .remove(0);

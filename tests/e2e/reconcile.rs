@@ -866,7 +866,7 @@ async fn an_orphan_load_balancer_is_removed_with_its_listener_and_target_group()
 
     // WHEN a reconcile runs past the grace (by the balancer's CreatedTime)
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&stack.sdk);
-    let name = mecplane::resources::balancer_name(&id);
+    let name = mecplane::resources::Deployment::default().balancer_name(&id);
     let created_at = elb
         .describe_load_balancers()
         .names(&name)

@@ -90,7 +90,7 @@ async fn set_status(store: &FakeStore, id: &str, status: Status) -> ClusterRecor
     let mut r = store.get(id).await.unwrap().unwrap();
     r.status = status;
     if status == Status::Active {
-        r.kubeconfig_parameter = Some(resources::kubeconfig_parameter(id));
+        r.kubeconfig_parameter = Some(resources::Deployment::default().kubeconfig_parameter(id));
     }
     store.update(&r).await.unwrap()
 }
@@ -779,7 +779,10 @@ async fn kubeconfig_only_while_active() {
     );
     let yaml = "apiVersion: v1\nkind: Config\n";
     ctx.parameters
-        .put_secret(&resources::kubeconfig_parameter(&rec.id), yaml)
+        .put_secret(
+            &resources::Deployment::default().kubeconfig_parameter(&rec.id),
+            yaml,
+        )
         .await
         .unwrap();
     let r = handle(&ctx, get(&path)).await;

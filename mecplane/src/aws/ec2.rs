@@ -4,6 +4,11 @@
 //! Instances and groups are always found by the `mecplane:cluster` tag, never remembered: a stage
 //! that ran twice, or a launch whose answer was lost, still sees every instance. `DescribeInstances`
 //! is always paginated with `MaxResults` 1000 (moto stops at 100 reservations without it).
+//!
+//! Only what the adapter's [`Deployment`] owns is ever listed: every listing filters on the
+//! deployment's tag value (EC2 filters it), and an instance must also run with the deployment's
+//! node instance profile ([`Deployment::owns_instance`]), so a look-alike tagged by hand or a
+//! second deployment's node is never seen, joined, replaced or terminated.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -26,7 +31,7 @@ use crate::ports::{
 };
 use crate::record::Role;
 use crate::resources::{
-    security_group_name, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CREATED_AT, TAG_INDEX, TAG_ROLE,
+    Deployment, TAG_CLUSTER, TAG_CLUSTER_NAME, TAG_CREATED_AT, TAG_DEPLOYMENT, TAG_INDEX, TAG_ROLE,
 };
 
 /// The root device of Ubuntu's AMIs.
@@ -39,23 +44,35 @@ const TERMINATE_CHUNK: usize = 50;
 /// The group's description.
 const GROUP_DESCRIPTION: &str = "mecplane cluster nodes";
 
-/// The EC2 adapter: one client, built once per cold start.
+/// The EC2 adapter of one deployment: one client, built once per cold start.
 #[derive(Debug, Clone)]
 pub struct Ec2 {
     client: Client,
+    deployment: Deployment,
 }
 
 impl Ec2 {
-    /// Builds the EC2 client from the shared configuration.
-    pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Ec2 {
-            client: Client::new(config),
-        }
+    /// Builds the EC2 client from the shared configuration, for `deployment`.
+    pub fn new(config: &aws_config::SdkConfig, deployment: Deployment) -> Self {
+        Ec2::from_client(Client::new(config), deployment)
     }
 
     /// Wraps a client built elsewhere.
-    pub fn from_client(client: Client) -> Self {
-        Ec2 { client }
+    pub fn from_client(client: Client, deployment: Deployment) -> Self {
+        Ec2 { client, deployment }
+    }
+
+    /// The filter every listing starts from: the deployment's tag with its value.
+    fn ours(&self) -> Filter {
+        filter(&format!("tag:{TAG_DEPLOYMENT}"), self.deployment.id())
+    }
+
+    /// Whether a listed instance is the deployment's (its tag, and its node profile).
+    fn owns(&self, i: &aws_sdk_ec2::types::Instance) -> bool {
+        self.deployment.owns_instance(
+            tag_value(i.tags(), TAG_DEPLOYMENT),
+            i.iam_instance_profile().and_then(|p| p.arn()),
+        )
     }
 
     async fn default_vpc(&self) -> Result<String, CloudError> {
@@ -95,6 +112,7 @@ impl Ec2 {
             .describe_security_groups()
             .filters(filter("group-name", name))
             .filters(filter("vpc-id", vpc_id))
+            .filters(self.ours())
             .send()
             .await
             .map_err(|e| classify_sdk_error(&e))?;
@@ -336,6 +354,7 @@ impl Instances for Ec2 {
             .client
             .describe_instances()
             .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
+            .filters(self.ours())
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
             .items()
@@ -346,6 +365,7 @@ impl Instances for Ec2 {
         let mut found: Vec<Instance> = reservations
             .iter()
             .flat_map(|r| r.instances())
+            .filter(|i| self.owns(i))
             .map(|i| to_instance(i, None))
             .collect();
         found.sort_by(|a, b| {
@@ -359,6 +379,7 @@ impl Instances for Ec2 {
             .client
             .describe_instances()
             .filters(filter("tag-key", TAG_CLUSTER))
+            .filters(self.ours())
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
             .items()
@@ -368,7 +389,7 @@ impl Instances for Ec2 {
             .map_err(|e| classify_sdk_error(&e))?;
         let mut found = Vec::new();
         for reservation in &reservations {
-            for i in reservation.instances() {
+            for i in reservation.instances().iter().filter(|i| self.owns(i)) {
                 let Some(cluster_id) = tag_value(i.tags(), TAG_CLUSTER) else {
                     continue;
                 };
@@ -398,25 +419,7 @@ impl Instances for Ec2 {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
-        let count = i32::try_from(request.count).map_err(|_| {
-            CloudError::Rejected(format!("cannot launch {} instances", request.count))
-        })?;
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let standard = [
-            (TAG_CLUSTER, request.cluster_id.as_str()),
-            (TAG_CLUSTER_NAME, request.cluster_name.as_str()),
-            (TAG_ROLE, request.role.as_str()),
-        ];
-        let mut tags: Vec<Tag> = standard.iter().map(|(k, v)| tag(k, v)).collect();
-        tags.extend(
-            request
-                .tags
-                .iter()
-                .filter(|(k, _)| !standard.iter().any(|(s, _)| s == k))
-                .map(|(k, v)| tag(k, v)),
-        );
+        let tags: Vec<Tag> = request.tags.iter().map(|(k, v)| tag(k, v)).collect();
         let spec = |resource: ResourceType| {
             TagSpecification::builder()
                 .resource_type(resource)
@@ -442,8 +445,8 @@ impl Instances for Ec2 {
         let call = self
             .client
             .run_instances()
-            .min_count(count)
-            .max_count(count)
+            .min_count(1)
+            .max_count(1)
             .image_id(&request.ami_id)
             .instance_type(InstanceType::from(request.instance_type.as_str()));
         // Wavelength has no public IPv4: the instance's interface asks for a carrier IP, and
@@ -479,22 +482,11 @@ impl Instances for Ec2 {
         Ok(out
             .instances()
             .iter()
-            .map(|i| to_instance(i, Some(request.role)))
+            .map(|i| Instance {
+                index: Some(request.index),
+                ..to_instance(i, Some(request.role))
+            })
             .collect())
-    }
-
-    async fn tag(&self, instance_id: &str, tags: &[(String, String)]) -> Result<(), CloudError> {
-        if tags.is_empty() {
-            return Ok(());
-        }
-        self.client
-            .create_tags()
-            .resources(instance_id)
-            .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect()))
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error(&e))?;
-        Ok(())
     }
 
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), CloudError> {
@@ -760,6 +752,7 @@ impl SecurityGroups for Ec2 {
             .client
             .describe_security_groups()
             .filters(filter(&format!("tag:{TAG_CLUSTER}"), cluster_id))
+            .filters(self.ours())
             .send()
             .await
             .map_err(|e| classify_sdk_error(&e))?;
@@ -782,9 +775,10 @@ impl SecurityGroups for Ec2 {
             Some(subnet) => self.subnet_vpc(subnet).await?,
             None => self.default_vpc().await?,
         };
-        let name = security_group_name(cluster_id);
+        let name = self.deployment.security_group_name(cluster_id);
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::SecurityGroup)
+            .tags(tag(TAG_DEPLOYMENT, self.deployment.id()))
             .tags(tag(TAG_CLUSTER, cluster_id))
             .tags(tag(TAG_CLUSTER_NAME, cluster_name))
             .tags(tag(TAG_CREATED_AT, &crate::clock::now_rfc3339()))
@@ -804,7 +798,8 @@ impl SecurityGroups for Ec2 {
                 .group_id()
                 .map(str::to_string)
                 .ok_or_else(|| CloudError::Other("CreateSecurityGroup answered no id".into())),
-            // Created by an earlier attempt whose answer was lost: the name is ours.
+            // Created by an earlier attempt whose answer was lost: the name is ours (and so is
+            // the group only with our deployment's tag).
             Err(e) if e.code() == Some("InvalidGroup.Duplicate") => self
                 .group_by_name(&name, &vpc_id)
                 .await?
@@ -889,6 +884,7 @@ impl SecurityGroups for Ec2 {
             .client
             .describe_security_groups()
             .filters(filter("tag-key", TAG_CLUSTER))
+            .filters(self.ours())
             .max_results(DESCRIBE_PAGE)
             .into_paginator()
             .items()

@@ -7,6 +7,8 @@
 //! pages through the region's load balancers and target groups, keeps those named like a
 //! cluster's and reads their tags 20 ARNs a `DescribeTags` call (the API's limit); a target
 //! group gets a `mecplane:created-at` tag at creation, since ELB keeps no creation time for one.
+//! Names start with the deployment's id and the search keeps only what carries the deployment's
+//! tag, so another deployment's load balancers are never seen.
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
@@ -20,7 +22,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use super::classify_sdk_error;
 use crate::error::CloudError;
 use crate::ports::{Balancer, BalancerRequest, BalancingPart, LoadBalancers, TaggedBalancing};
-use crate::resources::{BALANCER_NAME_PREFIX, TAG_CLUSTER, TAG_CREATED_AT};
+use crate::resources::{Deployment, TAG_CLUSTER, TAG_CREATED_AT, TAG_DEPLOYMENT};
 
 /// The most resources one `DescribeTags` call takes.
 const TAGS_PER_CALL: usize = 20;
@@ -30,19 +32,18 @@ const TAGS_PER_CALL: usize = 20;
 #[derive(Debug, Clone)]
 pub struct Elbv2 {
     client: Client,
+    deployment: Deployment,
 }
 
 impl Elbv2 {
-    /// Builds the ELBv2 client from the shared configuration.
-    pub fn new(config: &aws_config::SdkConfig) -> Self {
-        Elbv2 {
-            client: Client::new(config),
-        }
+    /// Builds the ELBv2 client from the shared configuration, for `deployment`.
+    pub fn new(config: &aws_config::SdkConfig, deployment: Deployment) -> Self {
+        Elbv2::from_client(Client::new(config), deployment)
     }
 
     /// Wraps a client built elsewhere.
-    pub fn from_client(client: Client) -> Self {
-        Elbv2 { client }
+    pub fn from_client(client: Client, deployment: Deployment) -> Self {
+        Elbv2 { client, deployment }
     }
 }
 
@@ -342,7 +343,8 @@ impl LoadBalancers for Elbv2 {
                 ));
             }
         }
-        named.retain(|(_, _, name, _)| name.starts_with(BALANCER_NAME_PREFIX));
+        let prefix = self.deployment.name_prefix();
+        named.retain(|(_, _, name, _)| name.starts_with(&prefix));
         // Their tags, 20 ARNs a call, one kind of resource a call.
         let mut found = Vec::new();
         for part in [BalancingPart::LoadBalancer, BalancingPart::TargetGroup] {
@@ -372,6 +374,9 @@ impl LoadBalancers for Elbv2 {
                     let Some(cluster_id) = tag(TAG_CLUSTER) else {
                         continue;
                     };
+                    if !self.deployment.owns_tagged(tag(TAG_DEPLOYMENT)) {
+                        continue;
+                    }
                     found.push(TaggedBalancing {
                         region: region.to_string(),
                         part,

@@ -28,6 +28,19 @@ pub async fn load_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(BehaviorVersion::latest()).await
 }
 
+/// The EC2 and ELB clients of each region for `deployment`: each lists and acts on only what
+/// that deployment owns.
+pub fn owned_by(
+    base: &aws_config::SdkConfig,
+    deployment: &crate::resources::Deployment,
+) -> (Regional<ec2::Ec2>, Regional<elbv2::Elbv2>) {
+    let (a, b) = (deployment.clone(), deployment.clone());
+    (
+        Regional::new(base, move |c| ec2::Ec2::new(c, a.clone())),
+        Regional::new(base, move |c| elbv2::Elbv2::new(c, b.clone())),
+    )
+}
+
 /// Clients of one regional service (EC2, SSM Run Command, the public AMI parameters) for the
 /// regions clusters live in: the control plane's own region is built at cold start, any other
 /// the first time a cluster there needs it, then kept for the life of the execution environment.
@@ -35,19 +48,22 @@ pub async fn load_config() -> aws_config::SdkConfig {
 /// differs. DynamoDB, Step Functions and the kubeconfig parameters stay in the home region.
 pub struct Regional<C> {
     base: aws_config::SdkConfig,
-    make: fn(&aws_config::SdkConfig) -> C,
+    make: Box<dyn Fn(&aws_config::SdkConfig) -> C + Send + Sync>,
     home: String,
     clients: std::sync::Mutex<std::collections::HashMap<String, C>>,
 }
 
 impl<C: Clone> Regional<C> {
     /// The home-region client from `base`, built now, and the recipe for the others.
-    pub fn new(base: &aws_config::SdkConfig, make: fn(&aws_config::SdkConfig) -> C) -> Self {
+    pub fn new(
+        base: &aws_config::SdkConfig,
+        make: impl Fn(&aws_config::SdkConfig) -> C + Send + Sync + 'static,
+    ) -> Self {
         let home = base.region().map(|r| r.to_string()).unwrap_or_default();
         let clients = std::collections::HashMap::from([(home.clone(), make(base))]);
         Regional {
             base: base.clone(),
-            make,
+            make: Box::new(make),
             home,
             clients: std::sync::Mutex::new(clients),
         }

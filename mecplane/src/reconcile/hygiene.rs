@@ -36,7 +36,7 @@ use crate::ports::{
     Parameters, TaggedBalancing, TaggedGroup, TaggedInstance,
 };
 use crate::record::{ClusterRecord, Event, Phase, Status};
-use crate::resources;
+use crate::resources::{self, Deployment};
 use crate::stages::security_group::{desired_rules, extra_rules, missing_rules};
 use crate::stages::{delete_load_balancer, records};
 
@@ -150,7 +150,7 @@ fn orphan_parameters(
 ) {
     let mut by_cluster: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for p in &observed.parameters {
-        let Some(cluster_id) = resources::cluster_of_parameter(&p.name) else {
+        let Some(cluster_id) = settings.deployment.cluster_of_parameter(&p.name) else {
             continue;
         };
         if live.contains(cluster_id) || !wanted(cluster_id) {
@@ -353,6 +353,7 @@ pub(super) async fn observe<S, E, P: Parameters>(
     ctx: &ApiContext<S, E, P>,
     ports_in: &PortsIn<'_>,
     regions: &BTreeSet<String>,
+    deployment: &Deployment,
 ) -> Result<Seen, CloudError> {
     let (mut groups, mut balancing) = (Vec::new(), Vec::new());
     for region in regions {
@@ -360,7 +361,10 @@ pub(super) async fn observe<S, E, P: Parameters>(
         groups.extend(ports.ec2.find_tagged_groups(region).await?);
         balancing.extend(ports.balancers.find_tagged_balancing(region).await?);
     }
-    let parameters = ctx.parameters.list_under(resources::PARAMETER_ROOT).await?;
+    let parameters = ctx
+        .parameters
+        .list_under(&deployment.parameter_root())
+        .await?;
     Ok(Seen {
         groups,
         balancing,
@@ -444,6 +448,7 @@ pub(super) async fn delete_orphan_group<S: ClusterStore, E, P>(
 pub(super) async fn delete_orphan_balancer<S: ClusterStore, E, P>(
     ctx: &ApiContext<S, E, P>,
     balancers: &dyn LoadBalancers,
+    deployment: &Deployment,
     region: &str,
     cluster_id: &str,
 ) -> String {
@@ -454,7 +459,7 @@ pub(super) async fn delete_orphan_balancer<S: ClusterStore, E, P>(
     if !balancer_orphaned(record.as_ref()) {
         return "skipped: the cluster has a live record".into();
     }
-    match delete_load_balancer::remove(balancers, cluster_id).await {
+    match delete_load_balancer::remove(balancers, deployment, cluster_id).await {
         Ok(deleted) if deleted.is_empty() => "skipped: already gone".into(),
         Ok(deleted) => {
             let list = deleted.join(" and ");

@@ -32,6 +32,7 @@ use crate::ports::{
     SecurityGroups, StatusChecks, Zones,
 };
 use crate::record::{ClusterRecord, Degradation, Event, Phase, Status};
+use crate::resources::Deployment;
 
 pub use plan::{Action, Finding, Observed, Plan, Settings};
 
@@ -340,7 +341,7 @@ where
         })
         .map(|t| t.cluster_id.clone());
     let health = health::observe(ports_in, &records, &instances).await;
-    let seen = hygiene::observe(ctx, ports_in, &regions).await?;
+    let seen = hygiene::observe(ctx, ports_in, &regions, &settings.deployment).await?;
     let observed = Observed {
         now,
         records,
@@ -355,7 +356,7 @@ where
     let mut outcomes = Vec::new();
     if !event.dry_run {
         for action in &plan.actions {
-            let result = act(ctx, ports_in, action).await;
+            let result = act(ctx, ports_in, &settings.deployment, action).await;
             tracing::info!(cluster_id = action.cluster_id(), ?action, %result, "reconcile");
             outcomes.push(Outcome {
                 action: action.clone(),
@@ -377,7 +378,12 @@ where
 
 /// Carries out one action; the answer says how it went (never an error: one failed action does
 /// not stop the others).
-async fn act<S, E, P>(ctx: &ApiContext<S, E, P>, ports_in: &PortsIn<'_>, action: &Action) -> String
+async fn act<S, E, P>(
+    ctx: &ApiContext<S, E, P>,
+    ports_in: &PortsIn<'_>,
+    deployment: &Deployment,
+    action: &Action,
+) -> String
 where
     S: ClusterStore,
     E: Executions,
@@ -486,7 +492,7 @@ where
             region, cluster_id, ..
         } => {
             let balancers = ports_in(region).balancers;
-            hygiene::delete_orphan_balancer(ctx, &*balancers, region, cluster_id).await
+            hygiene::delete_orphan_balancer(ctx, &*balancers, deployment, region, cluster_id).await
         }
         Action::DeleteOrphanParameters { cluster_id, names } => {
             hygiene::delete_orphan_parameters(ctx, cluster_id, names).await

@@ -17,6 +17,7 @@ use crate::ports::{
     TaggedInstance,
 };
 use crate::record::{ClusterRecord, NodeState, Role, Status};
+use crate::resources::Deployment;
 
 use super::health::{self, HealthSeen};
 
@@ -40,6 +41,9 @@ pub struct Settings {
     pub health_interval_seconds: i64,
     /// How often the schedule starts a run (sizes the node checks of one run).
     pub schedule_seconds: i64,
+    /// Whose resources the run may look at and remove: only what this deployment owns
+    /// ([`Deployment`]) is ever observed, so another deployment's are never orphans here.
+    pub deployment: Deployment,
 }
 
 impl Settings {
@@ -47,8 +51,9 @@ impl Settings {
     /// `MECPLANE_MAX_UNHEALTHY_PERCENT`, `MECPLANE_MAX_REPAIRS_PER_RUN`,
     /// `MECPLANE_ORPHANS_REPORT_ONLY` (`true`/`false`), `MECPLANE_HEALTH_INTERVAL_SECONDS`,
     /// `MECPLANE_RECONCILE_RATE_MINUTES` (the schedule's); each falls back to its default (with a
-    /// warning when it is set but unreadable).
-    pub fn from_env() -> Self {
+    /// warning when it is set but unreadable); `deployment` is the function's own (read, and
+    /// refused when invalid, with its [`StageConfig`](crate::config::StageConfig)).
+    pub fn from_env(deployment: Deployment) -> Self {
         fn read<T: std::str::FromStr + Copy + std::fmt::Display>(name: &str, default: T) -> T {
             match std::env::var(name) {
                 Ok(v) if !v.trim().is_empty() => v.trim().parse().unwrap_or_else(|_| {
@@ -70,6 +75,7 @@ impl Settings {
                 d.health_interval_seconds,
             ),
             schedule_seconds: read("MECPLANE_RECONCILE_RATE_MINUTES", d.schedule_seconds / 60) * 60,
+            deployment,
         }
     }
 }
@@ -84,6 +90,7 @@ impl Default for Settings {
             orphans_report_only: false,
             health_interval_seconds: 1800,
             schedule_seconds: 300,
+            deployment: Deployment::default(),
         }
     }
 }

@@ -117,7 +117,7 @@ async fn a_healthy_fleet_sees_no_change() {
     let (ctx, cloud) = (ctx(), FakeCloud::new());
     let a = cluster(&ctx, &cloud, 1, 3, 2).await;
     let b = cluster(&ctx, &cloud, 2, 1, 1).await;
-    for name in resources::cluster_parameters(&a.id) {
+    for name in resources::Deployment::default().cluster_parameters(&a.id) {
         ctx.parameters.put_secret(&name, "secret").await.unwrap();
         ctx.parameters.age_parameter(&name, 7200);
     }
@@ -765,7 +765,7 @@ async fn reconcile_targeted(ctx: &Ctx, cloud: &FakeCloud, instance_id: &str) -> 
 
 /// Writes the cluster's parameters into the fake Parameter Store, last written `age` ago.
 async fn parameters_of(ctx: &Ctx, cluster_id: &str, age: i64) -> Vec<String> {
-    let names = resources::cluster_parameters(cluster_id);
+    let names = resources::Deployment::default().cluster_parameters(cluster_id);
     for name in &names {
         ctx.parameters.put_secret(name, "secret").await.unwrap();
         ctx.parameters.age_parameter(name, age);
@@ -1139,6 +1139,7 @@ async fn balancer_of(balancers: &FakeBalancers, cluster_id: &str, age: i64, lone
         .validate(&Policy::default())
         .unwrap();
     let request = crate::stages::load_balancer::request(
+        &Deployment::default(),
         cluster_id,
         &spec,
         &["subnet-1".into()],
@@ -1157,7 +1158,7 @@ async fn balancer_of(balancers: &FakeBalancers, cluster_id: &str, age: i64, lone
 }
 
 fn balancing_of(balancers: &FakeBalancers, cluster_id: &str) -> (usize, usize, usize) {
-    let name = resources::balancer_name(cluster_id);
+    let name = resources::Deployment::default().balancer_name(cluster_id);
     let lbs = balancers.balancers();
     let arns: Vec<&String> = lbs
         .iter()
@@ -1202,7 +1203,7 @@ async fn an_orphan_balancer_goes_after_its_grace_with_its_listener_and_target_gr
     let report = reconcile_balanced(&ctx, &cloud, &balancers, &report_only, false).await;
     assert!(!report.plan.actions.iter().any(is_removal), "{report:?}");
     for (id, part) in [(old, "load balancer"), (lone, "target group")] {
-        let name = resources::balancer_name(id);
+        let name = resources::Deployment::default().balancer_name(id);
         assert!(
             report.plan.findings.iter().any(|f| f.cluster_id == id
                 && f.what.contains(&format!("{part} {name}"))
@@ -1253,7 +1254,7 @@ async fn an_orphan_balancer_goes_after_its_grace_with_its_listener_and_target_gr
     let again = reconcile_balanced(&ctx, &cloud, &balancers, &Settings::default(), false).await;
     assert!(
         matches!(&done(&again, is_removal)[..], [Outcome { action: Action::DeleteOrphanBalancer { cluster_id, parts, .. }, result }]
-            if cluster_id == lone && parts[..] == [format!("target group {}", resources::balancer_name(lone))] && result.starts_with("done")),
+            if cluster_id == lone && parts[..] == [format!("target group {}", resources::Deployment::default().balancer_name(lone))] && result.starts_with("done")),
         "{again:?}"
     );
     assert_eq!(balancing_of(&balancers, lone), (0, 0, 0));
@@ -1263,7 +1264,8 @@ async fn an_orphan_balancer_goes_after_its_grace_with_its_listener_and_target_gr
     let third = reconcile_balanced(&ctx, &cloud, &balancers, &Settings::default(), false).await;
     assert!(!third.plan.actions.iter().any(is_removal), "{third:?}");
     assert_eq!(
-        hygiene::delete_orphan_balancer(&ctx, &balancers, "us-east-1", old).await,
+        hygiene::delete_orphan_balancer(&ctx, &balancers, &Deployment::default(), "us-east-1", old)
+            .await,
         "skipped: already gone"
     );
     assert_eq!(balancers.balancers().len(), 2);
@@ -1340,7 +1342,14 @@ async fn a_balancer_is_an_orphan_only_when_its_record_lets_go_of_it() {
     }
     // A removal planned earlier and acted on after the record took the balancer back stands back.
     assert_eq!(
-        hygiene::delete_orphan_balancer(&ctx, &balancers, "us-east-1", &kept[5]).await,
+        hygiene::delete_orphan_balancer(
+            &ctx,
+            &balancers,
+            &Deployment::default(),
+            "us-east-1",
+            &kept[5]
+        )
+        .await,
         "skipped: the cluster has a live record"
     );
     assert_eq!(balancing_of(&balancers, &kept[5]), (1, 1, 1));
@@ -1369,4 +1378,118 @@ fn a_balancer_without_a_known_age_is_only_reported() {
     // A targeted run at another cluster does not look at it.
     let plan = plan::plan(&observed, &Settings::default(), Some("c-0000000000000001"));
     assert!(plan.findings.is_empty(), "{plan:?}");
+}
+
+/// What a deployment has in the account, to compare before and after the other one's runs.
+fn account_of(cloud: &FakeCloud, params: &FakeCloud, balancers: &FakeBalancers) -> String {
+    let live: Vec<String> = cloud
+        .live_instances()
+        .into_iter()
+        .map(|i| i.instance.instance_id)
+        .collect();
+    let groups: Vec<String> = cloud.groups().into_keys().collect();
+    let parameters: Vec<String> = params.parameters().into_keys().collect();
+    let lbs: Vec<String> = balancers.balancers().into_iter().map(|b| b.name).collect();
+    let tgs: Vec<String> = balancers
+        .target_groups()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    format!("{live:?} {groups:?} {parameters:?} {lbs:?} {tgs:?}")
+}
+
+#[tokio::test]
+async fn two_deployments_in_one_account_never_touch_each_other() {
+    // GIVEN two deployments sharing one account and region: `mecplane` (the default) and `beta`,
+    // each with a cluster, its nodes, group, parameters and API load balancer, all old enough to
+    // be orphans to anyone who took them for its own
+    let beta = resources::Deployment::new("beta", "beta-node").unwrap();
+    let (ctx_a, cloud_a) = (ctx(), FakeCloud::new());
+    let cloud_b = cloud_a.as_deployment(beta.clone());
+    let ctx_b = ApiContext {
+        store: FakeStore::default(),
+        parameters: ctx_a.parameters.as_deployment(beta.clone()),
+        ..ctx()
+    };
+    let (lbs_a, lbs_b) = {
+        let a = FakeBalancers::default();
+        let b = a.as_deployment(beta.clone());
+        (a, b)
+    };
+    let a = cluster(&ctx_a, &cloud_a, 1, 1, 1).await;
+    let b = cluster(&ctx_b, &cloud_b, 2, 1, 1).await;
+    for (deployment, id) in [
+        (resources::Deployment::default(), &a.id),
+        (beta.clone(), &b.id),
+    ] {
+        for name in deployment.cluster_parameters(id) {
+            ctx_a.parameters.put_secret(&name, "secret").await.unwrap();
+            ctx_a.parameters.age_parameter(&name, 7200);
+        }
+    }
+    balancer_of(&lbs_a, &a.id, 7200, false).await;
+    let spec = b.spec.clone();
+    let request =
+        crate::stages::load_balancer::request(&beta, &b.id, &spec, &["s".into()], "v", "sg");
+    lbs_b.create_target_group(&request).await.unwrap();
+    lbs_b.create_balancer(&request).await.unwrap();
+    lbs_b.age(&request.name, 7200);
+    // … and instances made outside either, tagged to look like nodes: of a made-up cluster with
+    // the deployment's tag but another profile, of `a`'s own cluster without the deployment tag.
+    let made_up = "c-00000000000000ff";
+    cloud_a.add_look_alike(made_up, Role::Worker, 0, Some("mecplane"), Some("prod-app"));
+    cloud_a.add_look_alike(&a.id, Role::Worker, 5, None, Some("mecplane-node"));
+    let before = account_of(&cloud_a, &ctx_a.parameters, &lbs_a);
+
+    // WHEN each runs a non-dry reconcile with an orphan grace of 0, twice
+    for _ in 0..2 {
+        for (ctx, cloud, lbs, deployment) in [
+            (&ctx_a, &cloud_a, &lbs_a, resources::Deployment::default()),
+            (&ctx_b, &cloud_b, &lbs_b, beta.clone()),
+        ] {
+            let settings = Settings {
+                orphan_grace_seconds: 0,
+                deployment,
+                ..Settings::default()
+            };
+            let report = reconcile_balanced(ctx, cloud, lbs, &settings, false).await;
+            // THEN neither plans anything, nor reports the other's resources as its own
+            assert_eq!(report.plan.actions, vec![], "{report:?}");
+            assert_eq!(report.plan.findings, vec![], "{report:?}");
+            assert_eq!(report.instances, 2, "its own two nodes only: {report:?}");
+        }
+    }
+    assert_eq!(account_of(&cloud_a, &ctx_a.parameters, &lbs_a), before);
+    assert!(ctx_a.executions.started().is_empty() && ctx_b.executions.started().is_empty());
+}
+
+#[tokio::test]
+async fn a_look_alike_of_a_deleted_cluster_is_no_orphan_of_ours() {
+    // GIVEN a cluster whose nodes are gone, and an instance someone tagged with its id (and
+    // even the deployment tag) under another instance profile
+    let (ctx, cloud) = (ctx(), FakeCloud::new());
+    let foreign = cloud.add_look_alike(
+        "c-00000000000000aa",
+        Role::Worker,
+        0,
+        Some("mecplane"),
+        Some("prod-app"),
+    );
+    // … while our own orphan (our tag and profile, no record) is old
+    let orphan = cloud.add_tagged("c-00000000000000bb", Role::Worker, 0, 7200);
+    let settings = Settings {
+        orphan_grace_seconds: 0,
+        ..Settings::default()
+    };
+    // WHEN a non-dry reconcile runs
+    let report = reconcile(&ctx, &cloud, &settings, false).await;
+    // THEN only our orphan is terminated; the look-alike is not even seen
+    let live: Vec<String> = cloud
+        .live_instances()
+        .into_iter()
+        .map(|i| i.instance.instance_id)
+        .collect();
+    assert_eq!(live, vec![foreign.clone()], "{report:?}");
+    assert!(!format!("{report:?}").contains(&foreign), "{report:?}");
+    assert!(format!("{report:?}").contains(&orphan));
 }

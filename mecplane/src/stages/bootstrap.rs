@@ -22,12 +22,11 @@ pub const STAGE: &str = "bootstrap";
 /// Length of a join token (MicroK8s wants at least 32 characters).
 pub const TOKEN_LEN: usize = 32;
 
-/// Returns the token parameter, creating the token if the cluster has none yet.
+/// Returns the token parameter `name`, creating the token if the cluster has none yet.
 pub(crate) async fn ensure_token<P: Parameters>(
     params: &P,
-    cluster_id: &str,
+    name: String,
 ) -> Result<String, StageError> {
-    let name = resources::join_token_parameter(cluster_id);
     if params.get_secret(&name).await?.is_none() {
         let token = Alphanumeric.sample_string(&mut rand::rng(), TOKEN_LEN);
         params.put_secret(&name, &token).await?;
@@ -45,7 +44,11 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.command_timeout_seconds);
     if state.token_parameter.is_none() {
-        state.token_parameter = Some(ensure_token(params, &state.cluster_id).await?);
+        let name = ports
+            .config
+            .deployment
+            .join_token_parameter(&state.cluster_id);
+        state.token_parameter = Some(ensure_token(params, name).await?);
     }
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
     let balancer = record.balancer.as_ref().map(|b| b.dns_name.as_str());
@@ -117,7 +120,9 @@ mod tests {
         let first = run(&fixtures::ports(&cloud, &store), sent).await.unwrap();
         assert_eq!(cloud.commands_of("bootstrap").len(), 1);
         assert!(first.poll.done && first.command.is_none());
-        let token = cloud.parameters()[&resources::join_token_parameter(&first.cluster_id)].clone();
+        let token = cloud.parameters()
+            [&resources::Deployment::default().join_token_parameter(&first.cluster_id)]
+            .clone();
         assert!(token.1, "the token is a SecureString");
         assert_eq!(token.0.len(), TOKEN_LEN);
         assert!(!serde_json::to_string(&first).unwrap().contains(&token.0));

@@ -8,7 +8,7 @@ use super::{records, Ports};
 use crate::error::StageError;
 use crate::ports::{ClusterStore, LoadBalancers};
 use crate::record::Phase;
-use crate::resources;
+use crate::resources::Deployment;
 use crate::state::TeardownState;
 
 /// The stage's name in events and the record.
@@ -18,9 +18,10 @@ pub const STAGE: &str = "delete-load-balancer";
 /// deleted, for the event. The reconcile removes an orphan's with it too.
 pub(crate) async fn remove<L: LoadBalancers + ?Sized>(
     balancers: &L,
+    deployment: &Deployment,
     cluster_id: &str,
 ) -> Result<Vec<String>, StageError> {
-    let name = resources::balancer_name(cluster_id);
+    let name = deployment.balancer_name(cluster_id);
     let mut deleted = Vec::new();
     if let Some(balancer) = balancers.find_balancer(&name).await? {
         for (listener, _, _) in balancers.listeners(&balancer.arn).await? {
@@ -48,7 +49,7 @@ where
 {
     let store = ports.store;
     records::enter(store, &state.cluster_id, STAGE).await?;
-    let deleted = remove(balancers, &state.cluster_id).await?;
+    let deleted = remove(balancers, &ports.config.deployment, &state.cluster_id).await?;
     records::modify(store, &state.cluster_id, |r| {
         Ok(r.balancer.take().is_some())
     })

@@ -5,7 +5,6 @@ use super::Ports;
 use crate::error::StageError;
 use crate::ports::{ClusterStore, Parameters};
 use crate::record::Phase;
-use crate::resources;
 use crate::state::TeardownState;
 
 use super::records;
@@ -20,7 +19,10 @@ pub async fn run<E, R, P: Parameters, S: ClusterStore>(
 ) -> Result<TeardownState, StageError> {
     let (params, store) = (ports.secrets, ports.store);
     records::enter(store, &state.cluster_id, STAGE).await?;
-    let names = resources::cluster_parameters(&state.cluster_id);
+    let names = ports
+        .config
+        .deployment
+        .cluster_parameters(&state.cluster_id);
     params.delete(&names).await?;
     records::note(
         store,

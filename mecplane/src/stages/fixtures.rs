@@ -30,7 +30,7 @@ pub(crate) fn spec(control_planes: u32, workers: u32) -> ClusterSpec {
 pub(crate) fn config() -> StageConfig {
     StageConfig {
         table: "t".into(),
-        node_instance_profile: "mecplane-node".into(),
+        deployment: crate::resources::Deployment::default(),
         ami_parameter_prefix: crate::config::DEFAULT_AMI_PARAMETER_PREFIX.into(),
         secrets_key: None,
         ami_owners: Vec::new(),

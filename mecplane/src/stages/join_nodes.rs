@@ -167,7 +167,13 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     );
     let token_parameter = match state.token_parameter.clone() {
         Some(name) => name,
-        None => bootstrap::ensure_token(params, &state.cluster_id).await?,
+        None => {
+            let name = ports
+                .config
+                .deployment
+                .join_token_parameter(&state.cluster_id);
+            bootstrap::ensure_token(params, name).await?
+        }
     };
     state.token_parameter = Some(token_parameter.clone());
     let token = params.get_secret(&token_parameter).await?.ok_or_else(|| {

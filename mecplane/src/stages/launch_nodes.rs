@@ -20,7 +20,6 @@ use crate::error::StageError;
 use crate::placement::{root_volume_type, volume_fallback, WAVELENGTH_ZONE};
 use crate::ports::{ClusterStore, Instance, Instances, LaunchRequest, SecurityGroups, Zones};
 use crate::record::{Node, NodeState, Phase, Role};
-use crate::resources;
 use crate::state::CreateState;
 
 use super::{nodes, records, Ports};
@@ -176,68 +175,59 @@ pub async fn run<E: Instances + SecurityGroups + Zones, R, P, S: ClusterStore>(
             .security_group_id
             .clone()
             .ok_or_else(|| StageError::Internal("no security group".into()))?;
-        for (k, launch) in plan.launches.iter().enumerate() {
+        for launch in &plan.launches {
             let zone_type = launch
                 .subnet_id
                 .as_ref()
                 .and_then(|s| subnet_zones.get(s))
                 .and_then(|zone| zone_types.get(zone))
                 .map(String::as_str);
-            let request = LaunchRequest {
-                cluster_id: state.cluster_id.clone(),
-                cluster_name: state.spec.name.clone(),
-                role,
-                count: launch.indexes.len() as u32,
-                ami_id: ami_id.clone(),
-                instance_type: state.spec.instance_type.clone(),
-                security_group_id: security_group_id.clone(),
-                subnet_id: launch.subnet_id.clone(),
-                carrier_ip: zone_type == Some(WAVELENGTH_ZONE),
-                root_volume_gib: state.spec.root_volume_gib,
-                root_volume_type: root_volume_type(zone_type).into(),
-                instance_profile: config.node_instance_profile.clone(),
-                tags: state
-                    .spec
-                    .tags
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                // The same world gives the same token: EC2 answers a repeated launch with the
-                // first. An update's launch names the update: after a scale down the same count
-                // recurs. One token per subnet's launch (`k`, its place in the plan).
-                client_token: match &state.update {
-                    None => format!(
-                        "{}-{}-{}-{k}",
-                        state.cluster_id,
-                        role.as_str(),
-                        existing.len()
-                    ),
-                    Some(u) => format!(
-                        "{}-{}-{}-{k}-{}",
-                        state.cluster_id,
-                        role.as_str(),
-                        existing.len(),
-                        u.id
-                    ),
-                },
-            };
-            let launched = instances.launch(&request).await?;
-            indexed.extend(launched.into_iter().zip(launch.indexes.iter().copied()));
+            // One RunInstances per node: every tag, the index included, is set at creation.
+            for &index in &launch.indexes {
+                let deployment = &config.deployment;
+                let mut tags =
+                    deployment.node_tags(&state.cluster_id, &state.spec.name, role, index);
+                // The spec's own tags never stand in for the project's.
+                tags.extend(
+                    state
+                        .spec
+                        .tags
+                        .iter()
+                        .filter(|(k, _)| !tags.iter().any(|(own, _)| own == *k))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<Vec<_>>(),
+                );
+                let request = LaunchRequest {
+                    cluster_id: state.cluster_id.clone(),
+                    role,
+                    index,
+                    ami_id: ami_id.clone(),
+                    instance_type: state.spec.instance_type.clone(),
+                    security_group_id: security_group_id.clone(),
+                    subnet_id: launch.subnet_id.clone(),
+                    carrier_ip: zone_type == Some(WAVELENGTH_ZONE),
+                    root_volume_gib: state.spec.root_volume_gib,
+                    root_volume_type: root_volume_type(zone_type).into(),
+                    instance_profile: deployment.node_profile().into(),
+                    tags,
+                    // The same world gives the same token: EC2 answers a repeated launch with
+                    // the first. An update's launch names the update: after a scale down the
+                    // same index recurs.
+                    client_token: match &state.update {
+                        None => format!("{}-{}-{index}", state.cluster_id, role.as_str()),
+                        Some(u) => {
+                            format!("{}-{}-{index}-{}", state.cluster_id, role.as_str(), u.id)
+                        }
+                    },
+                };
+                let launched = instances.launch(&request).await?;
+                indexed.extend(launched.into_iter().map(|i| (i, index)));
+            }
         }
     }
+    // Adopted instances (an interrupted launch of an earlier release, before every tag was
+    // set at creation) take their index on the record only: the roles may not tag afterwards.
     for (instance, index) in &mut indexed {
-        instances
-            .tag(
-                &instance.instance_id,
-                &[
-                    (resources::TAG_INDEX.to_string(), index.to_string()),
-                    (
-                        resources::TAG_NAME.to_string(),
-                        resources::node_name(&state.spec.name, role, *index),
-                    ),
-                ],
-            )
-            .await?;
         instance.index = Some(*index);
     }
     let all: Vec<Instance> = existing
@@ -319,6 +309,7 @@ mod tests {
     use super::*;
     use crate::error::CloudError;
     use crate::ports::InstanceState;
+    use crate::resources;
     use crate::stages::fixtures;
 
     fn instance(id: &str, index: Option<u32>) -> Instance {
@@ -422,6 +413,51 @@ mod tests {
             .iter()
             .all(|i| i.tags[resources::TAG_ROLE] == "worker" && i.tags["team"] == "edge"));
         assert_eq!(store.records()[0].nodes.len(), 2);
+        // Every tag came with RunInstances (one per node): nothing was tagged afterwards, and
+        // each node carries the deployment's tag and runs with its node profile.
+        for i in &launched {
+            assert_eq!(
+                i.request
+                    .tags
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                i.tags
+            );
+            assert_eq!(i.tags[resources::TAG_DEPLOYMENT], "mecplane");
+            assert!(i.owned_by(&crate::resources::Deployment::default()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_look_alike_tagged_for_the_cluster_takes_no_node_s_place() {
+        // GIVEN an instance made outside the deployment with the cluster's node tags (another
+        // instance profile), and one with the node profile but no deployment tag
+        let (cloud, store, state) = fixtures::ready_to_launch(1, 2).await;
+        let cluster = state.cluster_id.clone();
+        let foreign = cloud.add_look_alike(
+            &cluster,
+            Role::Worker,
+            0,
+            Some("mecplane"),
+            Some("prod-app"),
+        );
+        let untagged = cloud.add_look_alike(&cluster, Role::Worker, 1, None, Some("mecplane-node"));
+        // WHEN the workers are launched (twice)
+        let mut workers = state.clone();
+        workers.target = Some(Role::Worker);
+        for _ in 0..2 {
+            run(&fixtures::ports(&cloud, &store), workers.clone())
+                .await
+                .unwrap();
+        }
+        // THEN two nodes of its own were launched, and neither look-alike is on the record
+        let nodes = &store.records()[0].nodes;
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes
+            .iter()
+            .all(|n| n.instance_id != foreign && n.instance_id != untagged));
+        assert_eq!(cloud.live_instances().len(), 4);
     }
 
     #[tokio::test]
@@ -462,9 +498,8 @@ mod tests {
         with_wavelength_subnet(&cloud);
         let request = |volume: &str| LaunchRequest {
             cluster_id: state.cluster_id.clone(),
-            cluster_name: state.spec.name.clone(),
             role: Role::ControlPlane,
-            count: 1,
+            index: 0,
             ami_id: "ami-0abc".into(),
             instance_type: "t3.medium".into(),
             security_group_id: "sg-1".into(),

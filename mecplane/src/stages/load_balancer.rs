@@ -21,7 +21,7 @@ use crate::error::StageError;
 use crate::microk8s;
 use crate::ports::{BalancerRequest, ClusterStore, Instances, LoadBalancers, SecurityGroups};
 use crate::record::{ApiBalancer, Phase, Role};
-use crate::resources;
+use crate::resources::{self, Deployment};
 use crate::spec::{ApiEndpoint, ClusterSpec};
 use crate::state::CreateState;
 
@@ -31,17 +31,22 @@ pub const STAGE: &str = "load-balancer";
 /// What the cluster's load balancer is made of (pure): named for the cluster, over `subnet_ids`
 /// (sorted, each once), in the cluster's security group, on 16443, tagged like its nodes.
 pub fn request(
+    deployment: &Deployment,
     cluster_id: &str,
     spec: &ClusterSpec,
     subnet_ids: &[String],
     vpc_id: &str,
     security_group_id: &str,
 ) -> BalancerRequest {
-    let name = resources::balancer_name(cluster_id);
+    let name = deployment.balancer_name(cluster_id);
     let mut subnets = subnet_ids.to_vec();
     subnets.sort();
     subnets.dedup();
     let mut tags = vec![
+        (
+            resources::TAG_DEPLOYMENT.to_string(),
+            deployment.id().to_string(),
+        ),
         (resources::TAG_CLUSTER.to_string(), cluster_id.to_string()),
         (resources::TAG_CLUSTER_NAME.to_string(), spec.name.clone()),
         (
@@ -49,7 +54,13 @@ pub fn request(
             format!("{}-api", spec.name),
         ),
     ];
-    tags.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let own: Vec<String> = tags.iter().map(|(k, _)| k.clone()).collect();
+    tags.extend(
+        spec.tags
+            .iter()
+            .filter(|(k, _)| !own.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     BalancerRequest {
         name,
         subnet_ids: subnets,
@@ -78,6 +89,7 @@ pub fn target_changes(live: &[String], registered: &[String]) -> (Vec<String>, V
 /// Ensures the load balancer, its listener and target group, and the targets; answers them.
 pub(crate) async fn ensure<E, L>(
     ec2: &E,
+    deployment: &Deployment,
     balancers: &L,
     state: &CreateState,
     security_group_id: &str,
@@ -105,6 +117,7 @@ where
         ))
     })?;
     let wanted = request(
+        deployment,
         &state.cluster_id,
         &state.spec,
         &subnet_ids,
@@ -174,7 +187,14 @@ where
         .clone()
         .or(record.security_group_id)
         .ok_or_else(|| StageError::InvalidState("the cluster has no security group yet".into()))?;
-    let (balancer, added, removed) = ensure(ports.ec2, balancers, &state, &group).await?;
+    let (balancer, added, removed) = ensure(
+        ports.ec2,
+        &ports.config.deployment,
+        balancers,
+        &state,
+        &group,
+    )
+    .await?;
     records::modify(store, &state.cluster_id, |r| {
         let changed = r.balancer.as_ref() != Some(&balancer);
         r.balancer = Some(balancer.clone());
@@ -252,7 +272,13 @@ pub(crate) mod tests {
         run(&ports, &balancers, state.clone()).await.unwrap();
         assert_eq!(balancers.creates(), 3, "one balancer, listener and group");
         let lb = &balancers.balancers()[0];
-        assert_eq!(lb.name, resources::balancer_name(&state.cluster_id));
+        assert_eq!(
+            lb.name,
+            Deployment::default().balancer_name(&state.cluster_id)
+        );
+        assert!(lb
+            .tags
+            .contains(&(resources::TAG_DEPLOYMENT.into(), "mecplane".into())));
         assert_eq!(lb.subnet_ids.len(), 3, "over the three subnets");
         assert_eq!(
             lb.security_group_ids,

@@ -77,7 +77,6 @@ mod pipeline_tests {
     use super::*;
     use crate::fakes::{FakeCloud, FakeStore};
     use crate::record::{Role, Status};
-    use crate::resources;
     use crate::state::{BeginDeleteEvent, RegisterEvent, TeardownState};
     use serde_json::json;
 
@@ -161,7 +160,7 @@ mod pipeline_tests {
         assert!(cloud
             .parameters()
             .keys()
-            .all(|k| !k.starts_with(resources::PARAMETER_ROOT)));
+            .all(|k| !k.starts_with(&config.deployment.parameter_root())));
         // The name is free again.
         let again = register::run(
             &ports,

@@ -228,7 +228,7 @@ pub(crate) mod tests {
         // The bootstrap left the join token behind.
         crate::ports::Parameters::put_secret(
             &cloud,
-            &resources::join_token_parameter(&state.cluster_id),
+            &resources::Deployment::default().join_token_parameter(&state.cluster_id),
             &"t".repeat(32),
         )
         .await

@@ -73,7 +73,10 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.command_timeout_seconds);
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
-    let key_parameter = resources::transport_key_parameter(&state.cluster_id);
+    let key_parameter = ports
+        .config
+        .deployment
+        .transport_key_parameter(&state.cluster_id);
     let key = transport_key(params, &key_parameter).await?;
     let wanted = Wanted {
         cluster_id: state.cluster_id.clone(),
@@ -107,7 +110,10 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     let balancer = record.balancer.as_ref().map(|b| b.dns_name.as_str());
     let host = nodes::api_host(&first, balancer).unwrap_or_default();
     let endpoint = format!("https://{host}:{}", microk8s::PORT_API);
-    let name = resources::kubeconfig_parameter(&state.cluster_id);
+    let name = ports
+        .config
+        .deployment
+        .kubeconfig_parameter(&state.cluster_id);
     params
         .put_secret(&name, &with_server(&payload, &endpoint))
         .await?;
@@ -170,7 +176,8 @@ mod tests {
         let (cloud, store, state) = fixtures::online(1, 0).await;
         let ports = fixtures::ports(&cloud, &store);
         let sent = run(&ports, state.clone()).await.unwrap();
-        let key_parameter = resources::transport_key_parameter(&sent.cluster_id);
+        let key_parameter =
+            resources::Deployment::default().transport_key_parameter(&sent.cluster_id);
         assert!(
             cloud.parameters()[&key_parameter].1,
             "the private key is a SecureString"
@@ -216,7 +223,7 @@ mod tests {
         assert!(matches!(err, StageError::CommandFailed(_)), "{err:?}");
         assert!(err.to_string().contains("could not be opened"), "{err}");
         assert!(!err.to_string().contains("secret-admin-token"));
-        let kubeconfig = resources::kubeconfig_parameter(&sent.cluster_id);
+        let kubeconfig = resources::Deployment::default().kubeconfig_parameter(&sent.cluster_id);
         assert!(!cloud.parameters().contains_key(&kubeconfig));
     }
 }

@@ -707,7 +707,7 @@ impl Stack {
     /// What is left of a cluster's API load balancer (`api_endpoint: "nlb"`) in every cluster
     /// region: its load balancer, their listeners and its target group, named.
     pub async fn balancers_left(&self, cluster_id: &str) -> Vec<String> {
-        let name = mecplane::resources::balancer_name(cluster_id);
+        let name = mecplane::resources::Deployment::default().balancer_name(cluster_id);
         let mut left = Vec::new();
         for region in CLUSTER_REGIONS {
             let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.sdk_in(region));

@@ -20,7 +20,7 @@ Prints one JSON object on stdout:
   {"table": name, "tables": {logical: name}, "state_machines": {logical: arn},
    "instance_profile": name|null, "functions": {name: {"logical_id", "timeout", "memory_size",
    "environment": {the variables whose values resolve locally}}},
-   "parameters": {name: its Default (a list for list types)}}
+   "parameters": {name: its value: the override, else its Default (a list for list types)}}
 The gateway reads "parameters" for what the template says about the local stack's own emulation
 (ReconcileRateMinutes: how often it runs the reconcile function, as the schedule would).
 

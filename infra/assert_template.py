@@ -72,8 +72,26 @@ REQUIRED_ROUTES = {
 }
 
 NODE_ROLE = "NodeRole"
-SSM_CORE = "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
-REQUIRED_ENV = ["MECPLANE_TABLE", "MECPLANE_NODE_INSTANCE_PROFILE", "MECPLANE_AMI_PARAMETER_PREFIX"]
+NODE_PROFILE = "NodeInstanceProfile"
+# What the node role may do: the SSM agent's own calls (docs/ownership.md). The heartbeat names the
+# caller's instance; the message services support no resource-level permissions (Resource "*").
+NODE_AGENT_HEARTBEAT = {"ssm:UpdateInstanceInformation"}
+NODE_AGENT_MESSAGES = {
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+}
+# Every parameter read the node role must deny itself, on every parameter ("*").
+PARAMETER_READS = {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory"}
+REQUIRED_ENV = ["MECPLANE_TABLE", "MECPLANE_NODE_INSTANCE_PROFILE", "MECPLANE_AMI_PARAMETER_PREFIX",
+                "MECPLANE_DEPLOYMENT"]
 API_ENV = [
     "MECPLANE_CREATE_STATE_MACHINE_ARN",
     "MECPLANE_DELETE_STATE_MACHINE_ARN",
@@ -193,7 +211,8 @@ def check_star_resources(template: dict) -> list[str]:
         if ".KeyPolicy." in where or st.get("Effect") == "Deny":
             continue  # a key policy's "*" is the key itself (check_secrets_key); a Deny only narrows
         if "*" in as_list(st.get("Resource")):
-            bad = [a for a in as_list(st.get("Action")) if a not in NO_RESOURCE_LEVEL_ACTIONS]
+            allowed = NO_RESOURCE_LEVEL_ACTIONS | (NODE_AGENT_MESSAGES if where.startswith(f"{NODE_ROLE}.") else set())
+            bad = [a for a in as_list(st.get("Action")) if a not in allowed]
             if bad:
                 problems.append(f"{where}: Resource \"*\" for {bad}, which support resource-level permissions")
     return problems
@@ -632,8 +651,8 @@ def check_kubeconfig_scope(template: dict) -> list[str]:
             continue
         found += 1
         for res in as_list(st.get("Resource")):
-            if not resource_text(res).endswith(":parameter/mecplane/clusters/*/kubeconfig"):
-                problems.append(f"{where} ({st.get('Sid')}): Resource {resource_text(res)!r}, want .../mecplane/clusters/*/kubeconfig")
+            if not resource_text(res).endswith(f":parameter{PARAMETER_ROOT}/*/kubeconfig"):
+                problems.append(f"{where} ({st.get('Sid')}): Resource {resource_text(res)!r}, want ...{PARAMETER_ROOT}/*/kubeconfig")
     if found == 0:
         problems.append("no SSM statement whose Sid names the kubeconfig")
     return problems
@@ -653,20 +672,147 @@ def check_pass_role(template: dict, resources: dict) -> list[str]:
         problems.append(f"no {NODE_ROLE}")
     else:
         props = node.get("Properties", {})
-        managed = [m.get("Fn::Sub", m) if isinstance(m, dict) else m for m in props.get("ManagedPolicyArns", [])]
-        if managed != [SSM_CORE]:
-            problems.append(f"{NODE_ROLE}: managed policies {managed}, want only AmazonSSMManagedInstanceCore")
+        managed = [m.get("Fn::Sub", m) if isinstance(m, dict) else m for m in as_list(props.get("ManagedPolicyArns"))]
+        if managed:
+            problems.append(f"{NODE_ROLE}: managed policies {managed}; the node role has none "
+                            "(AmazonSSMManagedInstanceCore allows ssm:GetParameter* on \"*\")")
+        if props.get("PermissionsBoundary") is not None:
+            problems.append(f"{NODE_ROLE}: a PermissionsBoundary of the template's own is not checked here")
+        for res in template.get("Resources", {}).values():
+            if res.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and \
+                    {"Ref": NODE_ROLE} in as_list((res.get("Properties") or {}).get("Roles")):
+                problems.append(f"{NODE_ROLE}: a policy resource attached to it; its policies are inline, checked here")
         for policy in props.get("Policies") or []:
-            allows = [st for st in as_list((policy.get("PolicyDocument") or {}).get("Statement"))
-                      if st.get("Effect") != "Deny"]
-            if allows:
-                problems.append(f"{NODE_ROLE}: inline policy {policy.get('PolicyName')} allows "
-                                f"{[st.get('Sid') for st in allows]}; the node role may only be narrowed")
+            for st in as_list((policy.get("PolicyDocument") or {}).get("Statement")):
+                if st.get("Effect") == "Deny":
+                    continue
+                actions = set(as_list(st.get("Action")))
+                resources = [resource_text(r) for r in as_list(st.get("Resource"))]
+                heartbeat = actions <= NODE_AGENT_HEARTBEAT and all(r.endswith(":instance/*") for r in resources)
+                messages = actions <= NODE_AGENT_MESSAGES
+                if not (heartbeat or messages):
+                    problems.append(f"{NODE_ROLE}: inline policy {policy.get('PolicyName')} allows "
+                                    f"{sorted(actions - NODE_AGENT_HEARTBEAT - NODE_AGENT_MESSAGES) or sorted(actions)} "
+                                    f"on {resources} ({st.get('Sid')}); the node role allows only the SSM agent's calls")
+    return problems
+
+
+# ---------------------------------------------------------------- ownership (docs/ownership.md)
+
+DEPLOYMENT_TAG = "mecplane:deployment"
+DEPLOYMENT = {"Ref": "NamePrefix"}
+NAME_PREFIX_PATTERN = "^[a-z][a-z0-9-]{0,12}$"
+PARAMETER_ROOT = "/${NamePrefix}/clusters"
+# The resources whose ownership IAM checks, by the ARN's resource part.
+OWNED_KINDS = (":instance/", ":security-group/", ":loadbalancer/", ":targetgroup/", ":listener/")
+# Create calls, by the kind of resource they make: that resource carries the deployment tag from
+# the start (aws:RequestTag); every other resource of such a call is an existing one.
+CREATES = {
+    "ec2:RunInstances": ":instance/",
+    "ec2:CreateSecurityGroup": ":security-group/",
+    "elasticloadbalancing:CreateLoadBalancer": ":loadbalancer/",
+    "elasticloadbalancing:CreateTargetGroup": ":targetgroup/",
+    "elasticloadbalancing:CreateListener": ":listener/",
+}
+# The only calls that write tags, and the creates they may be part of.
+TAGGING = {
+    "ec2:CreateTags": ("ec2:CreateAction", {"RunInstances", "CreateSecurityGroup"}),
+    "elasticloadbalancing:AddTags": ("elasticloadbalancing:CreateAction",
+                                     {"CreateLoadBalancer", "CreateTargetGroup", "CreateListener"}),
+}
+UNTAGGING = {"ec2:DeleteTags", "elasticloadbalancing:RemoveTags"}
+NEEDS_PROFILE = {"ec2:TerminateInstances", "ec2:RunInstances"}
+
+
+def is_read(action: str) -> bool:
+    name = action.split(":", 1)[-1]
+    return name.startswith(("Describe", "Get", "List"))
+
+
+def check_ownership(template: dict, resources: dict, globals_: dict) -> list[str]:
+    """IAM agrees with the record (docs/ownership.md): every call that changes an instance,
+    security group, load balancer, listener or target group is conditioned on the *value* of its
+    mecplane:deployment tag (a Null condition only says a tag key exists, and anyone with
+    ec2:CreateTags can make one exist); terminate and launch also on the node instance profile;
+    every create must carry the deployment tag; tags are written only inside a create and never
+    removed; parameters live under the deployment's root; the functions know the deployment."""
+    problems = []
+    params = template.get("Parameters") or {}
+    prefix = params.get("NamePrefix") or {}
+    if prefix.get("AllowedPattern") != NAME_PREFIX_PATTERN:
+        problems.append(f"Parameter NamePrefix AllowedPattern is {prefix.get('AllowedPattern')!r}, want "
+                        f"{NAME_PREFIX_PATTERN!r} (<prefix>-<cluster id> fits ELB's 32 characters)")
+    env = ((globals_.get("Function") or {}).get("Environment") or {}).get("Variables") or {}
+    if env.get("MECPLANE_DEPLOYMENT") != DEPLOYMENT:
+        problems.append("Globals.Function.Environment MECPLANE_DEPLOYMENT is not !Ref NamePrefix")
+    profile = {"Fn::GetAtt": [NODE_PROFILE, "Arn"]}
+
+    for where, st in statements(template):
+        if st.get("Effect") != "Allow" or ".KeyPolicy." in where or ".AssumeRolePolicyDocument." in where:
+            continue
+        if where.startswith(f"{NODE_ROLE}."):
+            continue  # the SSM agent's calls about its own instance (check_pass_role)
+        actions = [a for a in as_list(st.get("Action")) if isinstance(a, str)]
+        targets = [resource_text(r) for r in as_list(st.get("Resource"))]
+        cond = st.get("Condition") or {}
+        equals = cond.get("StringEquals") or {}
+        nulls = sorted(k for k in (cond.get("Null") or {}) if "mecplane:" in k)
+        only_null = f" (Null {nulls} only checks that a tag key exists)" if nulls else ""
+        sid = f"{where} ({st.get('Sid')})"
+
+        for action in actions:
+            if action in UNTAGGING:
+                problems.append(f"{sid}: allows {action}; no role removes the project's tags")
+            if action in TAGGING:
+                key, creates = TAGGING[action]
+                given = set(as_list(equals.get(key)))
+                if not given or not given <= creates:
+                    problems.append(f"{sid}: {action} without StringEquals {key} in {sorted(creates)}: "
+                                    "tags could be added or changed after creation")
+
+        for target in targets:
+            # Parameters: only under the deployment's root (or the public AMI parameters).
+            if ":parameter" in target and "${AmiParameterPrefix}" not in target \
+                    and not target.split(":parameter", 1)[1].startswith(PARAMETER_ROOT + "/"):
+                problems.append(f"{sid}: parameter {target!r} outside {PARAMETER_ROOT}/")
+
+            kind = next((k for k in OWNED_KINDS if k in target), None)
+            if kind is None and target != "*":
+                continue
+            for action in actions:
+                if is_read(action) or action in TAGGING or action.lower() == "iam:passrole":
+                    continue
+                if not action.startswith(("ec2:", "elasticloadbalancing:", "ssm:")):
+                    continue
+                if action.startswith("ssm:") and kind != ":instance/":
+                    continue  # documents, parameters: not a resource the deployment tags
+                if target == "*":
+                    problems.append(f"{sid}: {action} on Resource \"*\" cannot be bound to the deployment")
+                    continue
+                made_here = {CREATES[a] for a in actions if a in CREATES}
+                if action in CREATES and kind in made_here and CREATES[action] != kind:
+                    continue  # CreateLoadBalancer does not touch the target group of the same statement
+                if CREATES.get(action) == kind:
+                    if equals.get(f"aws:RequestTag/{DEPLOYMENT_TAG}") != DEPLOYMENT:
+                        problems.append(f"{sid}: {action} creates a {kind.strip(':/')} without StringEquals "
+                                        f"aws:RequestTag/{DEPLOYMENT_TAG}: !Ref NamePrefix{only_null}")
+                else:
+                    keys = [f"aws:ResourceTag/{DEPLOYMENT_TAG}"]
+                    if action == "ssm:SendCommand":
+                        keys.append(f"ssm:resourceTag/{DEPLOYMENT_TAG}")
+                    if not any(equals.get(k) == DEPLOYMENT for k in keys):
+                        problems.append(f"{sid}: {action} on {kind.strip(':/')} without StringEquals "
+                                        f"{' or '.join(keys)}: !Ref NamePrefix{only_null}")
+                if action in NEEDS_PROFILE and kind == ":instance/":
+                    arn_equals = (cond.get("ArnEquals") or {}).get("ec2:InstanceProfile")
+                    if arn_equals != profile and equals.get("ec2:InstanceProfile") != profile:
+                        problems.append(f"{sid}: {action} on instances without ArnEquals "
+                                        f"ec2:InstanceProfile: !GetAtt {NODE_PROFILE}.Arn")
     return problems
 
 
 # Who may use the secrets key, through SSM, for which parameters (suffix under
-# /mecplane/clusters/*/): store-kubeconfig writes kubeconfigs and its transport keys, the API reads
+# /${NamePrefix}/clusters/*/): store-kubeconfig writes kubeconfigs and its transport keys, the API reads
 # kubeconfigs, bootstrap writes (and re-reads) join tokens, join-nodes reads them. Nobody else.
 SECRETS_KEY_USERS = {
     ("BootstrapRole", "join-token"): {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"},
@@ -715,10 +861,10 @@ def check_secrets_key(template: dict, resources: dict, globals_: dict) -> list[s
         arn = resource_text((cond.get("StringLike") or {}).get("kms:EncryptionContext:PARAMETER_ARN"))
         if not via.startswith("ssm."):
             problems.append(f"{where}: no StringEquals kms:ViaService ssm.<region>")
-        marker = ":parameter/mecplane/clusters/*/"
+        marker = f":parameter{PARAMETER_ROOT}/*/"
         suffix = arn.split(marker, 1)[1] if marker in arn else None
         if suffix is None:
-            problems.append(f"{where}: no StringLike kms:EncryptionContext:PARAMETER_ARN .../mecplane/clusters/*/<name>")
+            problems.append(f"{where}: no StringLike kms:EncryptionContext:PARAMETER_ARN ...{PARAMETER_ROOT}/*/<name>")
             continue
         granted.setdefault((role, suffix), set()).update(actions)
     for grant, actions in granted.items():
@@ -732,17 +878,22 @@ def check_secrets_key(template: dict, resources: dict, globals_: dict) -> list[s
     node = (resources.get(NODE_ROLE) or {}).get("Properties") or {}
     denies = [st for policy in node.get("Policies") or []
               for st in as_list((policy.get("PolicyDocument") or {}).get("Statement")) if st.get("Effect") == "Deny"]
-    denied_params = any("ssm:GetParameter" in as_list(st.get("Action")) and
-                        any(resource_text(r).endswith(":parameter/mecplane/*") for r in as_list(st.get("Resource")))
-                        for st in denies)
+    denied_reads = set()
+    for st in denies:
+        if as_list(st.get("Resource")) == ["*"] and not st.get("Condition"):
+            denied_reads |= set(as_list(st.get("Action"))) & PARAMETER_READS
     alias_name = (alias or {}).get("Properties", {}).get("AliasName")
-    denied_key = any("kms:Decrypt" in as_list(st.get("Action")) and as_list(st.get("Resource")) == ["*"] and
-                     ((st.get("Condition") or {}).get("ForAnyValue:StringEquals") or {}).get("kms:ResourceAliases")
-                     == alias_name for st in denies)
-    if not denied_params:
-        problems.append(f"{NODE_ROLE}: no Deny of ssm:GetParameter on .../parameter/mecplane/*")
-    if not denied_key:
-        problems.append(f"{NODE_ROLE}: no Deny of kms:Decrypt on the key of SecretsKey's alias (kms:ResourceAliases)")
+    denied_use = set()
+    for st in denies:
+        if as_list(st.get("Resource")) == ["*"] and \
+                ((st.get("Condition") or {}).get("ForAnyValue:StringEquals") or {}).get("kms:ResourceAliases") == alias_name:
+            denied_use |= set(as_list(st.get("Action"))) & KMS_USE
+    if denied_reads != PARAMETER_READS:
+        problems.append(f"{NODE_ROLE}: no unconditional Deny of {sorted(PARAMETER_READS - denied_reads)} "
+                        "on Resource \"*\" (every parameter of the account)")
+    if denied_use != KMS_USE:
+        problems.append(f"{NODE_ROLE}: no Deny of {sorted(KMS_USE - denied_use)} on the key of SecretsKey's alias "
+                        "(kms:ResourceAliases)")
 
     launches = 0
     for where, st in statements(template):
@@ -820,11 +971,14 @@ def main() -> int:
     definitions = machine_definitions(resources, args.template.resolve().parent)
     report.check("every Task retries transient errors and Lambda timeouts", check_task_retries(definitions))
     report.check("a failure inside MarkFailed still runs the cleanup", check_mark_failed_cleanup(definitions))
-    report.check("iam:PassRole only on the node role; node role has SSM core only", check_pass_role(template, resources))
+    report.check("iam:PassRole only on the node role; node role: the SSM agent's calls only, no managed policy",
+                 check_pass_role(template, resources))
     report.check("cost guardrails: the API's limits and the launch role's ec2:InstanceType/ec2:Owner agree",
                  check_launch_guardrails(template, resources, globals_))
     report.check("kubeconfig statements name only */kubeconfig parameters", check_kubeconfig_scope(template))
     report.check("secrets: KMS key policy, node role Deny, IMDS hop limit 1", check_secrets_key(template, resources, globals_))
+    report.check("ownership: tag values, node profile, tags only at creation, the deployment's parameter root",
+                 check_ownership(template, resources, globals_))
     report.check("ClustersTable per the contract", check_table(resources))
     report.check("every log group has a retention", check_log_groups(resources))
     if report.failures:

@@ -9,6 +9,8 @@
 #   - checkov:              checkov on the SAM and the transformed template (skips: infra/checkov.yaml)
 #   - assert:               the project's own assertions (infra/assert_template.py)
 #   - shellcheck:           mecplane/scripts/*.sh, local/**/*.sh and infra/**/*.sh
+#   - adopt:                infra/tests/test_adopt.py: infra/adopt.py against moto in-process (the
+#                           local stack's venv, .venv: `make setup-python`)
 #
 # Tools (installed by the project, see infra/README.md):
 #   python3 -m venv .venv-infra && .venv-infra/bin/pip install -r infra/requirements.txt
@@ -24,7 +26,9 @@ ROOT="$(cd "${MECPLANE_CHECK_ROOT:-$TOOLS_ROOT}" && pwd)"
 VENV="${MECPLANE_INFRA_VENV:-$TOOLS_ROOT/.venv-infra}"
 PY="$VENV/bin/python"
 TEMPLATE="$ROOT/infra/template.yaml"
-ALL_CHECKS=(cfn-lint cfn-lint-transformed asl checkov assert shellcheck)
+ALL_CHECKS=(cfn-lint cfn-lint-transformed asl checkov assert shellcheck adopt)
+# infra/adopt.py's test needs moto, which the local stack's venv has (not .venv-infra).
+LOCAL_PY="${MECPLANE_VENV:-$TOOLS_ROOT/.venv}/bin/python"
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -148,6 +152,11 @@ check_shellcheck() {
     shellcheck --external-sources -- "${files[@]}" && echo "note: ${#files[@]} script(s) clean"
 }
 
+check_adopt() {
+    need "$LOCAL_PY" "install: make setup-python (the local stack's venv, with moto)" || return 1
+    "$LOCAL_PY" "$TOOLS_ROOT/infra/tests/test_adopt.py" "$ROOT/infra/adopt.py"
+}
+
 fn_for() {
     case "$1" in
         cfn-lint) echo check_cfn_lint ;;
@@ -156,6 +165,7 @@ fn_for() {
         checkov) echo check_checkov ;;
         assert) echo check_assert ;;
         shellcheck) echo check_shellcheck ;;
+        adopt) echo check_adopt ;;
         *) return 1 ;;
     esac
 }

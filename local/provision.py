@@ -20,16 +20,23 @@ Prints one JSON object on stdout:
   {"table": name, "tables": {logical: name}, "state_machines": {logical: arn},
    "instance_profile": name|null, "functions": {name: {"logical_id", "timeout", "memory_size",
    "environment": {the variables whose values resolve locally}}},
-   "parameters": {name: its Default (a list for list types)}}
+   "parameters": {name: its value: the override, else its Default (a list for list types)}}
 The gateway reads "parameters" for what the template says about the local stack's own emulation
 (ReconcileRateMinutes: how often it runs the reconcile function, as the schedule would).
 
-Values resolved: literals, parameter Defaults, pseudo parameters, !Ref / !GetAtt .Arn of functions,
-tables and instance profiles, !Sub and !Join of those.
+Values resolved: literals, parameter values (a --parameter override, else the Default), pseudo
+parameters, !Ref / !GetAtt .Arn of functions, tables and instance profiles, !Sub and !Join of those.
+
+Several local stacks can share one moto, as several deployments share an account: give each its own
+NamePrefix (`--parameter NamePrefix=beta`, or MECPLANE_TEMPLATE_PARAMETERS="NamePrefix=beta" in the
+environment, which is how a gateway started by a test passes it). The stack name defaults to the
+NamePrefix, so the table and instance profile differ as well as the state machines and the KMS
+alias; the functions' MECPLANE_DEPLOYMENT is the NamePrefix.
 
 Usage: provision.py --template infra/template.yaml --endpoint-url http://127.0.0.1:47501
                     [--region us-east-1] [--cluster-regions us-east-1,eu-west-1]
-                    [--stack-name mecplane] [--dry-run]
+                    [--stack-name NAME (default: the NamePrefix)] [--parameter KEY=VALUE ...]
+                    [--dry-run]
 """
 
 from __future__ import annotations
@@ -118,17 +125,47 @@ def intrinsic(value):
 # Resolution of the values the local stack understands
 
 
+def parse_parameters(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings (from --parameter and MECPLANE_TEMPLATE_PARAMETERS) as a dict; later wins."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ProvisionError(f"template parameter {pair!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
 class Context:
-    def __init__(self, template: dict, template_dir: Path, region: str, stack: str):
+    def __init__(self, template: dict, template_dir: Path, region: str, stack: str | None,
+                 overrides: dict[str, str] | None = None):
         self.template = template
         self.resources: dict = template["Resources"]
         self.globals: dict = (template.get("Globals") or {}).get("Function") or {}
         self.dir = template_dir
         self.region = region
-        self.stack = stack
         self.parameters: dict = template.get("Parameters") or {}
+        self.overrides: dict[str, str] = dict(overrides or {})
+        for name, value in self.overrides.items():
+            self.check_override(name, value)
+        if stack is None:
+            stack = str(self.parameter("NamePrefix")) if "NamePrefix" in self.parameters else "mecplane"
+        self.stack = stack
         self.table_names: dict[str, str] = {}
         self.state_machine_arns: dict[str, str] = {}
+
+    def check_override(self, name: str, value: str) -> None:
+        """An override names a parameter of the template and passes its AllowedPattern/AllowedValues,
+        as CloudFormation would check it."""
+        param = self.parameters.get(name)
+        if not isinstance(param, dict):
+            raise ProvisionError(f"--parameter {name}: the template has no parameter {name}")
+        pattern = param.get("AllowedPattern")
+        if isinstance(pattern, str) and not re.fullmatch(pattern, value):
+            raise ProvisionError(f"--parameter {name}={value!r} does not match its AllowedPattern {pattern}")
+        allowed = param.get("AllowedValues")
+        if isinstance(allowed, list) and value not in [str(v) for v in allowed]:
+            raise ProvisionError(f"--parameter {name}={value!r} is not one of {allowed}")
 
     def pseudo(self, name: str):
         return {
@@ -141,11 +178,15 @@ class Context:
         }.get(name)
 
     def parameter(self, name: str):
-        """The Default of a template parameter (a list for CommaDelimitedList)."""
+        """The value of a template parameter: its override, else its Default (a list for
+        CommaDelimitedList)."""
         param = self.parameters.get(name)
-        if not isinstance(param, dict) or "Default" not in param:
+        if name in self.overrides and isinstance(param, dict):
+            value = self.overrides[name]
+        elif not isinstance(param, dict) or "Default" not in param:
             raise ProvisionError(f"parameter {name} has no Default")
-        value = param["Default"]
+        else:
+            value = param["Default"]
         if str(param.get("Type", "")).startswith("CommaDelimitedList") or str(param.get("Type", "")).startswith("List<"):
             return [v.strip() for v in str(value).split(",")] if not isinstance(value, list) else value
         return value
@@ -514,7 +555,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cluster-regions", default="",
                    help="comma-separated regions clusters may live in (default: --region); AMI parameters "
                         "are published in each and they become the functions' MECPLANE_ALLOWED_REGIONS")
-    p.add_argument("--stack-name", default="mecplane")
+    p.add_argument("--stack-name", default=None,
+                   help="names the table and instance profile (default: the NamePrefix, so two deployments in "
+                        "one moto differ)")
+    p.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
+                   help="a template parameter's value instead of its Default (repeatable; also "
+                        "MECPLANE_TEMPLATE_PARAMETERS=\"K=V K2=V2\", which these override)")
     p.add_argument("--dry-run", action="store_true", help="resolve everything, create nothing")
     args = p.parse_args(argv)
     regions = [args.region] + [r.strip() for r in args.cluster_regions.split(",")
@@ -522,12 +568,13 @@ def main(argv: list[str]) -> int:
 
     try:
         template = load_template(args.template)
-        ctx = Context(template, args.template.resolve().parent, args.region, args.stack_name)
+        overrides = parse_parameters(os.environ.get("MECPLANE_TEMPLATE_PARAMETERS", "").split() + args.parameter)
+        ctx = Context(template, args.template.resolve().parent, args.region, args.stack_name, overrides)
         out = {"table": None, "tables": {}, "state_machines": {}, "instance_profile": None, "functions": {},
                "parameters": {}}
         out["functions"] = function_facts(ctx)
         out["parameters"] = {name: ctx.parameter(name) for name, param in ctx.parameters.items()
-                             if isinstance(param, dict) and "Default" in param}
+                             if isinstance(param, dict) and ("Default" in param or name in ctx.overrides)}
 
         tables = ctx.of_type("AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable")
         table_reqs = [(lid, table_request(ctx, lid, res), (res.get("Properties") or {}).get("TimeToLiveSpecification"))

@@ -23,7 +23,7 @@ failed=0
 clean_copy() {
     local dst="$1"
     mkdir -p "$dst/infra" "$dst/docs" "$dst/statemachine" "$dst/mecplane/scripts" "$dst/local" "$dst/functions/src"
-    cp "$REPO/infra/template.yaml" "$dst/infra/"
+    cp "$REPO/infra/template.yaml" "$REPO/infra/adopt.py" "$dst/infra/"
     cp "$REPO/functions/src/main.rs" "$dst/functions/src/"
     cp "$REPO/docs/architecture.md" "$dst/docs/"
     shopt -s nullglob
@@ -100,6 +100,25 @@ open(path, "w").write(new)
 EOF
 }
 
+# stmt_edit FILE SID OLD NEW: replaces OLD by NEW inside the first IAM statement with that Sid (up
+# to the next statement or the end of its resource); fails if nothing changed.
+stmt_edit() {
+    "$PY" - "$@" <<'EOF'
+import sys
+path, sid, old, new = sys.argv[1:5]
+s = open(path).read()
+start = s.find(f"- Sid: {sid}\n")
+if start < 0:
+    sys.exit(f"stmt_edit: no statement {sid} in {path}")
+ends = [i for i in (s.find("- Sid: ", start + 1), s.find("\n\n", start) + 1) if i > 0]
+end = min(ends) if ends else len(s)
+body = s[start:end]
+if old not in body:
+    sys.exit(f"stmt_edit: {old!r} not in statement {sid}")
+open(path, "w").write(s[:start] + body.replace(old, new, 1) + s[end:])
+EOF
+}
+
 asl_edit() {
     "$PY" - "$1" "$2" <<'EOF'
 import json, sys
@@ -119,7 +138,7 @@ if ! compgen -G "$REPO/statemachine/*.asl.json" >/dev/null; then
 fi
 echo "== the clean copy passes every check"
 new_case clean
-for check in cfn-lint cfn-lint-transformed asl checkov assert shellcheck; do
+for check in cfn-lint cfn-lint-transformed asl checkov assert shellcheck adopt; do
     expect pass "clean copy" "$check"
 done
 
@@ -161,8 +180,9 @@ expect fail "a default instance type the guardrail refuses" assert "not in Allow
 
 new_case kubeconfig-whole-cluster
 # shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
-edit "$CASE/$T" 's.replace("parameter/mecplane/clusters/*/kubeconfig\"\n              - Sid: StartClusterExecutions", "parameter/mecplane/clusters/*\"\n              - Sid: StartClusterExecutions", 1)'
-expect fail "a kubeconfig read on every parameter of a cluster" assert "want .../mecplane/clusters/*/kubeconfig"
+edit "$CASE/$T" 's.replace("parameter/${NamePrefix}/clusters/*/kubeconfig\"\n              - Sid: StartClusterExecutions", "parameter/${NamePrefix}/clusters/*\"\n              - Sid: StartClusterExecutions", 1)'
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+expect fail "a kubeconfig read on every parameter of a cluster" assert 'want .../${NamePrefix}/clusters/*/kubeconfig'
 
 new_case shared-role
 edit "$CASE/$T" 's.replace("Role: !GetAtt ActivateRole.Arn", "Role: !GetAtt MarkFailedRole.Arn", 1)'
@@ -256,12 +276,137 @@ edit "$CASE/$T" 's.replace("kms:ViaService: !Sub \"ssm.", "kms:ViaService: !Sub 
 expect fail "a key grant usable outside SSM" assert "kms:ViaService"
 
 new_case node-reads-parameters
-edit "$CASE/$T" 's.replace("parameter/mecplane/*\"\n              - Sid: DenyProjectKey", "parameter/other/*\"\n              - Sid: DenyProjectKey", 1)'
-expect fail "a node role without the Deny on the project's parameters" assert "no Deny of ssm:GetParameter"
+stmt_edit "$CASE/$T" DenyParameterReads '                  - ssm:GetParametersByPath
+' ''
+expect fail "a node role that may read parameters by path" assert "no unconditional Deny of ['ssm:GetParametersByPath']"
+
+new_case node-reads-other-parameters
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+stmt_edit "$CASE/$T" DenyParameterReads 'Resource: "*"' 'Resource: !Sub "arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/${NamePrefix}/*"'
+expect fail "a node role denied only the project's parameters (the account's others readable)" assert "no unconditional Deny"
+
+new_case node-uses-key
+stmt_edit "$CASE/$T" DenyProjectKey '                  - kms:GenerateDataKeyWithoutPlaintext
+' ''
+expect fail "a node role not denied every use of the secrets key" assert "kms:GenerateDataKeyWithoutPlaintext"
 
 new_case node-allows-something
 edit "$CASE/$T" 's.replace("              - Sid: DenyProjectKey\n                Effect: Deny", "              - Sid: DenyProjectKey\n                Effect: Allow", 1)'
-expect fail "an Allow in the node role's inline policy" assert "may only be narrowed"
+expect fail "an Allow in the node role's inline policy beyond the agent's calls" assert "allows only the SSM agent's calls"
+
+new_case node-managed-policy
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+edit "$CASE/$T" 's.replace("      Policies:\n        - PolicyName: ssm-agent\n", "      ManagedPolicyArns:\n        - !Sub \"arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore\"\n      Policies:\n        - PolicyName: ssm-agent\n", 1)'
+expect fail "the node role with AmazonSSMManagedInstanceCore back" assert "managed policies"
+
+new_case node-agent-reads-documents
+stmt_edit "$CASE/$T" SsmAgentMessages '                  - ec2messages:SendReply
+' '                  - ec2messages:SendReply
+                  - ssm:GetDocument
+'
+expect fail "the node role allowed a call the agent does not need for Run Command" assert "ssm:GetDocument"
+
+echo "== ownership: IAM checks the deployment tag's value, the node profile, tags only at creation"
+
+new_case terminate-tag-exists
+stmt_edit "$CASE/$T" TerminateClusterInstancesOnly '                  StringEquals:
+                    aws:ResourceTag/mecplane:deployment: !Ref NamePrefix
+' '                  "Null":
+                    aws:ResourceTag/mecplane:deployment: "false"
+                  StringEquals:
+'
+expect fail "terminate on any instance that has the tag key" assert "only checks that a tag key exists"
+
+new_case terminate-fixed-value
+stmt_edit "$CASE/$T" TerminateClusterInstancesOnly 'aws:ResourceTag/mecplane:deployment: !Ref NamePrefix' 'aws:ResourceTag/mecplane:deployment: mecplane'
+expect fail "terminate on another deployment's instances (a fixed value, not NamePrefix)" assert "ec2:TerminateInstances on instance without StringEquals"
+
+new_case terminate-any-profile
+stmt_edit "$CASE/$T" TerminateClusterInstancesOnly '                  ArnEquals:
+                    ec2:InstanceProfile: !GetAtt NodeInstanceProfile.Arn
+' ''
+expect fail "terminate on instances of any instance profile" assert "ec2:TerminateInstances on instances without ArnEquals ec2:InstanceProfile"
+
+new_case launch-any-profile
+stmt_edit "$CASE/$T" LaunchTaggedInstancesWithImdsV2Only '                  ArnEquals:
+                    ec2:InstanceProfile: !GetAtt NodeInstanceProfile.Arn
+' ''
+expect fail "launch with any instance profile" assert "ec2:RunInstances on instances without ArnEquals ec2:InstanceProfile"
+
+new_case send-command-tag-exists
+stmt_edit "$CASE/$T" RunCommandOnClusterNodesOnly '                  StringEquals:
+                    ssm:resourceTag/mecplane:deployment: !Ref NamePrefix
+' '                  "Null":
+                    ssm:resourceTag/mecplane:deployment: "false"
+                  StringEquals:
+'
+expect fail "SendCommand to any instance that has the tag key" assert "ssm:SendCommand on instance without StringEquals"
+
+new_case security-group-tag-exists
+stmt_edit "$CASE/$T" ChangeIngressOnClusterGroupsOnly '                  StringEquals:
+                    aws:ResourceTag/mecplane:deployment: !Ref NamePrefix
+' '                  "Null":
+                    aws:ResourceTag/mecplane:cluster: "false"
+                  StringEquals:
+'
+expect fail "ingress changes on any group with a cluster tag" assert "ec2:AuthorizeSecurityGroupIngress on security-group without StringEquals"
+
+new_case balancer-tag-exists
+stmt_edit "$CASE/$T" DeleteClusterBalancersOnly '                  StringEquals:
+                    aws:ResourceTag/mecplane:deployment: !Ref NamePrefix
+' '                  "Null":
+                    aws:ResourceTag/mecplane:cluster: "false"
+                  StringEquals:
+'
+expect fail "deleting any balancer with a cluster tag" assert "elasticloadbalancing:DeleteLoadBalancer on loadbalancer without StringEquals"
+
+new_case create-untagged-group
+stmt_edit "$CASE/$T" CreateOnlyTaggedSecurityGroups '                    aws:RequestTag/mecplane:deployment: !Ref NamePrefix
+' ''
+expect fail "a security group created without the deployment tag" assert "ec2:CreateSecurityGroup creates a security-group without StringEquals aws:RequestTag/mecplane:deployment"
+
+new_case create-untagged-balancer
+stmt_edit "$CASE/$T" CreateOnlyTaggedBalancersAndTargetGroups '                    aws:RequestTag/mecplane:deployment: !Ref NamePrefix
+' ''
+expect fail "a load balancer created without the deployment tag" assert "elasticloadbalancing:CreateLoadBalancer creates a loadbalancer without"
+
+new_case tags-after-creation
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+edit "$CASE/$T" 's.replace("              - Sid: PassNodeRoleToEc2Only\n", "              - Sid: IndexTagsAfterLaunch\n                Effect: Allow\n                Action:\n                  - ec2:CreateTags\n                Resource: !Sub \"arn:${AWS::Partition}:ec2:*:${AWS::AccountId}:instance/*\"\n                Condition:\n                  StringEquals:\n                    aws:ResourceTag/mecplane:deployment: !Ref NamePrefix\n              - Sid: PassNodeRoleToEc2Only\n", 1)'
+expect fail "ec2:CreateTags on the deployment's instances after launch" assert "IndexTagsAfterLaunch): ec2:CreateTags without StringEquals ec2:CreateAction"
+
+new_case tags-other-create
+stmt_edit "$CASE/$T" TagOnLaunch 'ec2:CreateAction: RunInstances' 'ec2:CreateAction: CreateVolume'
+expect fail "ec2:CreateTags inside a create the project does not make" assert "ec2:CreateTags without StringEquals ec2:CreateAction"
+
+new_case elb-tags-after-creation
+stmt_edit "$CASE/$T" TagBalancersOnCreate '                    elasticloadbalancing:CreateAction:
+                      - CreateLoadBalancer
+                      - CreateTargetGroup
+                      - CreateListener
+' ''
+expect fail "elasticloadbalancing:AddTags outside a create" assert "elasticloadbalancing:AddTags without StringEquals elasticloadbalancing:CreateAction"
+
+new_case delete-tags
+stmt_edit "$CASE/$T" TagOnLaunch '                  - ec2:CreateTags
+' '                  - ec2:CreateTags
+                  - ec2:DeleteTags
+'
+expect fail "a role that may remove tags" assert "allows ec2:DeleteTags"
+
+new_case fixed-parameter-root
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+stmt_edit "$CASE/$T" DeleteClusterParameters 'parameter/${NamePrefix}/clusters/*' 'parameter/mecplane/clusters/*'
+# shellcheck disable=SC2016  # the ${...} is CloudFormation's, not the shell's
+expect fail "a parameter ARN under the fixed /mecplane root" assert 'outside /${NamePrefix}/clusters/'
+
+new_case no-deployment-env
+edit "$CASE/$T" 's.replace("        MECPLANE_DEPLOYMENT: !Ref NamePrefix\n", "", 1)'
+expect fail "functions that do not know their deployment" assert "MECPLANE_DEPLOYMENT"
+
+new_case long-prefix
+edit "$CASE/$T" 's.replace("AllowedPattern: \"^[a-z][a-z0-9-]{0,12}$\"", "AllowedPattern: \"^[a-z][a-z0-9-]{0,30}$\"", 1)'
+expect fail "a NamePrefix too long for ELB names" assert "NamePrefix AllowedPattern"
 
 new_case hop-limit-two
 edit "$CASE/$T" 's.replace("ec2:MetadataHttpPutResponseHopLimit: 1", "ec2:MetadataHttpPutResponseHopLimit: 2", 1)'
@@ -297,6 +442,20 @@ mkdir -p "$CASE/local/sim/bin"
 # shellcheck disable=SC2016  # the broken script's own $1
 printf '#!/bin/sh\ncd $1\nrm -rf "$1"/*\n' >"$CASE/local/sim/bin/broken.sh"
 expect fail "a local/**/*.sh script with shellcheck errors" shellcheck "SC2086"
+
+echo "== infra/adopt.py tags only what live records name"
+
+new_case adopt-deleted-records
+edit "$CASE/infra/adopt.py" 's.replace("            if status != DELETED:\n", "            if True:\n", 1)'
+expect fail "adopt.py adopting a DELETED record's instances" adopt "FAIL only what the live record names is tagged"
+
+new_case adopt-lookalike-groups
+edit "$CASE/infra/adopt.py" 's.replace("filters = [{\"Name\": \"group-name\", \"Values\": names},\n                   {", "filters = [{", 1)'
+expect fail "adopt.py adopting every group with the cluster tag" adopt "FAIL only what the live record names is tagged"
+
+new_case adopt-dry-run-tags
+edit "$CASE/infra/adopt.py" 's.replace("        if not dry_run:\n            ec2.create_tags", "        if True:\n            ec2.create_tags", 1)'
+expect fail "adopt.py --dry-run that tags" adopt "FAIL --dry-run tags nothing"
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -17,6 +17,7 @@ mod faults;
 mod idempotency;
 mod mecctl;
 mod moto_zygote;
+mod ownership;
 mod patch;
 mod placement;
 mod reconcile;

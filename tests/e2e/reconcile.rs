@@ -84,31 +84,46 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     assert_eq!(report["records"], 1);
     assert_eq!(stack.record(&id).await["version"], record["version"]);
 
-    // An orphan: an instance with the project's tags and no record.
-    let orphan = stack
-        .ec2()
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key("mecplane:cluster")
-                        .value("c-00000000000000ff")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("run the orphan")
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_string();
+    // An orphan: an instance the deployment launched (its tag and node instance profile) whose
+    // cluster has no record; and a look-alike someone else launched with the same cluster tag.
+    let profile = node_profile(&stack, &node_of(&record, "worker", 0).0).await;
+    let run = |tags: &[(&str, &str)], profile: Option<String>| {
+        let tags: Vec<aws_sdk_ec2::types::Tag> = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
+            .collect();
+        stack
+            .ec2()
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .set_iam_instance_profile(profile.map(|p| {
+                aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                    .name(p)
+                    .build()
+            }))
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+    };
+    let id_of = |out: aws_sdk_ec2::operation::run_instances::RunInstancesOutput| {
+        out.instances()[0].instance_id().unwrap().to_string()
+    };
+    let ours = [
+        ("mecplane:deployment", "mecplane"),
+        ("mecplane:cluster", "c-00000000000000ff"),
+    ];
+    let orphan = id_of(run(&ours, Some(profile)).await.expect("run the orphan"));
+    let look_alike = id_of(
+        run(&[("mecplane:cluster", "c-00000000000000ff")], None)
+            .await
+            .expect("run the look-alike"),
+    );
     let orphaned_at = std::time::Instant::now();
 
     // GIVEN a worker lost out of band
@@ -215,7 +230,28 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     assert_eq!(removed[0]["instance_id"], orphan.as_str());
     assert!(!is_live(&stack, &orphan).await);
     assert!(is_live(&stack, &replacement).await);
+    // The look-alike is not the deployment's: never seen, never touched.
+    assert!(is_live(&stack, &look_alike).await);
+    assert!(!report.to_string().contains(&look_alike), "{report}");
     stack.assert_calls_allowed_by_template().await;
+}
+
+/// The name of the instance profile `instance_id` runs with (the deployment's node profile, for
+/// a node).
+async fn node_profile(stack: &Stack, instance_id: &str) -> String {
+    let out = stack
+        .ec2()
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("describe the node");
+    let arn = out.reservations()[0].instances()[0]
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .expect("a node runs with the node profile")
+        .to_string();
+    arn.rsplit('/').next().unwrap().to_string()
 }
 
 /// The gateway's record of the reconcile runs it started (schedule and EC2 events).
@@ -614,7 +650,28 @@ async fn an_orphan_group_and_parameter_are_removed_after_their_grace_and_a_live_
         .create_security_group()
         .group_name(format!("mecplane-{orphan_id}"))
         .description("left behind")
-        .vpc_id(vpc)
+        .vpc_id(&vpc)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                .tags(tag("mecplane:deployment", "mecplane"))
+                .tags(tag("mecplane:cluster", orphan_id))
+                .tags(tag("mecplane:created-at", &mecplane::clock::now_rfc3339()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create the orphan group")
+        .group_id()
+        .unwrap()
+        .to_string();
+    // … and a look-alike someone else made: the cluster tags, but not the deployment's.
+    let look_alike = stack
+        .ec2()
+        .create_security_group()
+        .group_name(format!("not-ours-{orphan_id}"))
+        .description("someone else's")
+        .vpc_id(&vpc)
         .tag_specifications(
             aws_sdk_ec2::types::TagSpecification::builder()
                 .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
@@ -624,7 +681,7 @@ async fn an_orphan_group_and_parameter_are_removed_after_their_grace_and_a_live_
         )
         .send()
         .await
-        .expect("create the orphan group")
+        .expect("create the look-alike group")
         .group_id()
         .unwrap()
         .to_string();
@@ -670,6 +727,11 @@ async fn an_orphan_group_and_parameter_are_removed_after_their_grace_and_a_live_
     );
     assert!(!group_exists(&stack, &orphan_group).await);
     assert!(!parameter_exists(&stack, &orphan_parameter).await);
+    assert!(
+        group_exists(&stack, &look_alike).await,
+        "not ours: never touched"
+    );
+    assert!(!report.to_string().contains(&look_alike), "{report}");
     assert_eq!(
         stack.leftovers(&id).await,
         live_before,

@@ -34,6 +34,43 @@ pub struct AppState {
     pub calls: Arc<crate::calls::Calls>,
     /// The `reconcile` runs the emulated triggers made (see [`crate::reconcile`]).
     pub reconciles: Arc<crate::reconcile::Reconciles>,
+    /// Other local stacks sharing this gateway's moto, by their home region (see [`Peers`]).
+    pub peers: Peers,
+}
+
+/// Other gateways whose stacks share this gateway's moto (a second deployment in the same
+/// account), by their home region. moto's Step Functions calls Lambda on one port, this
+/// gateway's: an invocation of a function in a peer's region is that peer's to serve, and
+/// [`crate::invoke`] forwards it there, as Lambda routes by region.
+#[derive(Clone, Default)]
+pub struct Peers(Arc<std::sync::RwLock<std::collections::HashMap<String, Moto>>>);
+
+impl Peers {
+    /// The gateway serving `region`'s functions, if one registered.
+    pub fn of(&self, region: &str) -> Option<Moto> {
+        let peers = self.0.read().unwrap_or_else(|e| e.into_inner());
+        peers.get(region).cloned()
+    }
+
+    fn set(&self, region: &str, url: &str) {
+        let mut peers = self.0.write().unwrap_or_else(|e| e.into_inner());
+        peers.insert(region.to_string(), Moto::new(url));
+    }
+}
+
+/// `PUT /_local/peers/{region}` with the peer gateway's URL as the body: that gateway serves the
+/// functions of `region` (its home region) on this gateway's moto.
+async fn put_peer(
+    State(app): State<AppState>,
+    axum::extract::Path(region): axum::extract::Path<String>,
+    url: String,
+) -> axum::http::StatusCode {
+    let url = url.trim();
+    if region == app.region || !url.starts_with("http://127.0.0.1:") {
+        return axum::http::StatusCode::BAD_REQUEST;
+    }
+    app.peers.set(&region, url);
+    axum::http::StatusCode::NO_CONTENT
 }
 
 /// `GET /_local/functions`: every hosted function with its ARN, live processes and invocation count.
@@ -77,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/_local/functions", get(functions))
         .route("/_local/calls", get(calls))
         .route("/_local/reconciles", get(reconciles))
+        .route("/_local/peers/{region}", axum::routing::put(put_peer))
         .route("/api", any(crate::apigw::handle))
         .route("/api/", any(crate::apigw::handle))
         .route("/api/{*rest}", any(crate::apigw::handle))

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
@@ -59,6 +59,7 @@ pub async fn invoke(
     State(app): State<AppState>,
     Path(function_name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -86,6 +87,13 @@ pub async fn invoke(
         (Some(q), _) | (None, Some(q)) => Some(q.clone()),
         (None, None) => None,
     };
+    // Another stack's function on the same moto: its gateway serves it.
+    if let Some(peer) = app.peers.of(&region).filter(|_| region != app.region) {
+        return peer
+            .send(Method::POST, &uri, &headers, body.into())
+            .await
+            .unwrap_or_else(|e| service_error(StatusCode::BAD_GATEWAY, "ServiceException", &e));
+    }
     let pool = match app.functions.get(&func.name) {
         Some(pool)
             if region == app.region

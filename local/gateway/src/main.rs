@@ -63,6 +63,14 @@
 //! / `StopInstances` it forwarded and moto accepted it invokes it with EC2's state-change event per
 //! instance. `GET /_local/reconciles` lists those runs with the function's answers.
 //!
+//! # A second deployment on the same moto
+//!
+//! A gateway started with `--moto-endpoint` of another stack's moto (and its own `--region` and
+//! `NamePrefix`, through `MECPLANE_TEMPLATE_PARAMETERS`) is a second deployment in the same
+//! account. moto's Step Functions calls Lambda on the first gateway's port only, so the second
+//! registers there with `PUT /_local/peers/<its region>` (body: its URL), and the first forwards
+//! the invocations of that region's functions to it.
+//!
 //! # Function environment
 //!
 //! Each function process gets a clean environment: `PATH`, `HOME`, `RUST_LOG`, `RUST_BACKTRACE`
@@ -214,6 +222,7 @@ async fn run(args: Args) -> Result<(), StartupError> {
             reconcile::Reconciles::new(reconcile_interval)
                 .with_ec2_events(args.reconcile_ec2_events),
         ),
+        peers: Default::default(),
     };
     let router = app::router(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -44,6 +44,15 @@ impl Gateway {
     /// Starts `mecplane-local` on free ports with its own moto, `args` and `env` added to its own
     /// environment, and waits for its `local.env`.
     pub async fn launch_with(args: &[std::ffi::OsString], env: &[(&str, &str)]) -> Gateway {
+        Self::launch_on(None, args, env).await
+    }
+
+    /// [`Gateway::launch_with`] on the moto at `moto` (another stack's) instead of its own.
+    pub async fn launch_on(
+        moto: Option<&str>,
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let root = repo_root();
         let state_dir = std::env::temp_dir().join(format!("mecplane-e2e-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&state_dir).expect("state dir");
@@ -54,10 +63,16 @@ impl Gateway {
             gateway.display()
         );
         let log = std::fs::File::create(state_dir.join("gateway.log")).expect("log");
+        let moto_args: Vec<std::ffi::OsString> = match moto {
+            Some(endpoint) => vec!["--moto-endpoint".into(), endpoint.into()],
+            None => vec![
+                "--spawn-moto".into(),
+                root.join("local/moto_catalogue.py").into(),
+            ],
+        };
         let mut child = Command::new(&gateway)
             .args(["--port", "0", "--moto-port", "0"])
-            .arg("--spawn-moto")
-            .arg(root.join("local/moto_catalogue.py"))
+            .args(moto_args)
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--repo-root")
@@ -119,6 +134,8 @@ impl Drop for Gateway {
 pub struct Stack {
     /// Kept for the stack's lifetime: dropping it stops the stack.
     _gateway: Gateway,
+    /// Its deployment's id (the template's `NamePrefix`): the root of its parameters.
+    pub deployment: String,
     pub state_dir: PathBuf,
     pub env: HashMap<String, String>,
     pub sdk: aws_config::SdkConfig,
@@ -162,6 +179,54 @@ impl Stack {
         function_env: &[(&str, &str)],
         gateway_env: &[(&str, &str)],
     ) -> Stack {
+        Self::start_on(
+            None,
+            CLUSTER_REGIONS[0],
+            agent_delay_ms,
+            function_env,
+            gateway_env,
+        )
+        .await
+    }
+
+    /// A second deployment in this stack's account: a stack on this one's moto, at home in
+    /// `region` (clusters may still live in either [`CLUSTER_REGIONS`]), whose template's
+    /// `NamePrefix` is `name_prefix`; this stack's gateway forwards its Lambda invocations there
+    /// (moto's Step Functions calls Lambda on this gateway only).
+    pub async fn start_beside(
+        &self,
+        name_prefix: &str,
+        region: &str,
+        function_env: &[(&str, &str)],
+    ) -> Stack {
+        let parameters = format!("NamePrefix={name_prefix}");
+        let gateway_env = [
+            RECONCILE_OFF[0],
+            RECONCILE_OFF[1],
+            ("MECPLANE_TEMPLATE_PARAMETERS", parameters.as_str()),
+        ];
+        let moto = self.env["MECPLANE_MOTO_ENDPOINT"].clone();
+        let mut other = Self::start_on(Some(&moto), region, 300, function_env, &gateway_env).await;
+        other.deployment = name_prefix.to_string();
+        let (code, body) = self
+            .request_bytes(
+                "PUT",
+                &format!("/_local/peers/{region}"),
+                Some(other.endpoint().into_bytes()),
+                &[],
+            )
+            .await;
+        assert_eq!(code, 204, "{body}");
+        other
+    }
+
+    async fn start_on(
+        moto: Option<&str>,
+        home_region: &str,
+        agent_delay_ms: u64,
+        function_env: &[(&str, &str)],
+        gateway_env: &[(&str, &str)],
+    ) -> Stack {
         let root = repo_root();
         let mut env_file = root.join("local/functions.env");
         if !function_env.is_empty() {
@@ -181,12 +246,13 @@ impl Stack {
             "--agent-delay-ms".into(),
             agent_delay_ms.to_string().into(),
             "--region".into(),
-            CLUSTER_REGIONS[0].into(),
+            home_region.into(),
             "--cluster-regions".into(),
             CLUSTER_REGIONS.join(",").into(),
         ];
-        let gateway = Gateway::launch_with(&args, gateway_env).await;
+        let gateway = Gateway::launch_on(moto, &args, gateway_env).await;
         let mut stack = Stack {
+            deployment: "mecplane".into(),
             state_dir: gateway.state_dir.clone(),
             env: gateway.env.clone(),
             _gateway: gateway,
@@ -268,6 +334,25 @@ impl Stack {
 
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.sdk)
+    }
+
+    /// The instance of every command invocation sent through this stack, in the order listed.
+    pub async fn command_targets(&self) -> Vec<String> {
+        let mut targets = Vec::new();
+        let mut pages = self
+            .ssm()
+            .list_command_invocations()
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list command invocations");
+            targets.extend(
+                page.command_invocations()
+                    .iter()
+                    .filter_map(|i| i.instance_id().map(str::to_string)),
+            );
+        }
+        targets
     }
 
     /// The standard output and error of every command invocation, as any reader allowed
@@ -691,7 +776,7 @@ impl Stack {
         let params = self
             .ssm()
             .get_parameters_by_path()
-            .path(format!("/mecplane/clusters/{cluster_id}"))
+            .path(format!("/{}/clusters/{cluster_id}", self.deployment))
             .recursive(true)
             .send()
             .await
@@ -707,7 +792,9 @@ impl Stack {
     /// What is left of a cluster's API load balancer (`api_endpoint: "nlb"`) in every cluster
     /// region: its load balancer, their listeners and its target group, named.
     pub async fn balancers_left(&self, cluster_id: &str) -> Vec<String> {
-        let name = mecplane::resources::Deployment::default().balancer_name(cluster_id);
+        let name = mecplane::resources::Deployment::new(&self.deployment, "unused")
+            .expect("a deployment id")
+            .balancer_name(cluster_id);
         let mut left = Vec::new();
         for region in CLUSTER_REGIONS {
             let elb = aws_sdk_elasticloadbalancingv2::Client::new(&self.sdk_in(region));

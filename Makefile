@@ -87,7 +87,7 @@ fmt-check:
 lint: fmt-check ## rustfmt and clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-check-infra: setup-apt setup-infra ## Offline checks of the SAM template, state machines and scripts
+check-infra: setup-apt setup-python setup-infra ## Offline checks of the SAM template, state machines and scripts
 	infra/check.sh
 	infra/tests/test_checks.sh
 

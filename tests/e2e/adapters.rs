@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::support::moto::Moto;
+use crate::support::stack::run_instance;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ScalarAttributeType,
@@ -262,44 +263,12 @@ async fn ec2_lists_only_what_its_deployment_owns() {
         .remove(0);
     // GIVEN look-alikes: every node tag (the deployment's included) but another profile; the
     // node profile without the deployment tag; and beta's node of a cluster with the same id.
-    let image = raw
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .image_id()
-        .unwrap()
-        .to_string();
     let plant = |tags: Vec<(String, String)>, profile: Option<&'static str>| {
-        let (raw, image) = (raw.clone(), image.clone());
+        let raw = raw.clone();
         async move {
-            let spec = aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .set_tags(Some(
-                    tags.iter()
-                        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-                        .collect(),
-                ))
-                .build();
-            raw.run_instances()
-                .image_id(image)
-                .min_count(1)
-                .max_count(1)
-                .tag_specifications(spec)
-                .set_iam_instance_profile(profile.map(|p| {
-                    aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
-                        .name(p)
-                        .build()
-                }))
-                .send()
-                .await
-                .unwrap()
-                .instances()[0]
-                .instance_id()
-                .unwrap()
-                .to_string()
+            let tags: Vec<(&str, &str)> =
+                tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            run_instance(&raw, &tags, profile).await
         }
     };
     let tags = Deployment::default().node_tags(cluster, "edge", Role::Worker, 1);

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::support::stack::{self, Stack};
+use crate::support::stack::{self, profile_of, run_instance, Stack};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -87,56 +87,6 @@ async fn states(stack: &Stack, ids: &[String]) -> Vec<String> {
     by_id.into_iter().map(|(_, state)| state).collect()
 }
 
-/// The instance profile `instance_id` runs with.
-async fn profile_of(stack: &Stack, instance_id: &str) -> String {
-    let out = stack
-        .ec2_in("us-east-1")
-        .describe_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .expect("describe");
-    let arn = out.reservations()[0].instances()[0]
-        .iam_instance_profile()
-        .and_then(|p| p.arn())
-        .expect("a node has the node profile")
-        .to_string();
-    arn.rsplit('/').next().unwrap().to_string()
-}
-
-/// Runs an instance made outside the control plane with `tags` and, if named, an instance
-/// profile; answers its id.
-async fn run_look_alike(stack: &Stack, tags: &[(&str, &str)], profile: Option<&str>) -> String {
-    let tags: Vec<aws_sdk_ec2::types::Tag> = tags
-        .iter()
-        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
-        .collect();
-    stack
-        .ec2_in("us-east-1")
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .set_iam_instance_profile(profile.map(|p| {
-            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
-                .name(p)
-                .build()
-        }))
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .set_tags(Some(tags))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("run the look-alike")
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_string()
-}
-
 fn node_ids(record: &Value) -> Vec<String> {
     record["nodes"]
         .as_array()
@@ -151,7 +101,8 @@ async fn look_alikes_of_a_clusters_nodes_are_never_joined_counted_or_terminated(
     let stack = Stack::start_with(300, &NO_ORPHAN_GRACE, &stack::RECONCILE_OFF).await;
     let record = create(&stack, stack::spec("owned", 1, 1)).await;
     let id = record["id"].as_str().unwrap().to_string();
-    let profile = profile_of(&stack, &node_ids(&record)[0]).await;
+    let ec2 = stack.ec2_in("us-east-1");
+    let profile = profile_of(&ec2, &node_ids(&record)[0]).await;
 
     // GIVEN instances made outside the control plane with the cluster's node tags for workers
     // 1 and 2 (the indexes a scale up takes): one with the deployment's tag but no instance
@@ -167,8 +118,8 @@ async fn look_alikes_of_a_clusters_nodes_are_never_joined_counted_or_terminated(
     let mut no_profile = node("1");
     no_profile.push(("mecplane:deployment", "mecplane"));
     let look_alikes = vec![
-        run_look_alike(&stack, &no_profile, None).await,
-        run_look_alike(&stack, &node("2"), Some(&profile)).await,
+        run_instance(&ec2, &no_profile, None).await,
+        run_instance(&ec2, &node("2"), Some(&profile)).await,
     ];
 
     // WHEN the cluster scales up to 3 workers
@@ -251,8 +202,9 @@ async fn two_deployments_on_one_account_and_region_never_touch_each_other() {
     assert_eq!(alpha.balancers_left(&a_id).await.len(), 3);
     assert_eq!(beta.balancers_left(&b_id).await.len(), 3);
     // Each one's nodes carry its own deployment tag and node profile.
-    let a_profile = profile_of(&alpha, &node_ids(&a)[0]).await;
-    let b_profile = profile_of(&alpha, &node_ids(&b)[0]).await;
+    let ec2 = alpha.ec2_in("us-east-1");
+    let a_profile = profile_of(&ec2, &node_ids(&a)[0]).await;
+    let b_profile = profile_of(&ec2, &node_ids(&b)[0]).await;
     assert_ne!(a_profile, b_profile);
 
     // WHEN each runs non-dry reconciles with no orphan grace

@@ -86,44 +86,15 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
 
     // An orphan: an instance the deployment launched (its tag and node instance profile) whose
     // cluster has no record; and a look-alike someone else launched with the same cluster tag.
-    let profile = node_profile(&stack, &node_of(&record, "worker", 0).0).await;
-    let run = |tags: &[(&str, &str)], profile: Option<String>| {
-        let tags: Vec<aws_sdk_ec2::types::Tag> = tags
-            .iter()
-            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
-            .collect();
-        stack
-            .ec2()
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .min_count(1)
-            .max_count(1)
-            .set_iam_instance_profile(profile.map(|p| {
-                aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
-                    .name(p)
-                    .build()
-            }))
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .set_tags(Some(tags))
-                    .build(),
-            )
-            .send()
-    };
-    let id_of = |out: aws_sdk_ec2::operation::run_instances::RunInstancesOutput| {
-        out.instances()[0].instance_id().unwrap().to_string()
-    };
+    let ec2 = stack.ec2();
+    let profile = stack::profile_of(&ec2, &node_of(&record, "worker", 0).0).await;
     let ours = [
         ("mecplane:deployment", "mecplane"),
         ("mecplane:cluster", "c-00000000000000ff"),
     ];
-    let orphan = id_of(run(&ours, Some(profile)).await.expect("run the orphan"));
-    let look_alike = id_of(
-        run(&[("mecplane:cluster", "c-00000000000000ff")], None)
-            .await
-            .expect("run the look-alike"),
-    );
+    let orphan = stack::run_instance(&ec2, &ours, Some(&profile)).await;
+    let look_alike =
+        stack::run_instance(&ec2, &[("mecplane:cluster", "c-00000000000000ff")], None).await;
     let orphaned_at = std::time::Instant::now();
 
     // GIVEN a worker lost out of band
@@ -234,24 +205,6 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     assert!(is_live(&stack, &look_alike).await);
     assert!(!report.to_string().contains(&look_alike), "{report}");
     stack.assert_calls_allowed_by_template().await;
-}
-
-/// The name of the instance profile `instance_id` runs with (the deployment's node profile, for
-/// a node).
-async fn node_profile(stack: &Stack, instance_id: &str) -> String {
-    let out = stack
-        .ec2()
-        .describe_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .expect("describe the node");
-    let arn = out.reservations()[0].instances()[0]
-        .iam_instance_profile()
-        .and_then(|p| p.arn())
-        .expect("a node runs with the node profile")
-        .to_string();
-    arn.rsplit('/').next().unwrap().to_string()
 }
 
 /// The gateway's record of the reconcile runs it started (schedule and EC2 events).
@@ -644,47 +597,38 @@ async fn an_orphan_group_and_parameter_are_removed_after_their_grace_and_a_live_
         .vpc_id()
         .unwrap()
         .to_string();
-    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
-    let orphan_group = stack
-        .ec2()
-        .create_security_group()
-        .group_name(format!("mecplane-{orphan_id}"))
-        .description("left behind")
-        .vpc_id(&vpc)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
-                .tags(tag("mecplane:deployment", "mecplane"))
-                .tags(tag("mecplane:cluster", orphan_id))
-                .tags(tag("mecplane:created-at", &mecplane::clock::now_rfc3339()))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create the orphan group")
-        .group_id()
-        .unwrap()
-        .to_string();
+    let created_at = mecplane::clock::now_rfc3339();
+    let group = |name: String, tags: Vec<(&'static str, String)>| {
+        let tags: Vec<aws_sdk_ec2::types::Tag> = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(v).build())
+            .collect();
+        let request = stack
+            .ec2()
+            .create_security_group()
+            .group_name(name)
+            .description("made out of band")
+            .vpc_id(&vpc)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                    .set_tags(Some(tags))
+                    .build(),
+            );
+        async move {
+            let out = request.send().await.expect("create a group");
+            out.group_id().unwrap().to_string()
+        }
+    };
+    let cluster_tags = vec![
+        ("mecplane:cluster", orphan_id.to_string()),
+        ("mecplane:created-at", created_at.clone()),
+    ];
+    let mut ours = cluster_tags.clone();
+    ours.push(("mecplane:deployment", "mecplane".to_string()));
+    let orphan_group = group(format!("mecplane-{orphan_id}"), ours).await;
     // … and a look-alike someone else made: the cluster tags, but not the deployment's.
-    let look_alike = stack
-        .ec2()
-        .create_security_group()
-        .group_name(format!("not-ours-{orphan_id}"))
-        .description("someone else's")
-        .vpc_id(&vpc)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
-                .tags(tag("mecplane:cluster", orphan_id))
-                .tags(tag("mecplane:created-at", &mecplane::clock::now_rfc3339()))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create the look-alike group")
-        .group_id()
-        .unwrap()
-        .to_string();
+    let look_alike = group(format!("not-ours-{orphan_id}"), cluster_tags).await;
     let orphan_parameter = format!("/mecplane/clusters/{orphan_id}/join-token");
     stack
         .ssm()

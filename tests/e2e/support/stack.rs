@@ -890,6 +890,58 @@ impl Stack {
 pub const API_AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=0000";
 
 /// The instance id and private IP of the record's node with `role` and `index`.
+/// Runs one instance made outside the control plane (a moto image), with `tags` and, when
+/// named, an instance profile; answers its id.
+pub async fn run_instance(
+    ec2: &aws_sdk_ec2::Client,
+    tags: &[(&str, &str)],
+    profile: Option<&str>,
+) -> String {
+    let tags: Vec<aws_sdk_ec2::types::Tag> = tags
+        .iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
+        .collect();
+    ec2.run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .set_iam_instance_profile(profile.map(|p| {
+            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                .name(p)
+                .build()
+        }))
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .set_tags(Some(tags))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("run an instance")
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string()
+}
+
+/// The name of the instance profile `instance_id` runs with (a node's: the deployment's node
+/// profile).
+pub async fn profile_of(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> String {
+    let out = ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+        .expect("describe the instance");
+    let arn = out.reservations()[0].instances()[0]
+        .iam_instance_profile()
+        .and_then(|p| p.arn())
+        .expect("an instance profile")
+        .to_string();
+    arn.rsplit('/').next().unwrap().to_string()
+}
+
 pub fn node_of(record: &Value, role: &str, index: u64) -> (String, String) {
     let n = record["nodes"]
         .as_array()

@@ -237,3 +237,86 @@ async fn two_deployments_on_one_account_and_region_never_touch_each_other() {
         stack.assert_calls_allowed_by_template().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_made_before_identities_is_adopted_and_then_deletes_cleanly() {
+    let stack = Stack::start(300).await;
+    let record = create(&stack, stack::spec("legacy", 1, 1)).await;
+    let id = record["id"].as_str().unwrap().to_string();
+    let group = record["security_group_id"].as_str().unwrap().to_string();
+    let ec2 = stack.ec2_in("us-east-1");
+    let nodes = node_ids(&record);
+    // GIVEN its resources as a deployment made before identities left them: no deployment tag
+    // (and a look-alike someone tagged with the cluster's id)
+    let untag = |ids: Vec<String>| {
+        ec2.delete_tags()
+            .set_resources(Some(ids))
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("mecplane:deployment")
+                    .build(),
+            )
+            .send()
+    };
+    let mut legacy = nodes.clone();
+    legacy.push(group.clone());
+    untag(legacy).await.expect("untag");
+    let look_alike = run_instance(&ec2, &[("mecplane:cluster", id.as_str())], None).await;
+    let before = reconcile(&stack).await;
+    assert_eq!(
+        before["instances"], 0,
+        "not the deployment's until adopted: {before}"
+    );
+
+    // WHEN an admin runs infra/adopt.py on the stack's table
+    let out = std::process::Command::new(stack::repo_root().join(".venv/bin/python"))
+        .arg(stack::repo_root().join("infra/adopt.py"))
+        .args([
+            "--table",
+            &stack.env["MECPLANE_TABLE"],
+            "--prefix",
+            "mecplane",
+        ])
+        .args(["--region", "us-east-1", "--endpoint-url", &stack.endpoint()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("run adopt.py");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+
+    // THEN what the record names is the deployment's again (the look-alike is not), and the
+    // delete leaves nothing of it
+    let after = reconcile(&stack).await;
+    assert_eq!(after["instances"], 2, "{after}\n{said}");
+    assert_eq!(after["plan"]["actions"], json!([]), "{after}");
+    delete(&stack, &id).await;
+    let (live, groups, params) = stack.leftovers(&id).await;
+    assert_eq!(
+        live,
+        vec![look_alike.clone()],
+        "only the look-alike runs on"
+    );
+    assert!(
+        groups.is_empty() && params.is_empty(),
+        "{groups:?} {params:?}"
+    );
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&look_alike)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe tags");
+    assert!(
+        tags.tags()
+            .iter()
+            .all(|t| t.key() != Some("mecplane:deployment")),
+        "adopt.py tags only what the records name"
+    );
+}

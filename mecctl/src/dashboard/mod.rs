@@ -11,9 +11,10 @@
 //! - the page takes the token out of the address bar and exchanges it, once, for a session
 //!   secret (`POST /session` with `X-Dashboard-Token`); a second exchange of the same token is
 //!   `401`. The page keeps the secret in the tab's `sessionStorage` (its origin's only: another
-//!   local port cannot read it) and sends it in `X-Dashboard-Session` with every `/api/…` call;
-//!   without it every call is `401`. No cookie is ever set: a cookie is sent to every port of
-//!   the host, so another local service the browser visits would receive it;
+//!   local port cannot read it) and sends it in `X-Dashboard-Session` with every `/api/…` call
+//!   (after a reload, `GET /session` with it checks it still works); without it every call is
+//!   `401`. No cookie is ever set: a cookie is sent to every port of the host, so another local
+//!   service the browser visits would receive it;
 //! - the page's own files (no secret in them) are served to anyone who passes the `Host` check;
 //! - the `Host` header must be `127.0.0.1:PORT` or `localhost:PORT` (DNS rebinding), else `403`;
 //! - a custom header is also what a cross-site form or `fetch` cannot send without a CORS

@@ -1370,3 +1370,53 @@ fn a_balancer_without_a_known_age_is_only_reported() {
     let plan = plan::plan(&observed, &Settings::default(), Some("c-0000000000000001"));
     assert!(plan.findings.is_empty(), "{plan:?}");
 }
+
+#[tokio::test]
+async fn a_stuck_create_that_retains_its_resources_loses_its_transport_key() {
+    let (ctx, cloud) = (ctx(), FakeCloud::new());
+    let mut r = cluster(&ctx, &cloud, 1, 1, 0).await;
+    r.status = Status::Creating;
+    r.spec.retain_on_failure = true;
+    r.updated_at = "2020-01-01T00:00:00Z".into();
+    // Its create execution was stopped from the console.
+    let arn = ctx
+        .executions
+        .start("arn:create", &r.id, "{}")
+        .await
+        .unwrap();
+    ctx.executions.set_status(&arn, ExecutionStatus::Aborted);
+    r.execution_arn = Some(arn);
+    ctx.store.update(&r).await.unwrap();
+    let (key, token) = (
+        resources::transport_key_parameter(&r.id),
+        resources::join_token_parameter(&r.id),
+    );
+    ctx.parameters
+        .put_secret(&key, "private half")
+        .await
+        .unwrap();
+    ctx.parameters.put_secret(&token, "token").await.unwrap();
+    let settled = Settings {
+        grace_seconds: 0,
+        ..Settings::default()
+    };
+    let report = reconcile(&ctx, &cloud, &settled, false).await;
+    assert!(
+        report.outcomes.iter().any(|o| matches!(
+            o.action,
+            Action::FailStuckCreate {
+                teardown: false,
+                ..
+            }
+        ) && o.result.contains("transport key deleted")),
+        "{report:?}"
+    );
+    let after = ctx.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Failed);
+    assert_eq!(ctx.parameters.get_secret(&key).await.unwrap(), None);
+    assert_eq!(
+        ctx.parameters.get_secret(&token).await.unwrap().as_deref(),
+        Some("token"),
+        "the rest is retained"
+    );
+}

@@ -619,6 +619,12 @@ def check_launch_guardrails(template: dict, resources: dict, globals_: dict) -> 
                        ("MECPLANE_OWN_CLUSTERS_ONLY", "OwnClustersOnly")):
         if api_env.get(var) != {"Ref": param}:
             problems.append(f"ApiFunction environment {var} is not !Ref {param}")
+    if (params.get("ReconcilePrincipals") or {}).get("Type") != "CommaDelimitedList":
+        problems.append("Parameter ReconcilePrincipals (CommaDelimitedList) is missing")
+    elif str(params["ReconcilePrincipals"].get("Default", "x")) != "":
+        problems.append("Parameter ReconcilePrincipals must default to empty (nobody may run a reconcile that acts)")
+    if api_env.get("MECPLANE_RECONCILE_PRINCIPALS") != {"Fn::Join": [",", {"Ref": "ReconcilePrincipals"}]}:
+        problems.append("ApiFunction environment MECPLANE_RECONCILE_PRINCIPALS is not !Join [\",\", !Ref ReconcilePrincipals]")
     instance_grants = image_grants = 0
     for where, st in statements(template):
         if st.get("Effect") != "Allow" or "ec2:RunInstances" not in as_list(st.get("Action")):

@@ -34,6 +34,7 @@ MAX_ROOT_VOLUME_GIB="${MECPLANE_MAX_ROOT_VOLUME_GIB:-}"
 MAX_NODES_PER_CLUSTER="${MECPLANE_MAX_NODES_PER_CLUSTER:-}"
 MAX_CLUSTERS_PER_PRINCIPAL="${MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL:-}"
 OWN_CLUSTERS_ONLY="${MECPLANE_OWN_CLUSTERS_ONLY:-}"
+RECONCILE_PRINCIPALS="$(region_list "${MECPLANE_RECONCILE_PRINCIPALS:-}")"
 AMI_OWNERS="$(region_list "${MECPLANE_AMI_OWNERS:-}")"
 PROFILE="${MECPLANE_PROFILE:-${AWS_PROFILE:-}}"
 
@@ -60,6 +61,7 @@ parameter_overrides() {
     [[ -n "$MAX_NODES_PER_CLUSTER" ]] && p+=("MaxNodesPerCluster=$MAX_NODES_PER_CLUSTER")
     [[ -n "$MAX_CLUSTERS_PER_PRINCIPAL" ]] && p+=("MaxClustersPerPrincipal=$MAX_CLUSTERS_PER_PRINCIPAL")
     [[ -n "$OWN_CLUSTERS_ONLY" ]] && p+=("OwnClustersOnly=$OWN_CLUSTERS_ONLY")
+    [[ -n "$RECONCILE_PRINCIPALS" ]] && p+=("ReconcilePrincipals=$RECONCILE_PRINCIPALS")
     [[ -n "$AMI_OWNERS" ]] && p+=("AmiOwners=$AMI_OWNERS")
     # Nothing set prints nothing (an empty line would reach sam as an empty override).
     [[ ${#p[@]} -eq 0 ]] || printf '%s\n' "${p[@]}"

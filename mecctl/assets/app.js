@@ -11,7 +11,10 @@ document.addEventListener("securitypolicyviolation", (e) => window.dashboardErro
 
 const STATUSES = ["CREATING", "ACTIVE", "UPDATING", "DEGRADED", "FAILED", "DELETING", "DELETED"];
 const POLL_MS = 2000;
-let csrf = null;
+// The session secret: exchanged once for the URL's one-time token, kept in this tab's
+// sessionStorage (this origin's only), sent in a header with every call. No cookie.
+const SESSION_KEY = "mecctl-dashboard-session";
+let session = null;
 let timer = null;
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -34,8 +37,8 @@ function h(tag, attrs, ...kids) {
 }
 
 async function api(method, path, body, headers) {
-  const init = { method, headers: Object.assign({}, headers || {}), credentials: "same-origin", cache: "no-store" };
-  if (method !== "GET") init.headers["X-Dashboard-Token"] = csrf;
+  const init = { method, headers: Object.assign({}, headers || {}), credentials: "omit", cache: "no-store" };
+  init.headers["X-Dashboard-Session"] = session;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -716,13 +719,35 @@ function route() {
   else fleetView(main);
 }
 
+// The URL's #token=… is taken out of the address bar at once, then spent: POST /session answers
+// the session secret for it, once. A reload finds the secret in sessionStorage instead.
+async function signIn() {
+  let token = null;
+  if (location.hash.startsWith("#token=")) {
+    token = decodeURIComponent(location.hash.slice("#token=".length));
+    history.replaceState(null, "", location.pathname + "#/");
+  }
+  if (token) {
+    const r = await fetch("/session", { method: "POST", headers: { "X-Dashboard-Token": token }, credentials: "omit", cache: "no-store" });
+    if (r.ok) {
+      const secret = (await r.json()).session;
+      sessionStorage.setItem(SESSION_KEY, secret);
+      return secret;
+    }
+  }
+  const stored = sessionStorage.getItem(SESSION_KEY);
+  if (!stored) return null;
+  const r = await fetch("/session", { headers: { "X-Dashboard-Session": stored }, credentials: "omit", cache: "no-store" });
+  return r.ok ? stored : null;
+}
+
 async function start() {
-  const r = await fetch("/session", { credentials: "same-origin", cache: "no-store" });
-  if (!r.ok) {
-    setLive("Not signed in: open the URL mecctl dashboard printed.", true);
+  session = await signIn();
+  if (!session) {
+    sessionStorage.removeItem(SESSION_KEY);
+    setLive("Not signed in: its URL works once; restart mecctl dashboard for a new one.", true);
     return;
   }
-  csrf = (await r.json()).csrf;
   setLive("Connected");
   window.addEventListener("hashchange", route);
   route();

@@ -89,7 +89,7 @@ pub enum Command {
     /// on, remove orphans; --dry-run prints the plan without acting.
     Reconcile(ReconcileArgs),
     /// Serve a web page on 127.0.0.1 to watch and steer every cluster; prints its URL (with a
-    /// one-time token) and runs until interrupted.
+    /// token that works once, for one tab) and runs until interrupted.
     Dashboard(DashboardArgs),
 }
 

@@ -279,9 +279,16 @@ pub struct ClusterRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<ApiBalancer>,
     /// The IAM principal that asked for the cluster through the API (API Gateway's
-    /// `authorizer.iam.userArn`); absent for a cluster started from the console.
+    /// `authorizer.iam.userArn`; for an assumed role, the role without its session:
+    /// [`crate::api::principal`]); absent for a cluster started from the console. Records from
+    /// before the split may hold a whole session ARN: compare with
+    /// [`crate::api::principal::same_owner`].
     #[serde(default)]
     pub created_by: Option<String>,
+    /// The session name of the assumed-role session that asked for it, for the audit trail
+    /// (`created_by` is the role: the caller chooses its session name, so it owns nothing).
+    #[serde(default)]
+    pub created_by_session: Option<String>,
     /// The reconcile's sampled Kubernetes node check (absent until the first sample).
     #[serde(default, skip_serializing_if = "NodeCheck::is_empty")]
     pub node_check: NodeCheck,
@@ -353,6 +360,7 @@ impl ClusterRecord {
             security_group_id: None,
             balancer: None,
             created_by: None,
+            created_by_session: None,
             node_check: NodeCheck::default(),
             created_at: now.clone(),
             updated_at: now,

@@ -465,15 +465,18 @@ pub struct Policy {
     pub max_clusters_per_principal: u32,
     /// Whether a principal sees only the clusters it created (others answer `404`).
     pub own_clusters_only: bool,
+    /// The IAM roles and users (ARNs) that may run a reconcile that acts through the API
+    /// (`POST /reconcile` without `dry_run`); empty: nobody (a dry run is anyone's).
+    pub reconcile_principals: Vec<String>,
 }
 
 impl Policy {
     /// Reads `AWS_REGION`, `MECPLANE_ALLOWED_REGIONS` (comma list), `MECPLANE_DEFAULT_INSTANCE_TYPE`
     /// and the cost guardrails `MECPLANE_ALLOWED_INSTANCE_TYPES` (comma list; the template also
     /// binds the launch role's `ec2:InstanceType` condition to it),
-    /// `MECPLANE_MAX_ROOT_VOLUME_GIB`, `MECPLANE_MAX_NODES`, `MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL`
-    /// and `MECPLANE_OWN_CLUSTERS_ONLY` (`true`/`false`). An unset or unreadable guardrail keeps
-    /// its default.
+    /// `MECPLANE_MAX_ROOT_VOLUME_GIB`, `MECPLANE_MAX_NODES`, `MECPLANE_MAX_CLUSTERS_PER_PRINCIPAL`,
+    /// `MECPLANE_OWN_CLUSTERS_ONLY` (`true`/`false`) and `MECPLANE_RECONCILE_PRINCIPALS` (comma
+    /// list of ARNs). An unset or unreadable guardrail keeps its default.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let list = |v: String| -> Vec<String> {
@@ -513,6 +516,9 @@ impl Policy {
             ),
             own_clusters_only: var("MECPLANE_OWN_CLUSTERS_ONLY")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            reconcile_principals: var("MECPLANE_RECONCILE_PRINCIPALS")
+                .map(list)
+                .unwrap_or_default(),
         }
     }
 }
@@ -531,6 +537,7 @@ impl Default for Policy {
             max_nodes: DEFAULT_MAX_NODES,
             max_clusters_per_principal: DEFAULT_MAX_CLUSTERS_PER_PRINCIPAL,
             own_clusters_only: false,
+            reconcile_principals: Vec::new(),
         }
     }
 }

@@ -361,3 +361,73 @@ async fn an_addon_with_arguments_reaches_microk8s_and_the_creator_is_recorded() 
     assert_eq!(code, 404, "{answer}");
     stack.assert_calls_allowed_by_template().await;
 }
+
+/// With `OwnClustersOnly`, what one principal learns of another's cluster through a name clash
+/// and a reconcile report: nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_own_clusters_only_a_name_clash_and_a_reconcile_report_reveal_no_other_cluster() {
+    let stack = Stack::start_with(
+        300,
+        &[("MECPLANE_OWN_CLUSTERS_ONLY", "true")],
+        &stack::RECONCILE_OFF,
+    )
+    .await;
+    let mallory = [(
+        "authorization",
+        "AWS4-HMAC-SHA256 Credential=AKIDMALLORY/20260101/us-east-1/execute-api/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=0000",
+    )];
+    // GIVEN a cluster of the usual signer and one of mallory's
+    let (code, theirs) = stack
+        .api("POST", "/clusters", Some(&stack::spec("own-secret", 1, 0)))
+        .await;
+    assert_eq!(code, 202, "{theirs}");
+    let their_id = theirs["id"].as_str().unwrap().to_string();
+    let (code, mine) = stack
+        .api_with(
+            "POST",
+            "/clusters",
+            Some(&stack::spec("own-mallory", 1, 0)),
+            &mallory,
+        )
+        .await;
+    assert_eq!(code, 202, "{mine}");
+    let my_id = mine["id"].as_str().unwrap().to_string();
+
+    // WHEN mallory asks for the other's name, THEN the 409 does not say which cluster holds it
+    let (code, clash) = stack
+        .api_with(
+            "POST",
+            "/clusters",
+            Some(&stack::spec("own-secret", 1, 0)),
+            &mallory,
+        )
+        .await;
+    assert_eq!(code, 409, "{clash}");
+    assert_eq!(clash["error"]["code"], "NameTaken");
+    assert!(!clash.to_string().contains(&their_id), "{clash}");
+
+    // AND a dry-run reconcile shows mallory's cluster only
+    let (code, report) = stack
+        .api_with(
+            "POST",
+            "/reconcile",
+            Some(&json!({"dry_run": true})),
+            &mallory,
+        )
+        .await;
+    assert_eq!(code, 200, "{report}");
+    let text = report.to_string();
+    assert!(
+        !text.contains(&their_id) && !text.contains("own-secret"),
+        "{text}"
+    );
+    assert_eq!(report["records"], 1, "{report}");
+    // while the signer sees its own
+    let (code, report) = stack
+        .api("POST", "/reconcile", Some(&json!({"dry_run": true})))
+        .await;
+    assert_eq!(code, 200, "{report}");
+    assert!(!report.to_string().contains(&my_id), "{report}");
+    assert_eq!(report["records"], 1, "{report}");
+}

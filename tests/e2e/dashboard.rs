@@ -3,7 +3,8 @@
 //! a refused `exposed_ports[0].port` each shown next to its control, then a 1+1 cluster with a
 //! NodePort range exposed), the cluster page until ACTIVE, its scale action (+1 worker until 3/3
 //! ready) and exposed-ports action (a refused row, then the list replaced), the fleet listing it,
-//! the typed-name delete, no script errors; then the security rules from a plain HTTP client.
+//! the typed-name delete, no script errors, no cookie; then the security rules from a plain HTTP
+//! client (the one-time token refused a second time, no call without the session header).
 //! Screenshots of the pages go to `target/dashboard-screenshots/` (copied to `docs/dashboard/`).
 
 use std::future::Future;
@@ -37,8 +38,8 @@ async fn the_dashboard_in_a_browser() {
     let home = stack.state_dir.join("dashboard-home");
     std::fs::create_dir_all(&home).unwrap();
     let (_dashboard, url) = start_dashboard(&stack, &home).await;
-    let base = url.split("/?token=").next().unwrap().to_string();
-    let token = url.split("?token=").nth(1).unwrap().to_string();
+    let base = url.split("/#token=").next().unwrap().to_string();
+    let token = url.split("#token=").nth(1).unwrap().to_string();
 
     let (_driver, browser) = start_browser(&stack.state_dir).await;
     let shots = stack::bin_dir()
@@ -51,28 +52,48 @@ async fn the_dashboard_in_a_browser() {
         .catch_unwind()
         .await;
     let _ = browser.close().await;
-    if let Err(panic) = outcome {
-        eprintln!("{}", stack.logs());
-        std::panic::resume_unwind(panic);
-    }
+    let session = match outcome {
+        Ok(session) => session,
+        Err(panic) => {
+            eprintln!("{}", stack.logs());
+            std::panic::resume_unwind(panic);
+        }
+    };
 
     // The rules, from a client that is not the page.
     let port = base.rsplit(':').next().unwrap();
-    let cookie = format!("mecctl_dashboard_{port}={token}");
+    let with_session = ("x-dashboard-session", session.clone());
+    // The token worked once, for the browser: a second exchange is refused.
+    assert_eq!(
+        plain(
+            &base,
+            "POST",
+            "/session",
+            vec![("x-dashboard-token", token.clone())]
+        )
+        .await,
+        401,
+        "the one-time token, reused"
+    );
     assert_eq!(
         plain(&base, "GET", "/api/clusters", vec![]).await,
         401,
-        "no cookie"
+        "no session header"
     );
-    assert_eq!(plain(&base, "GET", "/", vec![]).await, 401, "no cookie");
+    // What a browser sends by itself is no credential.
     assert_eq!(
         plain(
             &base,
             "GET",
             "/api/clusters",
-            vec![("cookie", cookie.clone())]
+            vec![("cookie", format!("mecctl_dashboard_{port}={token}"))]
         )
         .await,
+        401,
+        "a cookie"
+    );
+    assert_eq!(
+        plain(&base, "GET", "/api/clusters", vec![with_session.clone()]).await,
         200
     );
     let foreign = ("host", format!("rebound.example:{port}"));
@@ -81,32 +102,58 @@ async fn the_dashboard_in_a_browser() {
             &base,
             "GET",
             "/api/clusters",
-            vec![foreign.clone(), ("cookie", cookie.clone())]
+            vec![foreign.clone(), with_session.clone()]
         )
         .await,
         403,
         "foreign Host"
     );
     assert_eq!(
-        plain(&base, "GET", &format!("/?token={token}"), vec![foreign]).await,
+        plain(
+            &base,
+            "POST",
+            "/session",
+            vec![foreign, ("x-dashboard-token", token)]
+        )
+        .await,
         403,
         "foreign Host"
     );
     assert_eq!(
-        plain(&base, "POST", "/api/reconcile", vec![("cookie", cookie)]).await,
-        403,
-        "no CSRF header"
+        plain(&base, "POST", "/api/reconcile", vec![]).await,
+        401,
+        "a change without the session header"
     );
 }
 
-/// What the user does in the browser.
-async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &Path) {
-    // The token URL sets the cookie and drops the token from the address bar.
+/// What the user does in the browser; answers the session secret the page holds.
+async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &Path) -> String {
+    // The page spends the token, drops it from the address bar and keeps a session secret in the
+    // tab; no cookie is set.
     browser.goto(url).await.unwrap();
     wait_for(browser, "#filter-status", Duration::from_secs(20)).await;
     let here = browser.current_url().await.unwrap();
     assert_eq!(here.query(), None, "{here}");
     assert_eq!(here.path(), "/");
+    assert!(
+        !here.fragment().unwrap_or_default().contains("token"),
+        "{here}"
+    );
+    let cookies = browser.get_all_cookies().await.unwrap();
+    assert!(cookies.is_empty(), "no cookie: {cookies:?}");
+    let session = browser
+        .execute(
+            "return sessionStorage.getItem('mecctl-dashboard-session');",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .expect("the page's session secret")
+        .to_string();
+    // A reload keeps the tab signed in (the secret is in its sessionStorage).
+    browser.refresh().await.unwrap();
+    wait_for(browser, "#filter-status", Duration::from_secs(20)).await;
 
     // Create, by keyboard-reachable controls: a refused field first, shown next to that field.
     browser
@@ -415,6 +462,9 @@ async fn drive(browser: &Client, stack: &Stack, url: &str, base: &str, shots: &P
     assert_eq!(stack.leftovers(&id).await, (vec![], vec![], vec![]));
 
     no_script_errors(browser).await;
+    let cookies = browser.get_all_cookies().await.unwrap();
+    assert!(cookies.is_empty(), "no cookie: {cookies:?}");
+    session
 }
 
 /// No script error (nor CSP violation) since the page loaded: it collects them in
@@ -498,7 +548,7 @@ async fn start_dashboard(stack: &Stack, home: &Path) -> (Child, String) {
     .unwrap();
     let url = line.trim().to_string();
     assert!(
-        url.starts_with("http://127.0.0.1:") && url.contains("/?token="),
+        url.starts_with("http://127.0.0.1:") && url.contains("/#token="),
         "{url}"
     );
     (child, url)

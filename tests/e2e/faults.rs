@@ -84,6 +84,18 @@ fn cases() -> Vec<Case> {
             stage: "bootstrap",
             reason_contains: "bootstrap on i-",
         },
+        // Retained after the kubeconfig's one-time transport key was stored: the key goes all
+        // the same.
+        Case {
+            name: "f-keyleft",
+            fault: json!({"cluster_name": "f-keyleft", "fault": "command_fails", "script": "kubeconfig"}),
+            workers: 0,
+            region: CLUSTER_REGIONS[0],
+            retain: true,
+            error: "CommandFailed",
+            stage: "store-kubeconfig",
+            reason_contains: "kubeconfig on i-",
+        },
     ]
 }
 
@@ -137,19 +149,25 @@ async fn every_fault_fails_named_and_leaves_nothing_behind() {
         // AND nothing is left behind, unless the spec asked to keep it
         let (instances, groups, params) = stack.leftovers(&id).await;
         if case.retain {
-            // The control plane that failed to bootstrap is kept; workers launch only after a
-            // bootstrap succeeds, so there are none.
+            // The control plane that failed is kept (f-retained: workers launch only after a
+            // bootstrap succeeds, so there are none; f-keyleft asks for none).
             assert_eq!(instances.len(), 1, "{}: instances retained", case.name);
             assert_eq!(groups.len(), 1, "{}: security group retained", case.name);
             assert!(
-                !params.is_empty(),
-                "{}: token parameter retained",
+                params.iter().any(|p| p.ends_with("/join-token")),
+                "{}: token parameter retained: {params:?}",
+                case.name
+            );
+            // But not the private half of the kubeconfig's one-time transport key.
+            assert!(
+                !params.iter().any(|p| p.ends_with("/transport-key")),
+                "{}: transport key left behind: {params:?}",
                 case.name
             );
             // A FAILED cluster can be deleted, and then nothing is left.
             let del = stack
                 .start_delete(
-                    "delete-f-retained",
+                    &format!("delete-{}", case.name),
                     json!({"name": case.name, "timing": fast_timing()}),
                 )
                 .await;

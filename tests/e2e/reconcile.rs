@@ -84,6 +84,46 @@ async fn on_demand_a_lost_worker_is_replaced_and_an_orphan_removed_after_its_gra
     assert_eq!(report["records"], 1);
     assert_eq!(stack.record(&id).await["version"], record["version"]);
 
+    // A principal the deployment does not name (ReconcilePrincipals) may not run one that acts:
+    // 403 saying why. A dry run is its to ask.
+    let mallory = [(
+        "authorization",
+        "AWS4-HMAC-SHA256 Credential=AKIDMALLORY/20260101/us-east-1/execute-api/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=0000",
+    )];
+    let (code, refused) = stack
+        .api_with(
+            "POST",
+            "/reconcile",
+            Some(&json!({"dry_run": false})),
+            &mallory,
+        )
+        .await;
+    assert_eq!(
+        (code, refused["error"]["code"].as_str()),
+        (403, Some("NotAllowed")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("user/AKIDMALLORY is not one of")),
+        "{refused}"
+    );
+    let (code, report) = stack
+        .api_with(
+            "POST",
+            "/reconcile",
+            Some(&json!({"dry_run": true})),
+            &mallory,
+        )
+        .await;
+    assert_eq!(
+        (code, report["dry_run"].as_bool()),
+        (200, Some(true)),
+        "{report}"
+    );
+
     // An orphan: an instance the deployment launched (its tag and node instance profile) whose
     // cluster has no record; and a look-alike someone else launched with the same cluster tag.
     let ec2 = stack.ec2();

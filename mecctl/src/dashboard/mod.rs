@@ -5,13 +5,20 @@
 //! mecctl's own [`ApiClient`]: the browser never sees a credential. Only the API routes the page
 //! needs are forwarded (see [`router`]); the reconcile is a dry run only.
 //!
-//! Safe by default, as a notebook server is:
-//! - it listens on 127.0.0.1 only and prints `http://127.0.0.1:PORT/?token=…` with a random
-//!   one-time token; the token in the URL sets an `HttpOnly`, `SameSite=Strict` cookie and
-//!   redirects to drop it from the address bar; without the cookie every request is `401`;
+//! Safe by default, as a notebook server is, and with no credential a browser sends by itself:
+//! - it listens on 127.0.0.1 only and prints `http://127.0.0.1:PORT/#token=…` with a random
+//!   one-time token in the fragment (never sent in a request line, so never in a log);
+//! - the page takes the token out of the address bar and exchanges it, once, for a session
+//!   secret (`POST /session` with `X-Dashboard-Token`); a second exchange of the same token is
+//!   `401`. The page keeps the secret in the tab's `sessionStorage` (its origin's only: another
+//!   local port cannot read it) and sends it in `X-Dashboard-Session` with every `/api/…` call
+//!   (after a reload, `GET /session` with it checks it still works); without it every call is
+//!   `401`. No cookie is ever set: a cookie is sent to every port of the host, so another local
+//!   service the browser visits would receive it;
+//! - the page's own files (no secret in them) are served to anyone who passes the `Host` check;
 //! - the `Host` header must be `127.0.0.1:PORT` or `localhost:PORT` (DNS rebinding), else `403`;
-//! - a state-changing request (`POST`, `PATCH`, `DELETE`) must carry the token in
-//!   `X-Dashboard-Token` (CSRF; the page reads it from the same-origin `/session`), else `403`;
+//! - a custom header is also what a cross-site form or `fetch` cannot send without a CORS
+//!   preflight, which is never granted: no CSRF;
 //! - every answer has a strict Content-Security-Policy, `X-Content-Type-Options: nosniff` and
 //!   `Cache-Control: no-store` (the kubeconfig especially).
 
@@ -43,14 +50,50 @@ const FAVICON_SVG: &str = include_str!("../../assets/favicon.svg");
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; object-src 'none'; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// The header a state-changing request carries the token in.
-const CSRF_HEADER: &str = "x-dashboard-token";
+/// The header the one-time token is exchanged in (`POST /session`).
+const TOKEN_HEADER: &str = "x-dashboard-token";
+/// The header every `/api/…` call carries the session secret in.
+const SESSION_HEADER: &str = "x-dashboard-session";
 
 /// What every request handler shares.
 pub struct Dashboard {
     api: ApiClient,
     token: String,
     port: u16,
+    /// The session secret, once the token was exchanged for it (the token is spent then).
+    session: std::sync::Mutex<Option<String>>,
+}
+
+impl Dashboard {
+    /// A dashboard whose one-time `token` has not been exchanged yet.
+    pub fn new(api: ApiClient, token: String, port: u16) -> Self {
+        Dashboard {
+            api,
+            token,
+            port,
+            session: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Spends the token: the session secret for the first exchange of the right token, else why not.
+    fn exchange(&self, given: &str) -> Result<String, &'static str> {
+        if !same(given, &self.token) {
+            return Err("wrong token: open the URL mecctl dashboard printed");
+        }
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        if session.is_some() {
+            return Err("this token was used already: it works once (restart mecctl dashboard for a new URL)");
+        }
+        let secret = new_token();
+        *session = Some(secret.clone());
+        Ok(secret)
+    }
+
+    /// Whether `given` is the session secret.
+    fn signed_in(&self, given: &str) -> bool {
+        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        session.as_deref().is_some_and(|s| same(given, s))
+    }
 }
 
 type Shared = Arc<Dashboard>;
@@ -65,13 +108,16 @@ pub async fn run(api: ApiClient, args: &DashboardArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::other(e.to_string()))?
         .port();
     let token = new_token();
-    let url = format!("http://127.0.0.1:{port}/?token={token}");
+    let url = format!("http://127.0.0.1:{port}/#token={token}");
     println!("{url}");
-    eprintln!("mecctl dashboard: serving on 127.0.0.1:{port}; open the URL above (Ctrl-C stops)");
+    eprintln!(
+        "mecctl dashboard: serving on 127.0.0.1:{port}; open the URL above in one tab (its token \
+         works once; Ctrl-C stops)"
+    );
     if args.open {
         open_browser(&url);
     }
-    let app = router(Arc::new(Dashboard { api, token, port }));
+    let app = router(Arc::new(Dashboard::new(api, token, port)));
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -119,7 +165,7 @@ pub fn router(state: Shared) -> Router {
             get(|| asset("text/css; charset=utf-8", APP_CSS)),
         )
         .route("/favicon.svg", get(|| asset("image/svg+xml", FAVICON_SVG)))
-        .route("/session", get(session))
+        .route("/session", get(session).post(exchange))
         .route("/api/clusters", get(list_clusters).post(create_cluster))
         .route(
             "/api/clusters/{id}",
@@ -170,45 +216,24 @@ async fn check(d: &Dashboard, req: Request, next: Next) -> Response {
     if host != format!("127.0.0.1:{}", d.port) && host != format!("localhost:{}", d.port) {
         return refuse(StatusCode::FORBIDDEN, "forbidden: unexpected Host");
     }
-    if let Some(given) = query_token(req.uri().query().unwrap_or("")) {
-        if !same(&given, &d.token) {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "wrong token: open the URL mecctl dashboard printed",
-            );
-        }
-        let cookie = format!(
-            "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            cookie_name(d.port),
-            d.token
-        );
-        let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            resp.headers_mut().insert(header::SET_COOKIE, value);
-        }
-        return resp;
+    let path = req.uri().path();
+    let public = matches!(*req.method(), Method::GET | Method::HEAD)
+        && matches!(path, "/" | "/app.js" | "/app.css" | "/favicon.svg");
+    // The exchange checks its token itself.
+    let exchange = *req.method() == Method::POST && path == "/session";
+    if public || exchange {
+        return next.run(req).await;
     }
-    let has_cookie = cookie_token(req.headers(), &cookie_name(d.port))
-        .is_some_and(|given| same(given, &d.token));
-    if !has_cookie {
+    let signed_in = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|given| d.signed_in(given));
+    if !signed_in {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "not signed in: open the URL mecctl dashboard printed (with its token)",
         );
-    }
-    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes {
-        let csrf = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|given| same(given, &d.token));
-        if !csrf {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "forbidden: missing X-Dashboard-Token",
-            );
-        }
     }
     next.run(req).await
 }
@@ -222,34 +247,6 @@ fn refuse(status: StatusCode, message: &'static str) -> Response {
         .into_response()
 }
 
-/// Cookies are not told apart by port: one per dashboard.
-fn cookie_name(port: u16) -> String {
-    format!("mecctl_dashboard_{port}")
-}
-
-fn query_token(query: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == "token").then(|| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
-
-fn cookie_token<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
-}
-
 /// Compares without stopping at the first difference.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -259,9 +256,21 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The token for the page's state-changing calls (readable only same-origin, with the cookie).
-async fn session(State(d): State<Shared>) -> Json<Value> {
-    Json(json!({ "csrf": d.token }))
+/// `POST /session`: the one-time token (in `X-Dashboard-Token`) for the session secret, once.
+async fn exchange(State(d): State<Shared>, headers: HeaderMap) -> Response {
+    let given = headers
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match d.exchange(given) {
+        Ok(secret) => Json(json!({ "session": secret })).into_response(),
+        Err(why) => refuse(StatusCode::UNAUTHORIZED, why),
+    }
+}
+
+/// `GET /session` (behind the session check): whether the page's stored secret still works.
+async fn session() -> Json<Value> {
+    Json(json!({ "signed_in": true }))
 }
 
 /// The page's JSON body; `None` if it is not JSON.

@@ -79,11 +79,7 @@ async fn dashboard() -> u16 {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = router(Arc::new(Dashboard {
-        api,
-        token: TOKEN.into(),
-        port,
-    }));
+    let app = router(Arc::new(Dashboard::new(api, TOKEN.into(), port)));
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
@@ -120,53 +116,127 @@ async fn send(
     )
 }
 
-fn cookie(port: u16) -> String {
-    format!("mecctl_dashboard_{port}={TOKEN}")
+/// Spends the token as the page does; answers the session secret.
+async fn sign_in(port: u16) -> String {
+    let (status, headers, body) = send(
+        port,
+        "POST",
+        "/session",
+        &[("x-dashboard-token", TOKEN)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("set-cookie").is_none(), "no cookie, ever");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let secret = body["session"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 64);
+    assert_ne!(secret, TOKEN, "the secret is not the token");
+    secret
 }
 
 #[tokio::test]
-async fn the_token_once_sets_a_strict_cookie_and_drops_itself_from_the_url() {
+async fn the_token_is_exchanged_once_for_a_session_secret_and_no_cookie() {
     let port = dashboard().await;
-    let (status, headers, _) = send(port, "GET", &format!("/?token={TOKEN}"), &[], "").await;
-    assert_eq!(status, 303);
-    assert_eq!(headers["location"], "/");
-    let set = headers["set-cookie"].to_str().unwrap();
-    assert!(set.starts_with(&cookie(port)), "{set}");
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-
-    // without the cookie (or with a wrong token) nothing is served, not even the page
-    for path in ["/", "/app.js", "/session", "/api/clusters"] {
-        let (status, _, _) = send(port, "GET", path, &[], "").await;
-        assert_eq!(status, 401, "{path}");
-    }
-    let (status, headers, _) = send(port, "GET", "/?token=guess", &[], "").await;
+    // A wrong token spends nothing.
+    let (status, headers, _) = send(
+        port,
+        "POST",
+        "/session",
+        &[("x-dashboard-token", "guess")],
+        "",
+    )
+    .await;
     assert_eq!(status, 401);
     assert!(headers.get("set-cookie").is_none());
+    let secret = sign_in(port).await;
+
+    // The token works once: a second exchange (another tab, a stolen URL) is refused.
+    let (status, headers, why) = send(
+        port,
+        "POST",
+        "/session",
+        &[("x-dashboard-token", TOKEN)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401, "{why}");
+    assert!(why.contains("used already"), "{why}");
+    assert!(headers.get("set-cookie").is_none());
+    // The token is no session either.
     let (status, _, _) = send(
         port,
         "GET",
-        "/session",
-        &[("cookie", &format!("mecctl_dashboard_{port}=guess"))],
+        "/api/clusters",
+        &[("x-dashboard-session", TOKEN)],
         "",
     )
     .await;
     assert_eq!(status, 401);
 
-    // with it: the page and the CSRF token
-    let (status, headers, page) = send(port, "GET", "/", &[("cookie", &cookie(port))], "").await;
-    assert_eq!(status, 200);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
+    // With the secret in its header: the API, and the stored secret's check.
+    for path in ["/api/clusters", "/session"] {
+        let (status, headers, _) =
+            send(port, "GET", path, &[("x-dashboard-session", &secret)], "").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(headers.get("set-cookie").is_none(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_the_session_header_is_refused() {
+    let port = dashboard().await;
+    let secret = sign_in(port).await;
+    for (method, path) in [
+        ("GET", "/api/clusters"),
+        ("GET", "/api/clusters/c-1"),
+        ("GET", "/api/clusters/c-1/kubeconfig"),
+        ("GET", "/session"),
+        ("POST", "/api/clusters"),
+        ("PATCH", "/api/clusters/c-1"),
+        ("DELETE", "/api/clusters/c-1"),
+        ("POST", "/api/reconcile"),
+        ("POST", "/api/clusters/c-1/nodes/i-1/replace"),
+    ] {
+        let (status, _, _) = send(port, method, path, &[], "{}").await;
+        assert_eq!(status, 401, "{method} {path}");
+        let (status, _, _) = send(
+            port,
+            method,
+            path,
+            &[("x-dashboard-session", "guess")],
+            "{}",
+        )
+        .await;
+        assert_eq!(status, 401, "{method} {path}");
+        // What a browser would send by itself (a cookie with the secret, the old token cookie)
+        // is no credential.
+        let (status, _, _) = send(
+            port,
+            method,
+            path,
+            &[(
+                "cookie",
+                &format!("mecctl_dashboard_{port}={TOKEN}; session={secret}"),
+            )],
+            "{}",
+        )
+        .await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
+    // The page's own files hold no secret: served without one, and no cookie set.
+    for path in ["/", "/app.js", "/app.css", "/favicon.svg"] {
+        let (status, headers, _) = send(port, "GET", path, &[], "").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(headers.get("set-cookie").is_none(), "{path}");
+    }
+    let (_, _, page) = send(port, "GET", "/", &[], "").await;
     assert!(page.contains("<script src=\"/app.js\""), "{page}");
-    let (status, _, session) =
-        send(port, "GET", "/session", &[("cookie", &cookie(port))], "").await;
+    assert!(!page.contains(TOKEN) && !page.contains(&secret));
+    // The old URL form does nothing: no redirect, no cookie.
+    let (status, headers, _) = send(port, "GET", &format!("/?token={TOKEN}"), &[], "").await;
     assert_eq!(status, 200);
-    assert_eq!(session, format!("{{\"csrf\":\"{TOKEN}\"}}"));
+    assert!(headers.get("set-cookie").is_none());
 }
 
 #[tokio::test]
@@ -178,32 +248,38 @@ async fn a_foreign_host_is_refused_even_with_the_token() {
         "127.0.0.1".to_string(),
         format!("localhost.evil.example:{port}"),
     ] {
-        let (status, _, _) = send(
-            port,
-            "GET",
-            "/api/clusters",
-            &[("host", &host), ("cookie", &cookie(port))],
-            "",
-        )
-        .await;
-        assert_eq!(status, 403, "{host}");
-        let (status, headers, _) = send(
-            port,
-            "GET",
-            &format!("/?token={TOKEN}"),
-            &[("host", &host)],
-            "",
-        )
-        .await;
-        assert_eq!(status, 403, "{host}");
-        assert!(headers.get("set-cookie").is_none());
+        // The exchange, the page and the API alike (the token stays unspent).
+        for (method, path) in [("POST", "/session"), ("GET", "/"), ("GET", "/api/clusters")] {
+            let (status, _, _) = send(
+                port,
+                method,
+                path,
+                &[("host", &host), ("x-dashboard-token", TOKEN)],
+                "",
+            )
+            .await;
+            assert_eq!(status, 403, "{host} {method} {path}");
+        }
     }
+    let secret = sign_in(port).await;
+    let (status, _, _) = send(
+        port,
+        "GET",
+        "/api/clusters",
+        &[
+            ("host", &format!("evil.example:{port}")),
+            ("x-dashboard-session", &secret),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
     let localhost = format!("localhost:{port}");
     let (status, _, _) = send(
         port,
         "GET",
         "/api/clusters",
-        &[("host", &localhost), ("cookie", &cookie(port))],
+        &[("host", &localhost), ("x-dashboard-session", &secret)],
         "",
     )
     .await;
@@ -211,37 +287,18 @@ async fn a_foreign_host_is_refused_even_with_the_token() {
 }
 
 #[tokio::test]
-async fn a_change_needs_the_csrf_header() {
+async fn a_change_is_forwarded_signed_with_if_match_and_without_the_browsers_headers() {
     let port = dashboard().await;
-    let c = cookie(port);
-    for (method, path) in [
-        ("POST", "/api/clusters"),
-        ("PATCH", "/api/clusters/c-1"),
-        ("DELETE", "/api/clusters/c-1"),
-        ("POST", "/api/reconcile"),
-        ("POST", "/api/clusters/c-1/nodes/i-1/replace"),
-    ] {
-        let (status, _, _) = send(port, method, path, &[("cookie", &c)], "{}").await;
-        assert_eq!(status, 403, "{method} {path}");
-        let (status, _, _) = send(
-            port,
-            method,
-            path,
-            &[("cookie", &c), ("x-dashboard-token", "guess")],
-            "{}",
-        )
-        .await;
-        assert_eq!(status, 403, "{method} {path}");
-    }
-    // with it, the change is forwarded signed, with If-Match, and ETag and Location come back;
-    // the browser's cookie is not
+    let secret = sign_in(port).await;
+    // The change is forwarded signed, with If-Match, and ETag and Location come back; neither
+    // the browser's cookie nor the session secret goes on to the API.
     let (status, headers, body) = send(
         port,
         "PATCH",
         "/api/clusters/c-1",
         &[
-            ("cookie", &c),
-            ("x-dashboard-token", TOKEN),
+            ("cookie", "other=1"),
+            ("x-dashboard-session", &secret),
             ("if-match", "\"3\""),
         ],
         "{\"workers\": 2}",
@@ -259,7 +316,7 @@ async fn a_change_needs_the_csrf_header() {
         port,
         "PATCH",
         "/api/clusters/c-1",
-        &[("cookie", &c), ("x-dashboard-token", TOKEN)],
+        &[("x-dashboard-session", &secret)],
         "not json",
     )
     .await;
@@ -269,7 +326,7 @@ async fn a_change_needs_the_csrf_header() {
 #[tokio::test]
 async fn every_answer_is_uncached_and_under_a_strict_csp() {
     let port = dashboard().await;
-    let c = cookie(port);
+    let secret = sign_in(port).await;
     for (path, want) in [
         ("/", 200),
         ("/app.js", 200),
@@ -279,7 +336,8 @@ async fn every_answer_is_uncached_and_under_a_strict_csp() {
         ("/api/healthz", 404),
         ("/elsewhere", 404),
     ] {
-        let (status, headers, _) = send(port, "GET", path, &[("cookie", &c)], "").await;
+        let (status, headers, _) =
+            send(port, "GET", path, &[("x-dashboard-session", &secret)], "").await;
         assert_eq!(status, want, "{path}");
         assert_eq!(headers["cache-control"], "no-store", "{path}");
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
@@ -295,7 +353,7 @@ async fn every_answer_is_uncached_and_under_a_strict_csp() {
         }
     }
     // refusals carry them too
-    let (_, headers, _) = send(port, "GET", "/", &[], "").await;
+    let (_, headers, _) = send(port, "GET", "/api/clusters", &[], "").await;
     assert_eq!(headers["cache-control"], "no-store");
     assert!(headers.contains_key("content-security-policy"));
 }
@@ -307,13 +365,12 @@ fn tokens_are_random_and_compared_whole() {
     assert_ne!(a, b);
     assert!(same(&a, &a.clone()));
     assert!(!same(&a, &b) && !same(&a, &a[..63]));
-    assert_eq!(query_token("x=1&token=ab%2Bc"), Some("ab+c".into()));
-    assert_eq!(query_token("tokens=1"), None);
 }
 
 #[tokio::test]
 async fn a_create_goes_with_its_idempotency_key_and_its_422_comes_back_whole() {
     let port = dashboard().await;
+    let secret = sign_in(port).await;
     let spec = json!({
         "name": "edge",
         "exposed_ports": [{"port": 22, "protocol": "tcp", "cidrs": ["10.0.0.0/8"]}],
@@ -323,8 +380,7 @@ async fn a_create_goes_with_its_idempotency_key_and_its_422_comes_back_whole() {
         "POST",
         "/api/clusters",
         &[
-            ("cookie", &cookie(port)),
-            ("x-dashboard-token", TOKEN),
+            ("x-dashboard-session", &secret),
             ("idempotency-key", "dashboard-1"),
             ("content-type", "application/json"),
         ],

@@ -22,7 +22,7 @@ use crate::spec::ClusterSpec;
 use crate::state::Timing;
 
 use super::errors::{codes, ApiError};
-use super::{body, idempotency, updates, ApiContext, ApiRequest, ApiResponse};
+use super::{body, idempotency, principal, updates, ApiContext, ApiRequest, ApiResponse};
 
 /// The stage name the API writes into events and failures.
 pub const STAGE: &str = "api";
@@ -160,11 +160,15 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
         }
     }
 
-    if let Some(principal) = req.caller.as_deref() {
-        limit_clusters_of(ctx, principal).await?;
+    let principal = req.caller.as_deref().map(principal::of);
+    if let Some(principal) = &principal {
+        limit_clusters_of(ctx, &principal.arn).await?;
     }
     let mut record = ClusterRecord::new(id.clone(), spec, None);
-    record.created_by = req.caller.clone();
+    if let Some(principal) = principal {
+        record.created_by = Some(principal.arn);
+        record.created_by_session = principal.session;
+    }
     if ctx.store.create(&record).await? {
         tracing::info!(cluster_id = %id, name = %record.spec.name, "cluster registered");
         let subnets = match (chosen, &record.spec.vpc_id) {
@@ -189,8 +193,11 @@ pub async fn create<S: ClusterStore, E: Executions, P: Parameters>(
             return finish_create(ctx, existing).await;
         }
     }
+    // Which cluster holds the name is said only to a caller who may see it: with
+    // `OwnClustersOnly`, another owner's cluster stays unnamed (its id and status are its own).
     let holder = ctx.store.find_by_name(&record.spec.name).await?;
     let which = holder
+        .filter(|h| !ctx.config.policy.own_clusters_only || super::owned_by(h, req))
         .map(|h| format!(" ({}, {})", h.id, h.status))
         .unwrap_or_default();
     Err(ApiError::conflict(
@@ -239,12 +246,13 @@ async fn place(fleet: Option<&Fleet<'_>>, spec: &mut ClusterSpec) -> Result<bool
 /// The most records read to count one principal's clusters (100 per page).
 const COUNT_PAGES: usize = 50;
 
-/// `409 TooManyClusters` when `principal` already has as many live clusters as the deployment
-/// allows (`Policy::max_clusters_per_principal`, counted by `created_by`). A guardrail against
+/// `409 TooManyClusters` when `owner` already has as many live clusters as the deployment
+/// allows (`Policy::max_clusters_per_principal`, counted by `created_by`, an assumed role with all
+/// its sessions: [`principal::same_owner`]). A guardrail against
 /// runaway cost, not a transaction: two creates racing at the limit may both pass.
 async fn limit_clusters_of<S: ClusterStore, E, P>(
     ctx: &ApiContext<S, E, P>,
-    principal: &str,
+    owner: &str,
 ) -> Result<(), ApiError> {
     let limit = ctx.config.policy.max_clusters_per_principal;
     let (mut live, mut token) = (0u32, None::<String>);
@@ -256,7 +264,12 @@ async fn limit_clusters_of<S: ClusterStore, E, P>(
         live += page
             .records
             .iter()
-            .filter(|r| r.status.is_live() && r.created_by.as_deref() == Some(principal))
+            .filter(|r| {
+                r.status.is_live()
+                    && r.created_by
+                        .as_deref()
+                        .is_some_and(|by| principal::same_owner(by, owner))
+            })
             .count() as u32;
         token = page.next_token;
         if token.is_none() || live >= limit {

@@ -24,6 +24,9 @@ pub mod codes {
     pub const INVALID_TOKEN: &str = "InvalidToken";
     /// 422: an idempotency key was reused with a different request.
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IdempotencyKeyReused";
+    /// 403: the deployment does not let this principal do this (a reconcile that acts, by a
+    /// principal not in `ReconcilePrincipals`).
+    pub const NOT_ALLOWED: &str = "NotAllowed";
     /// 404: no such route or cluster.
     pub const NOT_FOUND: &str = "NotFound";
     /// 405: the route exists, the method does not.
@@ -52,6 +55,7 @@ pub mod codes {
         VALIDATION,
         INVALID_TOKEN,
         IDEMPOTENCY_KEY_REUSED,
+        NOT_ALLOWED,
         NOT_FOUND,
         METHOD_NOT_ALLOWED,
         NAME_TAKEN,
@@ -119,6 +123,11 @@ impl ApiError {
     /// 422 with a specific code.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(422, code, message)
+    }
+
+    /// 403: the principal may not do this here (the message says why and what it may do).
+    pub fn not_allowed(message: impl Into<String>) -> Self {
+        Self::new(403, codes::NOT_ALLOWED, message)
     }
 
     /// 404.

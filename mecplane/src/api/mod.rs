@@ -8,6 +8,8 @@
 //! - [`pagination`]: `GET /clusters` and its query.
 //! - [`body`]: decoding the create body with errors that name the field.
 //! - [`idempotency`]: `Idempotency-Key` / `client_token` and the request hash.
+//! - [`principal`]: who owns a cluster (an assumed role, not its session) and who may act fleet-wide.
+//! - [`reconcile`]: `POST /reconcile` (who may run one that acts, what an owner may see of it).
 //! - [`errors`]: [`ApiError`] and the `{"error": {"code", "message", "field"}}` envelope.
 //!
 //! `docs/openapi.yaml` describes every route, body and error; a test here checks that it lists
@@ -18,6 +20,8 @@ pub mod clusters;
 pub mod errors;
 pub mod idempotency;
 pub mod pagination;
+pub mod principal;
+pub mod reconcile;
 pub mod routes;
 pub mod updates;
 
@@ -232,8 +236,7 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
             let mut page = pagination::list(&ctx.store, &query).await?;
             if ctx.config.policy.own_clusters_only {
                 // A page may come out shorter than max_results; next_token still goes on.
-                page.clusters
-                    .retain(|r| r.created_by.is_some() && r.created_by == req.caller);
+                page.clusters.retain(|r| owned_by(r, req));
             }
             Ok(ApiResponse::json(200, &page))
         }
@@ -245,19 +248,7 @@ async fn dispatch<S: ClusterStore, E: Executions, P: Parameters>(
         Route::DeleteCluster(id) => clusters::delete(ctx, &id).await,
         Route::ClusterUpdates(id) => updates::list(&ctx.store, &id).await,
         Route::ClusterUpdate(id, update_id) => updates::get(&ctx.store, &id, &update_id).await,
-        Route::Reconcile => {
-            let asked = body::decode_reconcile(&req.body)?;
-            let fleet = fleet.ok_or_else(|| {
-                ApiError::unavailable("this API has no fleet access to reconcile with")
-            })?;
-            let event = crate::reconcile::ReconcileEvent {
-                source: Some("mecplane.api".into()),
-                dry_run: asked.dry_run,
-                ..Default::default()
-            };
-            let report = crate::reconcile::run(ctx, fleet, &event).await?;
-            Ok(ApiResponse::json(200, &report))
-        }
+        Route::Reconcile => reconcile::post(ctx, req, fleet).await,
         Route::ReplaceNode(id, instance_id) => {
             updates::replace_node(ctx, req, &id, &instance_id).await
         }
@@ -278,10 +269,19 @@ async fn own_cluster_only<S: ClusterStore, E, P>(
         return Ok(route);
     };
     let record = clusters::find(&ctx.store, id).await?;
-    if record.created_by.is_none() || record.created_by != req.caller {
+    if !owned_by(&record, req) {
         return Err(ApiError::not_found(format!(
             "no cluster with id or name '{id}'"
         )));
     }
     Ok(route.with_cluster(record.id))
+}
+
+/// Whether the caller of `req` owns `record`: the same principal created it (an assumed role by
+/// any of its sessions, [`principal::same_owner`]). A record without a creator is nobody's.
+pub(crate) fn owned_by(record: &crate::record::ClusterRecord, req: &ApiRequest) -> bool {
+    match (record.created_by.as_deref(), req.caller.as_deref()) {
+        (Some(by), Some(caller)) => principal::same_owner(by, caller),
+        _ => false,
+    }
 }

@@ -68,7 +68,7 @@ pub const ROUTES: &[RouteInfo] = &[
     RouteInfo {
         method: "POST",
         path: "/reconcile",
-        statuses: &[200, 400, 413, 422, 500, 503],
+        statuses: &[200, 400, 403, 413, 422, 500, 503],
     },
     RouteInfo {
         method: "POST",

@@ -458,7 +458,15 @@ where
                         Err(e) => format!("failed: FAILED, but the teardown: {}", e.message),
                     }
                 }
-                Ok(r) if r.status == Status::Failed => "done: FAILED (retained)".into(),
+                // retain_on_failure keeps the rest for inspection, not the private half of the
+                // kubeconfig's one-time transport key (as the create machine's Retain? branch).
+                Ok(r) if r.status == Status::Failed => {
+                    let key = deployment.transport_key_parameter(&r.id);
+                    match ctx.parameters.delete(std::slice::from_ref(&key)).await {
+                        Ok(()) => "done: FAILED (retained; its transport key deleted)".into(),
+                        Err(e) => format!("failed: FAILED (retained), but its transport key: {e}"),
+                    }
+                }
                 Ok(r) => format!("skipped: {}", r.status),
                 Err(e) => format!("failed: {}", e.message),
             }

@@ -1493,3 +1493,53 @@ async fn a_look_alike_of_a_deleted_cluster_is_no_orphan_of_ours() {
     assert!(!format!("{report:?}").contains(&foreign), "{report:?}");
     assert!(format!("{report:?}").contains(&orphan));
 }
+
+#[tokio::test]
+async fn a_stuck_create_that_retains_its_resources_loses_its_transport_key() {
+    let (ctx, cloud) = (ctx(), FakeCloud::new());
+    let mut r = cluster(&ctx, &cloud, 1, 1, 0).await;
+    r.status = Status::Creating;
+    r.spec.retain_on_failure = true;
+    r.updated_at = "2020-01-01T00:00:00Z".into();
+    // Its create execution was stopped from the console.
+    let arn = ctx
+        .executions
+        .start("arn:create", &r.id, "{}")
+        .await
+        .unwrap();
+    ctx.executions.set_status(&arn, ExecutionStatus::Aborted);
+    r.execution_arn = Some(arn);
+    ctx.store.update(&r).await.unwrap();
+    let (key, token) = (
+        resources::Deployment::default().transport_key_parameter(&r.id),
+        resources::Deployment::default().join_token_parameter(&r.id),
+    );
+    ctx.parameters
+        .put_secret(&key, "private half")
+        .await
+        .unwrap();
+    ctx.parameters.put_secret(&token, "token").await.unwrap();
+    let settled = Settings {
+        grace_seconds: 0,
+        ..Settings::default()
+    };
+    let report = reconcile(&ctx, &cloud, &settled, false).await;
+    assert!(
+        report.outcomes.iter().any(|o| matches!(
+            o.action,
+            Action::FailStuckCreate {
+                teardown: false,
+                ..
+            }
+        ) && o.result.contains("transport key deleted")),
+        "{report:?}"
+    );
+    let after = ctx.store.get(&r.id).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Failed);
+    assert_eq!(ctx.parameters.get_secret(&key).await.unwrap(), None);
+    assert_eq!(
+        ctx.parameters.get_secret(&token).await.unwrap().as_deref(),
+        Some("token"),
+        "the rest is retained"
+    );
+}

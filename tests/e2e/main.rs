@@ -19,6 +19,7 @@ mod mecctl;
 mod moto_zygote;
 mod patch;
 mod placement;
+mod podsec;
 mod reconcile;
 mod replace;
 mod schemathesis;

@@ -541,6 +541,7 @@ function clusterView(main, id) {
       fact("Add-ons", c.spec.addons.join(", ") || "none"),
       fact("API endpoint", `${c.endpoint || "—"}${c.spec.api_endpoint === "nlb" ? " (network load balancer)" : ""}`),
       fact("Extra certificate names", (c.spec.extra_sans || []).join(", ") || "none"),
+      fact("Pod security", c.spec.pod_security ? `${c.spec.pod_security}, enforced outside the add-ons' namespaces` : "—"),
       fact("API allowed from", c.spec.api_allowed_cidrs.join(", ") || "nowhere"),
       fact("Exposed ports", (c.spec.exposed_ports || []).length ? h("ul", { class: "plain" }, c.spec.exposed_ports.map((p) => h("li", {}, portText(p)))) : "none", "fact-exposed-ports"),
       fact("Tags", Object.entries(c.spec.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none"),
@@ -587,7 +588,7 @@ function clusterView(main, id) {
 // Every field of a create request (mecplane's ClusterRequest) the form has a control for, with
 // the defaults the API fills in (mecplane/src/spec.rs) shown in the controls and hints.
 const CREATE_FIELDS = ["name", "region", "control_planes", "workers", "instance_type", "ubuntu_release", "ami_id", "microk8s_channel", "addons",
-  "subnet_ids", "worker_subnet_ids", "api_allowed_cidrs", "allow_api_from_anywhere", "api_endpoint", "extra_sans", "exposed_ports", "root_volume_gib", "tags", "retain_on_failure"];
+  "subnet_ids", "worker_subnet_ids", "api_allowed_cidrs", "allow_api_from_anywhere", "api_endpoint", "extra_sans", "pod_security", "exposed_ports", "root_volume_gib", "tags", "retain_on_failure"];
 const DEFAULTS = { instance_type: "t4g.medium", ubuntu_release: "24.04", microk8s_channel: "1.32/stable", addons: "dns", root_volume_gib: 20 };
 const UBUNTU_RELEASES = ["22.04", "24.04"];
 const INSTANCE_TYPES = ["t3.medium", "t3.large", "t4g.medium", "t4g.large", "m6i.large", "m7g.large", "c6i.large", "c7g.large"];
@@ -631,6 +632,11 @@ function createView(main) {
       h("option", { value: "nlb" }, "A network load balancer (stable name)")),
       "Default: the first control plane's address. A network load balancer forwards to every control plane; its DNS name is the kubeconfig's server."),
     field("extra_sans", "Extra certificate names", input("extra_sans", { placeholder: "k8s.example.com, 203.0.113.9" }), "Comma-separated DNS names or IPs the API certificate also carries (at most 10); default none."),
+    field("pod_security", "Pod security", h("select", { id: "c-pod_security", name: "pod_security" },
+      h("option", { value: "baseline", selected: true }, "baseline (no host namespaces or privileged pods)"),
+      h("option", { value: "restricted" }, "restricted"),
+      h("option", { value: "privileged" }, "privileged (nothing enforced)")),
+      "Default baseline: the Pod Security Standard enforced in every namespace but the add-ons' own (kube-system, ingress, metallb-system, …)."),
     ports.el,
     field("root_volume_gib", "Root volume (GiB)", input("root_volume_gib", { type: "number", min: 8, inputmode: "numeric", value: String(DEFAULTS.root_volume_gib) }), `Default ${DEFAULTS.root_volume_gib} (at least 8, at most the deployment's limit, default 100).`),
     field("tags", "Tags", input("tags", { placeholder: "team=edge, env=dev" }), "Comma-separated key=value; default none."),
@@ -650,6 +656,7 @@ function createView(main) {
     if (v("api_allowed_cidrs")) spec.api_allowed_cidrs = list(v("api_allowed_cidrs"));
     if (v("api_endpoint") !== "node") spec.api_endpoint = v("api_endpoint");
     if (v("extra_sans")) spec.extra_sans = list(v("extra_sans"));
+    if (v("pod_security") !== "baseline") spec.pod_security = v("pod_security");
     for (const f of ["allow_api_from_anywhere", "retain_on_failure"]) if (checked(f)) spec[f] = true;
     const exposed = ports.value();
     if (exposed.length) spec.exposed_ports = exposed;

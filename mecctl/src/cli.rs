@@ -190,6 +190,11 @@ pub struct CreateArgs {
     /// A DNS name or IP address the API certificate carries besides the cluster's own (repeat).
     #[arg(long = "extra-san", value_name = "NAME")]
     pub extra_sans: Vec<String>,
+    /// The Pod Security Standard the API servers enforce outside the add-ons' namespaces:
+    /// baseline (the default: no host namespaces, privileged containers, hostPath volumes or host
+    /// ports), restricted, or privileged (nothing enforced).
+    #[arg(long, value_name = "LEVEL", value_parser = ["privileged", "baseline", "restricted"])]
+    pub pod_security: Option<String>,
     /// Root volume size (GiB).
     #[arg(long)]
     pub root_volume_gib: Option<u32>,

@@ -86,6 +86,7 @@ pub fn create_request(args: &CreateArgs) -> Result<ClusterRequest, Failure> {
     set!(root_volume_gib, args.root_volume_gib);
     set!(ami_id, args.ami_id.clone());
     set!(api_endpoint, args.api_endpoint.clone());
+    set!(pod_security, args.pod_security.clone());
     if !args.extra_sans.is_empty() {
         req.extra_sans = Some(args.extra_sans.clone());
     }
@@ -1724,6 +1725,15 @@ mod tests {
         );
         let plain = create_request(&create_args(&["--name", "one"])).unwrap();
         assert_eq!((plain.api_endpoint, plain.extra_sans), (None, None));
+        assert_eq!(plain.pod_security, None, "the API's default, baseline");
+        let strict = create_request(&create_args(&[
+            "--name",
+            "one",
+            "--pod-security",
+            "restricted",
+        ]))
+        .unwrap();
+        assert_eq!(strict.pod_security.as_deref(), Some("restricted"));
 
         std::fs::write(&file, r#"{"name": "x", "wokers": 1}"#).unwrap();
         let err = create_request(&create_args(&["-f", file.to_str().unwrap()])).unwrap_err();

@@ -168,6 +168,11 @@ pub fn cluster_detail(record: &Value, events: &[Value], now: OffsetDateTime) -> 
         let sans: Vec<String> = sans.iter().map(text).collect();
         out.push_str(&format!("Extra SANs:  {}\n", sans.join(", ")));
     }
+    if let Some(level) = spec["pod_security"].as_str() {
+        out.push_str(&format!(
+            "PodSecurity: {level}, enforced outside the add-ons' namespaces\n"
+        ));
+    }
     if let Some(f) = record["failure"].as_object() {
         out.push_str(&format!(
             "Failure:     {} in {}: {}\n",
@@ -513,6 +518,13 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("Extra SANs:  k8s.edge.example"), "{out}");
+        assert!(!plain.contains("PodSecurity:"), "{plain}");
+        r["spec"]["pod_security"] = json!("baseline");
+        let out = cluster_detail(&r, &[], now);
+        assert!(
+            out.contains("PodSecurity: baseline, enforced outside the add-ons' namespaces\n"),
+            "{out}"
+        );
     }
 
     #[test]

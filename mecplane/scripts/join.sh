@@ -22,6 +22,59 @@ EXTRA_SANS=${EXTRA_SANS:-}
 JOIN_IP=${JOIN_ADDRESS%:*}
 LAUNCH_CONFIG=/var/snap/microk8s/common/.microk8s.yaml
 
+# >>> pod-security: the same block in bootstrap.sh and join.sh (mecplane/src/scripts.rs checks it).
+# Pod Security admission on this node's API server. MicroK8s (1.28-1.33) starts kube-apiserver with
+# --admission-control-config-file=${SNAP_DATA}/args/admission-control-config-file.yaml, which
+# configures EventRateLimit only: the launch configuration (read at install, before any service
+# starts; extraConfigFiles and extraKubeAPIServerArgs exist from MicroK8s 1.27) writes
+# $SNAP_DATA/args/mecplane-admission.yaml, the same EventRateLimit entry plus the PodSecurity
+# plugin's configuration, and points the API server at it. POD_SECURITY is enforced, audited and
+# warned about in every namespace but those MicroK8s add-ons install into (the core add-ons'
+# manifests and enable scripts, 1.28-1.33, and the community add-ons mecplane accepts):
+# kube-system (dns, ha-cluster/calico, hostpath-storage, metrics-server, kube-ovn), ingress,
+# metallb-system, cert-manager, observability (also prometheus), container-registry (registry),
+# kubernetes-dashboard (dashboard), minio-operator (minio), rook-ceph and rook-ceph-external
+# (rook-ceph), mayastor, gpu-operator-resources (gpu, nvidia), nvidia-network-operator (nvidia),
+# istio-system (istio) and nfs-server-provisioner (nfs).
+POD_SECURITY=${POD_SECURITY:-baseline}
+[[ $POD_SECURITY =~ ^(privileged|baseline|restricted)$ ]] || fail "POD_SECURITY '$POD_SECURITY' is not privileged, baseline or restricted"
+PSA_EXEMPT=(kube-system ingress metallb-system cert-manager observability container-registry
+  kubernetes-dashboard minio-operator rook-ceph rook-ceph-external mayastor gpu-operator-resources
+  nvidia-network-operator istio-system nfs-server-provisioner)
+# Prints the launch configuration's keys that set it up.
+pod_security_launch_config() {
+  local ns
+  # ${SNAP_DATA} stays for MicroK8s to expand, as in its own arguments.
+  cat <<EOF_PSA
+extraKubeAPIServerArgs:
+  --admission-control-config-file: "\${SNAP_DATA}/args/mecplane-admission.yaml"
+extraConfigFiles:
+  mecplane-admission.yaml: |
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: AdmissionConfiguration
+    plugins:
+      - name: EventRateLimit
+        path: eventconfig.yaml
+      - name: PodSecurity
+        configuration:
+          apiVersion: pod-security.admission.config.k8s.io/v1
+          kind: PodSecurityConfiguration
+          defaults:
+            enforce: $POD_SECURITY
+            enforce-version: latest
+            audit: $POD_SECURITY
+            audit-version: latest
+            warn: $POD_SECURITY
+            warn-version: latest
+          exemptions:
+            usernames: []
+            runtimeClasses: []
+            namespaces:
+EOF_PSA
+  for ns in "${PSA_EXEMPT[@]}"; do echo "              - $ns"; done
+}
+# <<< pod-security
+
 installed_channel() {
   { snap list microk8s 2>/dev/null || true; } | awk 'NR == 2 { print $4 }'
 }
@@ -40,15 +93,19 @@ already_member() {
 
 current=$(installed_channel)
 if [[ -z $current ]]; then
-  if [[ -n $EXTRA_SANS ]]; then
-    # The launch configuration is read once, at install time: write it first.
+  if [[ -n $EXTRA_SANS || $NODE_ROLE == control-plane ]]; then
+    # The launch configuration is read once, at install time: write it first. Only a control
+    # plane runs an API server, so only its launch configuration sets up Pod Security admission.
     mkdir -p "$(dirname "$LAUNCH_CONFIG")"
     {
       echo "---"
       echo "version: 0.1.0"
-      echo "extraSANs:"
-      IFS=, read -ra items <<<"$EXTRA_SANS"
-      for item in "${items[@]}"; do echo "  - $item"; done
+      if [[ -n $EXTRA_SANS ]]; then
+        echo "extraSANs:"
+        IFS=, read -ra items <<<"$EXTRA_SANS"
+        for item in "${items[@]}"; do echo "  - $item"; done
+      fi
+      if [[ $NODE_ROLE == control-plane ]]; then pod_security_launch_config; fi
     } >"$LAUNCH_CONFIG.tmp"
     mv "$LAUNCH_CONFIG.tmp" "$LAUNCH_CONFIG"
   fi

@@ -285,6 +285,200 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// Runs the bootstrap or join script as SSM would (`sh -c` of the rendered command) with
+    /// stand-ins for `snap` and `microk8s` on a node without MicroK8s, the launch configuration in
+    /// a scratch directory; answers whether the script succeeded and the launch configuration it
+    /// wrote (`None`: none).
+    fn launch_config_of(
+        dir: &std::path::Path,
+        script: Script,
+        env: &[(&str, &str)],
+    ) -> (bool, Option<serde_yaml::Value>) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (name, body) in [
+            ("snap", "#!/bin/sh\n[ \"$1\" = list ] && exit 1\nexit 0\n"),
+            ("microk8s", "#!/bin/sh\nexit 0\n"),
+        ] {
+            let path = bin.join(name);
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let config = dir.join("launch.yaml");
+        let _ = std::fs::remove_file(&config);
+        let default = "LAUNCH_CONFIG=/var/snap/microk8s/common/.microk8s.yaml\n";
+        let text = script.render(env);
+        assert!(
+            text.contains(default),
+            "the script names its launch configuration"
+        );
+        let text = text.replace(default, &format!("LAUNCH_CONFIG={}\n", config.display()));
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&text)
+            .env("PATH", path)
+            .output()
+            .expect("sh runs");
+        let yaml = std::fs::read_to_string(&config)
+            .ok()
+            .map(|t| serde_yaml::from_str(&t).expect("the launch configuration is YAML"));
+        (out.status.success(), yaml)
+    }
+
+    /// The Pod Security admission a launch configuration sets up: the API server argument, and
+    /// the admission configuration it names (parsed).
+    fn admission_of(launch: &serde_yaml::Value) -> (String, serde_yaml::Value) {
+        let arg = launch["extraKubeAPIServerArgs"]["--admission-control-config-file"]
+            .as_str()
+            .expect("the API server argument")
+            .to_string();
+        let file = arg
+            .strip_prefix("${SNAP_DATA}/args/")
+            .expect("a file MicroK8s keeps with its arguments");
+        let text = launch["extraConfigFiles"][file]
+            .as_str()
+            .expect("the file, written by the launch configuration");
+        (arg.clone(), serde_yaml::from_str(text).expect("YAML"))
+    }
+
+    #[test]
+    fn control_planes_get_pod_security_admission_and_workers_none() {
+        let dir = std::env::temp_dir().join(format!("mecplane-podsec-{}", std::process::id()));
+        let boot = |level: Option<&str>| {
+            let mut env = vec![
+                ("MK8S_CHANNEL", "1.32/stable"),
+                ("MK8S_ADDONS", "dns"),
+                ("EXTRA_SANS", "10.0.0.1"),
+                ("WAIT_TIMEOUT", "30"),
+            ];
+            env.extend(level.map(|l| ("POD_SECURITY", l)));
+            launch_config_of(&dir, Script::Bootstrap, &env)
+        };
+        for level in ["privileged", "baseline", "restricted"] {
+            let (ok, launch) = boot(Some(level));
+            assert!(ok, "{level}");
+            let launch = launch.expect("a launch configuration");
+            // What the bootstrap wrote before stays.
+            assert_eq!(launch["extraSANs"][0].as_str(), Some("10.0.0.1"));
+            assert_eq!(launch["addons"][0]["name"].as_str(), Some("dns"));
+            let (arg, admission) = admission_of(&launch);
+            assert_eq!(arg, "${SNAP_DATA}/args/mecplane-admission.yaml");
+            assert_eq!(admission["kind"].as_str(), Some("AdmissionConfiguration"));
+            assert_eq!(
+                admission["apiVersion"].as_str(),
+                Some("apiserver.config.k8s.io/v1")
+            );
+            let plugins = admission["plugins"].as_sequence().unwrap();
+            // MicroK8s' own EventRateLimit configuration is kept (the file replaces its default
+            // admission configuration, which names only that).
+            assert_eq!(plugins[0]["name"].as_str(), Some("EventRateLimit"));
+            assert_eq!(plugins[0]["path"].as_str(), Some("eventconfig.yaml"));
+            assert_eq!(plugins[1]["name"].as_str(), Some("PodSecurity"));
+            let psa = &plugins[1]["configuration"];
+            assert_eq!(
+                (psa["apiVersion"].as_str(), psa["kind"].as_str()),
+                (
+                    Some("pod-security.admission.config.k8s.io/v1"),
+                    Some("PodSecurityConfiguration")
+                )
+            );
+            for mode in ["enforce", "audit", "warn"] {
+                assert_eq!(psa["defaults"][mode].as_str(), Some(level), "{mode}");
+                assert_eq!(
+                    psa["defaults"][format!("{mode}-version").as_str()].as_str(),
+                    Some("latest")
+                );
+            }
+            let exempt: Vec<&str> = psa["exemptions"]["namespaces"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            for ns in [
+                "kube-system",
+                "ingress",
+                "metallb-system",
+                "cert-manager",
+                "observability",
+                "container-registry",
+                "kubernetes-dashboard",
+                "rook-ceph",
+                "minio-operator",
+            ] {
+                assert!(exempt.contains(&ns), "{ns} is exempt: {exempt:?}");
+            }
+            for ns in ["default", "kube-public", "kube-node-lease"] {
+                assert!(!exempt.contains(&ns), "{ns} is not exempt");
+            }
+            assert_eq!(
+                psa["exemptions"]["usernames"].as_sequence().unwrap().len(),
+                0
+            );
+        }
+        // Unset: baseline.
+        let (arg, admission) = admission_of(&boot(None).1.unwrap());
+        assert!(arg.ends_with("/mecplane-admission.yaml"));
+        assert_eq!(
+            admission["plugins"][1]["configuration"]["defaults"]["enforce"].as_str(),
+            Some("baseline")
+        );
+        // Anything else is refused before anything is written.
+        for bad in ["Baseline", "none", "baseline; reboot"] {
+            let (ok, launch) = boot(Some(bad));
+            assert!(!ok && launch.is_none(), "{bad}");
+        }
+
+        // A control plane's join sets up the same; a worker's none (it runs no API server).
+        let join = |role: &str, sans: &str| {
+            launch_config_of(
+                &dir,
+                Script::Join,
+                &[
+                    ("MK8S_CHANNEL", "1.32/stable"),
+                    ("JOIN_ADDRESS", "10.0.0.1:25000"),
+                    ("JOIN_TOKEN", "abcdefghijklmnopqrstuvwxyz012345"),
+                    ("NODE_ROLE", role),
+                    ("WAIT_TIMEOUT", "30"),
+                    ("EXTRA_SANS", sans),
+                    ("POD_SECURITY", "restricted"),
+                ],
+            )
+        };
+        for sans in ["", "10.0.0.2"] {
+            let (ok, launch) = join("control-plane", sans);
+            assert!(ok, "{sans:?}");
+            let launch = launch.expect("a control plane's launch configuration");
+            let (_, admission) = admission_of(&launch);
+            assert_eq!(
+                admission["plugins"][1]["configuration"]["defaults"]["enforce"].as_str(),
+                Some("restricted")
+            );
+            assert_eq!(
+                launch["extraSANs"][0].as_str(),
+                (!sans.is_empty()).then_some(sans)
+            );
+        }
+        let (ok, launch) = join("worker", "");
+        assert!(ok && launch.is_none(), "{launch:?}");
+
+        // One block, the same in both scripts.
+        let block = |s: Script| {
+            let body = s.body();
+            let start = body.find("# >>> pod-security").expect("the block");
+            let end = body.find("# <<< pod-security").expect("its end");
+            body[start..end].to_string()
+        };
+        assert_eq!(block(Script::Bootstrap), block(Script::Join));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// Runs the manage-node script as SSM would (`ACTION=remove` unless `env` says otherwise),
     /// with a `microk8s` stand-in whose drain answers `drain` for a plain drain and `forced` for
     /// one with `--force` ("ok" or "timeout"), on a cluster whose one other node is `ip-10-0-0-7`

@@ -92,6 +92,10 @@ pub struct ClusterRequest {
     /// (at most [`MAX_EXTRA_SANS`]). Left out when unset, as above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_sans: Option<Vec<String>>,
+    /// The Pod Security Standard the API servers enforce in every namespace but the add-ons' own:
+    /// `privileged`, `baseline` (the default) or `restricted`. Left out when unset, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<String>,
     /// Idempotency token, as EKS's `clientRequestToken`; not part of the spec.
     pub client_token: Option<String>,
 }
@@ -108,6 +112,7 @@ impl ClusterRequest {
         "ami_id",
         "api_endpoint",
         "extra_sans",
+        "pod_security",
     ];
 }
 
@@ -131,6 +136,55 @@ impl ApiEndpoint {
         match self {
             ApiEndpoint::Node => "node",
             ApiEndpoint::Nlb => "nlb",
+        }
+    }
+}
+
+/// The Pod Security Standard a cluster's API servers enforce (Pod Security admission, configured on
+/// every control plane before MicroK8s starts; see the node scripts' `pod-security` block), in every
+/// namespace but those MicroK8s add-ons install into. `baseline` forbids what reaches the node
+/// itself: host namespaces (`hostNetwork`, `hostPID`, `hostIPC`), privileged containers, `hostPath`
+/// volumes, host ports — so a pod cannot share the node's network and reach its instance
+/// credentials through IMDS, which hop limit 1 only keeps from pods on the pod network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurity {
+    /// Nothing enforced (what a MicroK8s API server does without an admission configuration).
+    Privileged,
+    /// Host namespaces, privileged containers, `hostPath` volumes and host ports refused.
+    #[default]
+    Baseline,
+    /// `baseline`, and pods must run as non-root, drop every capability, never escalate and use
+    /// the runtime's seccomp profile.
+    Restricted,
+}
+
+impl PodSecurity {
+    /// The level's name, as a request, the record and Kubernetes write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurity::Privileged => "privileged",
+            PodSecurity::Baseline => "baseline",
+            PodSecurity::Restricted => "restricted",
+        }
+    }
+
+    /// What a record written before the field existed holds: its API servers were started
+    /// without an admission configuration, so nothing is enforced.
+    pub fn before_the_field() -> Self {
+        PodSecurity::Privileged
+    }
+
+    /// Parses a request's value; the error names `pod_security`.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        match value {
+            "privileged" => Ok(PodSecurity::Privileged),
+            "baseline" => Ok(PodSecurity::Baseline),
+            "restricted" => Ok(PodSecurity::Restricted),
+            _ => Err(invalid(
+                "pod_security",
+                "must be privileged, baseline (the default: no host namespaces, privileged containers, hostPath volumes or host ports) or restricted",
+            )),
         }
     }
 }
@@ -444,6 +498,10 @@ pub struct ClusterSpec {
     /// The user's own names in the API certificate (`[]` in records written before it existed).
     #[serde(default)]
     pub extra_sans: Vec<String>,
+    /// The Pod Security Standard enforced (`privileged` in records written before it existed:
+    /// those clusters' API servers have no admission configuration).
+    #[serde(default = "PodSecurity::before_the_field")]
+    pub pod_security: PodSecurity,
 }
 
 /// What the deployment allows and defaults (from the function's environment).
@@ -692,6 +750,10 @@ impl ClusterRequest {
             )),
         };
         let extra_sans = validate_extra_sans(self.extra_sans.as_deref().unwrap_or_default())?;
+        let pod_security = self
+            .pod_security
+            .as_deref()
+            .map_or(Ok(PodSecurity::default()), PodSecurity::parse)?;
 
         let root_volume_gib = self.root_volume_gib.unwrap_or(DEFAULT_ROOT_VOLUME_GIB);
         let max_volume = policy.max_root_volume_gib.clamp(8, 16384);
@@ -762,6 +824,7 @@ impl ClusterRequest {
             ami_id: self.ami_id.clone(),
             api_endpoint,
             extra_sans,
+            pod_security,
         })
     }
 }
@@ -1101,6 +1164,43 @@ mod tests {
         let mut empty = request("edge");
         empty.subnet_ids = ids(&[]);
         assert_eq!(field_of(empty), "subnet_ids");
+    }
+
+    #[test]
+    fn pod_security_defaults_to_baseline_is_checked_and_named() {
+        let default = request("edge").validate(&Policy::default()).unwrap();
+        assert_eq!(default.pod_security, PodSecurity::Baseline);
+        for (value, want) in [
+            ("privileged", PodSecurity::Privileged),
+            ("baseline", PodSecurity::Baseline),
+            ("restricted", PodSecurity::Restricted),
+        ] {
+            let spec = ClusterRequest {
+                pod_security: Some(value.into()),
+                ..request("edge")
+            }
+            .validate(&Policy::default())
+            .unwrap();
+            assert_eq!(spec.pod_security, want);
+            assert_eq!(want.as_str(), value);
+            // The record shows the level by the name a request gives it.
+            assert_eq!(serde_json::to_value(&spec).unwrap()["pod_security"], value);
+        }
+        for bad in ["", "Baseline", "none", "restricted ", "privileged,baseline"] {
+            let req = ClusterRequest {
+                pod_security: Some(bad.into()),
+                ..request("edge")
+            };
+            assert_eq!(field_of(req), "pod_security", "{bad:?}");
+        }
+        // A request without it serializes without it (idempotency hashes stay what they were).
+        let plain = serde_json::to_value(request("edge")).unwrap();
+        assert!(plain.get("pod_security").is_none(), "{plain}");
+        // A record written before the field existed: its API servers enforce nothing.
+        let mut old = serde_json::to_value(&default).unwrap();
+        old.as_object_mut().unwrap().remove("pod_security");
+        let read: ClusterSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(read.pod_security, PodSecurity::Privileged);
     }
 
     #[test]

@@ -791,6 +791,7 @@ fn spec(name: &str, region: &str) -> ClusterSpec {
         ami_id: None,
         api_endpoint: Default::default(),
         extra_sans: vec![],
+        pod_security: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@ mod moto_zygote;
 mod ownership;
 mod patch;
 mod placement;
+mod podsec;
 mod reconcile;
 mod replace;
 mod schemathesis;

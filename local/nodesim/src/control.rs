@@ -95,19 +95,54 @@ fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The Pod Security policy the node's API server loaded (`sim/pod-security`: `enforce|audit|warn
+/// <level>` and `exempt <namespace>` lines) as `{"enforce", "audit", "warn", "exempt_namespaces"}`;
+/// `null` on a node without an API server (a worker) or before MicroK8s is installed.
+fn pod_security(path: &Path) -> Value {
+    if !path.exists() {
+        return Value::Null;
+    }
+    let lines = read_lines(path);
+    let level = |mode: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(mode)?.strip_prefix(' ').map(str::to_string))
+    };
+    let exempt: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("exempt "))
+        .collect();
+    json!({
+        "enforce": level("enforce"), "audit": level("audit"), "warn": level("warn"),
+        "exempt_namespaces": exempt,
+    })
+}
+
+/// The value of a kube-apiserver argument in the node's arguments file (`--name=value`, the last).
+fn apiserver_arg(args: &Path, name: &str) -> Option<String> {
+    read_lines(args)
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+}
+
 /// The stand-ins' files of one sandbox (`<sandbox>/var`) as JSON.
 ///
 /// Layout (inside the instance's `/var`):
 /// - `lib/snapd-sim/microk8s/channel` — installed channel (absent: not installed); `held` — refresh hold.
 /// - `snap/microk8s/common/.microk8s.yaml` — the launch configuration the node script wrote.
+/// - `snap/microk8s/current/args/` — MicroK8s' service arguments (`kube-apiserver`) and the files
+///   they name (the admission configuration), as the launch configuration left them.
 /// - `snap/microk8s/common/sim/` — this node: `ready`, `role`, `datastore` (IP of the node holding
-///   the cluster's shared state), `joined-to`, `extra-sans`, `join-attempts.log`.
+///   the cluster's shared state), `joined-to`, `extra-sans`, `join-attempts.log`, `pod-security`
+///   (the Pod Security policy its API server loaded; none on a worker).
 /// - `snap/microk8s/common/sim/cluster/` — on the datastore node: `members`, `tokens`, `addons`,
 ///   `addon-args` (`<add-on> <arguments>` from the launch configuration or `microk8s enable`),
 ///   `joins.log`, `removals.log` (`<time> <hostname> <ip> <role> <flags> <result> <reason> <by>`:
 ///   every `remove-node` attempt and `leave`, results `removed`, `left`, `rejected`), `left` (IPs
 ///   of members that ran `leave`), `cordoned` (node names), `cordons.log` (every cordon and
-///   uncordon, in order), `ca-seed`, `lock`, `join-in-progress`.
+///   uncordon, in order), `ca-seed`, `lock`, `join-in-progress`, `pods` (`<namespace> <name>` of
+///   the pods the API admitted).
 ///
 /// Next to `var`, the sandbox holds `faults` (the rules matching the node) and `dead` (`node_dies`).
 pub fn stand_in_state(var: &Path) -> Value {
@@ -157,6 +192,14 @@ pub fn stand_in_state(var: &Path) -> Value {
         "datastore": read_trim(&sim.join("datastore")),
         "joined_to": read_trim(&sim.join("joined-to")),
         "extra_sans": read_lines(&sim.join("extra-sans")),
+        // The API server's admission configuration (`${SNAP_DATA}/args/…`, MicroK8s' own unless
+        // the launch configuration named another) and the Pod Security policy it loaded.
+        "admission_control_config_file": apiserver_arg(
+            &var.join("snap/microk8s/current/args/kube-apiserver"),
+            "--admission-control-config-file",
+        ),
+        "pod_security": pod_security(&sim.join("pod-security")),
+        "pods": read_lines(&cluster.join("pods")),
         "addons": read_lines(&cluster.join("addons")),
         "addon_args": read_lines(&cluster.join("addon-args")),
         "members": members,

@@ -4,11 +4,13 @@
 #   /var/lib/snapd-sim/microk8s/channel      installed channel (absent = not installed)
 #   /var/lib/snapd-sim/microk8s/held         refresh hold
 #   /var/snap/microk8s/common/.microk8s.yaml launch configuration (written by the node script)
+#   /var/snap/microk8s/current/args/         kube-apiserver arguments and the files they name
+#                                            (MicroK8s' defaults, then the launch configuration's)
 #   /var/snap/microk8s/common/sim/           this node: ready, role, datastore, joined-to,
-#                                            extra-sans, join-attempts.log
+#                                            extra-sans, join-attempts.log, pod-security
 #   /var/snap/microk8s/common/sim/cluster/   on the datastore node: members, tokens, addons, addon-args,
 #                                            joins.log, removals.log, left, cordoned, ca-seed, lock,
-#                                            join-in-progress
+#                                            join-in-progress, pods
 # Other nodes are reached only through $MECPLANE_SIM_NET/<ip>/var/... (the net dir protocol).
 # Next to each node's var, in $MECPLANE_SIM_NET/<ip>/: instance-state (kept by the simulator from
 # EC2), faults (the fault rules matching that node, "<fault> <script|*>" per line, kept by the

@@ -52,6 +52,17 @@ check "addons from the launch config" "hostpath-storage" "$(cat "$work/instances
 check "add-on arguments from the launch config, comma kept" "metallb 10.0.0.10-10.0.0.20,10.0.1.0/24" "$(cat "$work/instances/i-cp0/var/snap/microk8s/common/sim/cluster/addon-args")"
 check "held" "held" "$(ls "$work/instances/i-cp0/var/lib/snapd-sim/microk8s")"
 expect_fail "bootstrap with another channel" "already installed from channel 1.32/stable" run 10.0.1.5 bootstrap MK8S_CHANNEL=1.31/stable WAIT_TIMEOUT=30
+expect_fail "bootstrap with an unknown Pod Security level" "POD_SECURITY 'none' is not" run 10.0.1.5 bootstrap "${boot[@]}" POD_SECURITY=none
+# Pod Security admission (POD_SECURITY unset: baseline): the launch configuration's file and API
+# server argument, as MicroK8s applies them, and the policy the API server loaded.
+args=$work/instances/i-cp0/var/snap/microk8s/current/args
+check "admission configuration written with the arguments" "name: PodSecurity" "$(cat "$args/mecplane-admission.yaml")"
+check "MicroK8s' EventRateLimit kept" "path: eventconfig.yaml" "$(cat "$args/mecplane-admission.yaml")"
+# shellcheck disable=SC2016  # MicroK8s expands ${SNAP_DATA} itself
+check "the API server names it" '--admission-control-config-file=${SNAP_DATA}/args/mecplane-admission.yaml' "$(cat "$args/kube-apiserver")"
+[[ $(grep -c '^--admission-control-config-file=' "$args/kube-apiserver") == 1 ]] || { echo "FAIL - the argument is not replaced in place"; failures=$((failures + 1)); }
+check "baseline enforced" "enforce baseline" "$(cat "$work/instances/i-cp0/var/snap/microk8s/common/sim/pod-security")"
+check "kube-system exempt" "exempt kube-system" "$(cat "$work/instances/i-cp0/var/snap/microk8s/common/sim/pod-security")"
 expect_fail "bootstrap without WAIT_TIMEOUT" "WAIT_TIMEOUT is not set" run 10.0.1.5 bootstrap MK8S_CHANNEL=1.32/stable
 
 for n in 1 2; do
@@ -66,6 +77,10 @@ check "worker join run 1" "MECPLANE_RESULT join=joined" "$(run 10.0.1.6 join "${
 check "worker join run 2" "MECPLANE_RESULT join=already-member" "$(run 10.0.1.6 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=worker)"
 check "control-plane join run 1" "MECPLANE_RESULT join=joined" "$(run 10.0.1.7 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"
 check "control-plane join run 2" "MECPLANE_RESULT join=already-member" "$(run 10.0.1.7 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"
+check "a joined control plane enforces the cluster's level" "enforce baseline" "$(cat "$work/instances/i-cp1/var/snap/microk8s/common/sim/pod-security")"
+check "a joined control plane names its admission configuration" "mecplane-admission.yaml" "$(cat "$work/instances/i-cp1/var/snap/microk8s/current/args/kube-apiserver")"
+[[ ! -e $work/instances/i-worker0/var/snap/microk8s/current/args/mecplane-admission.yaml && ! -e $work/instances/i-worker0/var/snap/microk8s/common/sim/pod-security ]] \
+  || { echo "FAIL - a worker got Pod Security admission (it runs no API server)"; failures=$((failures + 1)); }
 log=$(cat "$work/instances/i-cp0/var/snap/microk8s/common/sim/cluster/joins.log")
 check "joins log: worker joined with --worker" "ip-10-0-1-6 10.0.1.6 worker --worker joined" "$log"
 check "joins log: control plane joined without flags" "ip-10-0-1-7 10.0.1.7 control-plane - joined" "$log"
@@ -124,6 +139,20 @@ expect_code() { # expect_code <description> <exit code> <expected output substri
 state() { cat "$work/instances/$1/instance-state"; }
 set_state() { echo "$2" >"$work/instances/$1/instance-state"; }
 cluster_file() { cat "$work/instances/$1/var/snap/microk8s/common/sim/cluster/$2"; }
+
+# Pod Security admission (baseline) through the first control plane's API server.
+hostnet='{"spec": {"hostNetwork": true}}'
+expect_fail "a hostNetwork pod in default is refused" 'pods "sniff" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)' \
+  on 10.0.1.5 -- "microk8s kubectl run sniff --image=busybox --overrides='$hostnet'"
+check "a hostNetwork pod in kube-system is admitted" "pod/sniff created" "$(on 10.0.1.5 -- "microk8s kubectl run sniff -n kube-system --image=busybox --overrides='$hostnet'")"
+check "a plain pod in default is admitted" "pod/web created" "$(on 10.0.1.5 -- microk8s kubectl run web --image=nginx)"
+expect_fail "a pod of the same name again" 'pods "web" already exists' on 10.0.1.5 -- microk8s kubectl run web --image=nginx
+printf '%s' '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "peek"}, "spec": {"hostPID": true, "hostIPC": true, "containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": true}, "ports": [{"containerPort": 80, "hostPort": 8080}]}], "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}' >"$work/instances/i-cp0/var/peek.json"
+expect_fail "apply of a host-reaching pod is refused, every violation named" 'error when creating "/var/peek.json": pods "peek" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostPID=true, hostIPC=true), privileged (container "c" must not set securityContext.privileged=true), hostPath volumes ("root"), hostPort (container "c" uses hostPort 8080)' \
+  on 10.0.1.5 -- microk8s kubectl apply -f /var/peek.json
+check "the same pod in metallb-system is admitted" "pod/peek created" "$(on 10.0.1.5 -- microk8s kubectl apply -f /var/peek.json -n metallb-system)"
+check "applied twice: configured" "pod/peek configured" "$(on 10.0.1.5 -- microk8s kubectl apply -f - -n metallb-system <"$work/instances/i-cp0/var/peek.json")"
+check "admitted pods listed" "pod/web" "$(on 10.0.1.5 -- microk8s kubectl get pods -o name)"
 
 set_state i-worker0 running
 check "control plane 3 joins" "MECPLANE_RESULT join=joined" "$(run 10.0.1.8 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"

@@ -934,3 +934,108 @@ async fn day2_operations_and_faults_through_ssm() {
     assert_eq!(out.status_details(), Some("DeliveryTimedOut"));
     s.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_security_baseline_refuses_host_network_pods_outside_exempt_namespaces() {
+    let s = stack().await;
+    let (cp, cp_ip) = s.launch("podsec", "control-plane", 0).await;
+    let (worker, _) = s.launch("podsec", "worker", 0).await;
+    for i in [&cp, &worker] {
+        s.wait_online(i).await;
+    }
+    let run = |out: aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput| {
+        (out.status().unwrap().as_str().to_string(), stdout(&out))
+    };
+    // GIVEN a cluster bootstrapped with baseline, and a worker joined to it
+    let boot = [
+        ("MK8S_CHANNEL", "1.32/stable"),
+        ("WAIT_TIMEOUT", "30"),
+        ("POD_SECURITY", "baseline"),
+    ];
+    let (status, out) = run(s.run(&cp, &script("bootstrap", &boot)).await);
+    assert_eq!(status, "Success", "{out}");
+    let token = [("JOIN_TOKEN", TOKEN), ("TOKEN_TTL", "600")];
+    let (status, out) = run(s.run(&cp, &script("issue-token", &token)).await);
+    assert_eq!(status, "Success", "{out}");
+    let join_addr = format!("{cp_ip}:25000");
+    let join = [
+        ("MK8S_CHANNEL", "1.32/stable"),
+        ("JOIN_ADDRESS", join_addr.as_str()),
+        ("JOIN_TOKEN", TOKEN),
+        ("NODE_ROLE", "worker"),
+        ("WAIT_TIMEOUT", "30"),
+    ];
+    let (status, out) = run(s.run(&worker, &script("join", &join)).await);
+    assert_eq!(status, "Success", "{out}");
+
+    // THEN the control plane's API server runs with the admission configuration, the worker none
+    let state = sim_state(&s, &cp).await["state"].clone();
+    assert_eq!(
+        state["admission_control_config_file"], "${SNAP_DATA}/args/mecplane-admission.yaml",
+        "{state}"
+    );
+    assert_eq!(state["pod_security"]["enforce"], "baseline", "{state}");
+    assert_eq!(state["pod_security"]["warn"], "baseline", "{state}");
+    let exempt = state["pod_security"]["exempt_namespaces"]
+        .as_array()
+        .unwrap();
+    assert!(
+        exempt.contains(&serde_json::json!("kube-system")),
+        "{state}"
+    );
+    assert!(!exempt.contains(&serde_json::json!("default")), "{state}");
+    let worker_state = sim_state(&s, &worker).await["state"].clone();
+    assert!(worker_state["pod_security"].is_null(), "{worker_state}");
+    assert_eq!(
+        worker_state["admission_control_config_file"],
+        "${SNAP_DATA}/args/admission-control-config-file.yaml",
+        "MicroK8s' own: {worker_state}"
+    );
+
+    // WHEN a pod on the node's network is asked for in default: refused, as kube-apiserver does
+    let host_network = r#"--overrides='{"spec": {"hostNetwork": true}}'"#;
+    let (status, out) = run(s
+        .run(
+            &cp,
+            &format!("microk8s kubectl run sniff --image=busybox {host_network}"),
+        )
+        .await);
+    assert_eq!(status, "Failed", "{out}");
+    assert!(
+        out.contains(
+            r#"pods "sniff" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true)"#
+        ),
+        "{out}"
+    );
+    // and so is one sharing the node's processes, applied from a manifest
+    let manifest = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "peek", "namespace": "default"}, "spec": {"hostPID": true, "containers": [{"name": "c", "image": "busybox"}]}}"#;
+    let (status, out) = run(s
+        .run(
+            &cp,
+            &format!("echo '{manifest}' | microk8s kubectl apply -f -"),
+        )
+        .await);
+    assert_eq!(status, "Failed", "{out}");
+    assert!(
+        out.contains(r#"violates PodSecurity "baseline:latest": host namespaces (hostPID=true)"#),
+        "{out}"
+    );
+    // WHEN the same pod is asked for in kube-system (exempt: the add-ons' own): admitted
+    let (status, out) = run(s
+        .run(
+            &cp,
+            &format!("microk8s kubectl run sniff -n kube-system --image=busybox {host_network}"),
+        )
+        .await);
+    assert_eq!(status, "Success", "{out}");
+    assert!(out.contains("pod/sniff created"), "{out}");
+    // and a pod that keeps to the pod network is admitted in default
+    let (status, out) = run(s.run(&cp, "microk8s kubectl run web --image=nginx").await);
+    assert_eq!(status, "Success", "{out}");
+    let state = sim_state(&s, &cp).await["state"].clone();
+    assert_eq!(
+        state["pods"],
+        serde_json::json!(["kube-system sniff", "default web"]),
+        "{state}"
+    );
+}

@@ -1196,6 +1196,7 @@ mod openapi {
             ami_id: Some("ami-0123456789abcdef0".into()),
             api_endpoint: Some("nlb".into()),
             extra_sans: Some(vec![]),
+            pod_security: Some("restricted".into()),
             ..Default::default()
         })
         .unwrap();

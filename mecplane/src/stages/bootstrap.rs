@@ -1,6 +1,6 @@
 //! Stage `bootstrap`: installs MicroK8s on the first control plane (pinned channel, refresh held,
-//! launch configuration with the API certificate's extra SANs and the add-ons, wait-ready with a
-//! timeout) and creates the cluster's join token — chosen here, stored as a SecureString, never
+//! launch configuration with the API certificate's extra SANs, the add-ons and the Pod Security
+//! admission of the spec's level, wait-ready with a timeout) and creates the cluster's join token — chosen here, stored as a SecureString, never
 //! put in the state or a log.
 
 use rand::distr::{Alphanumeric, SampleString};
@@ -65,6 +65,7 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
                 crate::microk8s::addons_env(&state.spec.addons),
             ),
             ("EXTRA_SANS", sans.join(",")),
+            ("POD_SECURITY", state.spec.pod_security.as_str().to_string()),
             (
                 "WAIT_TIMEOUT",
                 state
@@ -130,6 +131,7 @@ mod tests {
         assert!(
             text.contains("export MK8S_CHANNEL='1.32/stable'")
                 && text.contains("export MK8S_ADDONS='dns'")
+                && text.contains("export POD_SECURITY='baseline'")
         );
     }
 

@@ -102,6 +102,11 @@ impl Ctx<'_> {
             let sans = nodes::api_sans(node, self.balancer, &self.state.spec.extra_sans);
             extra.push(("EXTRA_SANS", sans.join(",")));
         }
+        // Its API server enforces the cluster's Pod Security level (a worker runs none).
+        if role == Role::ControlPlane {
+            let level = self.state.spec.pod_security.as_str();
+            extra.push(("POD_SECURITY", level.to_string()));
+        }
         Ok(Wanted {
             cluster_id: self.cluster_id.to_string(),
             instance_id: instance_id.to_string(),
@@ -322,6 +327,12 @@ mod tests {
         assert!(joins
             .iter()
             .all(|c| c.text.contains("export NODE_ROLE='control-plane'")));
+        assert!(
+            joins
+                .iter()
+                .all(|c| c.text.contains("export POD_SECURITY='baseline'")),
+            "a control plane's API server enforces the cluster's Pod Security level"
+        );
         assert_eq!(
             cloud.commands_of("issue-token").len(),
             1,
@@ -363,6 +374,13 @@ mod tests {
         unique.dedup();
         assert_eq!(joined, unique, "every node gets exactly one join command");
         assert_eq!(joined.len(), 2);
+        assert!(
+            cloud
+                .commands_of("join")
+                .iter()
+                .all(|c| !c.text.contains("export POD_SECURITY=")),
+            "a worker runs no API server"
+        );
     }
 
     #[tokio::test]

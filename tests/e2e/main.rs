@@ -22,4 +22,5 @@ mod placement;
 mod reconcile;
 mod replace;
 mod schemathesis;
+mod tokens;
 mod updates;

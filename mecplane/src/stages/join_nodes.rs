@@ -190,14 +190,19 @@ impl Ctx<'_> {
     }
 
     /// The pending command, to be finished as it was sent (it is never sent again).
-    fn resume(&self, pending: &PendingCommand) -> Wanted {
-        let script = Script::named(&pending.script).unwrap_or(Script::Join);
-        self.wanted(
+    fn resume(&self, pending: &PendingCommand) -> Result<Wanted, StageError> {
+        let script = Script::named(&pending.script).ok_or_else(|| {
+            StageError::Internal(format!(
+                "pending command {} runs an unknown script {}",
+                pending.command_id, pending.script
+            ))
+        })?;
+        Ok(self.wanted(
             &pending.instance_id,
             script,
             pending.key.clone(),
             Vec::new(),
-        )
+        ))
     }
 }
 
@@ -226,19 +231,20 @@ fn finished(
             Ok(None)
         }
         Script::IssueToken => {
+            // A command sent for no join under way (a state from before sealed tokens, whose
+            // token was registered in clear) changes nothing.
+            let Some(ticket) = state.join.as_mut() else {
+                return Ok(None);
+            };
             let line = sealed::sealed_line(stdout).ok_or_else(|| {
                 StageError::CommandFailed(format!(
                     "issue-token on {instance_id} printed no sealed token"
                 ))
             })?;
-            // A command sent for a join no longer under way (a state from before sealed tokens)
-            // changes nothing.
-            if let Some(ticket) = state.join.as_mut() {
-                ticket.sealed = Some(SealedToken {
-                    issuer: instance_id.to_string(),
-                    line: line.to_string(),
-                });
-            }
+            ticket.sealed = Some(SealedToken {
+                issuer: instance_id.to_string(),
+                line: line.to_string(),
+            });
             Ok(None)
         }
         Script::Join => {
@@ -288,7 +294,7 @@ pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     // Each pass finishes one command or leaves one running; bounded so a bug cannot spin.
     for _ in 0..(4 * candidates.len() + 4) {
         let wanted = match next_step(&state, &candidates, &anchor.instance_id) {
-            Step::Resume(pending) => ctx.resume(&pending),
+            Step::Resume(pending) => ctx.resume(&pending)?,
             Step::Finished => {
                 state.poll.finish();
                 state.join = None;
@@ -466,6 +472,18 @@ mod tests {
             fixtures::spec(1, 1),
             crate::state::Timing::default(),
         );
+        // An issue-token command of a state from before sealed tokens (no ticket) changes nothing.
+        assert_eq!(
+            finished(
+                &mut state,
+                Script::IssueToken,
+                "i-cp",
+                "MECPLANE_RESULT token=issued\n"
+            )
+            .unwrap(),
+            None
+        );
+        assert_eq!(state.join, None);
         let err =
             finished(&mut state, Script::JoinKey, "i-a", "MECPLANE_RESULT x=y\n").unwrap_err();
         assert_eq!(err.name(), "CommandFailed");

@@ -141,9 +141,10 @@ async fn every_fault_fails_named_and_leaves_nothing_behind() {
             // bootstrap succeeds, so there are none.
             assert_eq!(instances.len(), 1, "{}: instances retained", case.name);
             assert_eq!(groups.len(), 1, "{}: security group retained", case.name);
-            assert!(
-                !params.is_empty(),
-                "{}: token parameter retained",
+            assert_eq!(
+                params,
+                Vec::<String>::new(),
+                "{}: no parameter (join tokens are never stored)",
                 case.name
             );
             // A FAILED cluster can be deleted, and then nothing is left.

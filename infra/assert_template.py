@@ -819,10 +819,8 @@ def check_ownership(template: dict, resources: dict, globals_: dict) -> list[str
 
 # Who may use the secrets key, through SSM, for which parameters (suffix under
 # /${NamePrefix}/clusters/*/): store-kubeconfig writes kubeconfigs and its transport keys, the API reads
-# kubeconfigs, bootstrap writes (and re-reads) join tokens, join-nodes reads them. Nobody else.
+# kubeconfigs. Nobody else (join tokens are never stored: stages/join_nodes.rs).
 SECRETS_KEY_USERS = {
-    ("BootstrapRole", "join-token"): {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"},
-    ("JoinNodesRole", "join-token"): {"kms:Decrypt"},
     ("StoreKubeconfigRole", "kubeconfig"): {"kms:Encrypt", "kms:GenerateDataKey"},
     ("StoreKubeconfigRole", "transport-key"): {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"},
     ("ApiRole", "kubeconfig"): {"kms:Decrypt"},

@@ -137,7 +137,8 @@ impl Deployment {
         format!("/{}/clusters", self.id)
     }
 
-    /// The SecureString parameter holding a cluster's join token.
+    /// The SecureString parameter where a cluster made before join tokens were sealed per join
+    /// kept its token; nothing writes it now, and teardown still deletes it.
     pub fn join_token_parameter(&self, cluster_id: &str) -> String {
         format!("{}/{cluster_id}/join-token", self.parameter_root())
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Script {
     Bootstrap,
+    JoinKey,
     IssueToken,
     Join,
     Verify,
@@ -18,10 +19,29 @@ pub enum Script {
 }
 
 impl Script {
+    /// Every script.
+    pub const ALL: [Script; 9] = [
+        Script::Bootstrap,
+        Script::JoinKey,
+        Script::IssueToken,
+        Script::Join,
+        Script::Verify,
+        Script::Kubeconfig,
+        Script::ManageNode,
+        Script::Upgrade,
+        Script::Addons,
+    ];
+
+    /// The script with this name (`# mecplane-script:` header).
+    pub fn named(name: &str) -> Option<Script> {
+        Script::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// The name in the script's `# mecplane-script:` header.
     pub fn name(self) -> &'static str {
         match self {
             Script::Bootstrap => "bootstrap",
+            Script::JoinKey => "join-key",
             Script::IssueToken => "issue-token",
             Script::Join => "join",
             Script::Verify => "verify",
@@ -36,6 +56,7 @@ impl Script {
     pub fn body(self) -> &'static str {
         match self {
             Script::Bootstrap => include_str!("../scripts/bootstrap.sh"),
+            Script::JoinKey => include_str!("../scripts/join-key.sh"),
             Script::IssueToken => include_str!("../scripts/issue-token.sh"),
             Script::Join => include_str!("../scripts/join.sh"),
             Script::Verify => include_str!("../scripts/verify.sh"),
@@ -133,16 +154,8 @@ mod tests {
 
     #[test]
     fn every_script_declares_its_name() {
-        for s in [
-            Script::Bootstrap,
-            Script::IssueToken,
-            Script::Join,
-            Script::Verify,
-            Script::Kubeconfig,
-            Script::ManageNode,
-            Script::Upgrade,
-            Script::Addons,
-        ] {
+        for s in Script::ALL {
+            assert_eq!(Script::named(s.name()), Some(s));
             assert!(
                 s.body()
                     .contains(&format!("# mecplane-script: {}\n", s.name())),
@@ -154,8 +167,10 @@ mod tests {
 
     #[test]
     fn render_quotes_values() {
-        let text = Script::Join.render(&[("JOIN_TOKEN", "ab'c"), ("NODE_ROLE", "worker")]);
-        assert!(text.starts_with("bash -s <<'MECPLANE_SCRIPT_EOF'\nexport JOIN_TOKEN='ab'\\''c'\n"));
+        let text = Script::Join.render(&[("SEALED_TOKEN", "ab'c"), ("NODE_ROLE", "worker")]);
+        assert!(
+            text.starts_with("bash -s <<'MECPLANE_SCRIPT_EOF'\nexport SEALED_TOKEN='ab'\\''c'\n")
+        );
         assert!(text.ends_with("MECPLANE_SCRIPT_EOF\n"));
         assert!(text.contains("# mecplane-script: join"));
     }
@@ -299,7 +314,11 @@ mod tests {
         std::fs::create_dir_all(&bin).unwrap();
         for (name, body) in [
             ("snap", "#!/bin/sh\n[ \"$1\" = list ] && exit 1\nexit 0\n"),
-            ("microk8s", "#!/bin/sh\nexit 0\n"),
+            // A member already (so a join ends once its launch configuration is written).
+            (
+                "microk8s",
+                "#!/bin/sh\n[ \"$1\" = status ] && printf 'acting as a node in a cluster\\n  datastore master nodes: 10.0.0.1:19001\\n'\nexit 0\n",
+            ),
         ] {
             let path = bin.join(name);
             std::fs::write(&path, body).unwrap();
@@ -443,7 +462,7 @@ mod tests {
                 &[
                     ("MK8S_CHANNEL", "1.32/stable"),
                     ("JOIN_ADDRESS", "10.0.0.1:25000"),
-                    ("JOIN_TOKEN", "abcdefghijklmnopqrstuvwxyz012345"),
+                    ("SEALED_TOKEN", "MECPLANE_SEALED v1 QUJD QUJD QUJD QUJD"),
                     ("NODE_ROLE", role),
                     ("WAIT_TIMEOUT", "30"),
                     ("EXTRA_SANS", sans),

@@ -28,6 +28,25 @@ pub const MARKER: &str = "MECPLANE_SEALED";
 /// The format version the node writes and this module reads.
 pub const VERSION: &str = "v1";
 
+/// 16 hex characters of the SHA-256 of `data`: names a public key or a sealed line in a
+/// command's idempotency key.
+pub fn short_digest(data: &[u8]) -> String {
+    let hash = digest::digest(&digest::SHA256, data);
+    hash.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The `MECPLANE_SEALED` line in a command's output, if there is one (not opened: a join token
+/// is opened only by the node it is sealed to).
+pub fn sealed_line(output: &str) -> Option<&str> {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(MARKER) && l.split_whitespace().count() == 6)
+}
+
 /// Why a sealed secret could not be opened (never says anything about its content).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
@@ -91,11 +110,7 @@ impl TransportKey {
     /// 16 hex characters of the public key's SHA-256: names the key in a command's idempotency
     /// key, so a command sealed to another key is never adopted.
     pub fn fingerprint(&self) -> String {
-        let hash = digest::digest(&digest::SHA256, &self.public_der());
-        hash.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        short_digest(&self.public_der())
     }
 
     /// Finds the sealed line in `output` and opens it.

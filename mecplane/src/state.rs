@@ -21,7 +21,8 @@ pub struct Timing {
     pub command_timeout_seconds: u32,
     /// Deadline for all nodes to report Ready.
     pub ready_timeout_seconds: u32,
-    /// Lifetime of a join token.
+    /// Not used since join tokens are single-use and travel sealed (`join_nodes`); still read
+    /// and checked so inputs that set it keep working.
     pub token_ttl_seconds: u32,
     /// Deadline for instances to terminate.
     pub terminate_timeout_seconds: u32,
@@ -34,9 +35,6 @@ impl Default for Timing {
             nodes_timeout_seconds: 900,
             command_timeout_seconds: 900,
             ready_timeout_seconds: 600,
-            // Short: the token travels in SendCommand parameters (readable through ListCommands).
-            // A join is sent with at least half of it left (join_nodes::token_fresh), and a
-            // token older than that is replaced first.
             token_ttl_seconds: 300,
             terminate_timeout_seconds: 900,
         }
@@ -141,6 +139,30 @@ pub struct PendingCommand {
     pub sent_at: i64,
 }
 
+/// One node's join, as far as it has come, without a secret: the public half of the one-time
+/// RSA key the node made for it (the private half never leaves the node and is deleted after the
+/// join) and, once a member control plane has made and registered a single-use token, that token
+/// sealed to the key (`sealed` format): only the joining node can open it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTicket {
+    /// The joining node.
+    pub instance_id: String,
+    /// Base64 X.509 SubjectPublicKeyInfo DER of the node's one-time RSA key.
+    pub public_key: String,
+    #[serde(default)]
+    pub sealed: Option<SealedToken>,
+}
+
+/// A join token sealed to a joining node's key by the control plane that registered it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedToken {
+    /// The control plane that made and registered the token: the node joins through it (a
+    /// MicroK8s token is known only to the node it was added on).
+    pub issuer: String,
+    /// The `MECPLANE_SEALED v1 …` line its issue-token command printed.
+    pub line: String,
+}
+
 /// The error a `Catch` stores at `$.error`, as Step Functions writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepError {
@@ -180,12 +202,10 @@ pub struct CreateState {
     pub ami_id: Option<String>,
     #[serde(default)]
     pub security_group_id: Option<String>,
-    /// The SecureString parameter holding the join token.
-    #[serde(default)]
-    pub token_parameter: Option<String>,
-    /// When the token was last issued on the first control plane (epoch seconds).
-    #[serde(default)]
-    pub token_issued_at: Option<i64>,
+    /// The join under way (join stages): the joining node's public key and, once issued, its
+    /// sealed token. Nothing in it is a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinTicket>,
     /// Instances that have joined the cluster (the first control plane bootstraps, it does not join).
     #[serde(default)]
     pub joined: Vec<String>,
@@ -214,8 +234,7 @@ impl CreateState {
             target: None,
             ami_id: None,
             security_group_id: None,
-            token_parameter: None,
-            token_issued_at: None,
+            join: None,
             joined: Vec::new(),
             command: None,
             poll: Poll::default(),

@@ -24,4 +24,5 @@ mod podsec;
 mod reconcile;
 mod replace;
 mod schemathesis;
+mod tokens;
 mod updates;

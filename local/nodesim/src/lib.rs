@@ -165,6 +165,7 @@ impl Simulator {
         matches!(
             target,
             "AmazonSSM.SendCommand"
+                | "AmazonSSM.ListCommands"
                 | "AmazonSSM.GetCommandInvocation"
                 | "AmazonSSM.ListCommandInvocations"
                 | "AmazonSSM.DescribeInstanceInformation"

@@ -1,5 +1,5 @@
 //! The SSM Run Command operations in the JSON 1.1 protocol, as the aws-sdk-ssm client sends and
-//! parses them: SendCommand, GetCommandInvocation, ListCommandInvocations,
+//! parses them: SendCommand, ListCommands, GetCommandInvocation, ListCommandInvocations,
 //! DescribeInstanceInformation, CancelCommand. Errors are HTTP 400 with `{"__type", "message"}`.
 
 use crate::commands::{self, CommandRec, Invocation, Status, PLUGIN_OUTPUT_LIMIT};
@@ -72,6 +72,7 @@ pub async fn handle(core: &Arc<Core>, target: &str, region: &str, body: &[u8]) -
     let op = target.strip_prefix("AmazonSSM.").unwrap_or(target);
     let result = match op {
         "SendCommand" => send_command(core, region, &input).await,
+        "ListCommands" => list_commands(core, &input),
         "GetCommandInvocation" => get_command_invocation(core, &input),
         "ListCommandInvocations" => list_command_invocations(core, &input),
         "DescribeInstanceInformation" => describe_instance_information(core, region, &input).await,
@@ -431,6 +432,53 @@ fn paginate(
             .collect(),
         next,
     ))
+}
+
+/// ListCommands: every command with its parameters (the whole script text, environment
+/// included), as SSM shows them for 30 days to anyone allowed `ssm:ListCommands` (which cannot be
+/// scoped to resources). Newest first, pages of at most 50.
+fn list_commands(core: &Arc<Core>, input: &Value) -> Result<Value, ApiError> {
+    let command_id = str_field(input, "CommandId");
+    let instance_id = str_field(input, "InstanceId");
+    if input
+        .get("Filters")
+        .is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        return Err(ApiError::new(
+            "InvalidFilterKey",
+            "the node simulator does not filter ListCommands",
+        ));
+    }
+    if let Some(c) = command_id {
+        if core.commands.command(c).is_none() {
+            return Err(ApiError::new("InvalidCommandId", ""));
+        }
+    }
+    if input
+        .get("MaxResults")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| !(1..=50).contains(&n))
+    {
+        return Err(ApiError::new(
+            "ValidationException",
+            "1 validation error detected: Value at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 50",
+        ));
+    }
+    // Newest first, as `all_commands` lists them.
+    let commands: Vec<CommandRec> = core
+        .commands
+        .all_commands()
+        .into_iter()
+        .filter(|c| command_id.is_none_or(|id| id == c.command_id))
+        .filter(|c| instance_id.is_none_or(|id| c.instance_ids.iter().any(|i| i == id)))
+        .collect();
+    let items = commands.iter().map(|c| command_json(core, c)).collect();
+    let (page, next) = paginate(items, input, 50)?;
+    let mut out = json!({ "Commands": page });
+    if let Some(n) = next {
+        out["NextToken"] = json!(n);
+    }
+    Ok(out)
 }
 
 fn list_command_invocations(core: &Arc<Core>, input: &Value) -> Result<Value, ApiError> {

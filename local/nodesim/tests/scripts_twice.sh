@@ -41,7 +41,6 @@ expect_fail() { # expect_fail <description> <expected stderr substring> <command
   check "$desc" "$want" "$err"
 }
 
-TOKEN=abcdefghijklmnopqrstuvwxyz012345
 # shellcheck disable=SC2054  # comma lists are values, not separators
 boot=(MK8S_CHANNEL=1.32/stable "MK8S_ADDONS=dns hostpath-storage metallb:10.0.0.10-10.0.0.20,10.0.1.0/24" EXTRA_SANS=10.0.1.5,api.example.com WAIT_TIMEOUT=30)
 for n in 1 2; do
@@ -65,18 +64,92 @@ check "baseline enforced" "enforce baseline" "$(cat "$work/instances/i-cp0/var/s
 check "kube-system exempt" "exempt kube-system" "$(cat "$work/instances/i-cp0/var/snap/microk8s/common/sim/pod-security")"
 expect_fail "bootstrap without WAIT_TIMEOUT" "WAIT_TIMEOUT is not set" run 10.0.1.5 bootstrap MK8S_CHANNEL=1.32/stable
 
-for n in 1 2; do
-  out=$(run 10.0.1.5 issue-token JOIN_TOKEN=$TOKEN TOKEN_TTL=600)
-  check "issue-token run $n" "MECPLANE_RESULT token=issued" "$out"
-  [[ $out != *"$TOKEN"* ]] || { echo "FAIL - issue-token printed the token"; failures=$((failures + 1)); }
-done
-
+# on <ip> [NAME=value...] -- <command line>: runs it on that node (as SSM runs a command); prints stdout.
+on() {
+  local ip=$1 envs=(); shift
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done; shift
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  env -i PATH="$stand_ins:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" HOME=/root \
+    MECPLANE_SIM_INSTANCE_ID="${ID[$ip]}" MECPLANE_SIM_IP="$ip" MECPLANE_SIM_HOSTNAME="ip-${ip//./-}" \
+    MECPLANE_SIM_NET="$work/net" MECPLANE_SIM_FAULTS="" MECPLANE_SIM_JOIN_SECONDS=0 "${envs[@]}" \
+    unshare --mount --propagation private -- bash -c 'mount --bind "$1" /var && exec bash -c "$2"' _ \
+    "$work/instances/${ID[$ip]}/var" "$*"
+}
+# Join tokens: the joining node makes a one-time key (join-key), the control plane makes a
+# single-use token and prints it only sealed to that key (issue-token), the node opens it (join).
+key_of() { sed -n 's/^MECPLANE_RESULT join-key=ready public-key=//p' <<<"$1"; }
+sealed_of() { grep '^MECPLANE_SEALED v1 ' <<<"$1"; }
+tokens() { cut -d' ' -f1 "$work/instances/i-cp0/var/snap/microk8s/common/sim/cluster/tokens"; }
+key_file() { echo "$work/instances/${ID[$1]}/var/lib/mecplane/join-key.pem"; }
+# open_sealed <ip> <sealed line>: the token, opened here with that node's key (white box, as the
+# join script opens it there).
+open_sealed() {
+  local wrapped iv ct
+  read -r _ _ wrapped iv ct _ <<<"$2"
+  base64 -d <<<"$wrapped" | openssl pkeyutl -decrypt -inkey "$(key_file "$1")" -pkeyopt rsa_padding_mode:oaep \
+    -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 >"$work/keys"
+  base64 -d <<<"$iv" >"$work/iv"
+  base64 -d <<<"$ct" | openssl enc -d -aes-256-ctr -K "$(head -c 32 "$work/keys" | od -An -v -tx1 | tr -d ' \n')" \
+    -iv "$(od -An -v -tx1 <"$work/iv" | tr -d ' \n')"
+}
 join=(MK8S_CHANNEL=1.32/stable JOIN_ADDRESS=10.0.1.5:25000 WAIT_TIMEOUT=30)
-expect_fail "join with a wrong token" "Invalid token" run 10.0.1.6 join "${join[@]}" JOIN_TOKEN=zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz NODE_ROLE=worker
-check "worker join run 1" "MECPLANE_RESULT join=joined" "$(run 10.0.1.6 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=worker)"
-check "worker join run 2" "MECPLANE_RESULT join=already-member" "$(run 10.0.1.6 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=worker)"
-check "control-plane join run 1" "MECPLANE_RESULT join=joined" "$(run 10.0.1.7 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"
-check "control-plane join run 2" "MECPLANE_RESULT join=already-member" "$(run 10.0.1.7 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"
+# join_node <ip> <role> [<control plane ip>]: the three commands of one join; prints the join's output.
+join_node() {
+  local ip=$1 role=$2 cp=${3:-10.0.1.5} key sealed
+  key=$(key_of "$(run "$ip" join-key)")
+  sealed=$(sealed_of "$(run "$cp" issue-token JOIN_KEY="$key")")
+  run "$ip" join MK8S_CHANNEL=1.32/stable JOIN_ADDRESS="$cp:25000" WAIT_TIMEOUT=30 NODE_ROLE="$role" SEALED_TOKEN="$sealed"
+}
+
+out1=$(run 10.0.1.6 join-key)
+out2=$(run 10.0.1.6 join-key)
+key6=$(key_of "$out1")
+check "join-key run 1 prints a public key" "MECPLANE_RESULT join-key=ready public-key=MII" "$out1"
+check "join-key run 2 prints the same key" "$key6" "$(key_of "$out2")"
+check "join key file root-only" "600 700" "$(stat -c %a "$(key_file 10.0.1.6)") $(stat -c %a "$(dirname "$(key_file 10.0.1.6)")")"
+[[ $out1 != *PRIVATE* ]] || { echo "FAIL - join-key printed its private key"; failures=$((failures + 1)); }
+key7=$(key_of "$(run 10.0.1.7 join-key)")
+[[ $key7 != "$key6" ]] || { echo "FAIL - two nodes made the same join key"; failures=$((failures + 1)); }
+
+before=$(tokens | wc -l)
+for n in 1 2; do
+  out=$(run 10.0.1.5 issue-token JOIN_KEY="$key6")
+  check "issue-token run $n" "MECPLANE_RESULT token=sealed" "$out"
+  sealed[n]=$(sealed_of "$out")
+  token[n]=$(open_sealed 10.0.1.6 "${sealed[n]}")
+  check "issue-token run $n: the sealed token is registered" "${token[n]}" "$(tokens)"
+  check "issue-token run $n: single use" "${token[n]} - 1" "$(cat "$work/instances/i-cp0/var/snap/microk8s/common/sim/cluster/tokens")"
+  [[ $out != *"${token[n]}"* ]] || { echo "FAIL - issue-token printed the token"; failures=$((failures + 1)); }
+done
+[[ ${token[1]} != "${token[2]}" && $(tokens | wc -l) == $((before + 2)) ]] || { echo "FAIL - issue-token did not make a new token per run"; failures=$((failures + 1)); }
+expect_fail "issue-token without a key" "JOIN_KEY is not set" run 10.0.1.5 issue-token
+expect_fail "issue-token with a key that is not RSA" "not a usable RSA public key" run 10.0.1.5 issue-token JOIN_KEY=QUJDRA==
+[[ $(tokens | wc -l) == $((before + 2)) ]] || { echo "FAIL - a refused issue-token left a token behind"; failures=$((failures + 1)); }
+
+expect_fail "join with a token sealed to another node's key" "not sealed to this node's join key" \
+  run 10.0.1.7 join "${join[@]}" SEALED_TOKEN="${sealed[1]}" NODE_ROLE=control-plane
+[[ ! -e $(key_file 10.0.1.7) ]] || { echo "FAIL - a join attempt kept its key"; failures=$((failures + 1)); }
+expect_fail "join without a join key" "has no join key" run 10.0.1.7 join "${join[@]}" SEALED_TOKEN="${sealed[1]}" NODE_ROLE=control-plane
+out=$(run 10.0.1.6 join "${join[@]}" SEALED_TOKEN="${sealed[1]}" NODE_ROLE=worker)
+check "worker join run 1" "MECPLANE_RESULT join=joined" "$out"
+[[ $out != *"${token[1]}"* ]] || { echo "FAIL - join printed the token"; failures=$((failures + 1)); }
+[[ ! -e $(key_file 10.0.1.6) ]] || { echo "FAIL - the join key outlived the join"; failures=$((failures + 1)); }
+check "worker join run 2" "MECPLANE_RESULT join=already-member" "$(run 10.0.1.6 join "${join[@]}" SEALED_TOKEN="${sealed[1]}" NODE_ROLE=worker)"
+if tokens | grep -qxF "${token[1]}"; then echo "FAIL - the used token is still registered"; failures=$((failures + 1)); fi
+# Replays: a used token, and a token consumed by a join refused for another reason, are refused.
+on 10.0.1.9 -- snap install microk8s --classic --channel=1.32/stable >/dev/null
+expect_fail "replaying a used token" "Invalid token" on 10.0.1.9 -- microk8s join "10.0.1.5:25000/${token[1]}" --worker
+echo "ip-10-0-1-8 $(( $(date +%s) + 60 ))" >"$work/instances/i-cp0/var/snap/microk8s/common/sim/cluster/join-in-progress"
+expect_fail "a join refused while another runs" "Another join is in progress" on 10.0.1.9 -- microk8s join "10.0.1.5:25000/${token[2]}" --worker
+rm "$work/instances/i-cp0/var/snap/microk8s/common/sim/cluster/join-in-progress"
+expect_fail "that refused join consumed its single-use token" "Invalid token" on 10.0.1.9 -- microk8s join "10.0.1.5:25000/${token[2]}" --worker
+# A token with a TTL is refused once it has expired.
+ttl_token=ttltoken0000000000000000000000000
+on 10.0.1.5 -- microk8s add-node --token "$ttl_token" --token-ttl 1 --format json >/dev/null
+sleep 2
+expect_fail "an expired token" "Invalid token" on 10.0.1.9 -- microk8s join "10.0.1.5:25000/$ttl_token" --worker
+check "control-plane join run 1" "MECPLANE_RESULT join=joined" "$(join_node 10.0.1.7 control-plane)"
+check "control-plane join run 2" "MECPLANE_RESULT join=already-member" "$(run 10.0.1.7 join "${join[@]}" SEALED_TOKEN="${sealed[1]}" NODE_ROLE=control-plane)"
 check "a joined control plane enforces the cluster's level" "enforce baseline" "$(cat "$work/instances/i-cp1/var/snap/microk8s/common/sim/pod-security")"
 check "a joined control plane names its admission configuration" "mecplane-admission.yaml" "$(cat "$work/instances/i-cp1/var/snap/microk8s/current/args/kube-apiserver")"
 [[ ! -e $work/instances/i-worker0/var/snap/microk8s/current/args/mecplane-admission.yaml && ! -e $work/instances/i-worker0/var/snap/microk8s/common/sim/pod-security ]] \
@@ -119,17 +192,6 @@ done
 expect_fail "kubeconfig without a transport key" "TRANSPORT_KEY is not set" run 10.0.1.5 kubeconfig
 
 # ---- day 2: stand-in commands run directly on a node ------------------------------------------
-# on <ip> [NAME=value...] -- <command line>: runs it on that node (as SSM runs a command); prints stdout.
-on() {
-  local ip=$1 envs=(); shift
-  while [[ $1 != -- ]]; do envs+=("$1"); shift; done; shift
-  # shellcheck disable=SC2016  # expanded by the inner bash
-  env -i PATH="$stand_ins:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" HOME=/root \
-    MECPLANE_SIM_INSTANCE_ID="${ID[$ip]}" MECPLANE_SIM_IP="$ip" MECPLANE_SIM_HOSTNAME="ip-${ip//./-}" \
-    MECPLANE_SIM_NET="$work/net" MECPLANE_SIM_FAULTS="" MECPLANE_SIM_JOIN_SECONDS=0 "${envs[@]}" \
-    unshare --mount --propagation private -- bash -c 'mount --bind "$1" /var && exec bash -c "$2"' _ \
-    "$work/instances/${ID[$ip]}/var" "$*"
-}
 expect_code() { # expect_code <description> <exit code> <expected output substring> <command...>
   local desc=$1 want=$2 text=$3 out rc=0; shift 3
   out=$("$@" 2>&1) || rc=$?
@@ -155,7 +217,7 @@ check "applied twice: configured" "pod/peek configured" "$(on 10.0.1.5 -- microk
 check "admitted pods listed" "pod/web" "$(on 10.0.1.5 -- microk8s kubectl get pods -o name)"
 
 set_state i-worker0 running
-check "control plane 3 joins" "MECPLANE_RESULT join=joined" "$(run 10.0.1.8 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"
+check "control plane 3 joins" "MECPLANE_RESULT join=joined" "$(join_node 10.0.1.8 control-plane)"
 status=$(on 10.0.1.5 -- microk8s status)
 check "status: three voters" "datastore master nodes: 10.0.1.5:19001 10.0.1.7:19001 10.0.1.8:19001" "$status"
 check "status: high availability" "high-availability: yes" "$status"
@@ -224,7 +286,7 @@ ip-10-0-1-8 10.0.1.8 control-plane --force removed - 10.0.1.5" "$log"
 check "leave of the only voter" "3" "$(on 10.0.1.5 -- 'microk8s leave; echo $?' 2>&1 | tail -n 1)"
 
 # Quorum: three voters, two unreachable: dqlite has no leader, nothing can be removed.
-check "control plane 4 joins" "MECPLANE_RESULT join=joined" "$(run 10.0.1.9 join "${join[@]}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane)"
+check "control plane 4 joins" "MECPLANE_RESULT join=joined" "$(join_node 10.0.1.9 control-plane)"
 set_state i-cp1 stopped; set_state i-cp3 terminated
 expect_code "remove-node without quorum" 2 "no available dqlite leader" on 10.0.1.5 -- microk8s remove-node ip-10-0-1-7 --force
 set_state i-cp1 running; set_state i-cp3 running
@@ -240,7 +302,7 @@ check "worker leaves" "Generating new cluster certificates." "$(on 10.0.1.6 -- m
 check "a worker that left is removed without --force" "Removing node ip-10-0-1-6" "$(on 10.0.1.7 -- microk8s remove-node ip-10-0-1-6)"
 
 # node_dies: the node dies during snap refresh: it never finishes and the node stops answering.
-check "control plane 1 joins again" "MECPLANE_RESULT join=joined" "$(run 10.0.1.5 join "${join[@]/10.0.1.5:25000/10.0.1.7:25000}" JOIN_TOKEN=$TOKEN NODE_ROLE=control-plane 2>&1)" || true
+check "control plane 1 joins again" "MECPLANE_RESULT join=joined" "$(join_node 10.0.1.5 control-plane 10.0.1.7 2>&1)" || true
 rc=0; timeout 3 bash -c "$(declare -f on); $(declare -p ID work stand_ins); on 10.0.1.9 MECPLANE_SIM_FAULTS=node_dies -- snap refresh microk8s --channel=1.33/stable" >/dev/null 2>&1 || rc=$?
 check "node_dies: the refresh never finishes" "124" "$rc"
 [[ -e $work/instances/i-cp3/dead ]] || { echo "FAIL - node_dies wrote no dead marker"; failures=$((failures + 1)); }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const AGENT_DELAY: Duration = Duration::from_secs(2);
-const TOKEN: &str = "abcdefghijklmnopqrstuvwxyz012345";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -420,49 +419,80 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
         assert_eq!(out.response_code(), 0);
         assert!(stdout(&out).contains("MECPLANE_RESULT bootstrap=ok channel=1.32/stable"));
     }
+    // A join: the worker makes its one-time key, the control plane a single-use token sealed to
+    // it, the worker opens it and joins.
+    let out = s.run(&worker, &script("join-key", &[])).await;
+    let text = stdout(&out);
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MECPLANE_RESULT join-key=ready public-key="))
+        .unwrap_or_else(|| panic!("no public key: {text}"))
+        .to_string();
     let out = s
-        .run(
-            &cp,
-            &script(
-                "issue-token",
-                &[("JOIN_TOKEN", TOKEN), ("TOKEN_TTL", "600")],
-            ),
-        )
+        .run(&cp, &script("issue-token", &[("JOIN_KEY", &key)]))
         .await;
-    assert_eq!(
-        out.status().unwrap().as_str(),
-        "Success",
+    let text = stdout(&out);
+    assert_eq!(out.status().unwrap().as_str(), "Success", "{text}");
+    assert!(text.contains("MECPLANE_RESULT token=sealed"), "{text}");
+    let sealed = text
+        .lines()
+        .find(|l| l.starts_with("MECPLANE_SEALED v1 "))
+        .unwrap()
+        .to_string();
+
+    let join_addr = format!("{cp_ip}:25000");
+    let join_env = |sealed: &str| {
+        vec![
+            ("MK8S_CHANNEL", "1.32/stable".to_string()),
+            ("JOIN_ADDRESS", join_addr.clone()),
+            ("SEALED_TOKEN", sealed.to_string()),
+            ("NODE_ROLE", "worker".to_string()),
+            ("WAIT_TIMEOUT", "30".to_string()),
+        ]
+    };
+    let render = |v: Vec<(&'static str, String)>| {
+        let pairs: Vec<(&str, &str)> = v.iter().map(|(k, x)| (*k, x.as_str())).collect();
+        script("join", &pairs)
+    };
+    // A token sealed to another key: Failed, the worker cannot open it.
+    let foreign = {
+        let out = s
+            .run(
+                &cp,
+                &script("issue-token", &[("JOIN_KEY", &transport_public_key())]),
+            )
+            .await;
+        stdout(&out)
+            .lines()
+            .find(|l| l.starts_with("MECPLANE_SEALED v1 "))
+            .unwrap()
+            .to_string()
+    };
+    let out = s.run(&worker, &render(join_env(&foreign))).await;
+    assert_eq!(out.status().unwrap().as_str(), "Failed");
+    assert_ne!(out.response_code(), 0);
+    assert!(
+        stdout(&out).contains("not sealed to this node's join key"),
         "{}",
         stdout(&out)
     );
-    assert!(
-        !stdout(&out).contains(TOKEN),
-        "issue-token printed the token"
-    );
-
-    let join_addr = format!("{cp_ip}:25000");
-    let join_env = |token: &'static str| {
-        vec![
-            ("MK8S_CHANNEL", "1.32/stable"),
-            ("JOIN_ADDRESS", join_addr.as_str()),
-            ("JOIN_TOKEN", token),
-            ("NODE_ROLE", "worker"),
-            ("WAIT_TIMEOUT", "30"),
-        ]
-    };
-    // Wrong token: Failed, with microk8s's message on stderr.
+    // That attempt used the worker's key up: a new one, a new token, then the join.
+    let out = s.run(&worker, &script("join-key", &[])).await;
+    let key = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("MECPLANE_RESULT join-key=ready public-key="))
+        .unwrap()
+        .to_string();
     let out = s
-        .run(
-            &worker,
-            &script("join", &join_env("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz")),
-        )
+        .run(&cp, &script("issue-token", &[("JOIN_KEY", &key)]))
         .await;
-    assert_eq!(out.status().unwrap().as_str(), "Failed");
-    assert_eq!(out.status_details(), Some("Failed"));
-    assert_ne!(out.response_code(), 0);
-    assert!(stdout(&out).contains("Invalid token"), "{}", stdout(&out));
-    // Right token: joined; second run converges.
-    let out = s.run(&worker, &script("join", &join_env(TOKEN))).await;
+    let sealed_again = stdout(&out)
+        .lines()
+        .find(|l| l.starts_with("MECPLANE_SEALED v1 "))
+        .unwrap()
+        .to_string();
+    assert_ne!(sealed, sealed_again);
+    let out = s.run(&worker, &render(join_env(&sealed_again))).await;
     assert_eq!(
         out.status().unwrap().as_str(),
         "Success",
@@ -470,7 +500,7 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
         stdout(&out)
     );
     assert!(stdout(&out).contains("MECPLANE_RESULT join=joined"));
-    let out = s.run(&worker, &script("join", &join_env(TOKEN))).await;
+    let out = s.run(&worker, &render(join_env(&sealed_again))).await;
     assert_eq!(
         out.status().unwrap().as_str(),
         "Success",
@@ -479,20 +509,70 @@ async fn scripts_run_end_to_end_on_simulated_instances() {
     );
     assert!(stdout(&out).contains("MECPLANE_RESULT join=already-member"));
 
-    // Expired token: issue one with a 1 s lifetime and use it late.
+    // Tokens presented directly to microk8s join: a wrong one and an expired one are refused.
+    s.wait_online(&late).await;
+    let install = "snap install microk8s --classic --channel=1.32/stable >/dev/null";
+    let out = s
+        .run(
+            &late,
+            &format!(
+                "{install} && microk8s join {join_addr}/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz --worker"
+            ),
+        )
+        .await;
+    assert_eq!(out.status().unwrap().as_str(), "Failed");
+    assert!(stdout(&out).contains("Invalid token"), "{}", stdout(&out));
     const SHORT: &str = "shortlivedtoken00000000000000000";
     let out = s
         .run(
             &cp,
-            &script("issue-token", &[("JOIN_TOKEN", SHORT), ("TOKEN_TTL", "1")]),
+            &format!("microk8s add-node --token {SHORT} --token-ttl 1 --format json >/dev/null"),
         )
         .await;
-    assert_eq!(out.status().unwrap().as_str(), "Success");
+    assert_eq!(
+        out.status().unwrap().as_str(),
+        "Success",
+        "{}",
+        stdout(&out)
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    s.wait_online(&late).await;
-    let out = s.run(&late, &script("join", &join_env(SHORT))).await;
+    let out = s
+        .run(
+            &late,
+            &format!("microk8s join {join_addr}/{SHORT} --worker"),
+        )
+        .await;
     assert_eq!(out.status().unwrap().as_str(), "Failed", "{}", stdout(&out));
     assert!(stdout(&out).contains("Invalid token"));
+
+    // ListCommands shows every command with its parameters (the whole script, environment
+    // included), newest first, as SSM keeps them for 30 days.
+    let listed = s.ssm.list_commands().send().await.unwrap();
+    let commands = listed.commands();
+    assert!(commands.len() >= 8, "{listed:?}");
+    let text_of = |c: &aws_sdk_ssm::types::Command| {
+        c.parameters()
+            .and_then(|p| p.get("commands"))
+            .map(|v| v.join("\n"))
+            .unwrap_or_default()
+    };
+    assert!(text_of(&commands[0]).contains(SHORT), "newest first");
+    assert!(commands
+        .iter()
+        .any(|c| text_of(c).contains(&format!("export SEALED_TOKEN='{sealed_again}'"))));
+    let one = s
+        .ssm
+        .list_commands()
+        .command_id(commands[1].command_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.commands().len(), 1);
+    let on_cp = s.ssm.list_commands().instance_id(&cp).send().await.unwrap();
+    assert!(on_cp
+        .commands()
+        .iter()
+        .all(|c| c.instance_ids().iter().any(|i| i == &cp)));
 
     let out = s
         .run(&cp, &script("verify", &[("EXPECTED_NODES", "2")]))
@@ -740,17 +820,27 @@ async fn day2_operations_and_faults_through_ssm() {
         };
     let boot = [("MK8S_CHANNEL", "1.32/stable"), ("WAIT_TIMEOUT", "30")];
     ok(&s.run(&cp, &script("bootstrap", &boot)).await);
-    let token = [("JOIN_TOKEN", TOKEN), ("TOKEN_TTL", "600")];
-    ok(&s.run(&cp, &script("issue-token", &token)).await);
     let join_addr = format!("{cp_ip}:25000");
-    let join = [
-        ("MK8S_CHANNEL", "1.32/stable"),
-        ("JOIN_ADDRESS", join_addr.as_str()),
-        ("JOIN_TOKEN", TOKEN),
-        ("NODE_ROLE", "worker"),
-        ("WAIT_TIMEOUT", "30"),
-    ];
     for w in [&w0, &w1] {
+        let key = ok(&s.run(w, &script("join-key", &[])).await)
+            .lines()
+            .find_map(|l| l.strip_prefix("MECPLANE_RESULT join-key=ready public-key="))
+            .unwrap()
+            .to_string();
+        let sealed = ok(&s
+            .run(&cp, &script("issue-token", &[("JOIN_KEY", &key)]))
+            .await)
+        .lines()
+        .find(|l| l.starts_with("MECPLANE_SEALED v1 "))
+        .unwrap()
+        .to_string();
+        let join = [
+            ("MK8S_CHANNEL", "1.32/stable"),
+            ("JOIN_ADDRESS", join_addr.as_str()),
+            ("SEALED_TOKEN", sealed.as_str()),
+            ("NODE_ROLE", "worker"),
+            ("WAIT_TIMEOUT", "30"),
+        ];
         ok(&s.run(w, &script("join", &join)).await);
     }
 
@@ -954,14 +1044,28 @@ async fn pod_security_baseline_refuses_host_network_pods_outside_exempt_namespac
     ];
     let (status, out) = run(s.run(&cp, &script("bootstrap", &boot)).await);
     assert_eq!(status, "Success", "{out}");
-    let token = [("JOIN_TOKEN", TOKEN), ("TOKEN_TTL", "600")];
-    let (status, out) = run(s.run(&cp, &script("issue-token", &token)).await);
+    // (the worker's one-time key, a single-use token sealed to it on the control plane)
+    let (status, out) = run(s.run(&worker, &script("join-key", &[])).await);
     assert_eq!(status, "Success", "{out}");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("MECPLANE_RESULT join-key=ready public-key="))
+        .unwrap_or_else(|| panic!("no public key: {out}"))
+        .to_string();
+    let (status, out) = run(s
+        .run(&cp, &script("issue-token", &[("JOIN_KEY", &key)]))
+        .await);
+    assert_eq!(status, "Success", "{out}");
+    let sealed = out
+        .lines()
+        .find(|l| l.starts_with("MECPLANE_SEALED v1 "))
+        .unwrap_or_else(|| panic!("no sealed token: {out}"))
+        .to_string();
     let join_addr = format!("{cp_ip}:25000");
     let join = [
         ("MK8S_CHANNEL", "1.32/stable"),
         ("JOIN_ADDRESS", join_addr.as_str()),
-        ("JOIN_TOKEN", TOKEN),
+        ("SEALED_TOKEN", sealed.as_str()),
         ("NODE_ROLE", "worker"),
         ("WAIT_TIMEOUT", "30"),
     ];

@@ -160,7 +160,6 @@ pub async fn run<E, R, P, S: ClusterStore>(
     };
     let mut state = CreateState::new(record.id.clone(), spec, timing);
     state.security_group_id = record.security_group_id.clone();
-    state.token_parameter = Some(ports.config.deployment.join_token_parameter(&record.id));
     state.target = target;
     // Nodes already members are not joined again; the join stages take tokens and the join
     // address from a control plane among them (a node being replaced is not one).
@@ -222,14 +221,7 @@ pub(crate) mod tests {
         assert_eq!(first.spec.workers, 4);
         let info = first.update.clone().unwrap();
         assert_eq!((info.from, info.to, info.route), (2, 4, UpdateRoute::Up));
-        assert_eq!(
-            first.token_parameter.as_deref(),
-            Some(
-                resources::Deployment::default()
-                    .join_token_parameter(&state.cluster_id)
-                    .as_str()
-            )
-        );
+        assert_eq!(first.join, None, "no join under way");
         let record = &store.records()[0];
         assert_eq!(
             record.updates[0].execution_arn.as_deref(),

@@ -1,9 +1,7 @@
 //! Stage `bootstrap`: installs MicroK8s on the first control plane (pinned channel, refresh held,
 //! launch configuration with the API certificate's extra SANs, the add-ons and the Pod Security
-//! admission of the spec's level, wait-ready with a timeout) and creates the cluster's join token — chosen here, stored as a SecureString, never
-//! put in the state or a log.
-
-use rand::distr::{Alphanumeric, SampleString};
+//! admission of the spec's level, wait-ready with a timeout). It makes no join token: each join gets a new single-use one, made on a member
+//! control plane and sealed to the joining node (`join_nodes`).
 
 use crate::clock;
 use crate::error::StageError;
@@ -19,37 +17,15 @@ use super::{nodes, records, Ports};
 /// The stage's name in events and the record.
 pub const STAGE: &str = "bootstrap";
 
-/// Length of a join token (MicroK8s wants at least 32 characters).
-pub const TOKEN_LEN: usize = 32;
-
-/// Returns the token parameter `name`, creating the token if the cluster has none yet.
-pub(crate) async fn ensure_token<P: Parameters>(
-    params: &P,
-    name: String,
-) -> Result<String, StageError> {
-    if params.get_secret(&name).await?.is_none() {
-        let token = Alphanumeric.sample_string(&mut rand::rng(), TOKEN_LEN);
-        params.put_secret(&name, &token).await?;
-    }
-    Ok(name)
-}
-
 /// Runs one poll.
 pub async fn run<E: Instances, R: NodeCommands, P: Parameters, S: ClusterStore>(
     ports: &Ports<'_, E, R, P, S>,
     mut state: CreateState,
 ) -> Result<CreateState, StageError> {
-    let (instances, commands, params, store) = (ports.ec2, ports.ssm, ports.secrets, ports.store);
+    let (instances, commands, store) = (ports.ec2, ports.ssm, ports.store);
     let record = records::enter(store, &state.cluster_id, STAGE).await?;
     let now = clock::now_epoch();
     state.poll.tick(now, state.timing.command_timeout_seconds);
-    if state.token_parameter.is_none() {
-        let name = ports
-            .config
-            .deployment
-            .join_token_parameter(&state.cluster_id);
-        state.token_parameter = Some(ensure_token(params, name).await?);
-    }
     let first = nodes::first_control_plane(instances, &state.cluster_id).await?;
     let balancer = record.balancer.as_ref().map(|b| b.dns_name.as_str());
     let sans = nodes::api_sans(&first, balancer, &state.spec.extra_sans);
@@ -107,7 +83,7 @@ mod tests {
     use crate::stages::fixtures;
 
     #[tokio::test]
-    async fn bootstraps_once_and_keeps_the_token_out_of_the_state() {
+    async fn bootstraps_once_and_makes_no_join_token() {
         let (cloud, store, state) = fixtures::online(1, 0).await;
         let sent = run(&fixtures::ports(&cloud, &store), state.clone())
             .await
@@ -121,12 +97,11 @@ mod tests {
         let first = run(&fixtures::ports(&cloud, &store), sent).await.unwrap();
         assert_eq!(cloud.commands_of("bootstrap").len(), 1);
         assert!(first.poll.done && first.command.is_none());
-        let token = cloud.parameters()
-            [&resources::Deployment::default().join_token_parameter(&first.cluster_id)]
-            .clone();
-        assert!(token.1, "the token is a SecureString");
-        assert_eq!(token.0.len(), TOKEN_LEN);
-        assert!(!serde_json::to_string(&first).unwrap().contains(&token.0));
+        assert!(
+            !cloud.parameters().values().any(|(_, secure)| *secure),
+            "no join token is stored: {:?}",
+            cloud.parameters().keys()
+        );
         let text = &cloud.commands_of("bootstrap")[0].text;
         assert!(
             text.contains("export MK8S_CHANNEL='1.32/stable'")

@@ -56,8 +56,8 @@ pub struct Ports<'a, E, R, P, S> {
     /// SSM in the cluster's region: Run Command on the nodes ([`crate::ports::NodeCommands`]) and
     /// the public AMI parameters ([`crate::ports::Parameters`]).
     pub ssm: &'a R,
-    /// Parameter Store in the control plane's region: the cluster's secrets (join token,
-    /// kubeconfig).
+    /// Parameter Store in the control plane's region: the cluster's secrets (the kubeconfig and
+    /// its one-time transport key; join tokens are never stored, see `join_nodes`).
     pub secrets: &'a P,
     /// The cluster records ([`crate::ports::ClusterStore`]).
     pub store: &'a S,

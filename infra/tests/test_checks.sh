@@ -264,7 +264,7 @@ edit "$CASE/$T" 's.replace("      BillingMode: PAY_PER_REQUEST\n", "      Billin
 expect fail "an invalid property" cfn-lint "E3002"
 
 new_case key-for-another-role
-edit "$CASE/$T" 's.replace("AWS: !GetAtt JoinNodesRole.Arn", "AWS: !GetAtt LaunchNodesRole.Arn", 1)'
+edit "$CASE/$T" 's.replace("AWS: !GetAtt ApiRole.Arn", "AWS: !GetAtt LaunchNodesRole.Arn", 1)'
 expect fail "the secrets key usable by a role that needs no secret" assert "LaunchNodesRole may"
 
 new_case key-root-decrypts

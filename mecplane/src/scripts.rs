@@ -182,55 +182,36 @@ mod tests {
         dir: &std::path::Path,
         addons: &[String],
     ) -> (bool, Vec<(String, Vec<String>)>) {
-        use std::os::unix::fs::PermissionsExt;
-        let bin = dir.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        for (name, body) in [
-            ("snap", "#!/bin/sh\n[ \"$1\" = list ] && exit 1\nexit 0\n"),
-            ("microk8s", "#!/bin/sh\nexit 0\n"),
-        ] {
-            let path = bin.join(name);
-            std::fs::write(&path, body).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let config = dir.join("launch.yaml");
-        let _ = std::fs::remove_file(&config);
         let env = crate::microk8s::addons_env(addons);
-        let text = Script::Bootstrap.render(&[
-            ("MK8S_CHANNEL", "1.32/stable"),
-            ("MK8S_ADDONS", &env),
-            ("EXTRA_SANS", "10.0.0.1"),
-            ("WAIT_TIMEOUT", "30"),
-        ]);
-        let default = "LAUNCH_CONFIG=/var/snap/microk8s/common/.microk8s.yaml\n";
-        assert!(
-            text.contains(default),
-            "the script names its launch configuration"
+        let (ok, launch) = launch_config_of(
+            dir,
+            Script::Bootstrap,
+            &[
+                ("MK8S_CHANNEL", "1.32/stable"),
+                ("MK8S_ADDONS", &env),
+                ("EXTRA_SANS", "10.0.0.1"),
+                ("WAIT_TIMEOUT", "30"),
+            ],
         );
-        let text = text.replace(default, &format!("LAUNCH_CONFIG={}\n", config.display()));
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&text)
-            .env("PATH", path)
-            .output()
-            .expect("sh runs");
-        if !out.status.success() {
+        let Some(launch) = launch.filter(|_| ok) else {
             return (false, Vec::new());
-        }
-        let mut found: Vec<(String, Vec<String>)> = Vec::new();
-        for line in std::fs::read_to_string(&config).unwrap().lines() {
-            if let Some(name) = line.strip_prefix("  - name: ") {
-                found.push((name.to_string(), Vec::new()));
-            } else if let Some(args) = line.strip_prefix("    args: ") {
-                // A flow sequence of double-quoted strings is also JSON.
-                found.last_mut().unwrap().1 = serde_json::from_str(args).expect("args: [\"…\"]");
-            }
-        }
+        };
+        let text = |v: &serde_yaml::Value| v.as_str().expect("a string").to_string();
+        let found = launch["addons"]
+            .as_sequence()
+            .map(|addons| {
+                addons
+                    .iter()
+                    .map(|a| {
+                        let args = a["args"].as_sequence().map(|args| args.iter().map(text));
+                        (
+                            text(&a["name"]),
+                            args.map(Iterator::collect).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         (true, found)
     }
 

@@ -30,8 +30,12 @@ pub const STAGE: &str = "api";
 pub const START_FAILED: &str = "StartExecutionFailed";
 /// The failure recorded for a CREATING cluster whose create execution ended without a result.
 pub const CREATE_INTERRUPTED: &str = "CreateInterrupted";
-/// How often a record write that lost its condition is retried.
-const WRITE_ATTEMPTS: usize = 3;
+/// How often the API tries a record write that keeps losing its condition before it answers
+/// 503. A cluster being created or torn down is written by a stage every poll (the stage's
+/// `enter` and its event), so a DELETE or PATCH racing a teardown may lose several rounds in a
+/// row (with 3, a schemathesis DELETE racing a failed create's teardown on the local stack once
+/// answered 503).
+pub(super) const WRITE_ATTEMPTS: usize = 6;
 
 /// The create execution's input, exactly what the register stage accepts.
 #[derive(Serialize)]
@@ -459,7 +463,7 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
     if record.status == Status::Updating {
         record = updates::fail_interrupted_update(ctx, record).await?;
     }
-    for attempt in 0..2 {
+    for attempt in 0..WRITE_ATTEMPTS {
         match record.status {
             Status::Creating => {
                 return Err(ApiError::conflict(
@@ -490,8 +494,8 @@ pub async fn delete<S: ClusterStore, E: Executions, P: Parameters>(
                         record = written;
                         break;
                     }
-                    // A stage wrote meanwhile: read again and decide again, once.
-                    Err(CloudError::ConditionFailed) if attempt == 0 => {
+                    // A stage wrote meanwhile: read again and decide again.
+                    Err(CloudError::ConditionFailed) if attempt + 1 < WRITE_ATTEMPTS => {
                         record = ctx
                             .store
                             .get(&record.id)

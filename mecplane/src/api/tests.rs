@@ -737,6 +737,43 @@ async fn delete_of_a_failed_cluster_survives_a_concurrent_write() {
 }
 
 #[tokio::test]
+async fn a_delete_outlasts_a_run_of_concurrent_writes_then_answers_503() {
+    // GIVEN a failed cluster whose record a teardown keeps writing
+    let ctx = ctx();
+    let rec = create(&ctx, "edge").await;
+    set_status(&ctx.store, &rec.id, Status::Failed).await;
+    let delete = || {
+        handle(
+            &ctx,
+            ApiRequest::new("DELETE", &format!("/clusters/{}", rec.id)),
+        )
+    };
+    // WHEN every write but the last attempt's loses: the delete still goes through
+    ctx.store
+        .conflict_next_updates(super::clusters::WRITE_ATTEMPTS as u32 - 1);
+    let r = delete().await;
+    assert_eq!(
+        (r.status, body(&r)["status"].as_str()),
+        (202, Some("DELETING"))
+    );
+    // AND a record that never stops changing is a 503 to retry, not a lost write
+    let other = create(&ctx, "edge-2").await;
+    set_status(&ctx.store, &other.id, Status::Failed).await;
+    ctx.store
+        .conflict_next_updates(super::clusters::WRITE_ATTEMPTS as u32);
+    let r = handle(
+        &ctx,
+        ApiRequest::new("DELETE", &format!("/clusters/{}", other.id)),
+    )
+    .await;
+    assert_eq!(error_of(&r).0, 503);
+    assert_eq!(
+        ctx.store.get(&other.id).await.unwrap().unwrap().status,
+        Status::Failed
+    );
+}
+
+#[tokio::test]
 async fn events_oldest_first() {
     let ctx = ctx();
     let rec = create(&ctx, "edge").await;

@@ -51,7 +51,7 @@ pub const UPDATE_INTERRUPTED: &str = "UpdateInterrupted";
 /// the PATCH that recorded it may still be about to start it.
 const START_GRACE_SECONDS: i64 = 300;
 /// How often a PATCH re-reads and decides again when its conditional write lost.
-const WRITE_ATTEMPTS: usize = 3;
+use super::clusters::WRITE_ATTEMPTS;
 
 /// The most workers an upgrade may take out of service at once.
 pub const MAX_UNAVAILABLE: u32 = 10;

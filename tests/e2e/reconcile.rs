@@ -381,16 +381,21 @@ async fn on_schedule_a_stopped_control_plane_is_replaced_and_a_dead_cluster_only
         "the stop sent its state-change event"
     );
 
-    // GIVEN every node of the cluster killed at once
-    for n in healed["nodes"].as_array().unwrap() {
-        stack
-            .ec2()
-            .terminate_instances()
-            .instance_ids(n["instance_id"].as_str().unwrap())
-            .send()
-            .await
-            .expect("terminate");
-    }
+    // GIVEN every node of the cluster killed at once (one call: a reconcile the EC2 events start
+    // must not see the cluster with only some of them gone)
+    let every_node: Vec<String> = healed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["instance_id"].as_str().unwrap().to_string())
+        .collect();
+    stack
+        .ec2()
+        .terminate_instances()
+        .set_instance_ids(Some(every_node))
+        .send()
+        .await
+        .expect("terminate");
 
     // THEN no remediation: DEGRADED, reported, no new update started
     let degraded = stack

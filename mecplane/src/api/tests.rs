@@ -2097,29 +2097,29 @@ async fn own_clusters_only_covers_patch_and_updates() {
     }
 }
 
+/// `handle_with` with `cloud` as every region's EC2 and SSM (and an empty ELB).
+async fn handle_in(ctx: &Ctx, cloud: &FakeCloud, req: ApiRequest) -> ApiResponse {
+    use crate::reconcile::{Fleet, RegionPorts, Settings};
+    let cloud = cloud.clone();
+    let ports_in = move |_: &str| RegionPorts {
+        ec2: Box::new(cloud.clone()),
+        ssm: Box::new(cloud.clone()),
+        balancers: Box::new(crate::fakes::FakeBalancers::default()),
+    };
+    let settings = Settings::default();
+    let fleet = Fleet {
+        ports_in: &ports_in,
+        allowed_regions: &[],
+        settings: &settings,
+    };
+    handle_with(ctx, req, Some(&fleet)).await
+}
+
 /// Placement (`crate::placement`) as `POST /clusters` checks it: against the fake EC2 of the
 /// cluster's region, before anything is claimed.
 mod placement {
     use super::*;
-    use crate::reconcile::{Fleet, RegionPorts, Settings};
     use crate::stages::fixtures::zone;
-
-    /// `handle_with` with `cloud` as every region's EC2.
-    async fn handle_in(ctx: &Ctx, cloud: &FakeCloud, req: ApiRequest) -> ApiResponse {
-        let cloud = cloud.clone();
-        let ports_in = move |_: &str| RegionPorts {
-            ec2: Box::new(cloud.clone()),
-            ssm: Box::new(cloud.clone()),
-            balancers: Box::new(crate::fakes::FakeBalancers::default()),
-        };
-        let settings = Settings::default();
-        let fleet = Fleet {
-            ports_in: &ports_in,
-            allowed_regions: &[],
-            settings: &settings,
-        };
-        handle_with(ctx, req, Some(&fleet)).await
-    }
 
     /// A VPC with subnets in three standard zones, a Local Zone offering two types, and a Local
     /// Zone whose group is not opted in.
@@ -2469,24 +2469,7 @@ async fn name_taken_names_the_holder_only_to_whom_may_see_it() {
 /// `POST /reconcile`: who may run one that acts, and what an owner sees of a run.
 mod reconcile_route {
     use super::*;
-    use crate::reconcile::{Fleet, RegionPorts, Settings};
     use crate::record::{Node, NodeState, Role};
-
-    async fn handle_in(ctx: &Ctx, cloud: &FakeCloud, req: ApiRequest) -> ApiResponse {
-        let cloud = cloud.clone();
-        let ports_in = move |_: &str| RegionPorts {
-            ec2: Box::new(cloud.clone()),
-            ssm: Box::new(cloud.clone()),
-            balancers: Box::new(crate::fakes::FakeBalancers::default()),
-        };
-        let settings = Settings::default();
-        let fleet = Fleet {
-            ports_in: &ports_in,
-            allowed_regions: &[],
-            settings: &settings,
-        };
-        handle_with(ctx, req, Some(&fleet)).await
-    }
 
     fn reconcile(dry_run: bool) -> ApiRequest {
         ApiRequest {
